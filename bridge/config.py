@@ -1,0 +1,612 @@
+"""Configuration: TOML files validated once at start-up into frozen, typed objects.
+
+The file is ``--config PATH``, else ``$POLLBRIDGE_CONFIG``, else ``/etc/pollbridge/pollbridge.toml``;
+every ``conf.d/*.toml`` beside it is merged in (sources and listeners appended).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Iterable, Mapping
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from bridge.core.durations import parse_duration
+from bridge.core.extract import ItemSpec
+from bridge.core.paths import JsonPath, compile_path
+from bridge.core.routing import ListenerRoute
+from bridge.core.signing import decode_secret
+from bridge.errors import ConfigError
+from bridge.models import CHANGE_TYPES, ChangeType
+
+DEFAULT_CONFIG_PATH = Path("/etc/pollbridge/pollbridge.toml")
+DEFAULT_RETRY = ("5s", "5m", "30m", "2h", "5h", "10h", "10h")
+NAME_PATTERN = r"^[A-Za-z0-9_-]+$"
+
+
+def _duration(value: Any) -> Any:
+    if isinstance(value, str):
+        return parse_duration(value)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return timedelta(seconds=value)
+    return value
+
+
+def _positive(value: timedelta) -> timedelta:
+    if value.total_seconds() <= 0:
+        raise ValueError("must be greater than zero")
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(_duration)]
+
+_SIZE = re.compile(r"^\s*(\d+)\s*(B|KB|KiB|MB|MiB|GB|GiB)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {
+    "b": 1,
+    "kb": 1000,
+    "kib": 1024,
+    "mb": 1000**2,
+    "mib": 1024**2,
+    "gb": 1000**3,
+    "gib": 1024**3,
+}
+
+
+def _size(value: Any) -> Any:
+    if isinstance(value, str):
+        m = _SIZE.match(value)
+        if not m:
+            raise ValueError(f"invalid size {value!r}; expected bytes, e.g. 32MiB or 1000000")
+        return int(m.group(1)) * _SIZE_UNITS[(m.group(2) or "b").lower()]
+    return value
+
+
+ByteSize = Annotated[int, BeforeValidator(_size), Field(gt=0)]
+
+
+def _check_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
+    return value
+
+
+def _check_path(value: str) -> str:
+    compile_path(value)
+    return value
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceConfig(_Strict):
+    """One polled API (a ``[[sources]]`` table)."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    url: str
+    every: Duration | None = None
+    cron: str | None = None
+    jitter: Duration = timedelta(0)
+    timeout: Duration = timedelta(seconds=10)
+    method: Literal["GET", "POST"] = "GET"
+    body: Any = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    params: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    items: str = "$[*]"
+    key: str | list[str] = "$.id"
+    ignore: list[str] = Field(default_factory=list)
+    fields: list[str] = Field(default_factory=list)
+    baseline: Literal["silent", "emit"] = "silent"
+    max_bytes: ByteSize = 32 * 1024 * 1024
+
+    _spec: ItemSpec = PrivateAttr()
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        return _check_url(v)
+
+    @field_validator("every", "timeout")
+    @classmethod
+    def _positive(cls, v: timedelta | None) -> timedelta | None:
+        return None if v is None else _positive(v)
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, v: str | None) -> str | None:
+        if v is not None:
+            from apscheduler.triggers.cron import CronTrigger
+
+            try:
+                CronTrigger.from_crontab(v, timezone="UTC")
+            except ValueError as exc:
+                raise ValueError(f"invalid cron expression {v!r}: {exc}") from exc
+        return v
+
+    @field_validator("items")
+    @classmethod
+    def _items(cls, v: str) -> str:
+        return _check_path(v)
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, v: str | list[str]) -> str | list[str]:
+        paths = [v] if isinstance(v, str) else v
+        if not paths:
+            raise ValueError("a composite key needs at least one path")
+        for p in paths:
+            _check_path(p)
+        return v
+
+    @field_validator("ignore", "fields")
+    @classmethod
+    def _paths(cls, v: list[str]) -> list[str]:
+        for p in v:
+            _check_path(p)
+        return v
+
+    @model_validator(mode="after")
+    def _schedule(self) -> SourceConfig:
+        if (self.every is None) == (self.cron is None):
+            raise ValueError("give exactly one of 'every' (e.g. \"30s\") or 'cron'")
+        if self.body is not None and self.method != "POST":
+            raise ValueError("'body' is sent only with method = \"POST\"")
+        for p in self.fields:
+            cp = compile_path(p)
+            if cp.steps is None or not all(isinstance(s, str) for s in cp.steps) or not cp.steps:
+                raise ValueError(f"fields: {p!r} must be a plain path of names, e.g. $.a.b")
+        return self
+
+    def model_post_init(self, context: Any, /) -> None:
+        keys = [self.key] if isinstance(self.key, str) else self.key
+        self._spec = ItemSpec(
+            items=compile_path(self.items),
+            key=tuple(compile_path(k) for k in keys),
+            ignore=tuple(compile_path(p) for p in self.ignore),
+            fields=tuple(compile_path(p) for p in self.fields),
+        )
+
+    @property
+    def spec(self) -> ItemSpec:
+        """The compiled paths (built once at load)."""
+        return self._spec
+
+    @property
+    def ignore_paths(self) -> tuple[JsonPath, ...]:
+        return self._spec.ignore
+
+    @property
+    def interval_s(self) -> float | None:
+        return None if self.every is None else self.every.total_seconds()
+
+    def fingerprint_fields(self) -> dict[str, Any]:
+        """What defines this source's items: a change here means a new baseline."""
+        return {
+            "url": self.url,
+            "params": self.params,
+            "body": self.body,
+            "items": self.items,
+            "key": self.key,
+            "ignore": self.ignore,
+            "fields": self.fields,
+        }
+
+
+class ListenerConfig(_Strict):
+    """One webhook receiver (a ``[[listeners]]`` table)."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    url: str
+    sources: list[str] | None = None
+    events: list[ChangeType] = Field(default_factory=lambda: list(CHANGE_TYPES))
+    secret: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout: Duration = timedelta(seconds=10)
+    retry: list[Duration] = Field(
+        default_factory=lambda: [parse_duration(d) for d in DEFAULT_RETRY]
+    )
+    max_in_flight: int = Field(default=16, ge=1, le=1024)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        return _check_url(v)
+
+    @field_validator("secret")
+    @classmethod
+    def _secret(cls, v: str | None) -> str | None:
+        if v is not None:
+            decode_secret(v)
+        return v
+
+    @field_validator("timeout")
+    @classmethod
+    def _positive(cls, v: timedelta) -> timedelta:
+        return _positive(v)
+
+    @field_validator("events")
+    @classmethod
+    def _events(cls, v: list[ChangeType]) -> list[ChangeType]:
+        if not v:
+            raise ValueError("at least one of created, updated, deleted")
+        return v
+
+    @property
+    def signing_keys(self) -> list[bytes]:
+        return [decode_secret(self.secret)] if self.secret else []
+
+    @property
+    def retry_s(self) -> list[float]:
+        return [d.total_seconds() for d in self.retry]
+
+    def route(self) -> ListenerRoute:
+        return ListenerRoute(
+            self.name,
+            None if self.sources is None else frozenset(self.sources),
+            frozenset(self.events),
+        )
+
+
+class BridgeSettings(BaseSettings):
+    """The ``[bridge]`` table; each field can be overridden by ``POLLBRIDGE_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="POLLBRIDGE_", extra="forbid", frozen=True)
+
+    state: str = "pollbridge.db"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    shutdown_grace: Duration = timedelta(seconds=10)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower(cls, v: Any) -> Any:
+        return v.lower() if isinstance(v, str) else v
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment overrides the file, so a unit can change one setting without a copy.
+        return (env_settings, init_settings)
+
+
+class Config(_Strict):
+    """The whole validated configuration."""
+
+    bridge: BridgeSettings = Field(default_factory=BridgeSettings)
+    sources: list[SourceConfig] = Field(default_factory=list)
+    listeners: list[ListenerConfig] = Field(default_factory=list)
+
+    _files: tuple[str, ...] = PrivateAttr(default=())
+    _sensitive: frozenset[str] = PrivateAttr(default=frozenset())
+    _state_location: str = PrivateAttr(default="")
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Config:
+        names = [s.name for s in self.sources]
+        known = set(names)
+        for listener in self.listeners:
+            for src in listener.sources or ():
+                if src not in known:
+                    raise ValueError(
+                        f'listeners "{listener.name}": sources names unknown source {src!r} '
+                        f"(known: {', '.join(sorted(known)) or 'none'})"
+                    )
+        return self
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        return self._files
+
+    @property
+    def state_location(self) -> str:
+        """The SQLite path (made absolute) or the database URL the store opens."""
+        return self._state_location
+
+    def source(self, name: str) -> SourceConfig:
+        for s in self.sources:
+            if s.name == name:
+                return s
+        raise ConfigError(
+            f"no source named {name!r} (known: {', '.join(s.name for s in self.sources) or 'none'})",
+            file=self._files[0] if self._files else None,
+        )
+
+    def routes(self) -> list[ListenerRoute]:
+        return [listener.route() for listener in self.listeners]
+
+    def redact(self, text: str) -> str:
+        """``text`` with every secret value this configuration holds replaced by ``***``."""
+        for value in sorted(self._sensitive, key=len, reverse=True):
+            text = text.replace(value, "***")
+        return text
+
+    @property
+    def sensitive_values(self) -> frozenset[str]:
+        return self._sensitive
+
+
+# --- loading -------------------------------------------------------------------------------
+
+_VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _lookup(name: str, env: Mapping[str, str]) -> str | None:
+    cred_dir = env.get("CREDENTIALS_DIRECTORY")
+    if cred_dir:
+        path = Path(cred_dir) / name
+        if path.is_file():
+            return path.read_text().rstrip("\r\n")
+    return env.get(name)
+
+
+def _interpolate(
+    value: Any, env: Mapping[str, str], where: str, file: str, sensitive: set[str]
+) -> Any:
+    if isinstance(value, dict):
+        return {
+            k: _interpolate(v, env, f"{where}.{k}" if where else k, file, sensitive)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_interpolate(v, env, f"{where}[{i}]", file, sensitive) for i, v in enumerate(value)]
+    if not isinstance(value, str) or "$" not in value:
+        return value
+
+    def repl(m: re.Match[str]) -> str:
+        if m.group(0) == "$$":
+            return "$"
+        name, default = m.group(1), m.group(2)
+        found = _lookup(name, env)
+        if found is None:
+            if default is None:
+                raise ConfigError(
+                    f"${{{name}}} is not set in the environment (nor in $CREDENTIALS_DIRECTORY); "
+                    f"set it, or write ${{{name}:-default}}",
+                    file=file,
+                    where=where,
+                )
+            found = default
+        if found:
+            sensitive.add(found)
+        return found
+
+    return _VAR.sub(repl, value)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError as exc:
+        raise ConfigError(
+            "configuration file not found (give --config PATH or set POLLBRIDGE_CONFIG)",
+            file=str(path),
+        ) from exc
+    except PermissionError as exc:
+        raise ConfigError(
+            "configuration file is not readable (permission denied)", file=str(path)
+        ) from exc
+    except IsADirectoryError as exc:
+        raise ConfigError("expected a TOML file, found a directory", file=str(path)) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}", file=str(path)) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not valid UTF-8: {exc}", file=str(path)) from exc
+
+
+def resolve_config_path(explicit: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path:
+    """``--config``, else ``$POLLBRIDGE_CONFIG``, else the system default."""
+    if explicit:
+        return Path(explicit)
+    if env.get("POLLBRIDGE_CONFIG"):
+        return Path(env["POLLBRIDGE_CONFIG"])
+    return DEFAULT_CONFIG_PATH
+
+
+def _entry_label(data: Mapping[str, Any], table: str, index: int) -> str:
+    entries = data.get(table)
+    if isinstance(entries, list) and index < len(entries) and isinstance(entries[index], dict):
+        name = entries[index].get("name")
+        if isinstance(name, str) and name:
+            return f'{table} "{name}" ({table}[{index}])'
+    return f"{table}[{index}]"
+
+
+def _format_validation(exc: ValidationError, data: Mapping[str, Any], origin: list[str]) -> str:
+    lines = []
+    for err in exc.errors(include_url=False):
+        loc = list(err["loc"])
+        where = ""
+        file_hint = ""
+        if len(loc) >= 2 and loc[0] in ("sources", "listeners") and isinstance(loc[1], int):
+            where = _entry_label(data, str(loc[0]), loc[1])
+            if origin and loc[1] < len(origin) and loc[0] == "sources":
+                file_hint = origin[loc[1]]
+            loc = loc[2:]
+        elif loc and loc[0] == "bridge":
+            where = "[bridge]"
+            loc = loc[1:]
+        field = ".".join(str(p) for p in loc)
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check its spelling; unknown keys are not ignored)"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        elif msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+        elif err["type"] == "literal_error":
+            msg = f"{msg}, got {err.get('input')!r}"
+        parts = [p for p in (file_hint, where, f"field {field}" if field else "") if p]
+        lines.append(f"{', '.join(parts)}: {msg}" if parts else msg)
+    return "\n  ".join(lines)
+
+
+def _merge(main: dict[str, Any], extra: dict[str, Any], main_file: str, extra_file: str) -> None:
+    for table in ("sources", "listeners"):
+        if table in extra:
+            if not isinstance(extra[table], list):
+                raise ConfigError(
+                    f"'{table}' must be an array of tables ([[{table}]])", file=extra_file
+                )
+            main.setdefault(table, []).extend(extra[table])
+    unknown = set(extra) - {"sources", "listeners"}
+    if unknown:
+        raise ConfigError(
+            f"a conf.d file may hold only [[sources]] and [[listeners]]; found {sorted(unknown)} "
+            f"(put [bridge] settings in {main_file})",
+            file=extra_file,
+        )
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+) -> Config:
+    """Read, interpolate, merge and validate the configuration; raise ConfigError on any problem."""
+    env = os.environ if env is None else env
+    main_path = resolve_config_path(path, env)
+    sensitive: set[str] = set()
+    data = _interpolate(_read_toml(main_path), env, "", str(main_path), sensitive)
+    files = [str(main_path)]
+    origin_of: dict[tuple[str, str], str] = {}
+    for table in ("sources", "listeners"):
+        for entry in data.get(table, []) if isinstance(data.get(table), list) else []:
+            if isinstance(entry, dict) and isinstance(entry.get("name"), str):
+                origin_of[(table, entry["name"])] = str(main_path)
+    conf_d = main_path.parent / "conf.d"
+    if conf_d.is_dir():
+        for extra_path in sorted(conf_d.glob("*.toml")):
+            extra = _interpolate(_read_toml(extra_path), env, "", str(extra_path), sensitive)
+            for table in ("sources", "listeners"):
+                for entry in extra.get(table, []) if isinstance(extra.get(table), list) else []:
+                    name = entry.get("name") if isinstance(entry, dict) else None
+                    if isinstance(name, str):
+                        if (table, name) in origin_of:
+                            raise ConfigError(
+                                f'duplicate {table[:-1]} name "{name}": defined in '
+                                f"{origin_of[(table, name)]} and in {extra_path}",
+                                file=str(extra_path),
+                            )
+                        origin_of[(table, name)] = str(extra_path)
+            _merge(data, extra, str(main_path), str(extra_path))
+            files.append(str(extra_path))
+    _check_duplicates(data, str(main_path))
+    unknown_top = set(data) - {"bridge", "sources", "listeners"}
+    if unknown_top:
+        raise ConfigError(
+            f"unknown top-level table(s) {sorted(unknown_top)}; expected [bridge], [[sources]], "
+            "[[listeners]]",
+            file=str(main_path),
+        )
+    bridge_data = data.get("bridge", {})
+    if not isinstance(bridge_data, dict):
+        raise ConfigError("[bridge] must be a table", file=str(main_path))
+    source_origin = (
+        [
+            origin_of.get(("sources", str(e.get("name"))), str(main_path))
+            if isinstance(e, dict)
+            else ""
+            for e in (data.get("sources") or [])
+        ]
+        if isinstance(data.get("sources"), list)
+        else []
+    )
+    try:
+        bridge = BridgeSettings(**bridge_data)
+        config = Config(
+            bridge=bridge,
+            sources=data.get("sources", []),
+            listeners=data.get("listeners", []),
+        )
+    except ValidationError as exc:
+        detail = _format_validation(
+            exc, data, [o if o != str(main_path) else "" for o in source_origin]
+        )
+        raise ConfigError(
+            f"{exc.error_count()} problem(s):\n  {detail}", file=str(main_path)
+        ) from None
+    except ValueError as exc:
+        raise ConfigError(str(exc), file=str(main_path)) from None
+    for listener in config.listeners:
+        if listener.secret:
+            sensitive.add(listener.secret)
+    config._files = tuple(files)
+    config._sensitive = frozenset(v for v in sensitive if len(v) >= 4)
+    config._state_location = _resolve_state(config.bridge.state, env)
+    return config
+
+
+def _check_duplicates(data: Mapping[str, Any], file: str) -> None:
+    for table in ("sources", "listeners"):
+        entries = data.get(table)
+        if entries is None:
+            continue
+        if not isinstance(entries, list):
+            raise ConfigError(f"'{table}' must be an array of tables ([[{table}]])", file=file)
+        seen: dict[str, int] = {}
+        for i, entry in enumerate(entries):
+            name = entry.get("name") if isinstance(entry, dict) else None
+            if isinstance(name, str):
+                if name in seen:
+                    raise ConfigError(
+                        f'duplicate name "{name}" ({table}[{seen[name]}] and {table}[{i}]); '
+                        "names must be unique",
+                        file=file,
+                        where=f"{table}[{i}]",
+                    )
+                seen[name] = i
+
+
+def _resolve_state(state: str, env: Mapping[str, str]) -> str:
+    if "://" in state:
+        return state
+    path = Path(state).expanduser()
+    if not path.is_absolute():
+        base = env.get("STATE_DIRECTORY", "").split(":")[0]
+        path = Path(base) / path if base else Path.cwd() / path
+    return str(path)
+
+
+def iter_summary(config: Config) -> Iterable[str]:
+    """Human-readable lines describing the configuration, with secrets redacted."""
+    yield f"config: {', '.join(config.files)}"
+    yield f"state:  {config.redact(config.state_location)}"
+    yield f"sources ({len(config.sources)}):"
+    for s in config.sources:
+        when = f"every {_fmt(s.every)}" if s.every else f"cron {s.cron!r}"
+        yield f"  - {s.name}: {s.method} {config.redact(s.url)} {when}, items {s.items}, key {s.key}"
+    yield f"listeners ({len(config.listeners)}):"
+    for lst in config.listeners:
+        srcs = ", ".join(lst.sources) if lst.sources is not None else "all sources"
+        signed = "signed (secret ***)" if lst.secret else "unsigned"
+        yield (
+            f"  - {lst.name}: POST {config.redact(lst.url)} <- {srcs}; "
+            f"events {', '.join(lst.events)}; {signed}"
+        )
+
+
+def _fmt(value: timedelta) -> str:
+    from bridge.core.durations import format_duration
+
+    return format_duration(value)

@@ -1,0 +1,43 @@
+"""Durations written the way operators write them: "30s", "5m", "1h30m", "500ms", "14d"."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str) -> timedelta:
+    """Parse "30s", "5m", "1h30m", "250ms" or "2d" into a timedelta; raise ValueError otherwise."""
+    s = text.strip().lower().replace(" ", "")
+    if not s:
+        raise ValueError("empty duration; expected a number with a unit, e.g. 30s, 5m, 1h, 2d")
+    pos = 0
+    total = 0.0
+    for m in _PART.finditer(s):
+        if m.start() != pos:
+            break
+        total += float(m.group(1)) * _UNIT_S[m.group(2)]
+        pos = m.end()
+    if pos != len(s):
+        raise ValueError(
+            f"invalid duration {text!r}; expected a number with a unit (ms, s, m, h, d), "
+            "e.g. 30s, 5m, 1h30m"
+        )
+    return timedelta(seconds=total)
+
+
+def format_duration(value: timedelta) -> str:
+    """Render a timedelta back in the short form parse_duration reads."""
+    seconds = value.total_seconds()
+    if seconds and seconds < 1:
+        return f"{round(seconds * 1000)}ms"
+    out = []
+    rest = int(seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if rest >= size:
+            out.append(f"{rest // size}{unit}")
+            rest %= size
+    return "".join(out) or "0s"

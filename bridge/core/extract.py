@@ -1,0 +1,151 @@
+"""Turn a decoded API response into keyed items, ready to diff."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from bridge.core.hashing import hash_value
+from bridge.core.paths import JsonPath
+from bridge.models import Item, ItemKey
+
+
+class ExtractionFailed(ValueError):
+    """The document does not contain what the source's paths describe."""
+
+
+@dataclass(frozen=True)
+class ItemSpec:
+    """How to find a source's items, keys, compared fields and kept fields."""
+
+    items: JsonPath
+    key: tuple[JsonPath, ...]
+    ignore: tuple[JsonPath, ...] = ()
+    fields: tuple[JsonPath, ...] = ()
+
+
+def select_items(doc: Any, items_path: JsonPath) -> list[Any]:
+    """The list of raw items ``items_path`` selects; raise ExtractionFailed if it matches nothing.
+
+    A path that ends in ``[*]`` or a filter must find its array: an explicitly empty array is a
+    real empty list, a missing one is an error (never "everything was deleted"). A path that
+    matches a single array, such as ``$.data``, selects that array's elements.
+    """
+    container = items_path.container()
+    if container is not None:
+        found = container.find(doc)
+        if not found:
+            raise ExtractionFailed(
+                f"items path {items_path.text!r} matched nothing: {container.text!r} "
+                "is not in the response"
+            )
+        bad = [v for v in found if not isinstance(v, list)]
+        if bad:
+            kind = _kind(bad[0])
+            raise ExtractionFailed(
+                f"items path {items_path.text!r}: {container.text!r} is {kind}, expected an array"
+            )
+        return items_path.find(doc)
+    found = items_path.find(doc)
+    if not found:
+        raise ExtractionFailed(f"items path {items_path.text!r} matched nothing in the response")
+    if len(found) == 1 and isinstance(found[0], list):
+        return list(found[0])
+    return found
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"
+
+
+def _key_part(value: Any, path: JsonPath, index: int) -> str:
+    found = path.find(value) if isinstance(value, dict | list) else []
+    if not found:
+        raise ExtractionFailed(f"item #{index} has no key at {path.text!r}")
+    if len(found) > 1:
+        raise ExtractionFailed(f"item #{index}: key path {path.text!r} matched {len(found)} values")
+    part = found[0]
+    if isinstance(part, bool) or not isinstance(part, str | int | float):
+        raise ExtractionFailed(
+            f"item #{index}: key at {path.text!r} is {_kind(part)}, expected a string or number"
+        )
+    if isinstance(part, str):
+        return part
+    return orjson.dumps(part).decode()
+
+
+def key_text(key: ItemKey) -> str:
+    """The stored form of a key: the string itself, or a JSON array for a composite key."""
+    if isinstance(key, str):
+        return key
+    return orjson.dumps(list(key)).decode()
+
+
+def project(value: Any, fields: Sequence[JsonPath]) -> Any:
+    """Keep only the given simple paths of an item (``fields`` projection)."""
+    if not fields or not isinstance(value, dict):
+        return value
+    out: dict[str, Any] = {}
+    for path in fields:
+        steps = path.steps
+        if steps is None or not all(isinstance(s, str) for s in steps) or not steps:
+            continue
+        src: Any = value
+        for step in steps:
+            if not isinstance(src, dict) or step not in src:
+                break
+            src = src[step]
+        else:
+            dst = out
+            for step in steps[:-1]:
+                dst = dst.setdefault(step, {})
+            dst[steps[-1]] = src
+    return out
+
+
+def comparable(value: Any, ignore: Sequence[JsonPath]) -> Any:
+    """The part of an item that counts for change detection: ``value`` minus ignored paths."""
+    for path in ignore:
+        value = path.remove_from(value)
+    return value
+
+
+def extract_items(doc: Any, spec: ItemSpec) -> list[Item]:
+    """Extract, key and hash every item; raise ExtractionFailed on a missing or repeated key."""
+    raw = select_items(doc, spec.items)
+    seen: dict[str, int] = {}
+    out: list[Item] = []
+    composite = len(spec.key) > 1
+    for index, value in enumerate(raw):
+        if spec.fields:
+            value = project(value, spec.fields)
+        if composite:
+            key: ItemKey = tuple(_key_part(value, p, index) for p in spec.key)
+        else:
+            key = _key_part(value, spec.key[0], index)
+        text = key_text(key)
+        if text in seen:
+            raise ExtractionFailed(
+                f"key {text!r} appears twice in one poll (items #{seen[text]} and #{index})"
+            )
+        seen[text] = index
+        cmp = comparable(value, spec.ignore) if spec.ignore else value
+        try:
+            digest = hash_value(cmp)
+        except TypeError as exc:  # orjson refuses e.g. integers beyond 64 bits
+            raise ExtractionFailed(f"item #{index} (key {text!r}) cannot be hashed: {exc}") from exc
+        out.append(Item(key=key, key_text=text, value=value, hash=digest))
+    return out

@@ -1,0 +1,118 @@
+"""The storage interface. Backends: ``sqlite`` (embedded default) and, later, ``postgres``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from bridge.models import (
+    AttemptResult,
+    Change,
+    Delivery,
+    Event,
+    Item,
+    ItemKey,
+    ListenerState,
+    SourceState,
+)
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class PollCommit:
+    """Everything one successful poll writes, committed in a single transaction."""
+
+    source: str
+    polled_at: datetime
+    duration_s: float
+    upserts: Sequence[Item]
+    """Created and updated items (the whole list on a baseline)."""
+    deletes: Sequence[str]
+    """Key texts of deleted items."""
+    changes: Sequence[Change]
+    """The changes recorded as events (empty for a silent baseline)."""
+    routes: Sequence[Sequence[str]]
+    """For each change, the listeners that get a delivery."""
+    item_count: int
+    fingerprint: str
+    result: str = "ok"
+    validators: Mapping[str, Mapping[str, str]] | None = None
+    expected_version: int | None = None
+    """The snapshot version the diff was computed against; a mismatch refuses the commit."""
+    extra_state: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SnapshotHashes:
+    """A source's stored (key text -> hash) map and the version it belongs to."""
+
+    version: int
+    hashes: dict[str, str]
+
+
+class StaleSnapshot(Exception):
+    """The snapshot changed since the diff was computed (another writer); poll again."""
+
+
+class Store(Protocol):
+    """What the pipeline, dispatcher and CLI need from a state backend."""
+
+    location: str
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+
+    # sources and snapshots
+    async def get_source_state(self, source: str) -> SourceState | None: ...
+    async def list_source_states(self) -> list[SourceState]: ...
+    async def load_hashes(self, source: str) -> SnapshotHashes: ...
+    async def load_items(
+        self, source: str, key_texts: Sequence[str]
+    ) -> dict[str, tuple[ItemKey, Any]]: ...
+    async def commit_poll(self, commit: PollCommit) -> list[Event]: ...
+    async def record_poll_failure(
+        self,
+        source: str,
+        at: datetime,
+        duration_s: float,
+        error: str,
+        *,
+        result: str = "error",
+        not_before: datetime | None = None,
+    ) -> SourceState: ...
+    async def record_poll_unchanged(
+        self,
+        source: str,
+        at: datetime,
+        duration_s: float,
+        *,
+        result: str = "ok",
+        validators: Mapping[str, Mapping[str, str]] | None = None,
+    ) -> None: ...
+    async def update_source_state(self, source: str, **fields: Any) -> None: ...
+
+    # deliveries
+    async def due_deliveries(
+        self, listener: str, now: float, limit: int, exclude_ids: Sequence[int]
+    ) -> list[Delivery]: ...
+    async def next_due_at(
+        self, listeners: Sequence[str], exclude_ids: Sequence[int]
+    ) -> float | None: ...
+    async def record_attempt(
+        self,
+        delivery_id: int,
+        at: datetime,
+        result: AttemptResult,
+        *,
+        next_at: float | None,
+    ) -> str: ...
+    async def pending_count(self, listeners: Sequence[str] | None = None) -> int: ...
+
+    # listeners
+    async def set_listener_paused(
+        self, listener: str, paused: bool, reason: str | None, at: datetime
+    ) -> None: ...
+    async def list_listener_states(self) -> list[ListenerState]: ...

@@ -1,0 +1,757 @@
+"""The embedded default store: one SQLite file in WAL mode, used from one worker thread.
+
+Every call runs on a single dedicated thread, so the event loop never blocks on disk and writes
+are serialised without locks of our own. Each poll is one ``BEGIN IMMEDIATE`` transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+import sqlite_utils
+
+from bridge.errors import StoreError
+from bridge.models import (
+    AttemptResult,
+    Delivery,
+    Event,
+    ItemKey,
+    ListenerState,
+    SourceState,
+)
+from bridge.store.base import SCHEMA_VERSION, PollCommit, SnapshotHashes, StaleSnapshot
+
+T = TypeVar("T")
+
+_MIGRATIONS: dict[int, str] = {
+    1: """
+    CREATE TABLE sources (
+        name TEXT PRIMARY KEY,
+        last_poll_at TEXT,
+        last_success_at TEXT,
+        last_result TEXT,
+        last_error TEXT,
+        last_duration_s REAL,
+        item_count INTEGER NOT NULL DEFAULT 0,
+        fingerprint TEXT,
+        consecutive_failures INTEGER NOT NULL DEFAULT 0,
+        not_before TEXT,
+        held_reason TEXT,
+        held_polls INTEGER NOT NULL DEFAULT 0,
+        held_digest TEXT,
+        validators TEXT,
+        snapshot_version INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE items (
+        source TEXT NOT NULL,
+        key_text TEXT NOT NULL,
+        key TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        item TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (source, key_text)
+    ) WITHOUT ROWID;
+    CREATE TABLE events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        source TEXT NOT NULL,
+        key_text TEXT NOT NULL,
+        key TEXT NOT NULL,
+        type TEXT NOT NULL,
+        timestamp TEXT NOT NULL,
+        before TEXT,
+        after TEXT,
+        changes TEXT NOT NULL
+    );
+    CREATE INDEX events_source_key ON events (source, key_text, seq);
+    CREATE INDEX events_timestamp ON events (timestamp);
+    CREATE TABLE deliveries (
+        id INTEGER PRIMARY KEY,
+        event_seq INTEGER NOT NULL REFERENCES events (seq),
+        listener TEXT NOT NULL,
+        source TEXT NOT NULL,
+        key_text TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'pending',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_at REAL NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        delivered_at TEXT,
+        last_status INTEGER,
+        last_error TEXT,
+        last_response TEXT
+    );
+    CREATE INDEX deliveries_due ON deliveries (listener, next_at) WHERE state = 'pending';
+    CREATE INDEX deliveries_order ON deliveries (listener, source, key_text, event_seq)
+        WHERE state = 'pending';
+    CREATE INDEX deliveries_event ON deliveries (event_seq);
+    CREATE INDEX deliveries_state ON deliveries (listener, state);
+    CREATE TABLE attempts (
+        id INTEGER PRIMARY KEY,
+        delivery_id INTEGER NOT NULL REFERENCES deliveries (id),
+        at TEXT NOT NULL,
+        status INTEGER,
+        duration_ms REAL NOT NULL,
+        error TEXT,
+        response TEXT
+    );
+    CREATE INDEX attempts_delivery ON attempts (delivery_id);
+    CREATE TABLE listeners (
+        name TEXT PRIMARY KEY,
+        paused INTEGER NOT NULL DEFAULT 0,
+        paused_reason TEXT,
+        paused_at TEXT,
+        last_success_at TEXT,
+        last_failure_at TEXT,
+        last_error TEXT
+    );
+    """,
+}
+assert max(_MIGRATIONS) == SCHEMA_VERSION  # noqa: S101 - a programming error, caught by any test
+
+_SOURCE_FIELDS = (
+    "last_poll_at",
+    "last_success_at",
+    "last_result",
+    "last_error",
+    "last_duration_s",
+    "item_count",
+    "fingerprint",
+    "consecutive_failures",
+    "not_before",
+    "held_reason",
+    "held_polls",
+    "held_digest",
+    "validators",
+)
+
+
+def iso(moment: datetime | None) -> str | None:
+    """Stored form of a time: ISO 8601 in UTC."""
+    return None if moment is None else moment.astimezone(UTC).isoformat()
+
+
+def parse_iso(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text)
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _key_from_json(text: str) -> ItemKey:
+    value = orjson.loads(text)
+    return value if isinstance(value, str) else tuple(value)
+
+
+def _loads(text: str | None) -> Any:
+    return None if text is None else orjson.loads(text)
+
+
+def row_to_event(row: Mapping[str, Any]) -> Event:
+    return Event(
+        id=row["id"],
+        seq=row["seq"],
+        source=row["source"],
+        key=_key_from_json(row["key"]),
+        type=row["type"],
+        timestamp=datetime.fromisoformat(row["timestamp"]),
+        before=_loads(row["before"]),
+        after=_loads(row["after"]),
+        changes=orjson.loads(row["changes"]),
+    )
+
+
+def _row_to_source(row: Mapping[str, Any]) -> SourceState:
+    return SourceState(
+        name=row["name"],
+        last_poll_at=parse_iso(row["last_poll_at"]),
+        last_success_at=parse_iso(row["last_success_at"]),
+        last_result=row["last_result"],
+        last_error=row["last_error"],
+        last_duration_s=row["last_duration_s"],
+        item_count=row["item_count"],
+        fingerprint=row["fingerprint"],
+        consecutive_failures=row["consecutive_failures"],
+        not_before=parse_iso(row["not_before"]),
+        held_reason=row["held_reason"],
+        held_polls=row["held_polls"],
+        held_digest=row["held_digest"],
+        validators=_loads(row["validators"]) or {},
+    )
+
+
+class SQLiteStore:
+    """The SQLite backend of :class:`bridge.store.base.Store`."""
+
+    def __init__(self, path: str | os.PathLike[str], *, busy_timeout_s: float = 5.0):
+        self.location = str(path)
+        self._busy_timeout_s = busy_timeout_s
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+        self.db: sqlite_utils.Database | None = None
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._executor is None:
+            raise StoreError("use", "the store is not open", location=self.location)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._guarded, fn, args)
+
+    def _guarded(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        try:
+            return fn(*args)
+        except sqlite3.Error as exc:
+            raise StoreError(
+                getattr(fn, "__name__", "operation").lstrip("_"),
+                _describe(exc),
+                location=self.location,
+            ) from exc
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StoreError("use", "the store is not open", location=self.location)
+        return self._conn
+
+    async def open(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pollbridge-sqlite")
+        try:
+            await self._run(self._open)
+        except BaseException:
+            self._executor.shutdown(wait=False)
+            self._executor = None
+            raise
+
+    def open_sync(self) -> None:
+        """Open on the calling thread (for read-only CLI verbs and tests)."""
+        try:
+            self._open()
+        except sqlite3.Error as exc:
+            raise StoreError("open", _describe(exc), location=self.location) from exc
+
+    def _open(self) -> None:
+        path = Path(self.location)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if not path.exists():
+                # 0600 from the first byte: the state holds API data; SQLite gives -wal/-shm the same mode
+                fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+                os.close(fd)
+        except OSError as exc:
+            raise StoreError(
+                "open", f"cannot create the state file: {exc}", location=self.location
+            ) from exc
+        conn = sqlite3.connect(
+            path, timeout=self._busy_timeout_s, isolation_level=None, check_same_thread=False
+        )
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        self._conn = conn
+        self.db = sqlite_utils.Database(conn)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        conn = self.conn
+        current = conn.execute("PRAGMA user_version").fetchone()[0]
+        if current > SCHEMA_VERSION:
+            raise StoreError(
+                "open",
+                f"the state file has schema version {current}, newer than this pollbridge "
+                f"understands ({SCHEMA_VERSION}); upgrade pollbridge",
+                location=self.location,
+            )
+        for version in range(current + 1, SCHEMA_VERSION + 1):
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _MIGRATIONS[version].split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {version}")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    async def close(self) -> None:
+        if self._executor is None:
+            return
+        await self._run(self._close)
+        self._executor.shutdown(wait=True)
+        self._executor = None
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def close_sync(self) -> None:
+        self._close()
+
+    # -- sources ----------------------------------------------------------------------------
+
+    async def get_source_state(self, source: str) -> SourceState | None:
+        return await self._run(self._get_source_state, source)
+
+    def _get_source_state(self, source: str) -> SourceState | None:
+        row = self.conn.execute("SELECT * FROM sources WHERE name = ?", (source,)).fetchone()
+        return None if row is None else _row_to_source(row)
+
+    async def list_source_states(self) -> list[SourceState]:
+        return await self._run(self._list_source_states)
+
+    def _list_source_states(self) -> list[SourceState]:
+        rows = self.conn.execute("SELECT * FROM sources ORDER BY name").fetchall()
+        return [_row_to_source(r) for r in rows]
+
+    async def load_hashes(self, source: str) -> SnapshotHashes:
+        return await self._run(self._load_hashes, source)
+
+    def _load_hashes(self, source: str) -> SnapshotHashes:
+        conn = self.conn
+        conn.execute("BEGIN")
+        try:
+            row = conn.execute(
+                "SELECT snapshot_version FROM sources WHERE name = ?", (source,)
+            ).fetchone()
+            hashes = dict(
+                conn.execute("SELECT key_text, hash FROM items WHERE source = ?", (source,))
+            )
+        finally:
+            conn.execute("COMMIT")
+        return SnapshotHashes(row[0] if row else 0, hashes)
+
+    async def snapshot_version(self, source: str) -> int:
+        return await self._run(self._snapshot_version, source)
+
+    def _snapshot_version(self, source: str) -> int:
+        row = self.conn.execute(
+            "SELECT snapshot_version FROM sources WHERE name = ?", (source,)
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    async def load_items(
+        self, source: str, key_texts: Sequence[str]
+    ) -> dict[str, tuple[ItemKey, Any]]:
+        return await self._run(self._load_items, source, list(key_texts))
+
+    def _load_items(self, source: str, key_texts: list[str]) -> dict[str, tuple[ItemKey, Any]]:
+        out: dict[str, tuple[ItemKey, Any]] = {}
+        for start in range(0, len(key_texts), 500):
+            chunk = key_texts[start : start + 500]
+            rows = self.conn.execute(
+                "SELECT key_text, key, item FROM items WHERE source = ? AND key_text IN "
+                "(SELECT value FROM json_each(?))",
+                (source, _dumps(chunk)),
+            )
+            for key_text, key, item in rows:
+                out[key_text] = (_key_from_json(key), orjson.loads(item))
+        return out
+
+    async def commit_poll(self, commit: PollCommit) -> list[Event]:
+        return await self._run(self._commit_poll, commit)
+
+    def _commit_poll(self, commit: PollCommit) -> list[Event]:
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = self._snapshot_version(commit.source)
+            if commit.expected_version is not None and version != commit.expected_version:
+                raise StaleSnapshot(
+                    f"snapshot of {commit.source!r} moved from version "
+                    f"{commit.expected_version} to {version} during the poll"
+                )
+            self._write_items(commit)
+            events = self._write_events(commit)
+            self._write_deliveries(commit, events)
+            self._write_source_state(commit, version + 1)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return events
+
+    def _write_items(self, commit: PollCommit) -> None:
+        now = iso(commit.polled_at)
+        if commit.upserts:
+            self.conn.executemany(
+                "INSERT INTO items (source, key_text, key, hash, item, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (source, key_text) DO UPDATE SET "
+                "key = excluded.key, hash = excluded.hash, item = excluded.item, "
+                "updated_at = excluded.updated_at",
+                (
+                    (
+                        commit.source,
+                        it.key_text,
+                        _dumps(it.key if isinstance(it.key, str) else list(it.key)),
+                        it.hash,
+                        _dumps(it.value),
+                        now,
+                    )
+                    for it in commit.upserts
+                ),
+            )
+        if commit.deletes:
+            self.conn.executemany(
+                "DELETE FROM items WHERE source = ? AND key_text = ?",
+                ((commit.source, k) for k in commit.deletes),
+            )
+
+    def _write_events(self, commit: PollCommit) -> list[Event]:
+        from bridge.core.ids import new_event_id
+
+        events: list[Event] = []
+        ts = iso(commit.polled_at)
+        cur = self.conn.cursor()
+        for change in commit.changes:
+            event_id = new_event_id(commit.polled_at)
+            key_json = _dumps(change.key if isinstance(change.key, str) else list(change.key))
+            cur.execute(
+                "INSERT INTO events (id, source, key_text, key, type, timestamp, before, after, "
+                "changes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    event_id,
+                    commit.source,
+                    change.key_text,
+                    key_json,
+                    change.type,
+                    ts,
+                    None if change.before is None else _dumps(change.before),
+                    None if change.after is None else _dumps(change.after),
+                    _dumps(change.changes),
+                ),
+            )
+            seq = cur.lastrowid
+            assert seq is not None  # noqa: S101
+            events.append(
+                Event(
+                    event_id,
+                    seq,
+                    commit.source,
+                    change.key,
+                    change.type,
+                    commit.polled_at,
+                    change.before,
+                    change.after,
+                    change.changes,
+                )
+            )
+        return events
+
+    def _write_deliveries(self, commit: PollCommit, events: list[Event]) -> None:
+        now = iso(commit.polled_at)
+        due = commit.polled_at.timestamp()
+        rows = [
+            (event.seq, listener, commit.source, change.key_text, due, now, now)
+            for event, change, listeners in zip(events, commit.changes, commit.routes, strict=True)
+            for listener in listeners
+        ]
+        if rows:
+            self.conn.executemany(
+                "INSERT INTO deliveries (event_seq, listener, source, key_text, next_at, "
+                "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+
+    def _write_source_state(self, commit: PollCommit, version: int) -> None:
+        fields: dict[str, Any] = {
+            "last_poll_at": iso(commit.polled_at),
+            "last_success_at": iso(commit.polled_at),
+            "last_result": commit.result,
+            "last_error": None,
+            "last_duration_s": commit.duration_s,
+            "item_count": commit.item_count,
+            "fingerprint": commit.fingerprint,
+            "consecutive_failures": 0,
+            "not_before": None,
+            "held_reason": None,
+            "held_polls": 0,
+            "held_digest": None,
+            "snapshot_version": version,
+        }
+        if commit.validators is not None:
+            fields["validators"] = _dumps(commit.validators)
+        fields.update(commit.extra_state)
+        self._upsert_source(commit.source, fields)
+
+    def _upsert_source(self, source: str, fields: Mapping[str, Any]) -> None:
+        cols = list(fields)
+        assignments = ", ".join(f"{c} = excluded.{c}" for c in cols)
+        self.conn.execute(
+            f"INSERT INTO sources (name, {', '.join(cols)}) VALUES (?, {', '.join('?' * len(cols))}) "  # noqa: S608
+            f"ON CONFLICT (name) DO UPDATE SET {assignments}",
+            (source, *fields.values()),
+        )
+
+    async def record_poll_failure(
+        self,
+        source: str,
+        at: datetime,
+        duration_s: float,
+        error: str,
+        *,
+        result: str = "error",
+        not_before: datetime | None = None,
+    ) -> SourceState:
+        return await self._run(
+            self._record_poll_failure, source, at, duration_s, error, result, not_before
+        )
+
+    def _record_poll_failure(
+        self,
+        source: str,
+        at: datetime,
+        duration_s: float,
+        error: str,
+        result: str,
+        not_before: datetime | None,
+    ) -> SourceState:
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            row = conn.execute(
+                "SELECT consecutive_failures FROM sources WHERE name = ?", (source,)
+            ).fetchone()
+            failures = (row[0] if row else 0) + 1
+            self._upsert_source(
+                source,
+                {
+                    "last_poll_at": iso(at),
+                    "last_result": result,
+                    "last_error": error,
+                    "last_duration_s": duration_s,
+                    "consecutive_failures": failures,
+                    "not_before": iso(not_before),
+                },
+            )
+            state = self._get_source_state(source)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        assert state is not None  # noqa: S101
+        return state
+
+    async def record_poll_unchanged(
+        self,
+        source: str,
+        at: datetime,
+        duration_s: float,
+        *,
+        result: str = "ok",
+        validators: Mapping[str, Mapping[str, str]] | None = None,
+    ) -> None:
+        fields: dict[str, Any] = {
+            "last_poll_at": iso(at),
+            "last_success_at": iso(at),
+            "last_result": result,
+            "last_error": None,
+            "last_duration_s": duration_s,
+            "consecutive_failures": 0,
+            "not_before": None,
+        }
+        if validators is not None:
+            fields["validators"] = _dumps(validators)
+        await self._run(self._upsert_source, source, fields)
+
+    async def update_source_state(self, source: str, **fields: Any) -> None:
+        unknown = set(fields) - set(_SOURCE_FIELDS)
+        if unknown:
+            raise ValueError(f"unknown source state fields: {sorted(unknown)}")
+        stored = {
+            k: iso(v) if isinstance(v, datetime) else _dumps(v) if k == "validators" else v
+            for k, v in fields.items()
+        }
+        await self._run(self._upsert_source, source, stored)
+
+    # -- deliveries -------------------------------------------------------------------------
+
+    async def due_deliveries(
+        self, listener: str, now: float, limit: int, exclude_ids: Sequence[int]
+    ) -> list[Delivery]:
+        return await self._run(self._due_deliveries, listener, now, limit, list(exclude_ids))
+
+    def _due_deliveries(
+        self, listener: str, now: float, limit: int, exclude_ids: list[int]
+    ) -> list[Delivery]:
+        # The head of each (listener, source, key) chain only: per-key order.
+        rows = self.conn.execute(
+            """
+            SELECT d.id AS delivery_id, d.listener, d.attempts, d.next_at, e.*
+            FROM deliveries d JOIN events e ON e.seq = d.event_seq
+            WHERE d.listener = :listener AND d.state = 'pending' AND d.next_at <= :now
+              AND d.id NOT IN (SELECT value FROM json_each(:exclude))
+              AND NOT EXISTS (
+                SELECT 1 FROM deliveries p
+                WHERE p.listener = d.listener AND p.source = d.source
+                  AND p.key_text = d.key_text AND p.state = 'pending'
+                  AND p.event_seq < d.event_seq)
+            ORDER BY d.next_at, d.id
+            LIMIT :limit
+            """,
+            {"listener": listener, "now": now, "limit": limit, "exclude": _dumps(exclude_ids)},
+        ).fetchall()
+        return [
+            Delivery(r["delivery_id"], r["listener"], row_to_event(r), r["attempts"], r["next_at"])
+            for r in rows
+        ]
+
+    async def next_due_at(
+        self, listeners: Sequence[str], exclude_ids: Sequence[int]
+    ) -> float | None:
+        return await self._run(self._next_due_at, list(listeners), list(exclude_ids))
+
+    def _next_due_at(self, listeners: list[str], exclude_ids: list[int]) -> float | None:
+        row = self.conn.execute(
+            """
+            SELECT MIN(d.next_at) FROM deliveries d
+            WHERE d.state = 'pending' AND d.listener IN (SELECT value FROM json_each(:listeners))
+              AND d.id NOT IN (SELECT value FROM json_each(:exclude))
+              AND NOT EXISTS (
+                SELECT 1 FROM deliveries p
+                WHERE p.listener = d.listener AND p.source = d.source
+                  AND p.key_text = d.key_text AND p.state = 'pending'
+                  AND p.event_seq < d.event_seq)
+            """,
+            {"listeners": _dumps(listeners), "exclude": _dumps(exclude_ids)},
+        ).fetchone()
+        return None if row[0] is None else float(row[0])
+
+    async def record_attempt(
+        self, delivery_id: int, at: datetime, result: AttemptResult, *, next_at: float | None
+    ) -> str:
+        return await self._run(self._record_attempt, delivery_id, at, result, next_at)
+
+    def _record_attempt(
+        self, delivery_id: int, at: datetime, result: AttemptResult, next_at: float | None
+    ) -> str:
+        conn = self.conn
+        state = "delivered" if result.ok else ("pending" if next_at is not None else "dead")
+        now = iso(at)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(
+                "INSERT INTO attempts (delivery_id, at, status, duration_ms, error, response) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    delivery_id,
+                    now,
+                    result.status,
+                    result.duration_s * 1000,
+                    result.error,
+                    result.response_excerpt,
+                ),
+            )
+            conn.execute(
+                "UPDATE deliveries SET state = ?, attempts = attempts + 1, next_at = ?, "
+                "updated_at = ?, delivered_at = ?, last_status = ?, last_error = ?, "
+                "last_response = ? WHERE id = ?",
+                (
+                    state,
+                    next_at if next_at is not None else at.timestamp(),
+                    now,
+                    now if result.ok else None,
+                    result.status,
+                    result.error,
+                    result.response_excerpt,
+                    delivery_id,
+                ),
+            )
+            listener = conn.execute(
+                "SELECT listener FROM deliveries WHERE id = ?", (delivery_id,)
+            ).fetchone()[0]
+            if result.ok:
+                self._touch_listener(listener, {"last_success_at": now})
+            else:
+                self._touch_listener(listener, {"last_failure_at": now, "last_error": result.error})
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return state
+
+    def _touch_listener(self, listener: str, fields: Mapping[str, Any]) -> None:
+        cols = list(fields)
+        self.conn.execute(
+            f"INSERT INTO listeners (name, {', '.join(cols)}) VALUES (?, {', '.join('?' * len(cols))}) "  # noqa: S608
+            f"ON CONFLICT (name) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in cols)}",
+            (listener, *fields.values()),
+        )
+
+    async def pending_count(self, listeners: Sequence[str] | None = None) -> int:
+        return await self._run(self._pending_count, None if listeners is None else list(listeners))
+
+    def _pending_count(self, listeners: list[str] | None) -> int:
+        if listeners is None:
+            row = self.conn.execute("SELECT COUNT(*) FROM deliveries WHERE state = 'pending'")
+        else:
+            row = self.conn.execute(
+                "SELECT COUNT(*) FROM deliveries WHERE state = 'pending' AND listener IN "
+                "(SELECT value FROM json_each(?))",
+                (_dumps(listeners),),
+            )
+        return int(row.fetchone()[0])
+
+    # -- listeners --------------------------------------------------------------------------
+
+    async def set_listener_paused(
+        self, listener: str, paused: bool, reason: str | None, at: datetime
+    ) -> None:
+        await self._run(
+            self._touch_listener,
+            listener,
+            {
+                "paused": int(paused),
+                "paused_reason": reason,
+                "paused_at": iso(at) if paused else None,
+            },
+        )
+
+    async def list_listener_states(self) -> list[ListenerState]:
+        return await self._run(self._list_listener_states)
+
+    def _list_listener_states(self) -> list[ListenerState]:
+        counts: dict[str, dict[str, int]] = {}
+        for listener, state, n in self.conn.execute(
+            "SELECT listener, state, COUNT(*) FROM deliveries GROUP BY listener, state"
+        ):
+            counts.setdefault(listener, {})[state] = n
+        rows = {r["name"]: r for r in self.conn.execute("SELECT * FROM listeners")}
+        out = []
+        for name in sorted(set(counts) | set(rows)):
+            r = rows.get(name)
+            c = counts.get(name, {})
+            out.append(
+                ListenerState(
+                    name=name,
+                    paused=bool(r["paused"]) if r else False,
+                    paused_reason=r["paused_reason"] if r else None,
+                    pending=c.get("pending", 0),
+                    dead=c.get("dead", 0),
+                    delivered=c.get("delivered", 0),
+                    last_success_at=parse_iso(r["last_success_at"]) if r else None,
+                    last_failure_at=parse_iso(r["last_failure_at"]) if r else None,
+                    last_error=r["last_error"] if r else None,
+                )
+            )
+        return out
+
+
+def _describe(exc: sqlite3.Error) -> str:
+    text = str(exc)
+    if "locked" in text:
+        return f"{text} (another process holds a write lock on the state file)"
+    if "full" in text:
+        return f"{text} (the disk or the database's size limit is full)"
+    return text
