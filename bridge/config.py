@@ -434,16 +434,22 @@ def _entry_label(data: Mapping[str, Any], table: str, index: int) -> str:
     return f"{table}[{index}]"
 
 
-def _format_validation(exc: ValidationError, data: Mapping[str, Any], origin: list[str]) -> str:
+def _format_validation(
+    exc: ValidationError,
+    data: Mapping[str, Any],
+    origin: Mapping[str, list[str]],
+    loc_prefix: tuple[str, ...] = (),
+) -> str:
     lines = []
     for err in exc.errors(include_url=False):
-        loc = list(err["loc"])
+        loc = [*loc_prefix, *err["loc"]]
         where = ""
         file_hint = ""
         if len(loc) >= 2 and loc[0] in ("sources", "listeners") and isinstance(loc[1], int):
             where = _entry_label(data, str(loc[0]), loc[1])
-            if origin and loc[1] < len(origin) and loc[0] == "sources":
-                file_hint = origin[loc[1]]
+            table_origin = origin.get(str(loc[0]), [])
+            if loc[1] < len(table_origin):
+                file_hint = table_origin[loc[1]]
             loc = loc[2:]
         elif loc and loc[0] == "bridge":
             where = "[bridge]"
@@ -522,27 +528,31 @@ def load_config(
     bridge_data = data.get("bridge", {})
     if not isinstance(bridge_data, dict):
         raise ConfigError("[bridge] must be a table", file=str(main_path))
-    source_origin = (
-        [
-            origin_of.get(("sources", str(e.get("name"))), str(main_path))
-            if isinstance(e, dict)
-            else ""
-            for e in (data.get("sources") or [])
+    # The file each entry came from, named in errors only when it is a conf.d file.
+    entry_origin = {
+        table: [
+            origin_of.get((table, str(e.get("name"))), "") if isinstance(e, dict) else ""
+            for e in data[table]
         ]
-        if isinstance(data.get("sources"), list)
-        else []
-    )
+        for table in ("sources", "listeners")
+        if isinstance(data.get(table), list)
+    }
+    entry_origin = {
+        table: [o if o != str(main_path) else "" for o in origins]
+        for table, origins in entry_origin.items()
+    }
+    # BridgeSettings is validated on its own, so its error locations lack the table name.
+    loc_prefix: tuple[str, ...] = ("bridge",)
     try:
         bridge = BridgeSettings(**bridge_data)
+        loc_prefix = ()
         config = Config(
             bridge=bridge,
             sources=data.get("sources", []),
             listeners=data.get("listeners", []),
         )
     except ValidationError as exc:
-        detail = _format_validation(
-            exc, data, [o if o != str(main_path) else "" for o in source_origin]
-        )
+        detail = _format_validation(exc, data, entry_origin, loc_prefix)
         raise ConfigError(
             f"{exc.error_count()} problem(s):\n  {detail}", file=str(main_path)
         ) from None

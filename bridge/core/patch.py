@@ -8,6 +8,7 @@ trivially correct (objects key by key, equal-length arrays index by index, anyth
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any
 
 
@@ -16,7 +17,10 @@ def _escape(token: str) -> str:
 
 
 def _same_scalar(a: Any, b: Any) -> bool:
-    # Same rule as the canonical hash: 1, 1.0 and True are three different JSON texts.
+    # Same rule as the canonical hash: 1, 1.0 and True are three different JSON texts,
+    # and so are 0.0 and -0.0.
+    if type(a) is float and type(b) is float:
+        return a == b and math.copysign(1.0, a) == math.copysign(1.0, b)
     return type(a) is type(b) and a == b
 
 

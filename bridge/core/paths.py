@@ -80,7 +80,7 @@ class JsonPath:
         """For a path ending in ``[*]`` or a filter, the path of the array it selects from."""
         if self.steps is not None:
             if self.steps and self.steps[-1] is _WILDCARD:
-                return JsonPath(self.text, self.steps[:-1], None)
+                return JsonPath(self.text.removesuffix("[*]"), self.steps[:-1], None)
             return None
         node = self.expr
         if isinstance(node, jsonpath.Child) and isinstance(node.right, jsonpath.Slice | Filter):

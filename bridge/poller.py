@@ -1,0 +1,202 @@
+"""The HTTP shell that fetches a source: one request, bounded in size and time."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+
+from bridge import __version__
+from bridge.core.retry import parse_retry_after
+from bridge.errors import PollError
+
+MAX_REDIRECTS = 5
+USER_AGENT = f"pollbridge/{__version__}"
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """One HTTP response, fully read."""
+
+    url: str
+    status: int
+    headers: httpx.Headers
+    body: bytes
+
+    @property
+    def not_modified(self) -> bool:
+        return self.status == 304
+
+    @property
+    def content_type(self) -> str | None:
+        value: str | None = self.headers.get("content-type")
+        return value
+
+
+def _excerpt(body: bytes, limit: int = 200) -> str:
+    text = body[:limit].decode("utf-8", "replace").strip()
+    return text + ("…" if len(body) > limit else "")
+
+
+class Poller:
+    """Fetches URLs for sources with one shared ``httpx.AsyncClient``."""
+
+    def __init__(self, client: httpx.AsyncClient):
+        self.client = client
+
+    async def fetch(
+        self,
+        source: str,
+        url: str,
+        *,
+        method: str = "GET",
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        json_body: Any = None,
+        timeout_s: float,
+        max_bytes: int,
+        now: datetime,
+        accept_not_modified: bool = False,
+    ) -> Fetched:
+        """Fetch ``url``; raise PollError for a non-2xx status, a timeout or an oversized body.
+
+        Redirects are followed up to 5 times, never from https to http. The whole exchange,
+        including a slow body, must finish within ``timeout_s``.
+        """
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await self._fetch(
+                    source,
+                    url,
+                    method,
+                    params,
+                    headers,
+                    json_body,
+                    timeout_s,
+                    max_bytes,
+                    now,
+                    accept_not_modified,
+                )
+        except TimeoutError as exc:
+            raise PollError(source, f"timed out after {timeout_s:g}s", url=url) from exc
+        except httpx.HTTPError as exc:
+            raise PollError(source, _describe_http_error(exc), url=url) from exc
+
+    async def _fetch(
+        self,
+        source: str,
+        url: str,
+        method: str,
+        params: Mapping[str, Any] | None,
+        headers: Mapping[str, str] | None,
+        json_body: Any,
+        timeout_s: float,
+        max_bytes: int,
+        now: datetime,
+        accept_not_modified: bool,
+    ) -> Fetched:
+        request_headers = {"user-agent": USER_AGENT, "accept": "application/json, */*;q=0.5"}
+        request_headers.update(headers or {})
+        current_url = url
+        current_method = method
+        current_params: Mapping[str, Any] | None = params
+        for _hop in range(MAX_REDIRECTS + 1):
+            request = self.client.build_request(
+                current_method,
+                current_url,
+                params=_stringify(current_params),
+                headers=request_headers,
+                json=json_body if current_method == "POST" else None,
+                timeout=timeout_s,
+            )
+            response = await self.client.send(request, stream=True)
+            try:
+                if response.is_redirect and "location" in response.headers:
+                    target = urljoin(str(request.url), response.headers["location"])
+                    if (
+                        urlsplit(str(request.url)).scheme == "https"
+                        and urlsplit(target).scheme != "https"
+                    ):
+                        raise PollError(
+                            source,
+                            f"refused a redirect from https to {target} (a downgrade)",
+                            url=url,
+                            status=response.status_code,
+                        )
+                    current_url = target
+                    current_params = None  # the Location carries its own query
+                    if response.status_code in (301, 302, 303) and current_method == "POST":
+                        current_method = "GET"
+                    continue
+                body = await _read_capped(response, max_bytes, source, url)
+            finally:
+                await response.aclose()
+            if response.status_code == 304 and accept_not_modified:
+                return Fetched(str(request.url), 304, response.headers, b"")
+            if not 200 <= response.status_code < 300:
+                retry_after = None
+                if response.status_code in (429, 503):
+                    retry_after = parse_retry_after(response.headers.get("retry-after"), now)
+                raise PollError(
+                    source,
+                    f"HTTP {response.status_code} {response.reason_phrase}"
+                    + (f": {_excerpt(body)}" if body else ""),
+                    url=str(request.url),
+                    status=response.status_code,
+                    retry_after_s=retry_after,
+                )
+            return Fetched(str(request.url), response.status_code, response.headers, body)
+        raise PollError(source, f"more than {MAX_REDIRECTS} redirects", url=url)
+
+
+async def _read_capped(response: httpx.Response, max_bytes: int, source: str, url: str) -> bytes:
+    declared = response.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > max_bytes:
+        raise PollError(
+            source,
+            f"response of {int(declared)} bytes exceeds max_bytes = {max_bytes}",
+            url=url,
+            status=response.status_code,
+        )
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > max_bytes:
+            raise PollError(
+                source,
+                f"response exceeds max_bytes = {max_bytes} (stopped reading)",
+                url=url,
+                status=response.status_code,
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _stringify(params: Mapping[str, Any] | None) -> dict[str, str] | None:
+    if not params:
+        return None
+    out = {}
+    for k, v in params.items():
+        if isinstance(v, bool):
+            out[k] = "true" if v else "false"
+        else:
+            out[k] = str(v)
+    return out
+
+
+def _describe_http_error(exc: httpx.HTTPError) -> str:
+    kind = type(exc).__name__
+    detail = str(exc) or kind
+    if isinstance(exc, httpx.ConnectError):
+        return f"connection failed: {detail}"
+    if isinstance(exc, httpx.TimeoutException):
+        return f"timed out ({kind})"
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return f"invalid HTTP response: {detail}"
+    return f"{kind}: {detail}"

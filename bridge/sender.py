@@ -1,0 +1,127 @@
+"""The HTTP shell that POSTs one signed webhook and reports what happened."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import datetime
+
+import httpx
+
+from bridge import __version__
+from bridge.config import ListenerConfig
+from bridge.core.payload import build_payload
+from bridge.core.retry import parse_retry_after
+from bridge.core.signing import signature_header
+from bridge.models import AttemptResult, Event
+
+RESPONSE_EXCERPT_BYTES = 4096
+USER_AGENT = f"pollbridge/{__version__}"
+
+
+def webhook_headers(
+    listener: ListenerConfig, event: Event, body: bytes, timestamp_s: int
+) -> dict[str, str]:
+    """The request headers: listener's own first, then the Standard Webhooks ones (which win)."""
+    headers = dict(listener.headers)
+    headers.update(
+        {
+            "content-type": "application/json",
+            "user-agent": USER_AGENT,
+            "webhook-id": event.id,
+            "webhook-timestamp": str(timestamp_s),
+        }
+    )
+    keys = listener.signing_keys
+    if keys:
+        headers["webhook-signature"] = signature_header(keys, event.id, timestamp_s, body)
+    return headers
+
+
+class Sender:
+    """Delivers events over one shared ``httpx.AsyncClient`` (redirects never followed)."""
+
+    def __init__(self, client: httpx.AsyncClient):
+        self.client = client
+
+    async def send(self, listener: ListenerConfig, event: Event, now: datetime) -> AttemptResult:
+        """One attempt: success is a 2xx within the listener's timeout; nothing raises."""
+        body = build_payload(event)
+        timestamp_s = int(now.timestamp())
+        headers = webhook_headers(listener, event, body, timestamp_s)
+        timeout_s = listener.timeout.total_seconds()
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await self._post(listener, body, headers, timeout_s, started, now)
+        except TimeoutError:
+            return AttemptResult(
+                False, None, time.monotonic() - started, error=f"timed out after {timeout_s:g}s"
+            )
+        except httpx.HTTPError as exc:
+            return AttemptResult(False, None, time.monotonic() - started, error=_describe(exc))
+
+    async def _post(
+        self,
+        listener: ListenerConfig,
+        body: bytes,
+        headers: dict[str, str],
+        timeout_s: float,
+        started: float,
+        now: datetime,
+    ) -> AttemptResult:
+        request = self.client.build_request(
+            "POST", listener.url, content=body, headers=headers, timeout=timeout_s
+        )
+        response = await self.client.send(request, stream=True, follow_redirects=False)
+        try:
+            excerpt = await _read_excerpt(response)
+        finally:
+            await response.aclose()
+        duration = time.monotonic() - started
+        status = response.status_code
+        text = excerpt.decode("utf-8", "replace") if excerpt else None
+        if 200 <= status < 300:
+            return AttemptResult(True, status, duration, response_excerpt=text)
+        if 300 <= status < 400:
+            location = response.headers.get("location", "?")
+            return AttemptResult(
+                False,
+                status,
+                duration,
+                error=f"HTTP {status}: redirects are not followed (Location: {location})",
+                response_excerpt=text,
+            )
+        retry_after = None
+        if status in (429, 503):
+            retry_after = parse_retry_after(response.headers.get("retry-after"), now)
+        return AttemptResult(
+            False,
+            status,
+            duration,
+            error=f"HTTP {status} {response.reason_phrase}".rstrip(),
+            response_excerpt=text,
+            retry_after_s=retry_after,
+            gone=status == 410,
+        )
+
+
+async def _read_excerpt(response: httpx.Response) -> bytes:
+    # Read at most the excerpt and drop the rest: a never-ending or huge body costs nothing.
+    buf = bytearray()
+    async for chunk in response.aiter_raw():
+        buf.extend(chunk)
+        if len(buf) >= RESPONSE_EXCERPT_BYTES:
+            break
+    return bytes(buf[:RESPONSE_EXCERPT_BYTES])
+
+
+def _describe(exc: httpx.HTTPError) -> str:
+    detail = str(exc) or type(exc).__name__
+    if isinstance(exc, httpx.ConnectError):
+        return f"connection failed: {detail}"
+    if isinstance(exc, httpx.TimeoutException):
+        return f"timed out ({type(exc).__name__})"
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return f"invalid HTTP response: {detail}"
+    return f"{type(exc).__name__}: {detail}"

@@ -1,0 +1,37 @@
+"""Shared fixtures: real local servers and config writing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.servers import ItemsAPI, TestServer, serve
+
+
+@pytest.fixture
+def items_api() -> Iterator[tuple[ItemsAPI, TestServer]]:
+    """A changing JSON list API on 127.0.0.1 (items under ``data``)."""
+    api = ItemsAPI()
+    with serve(api) as server:
+        yield api, server
+
+
+@pytest.fixture
+def receiver() -> Iterator[TestServer]:
+    """A webhook receiver on 127.0.0.1 that answers 204 and records every request."""
+    with serve() as server:
+        yield server
+
+
+@pytest.fixture
+def write_config(tmp_path: Path) -> Callable[[str], Path]:
+    """Write a TOML config into the test's directory and return its path."""
+
+    def write(text: str, name: str = "pollbridge.toml") -> Path:
+        path = tmp_path / name
+        path.write_text(text)
+        return path
+
+    return write
