@@ -349,6 +349,9 @@ class Config(_Strict):
 
 # --- loading -------------------------------------------------------------------------------
 
+# Values taken from the environment into these places are secrets: redacted in all output.
+_SECRETISH = re.compile(r"secret|token|password|passwd|auth|headers|cookie|api_?key|signing_key|credential", re.I)
+
 _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -387,8 +390,8 @@ def _interpolate(
                     file=file,
                     where=where,
                 )
-            found = default
-        if found:
+            return default
+        if found and _SECRETISH.search(where):
             sensitive.add(found)
         return found
 
@@ -605,15 +608,26 @@ def iter_summary(config: Config) -> Iterable[str]:
     yield f"sources ({len(config.sources)}):"
     for s in config.sources:
         when = f"every {_fmt(s.every)}" if s.every else f"cron {s.cron!r}"
-        yield f"  - {s.name}: {s.method} {config.redact(s.url)} {when}, items {s.items}, key {s.key}"
+        yield f"  - {s.name}: {s.method} {config.redact(safe_url(s.url))} {when}, items {s.items}, key {s.key}"
     yield f"listeners ({len(config.listeners)}):"
     for lst in config.listeners:
         srcs = ", ".join(lst.sources) if lst.sources is not None else "all sources"
         signed = "signed (secret ***)" if lst.secret else "unsigned"
         yield (
-            f"  - {lst.name}: POST {config.redact(lst.url)} <- {srcs}; "
+            f"  - {lst.name}: POST {config.redact(safe_url(lst.url))} <- {srcs}; "
             f"events {', '.join(lst.events)}; {signed}"
         )
+
+
+def safe_url(url: str) -> str:
+    """``url`` with any user:password part hidden, for output."""
+    parts = urlsplit(url)
+    if parts.password is None and parts.username is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    return parts._replace(netloc=f"***@{host}").geturl()
 
 
 def _fmt(value: timedelta) -> str:
