@@ -1,0 +1,145 @@
+"""The ``pollbridge`` command as a user runs it: check, poll, secret, errors and exit codes."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+from bridge import __version__
+from bridge.core.signing import decode_secret
+from tests.support.daemon import run_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _source_config(tmp_path: Path, url: str, extra: str = "") -> Path:
+    path = tmp_path / "pollbridge.toml"
+    path.write_text(
+        f"""
+[bridge]
+state = "{tmp_path}/state.db"
+
+[[sources]]
+name = "orders"
+url = "{url}"
+every = "30s"
+items = "$.data[*]"
+{extra}
+
+[[listeners]]
+name = "hooks"
+url = "http://127.0.0.1:9/h"
+"""
+    )
+    return path
+
+
+def test_version():
+    """``--version`` prints the package version."""
+    res = run_cli("--version")
+    assert res.returncode == 0
+    assert res.stdout.strip() == f"pollbridge {__version__}"
+
+
+def test_check_example_config():
+    """The shipped example config validates, with its secret redacted."""
+    res = run_cli("check", "--config", str(ROOT / "config" / "example.toml"))
+    assert res.returncode == 0, res.stderr
+    assert "configuration OK" in res.stdout
+    assert "whsec_" not in res.stdout
+
+
+def test_check_bad_config_exits_78_naming_file_entry_field(tmp_path):
+    """A bad config exits 78 with one paragraph naming the file, the source and the field."""
+    path = tmp_path / "bad.toml"
+    path.write_text('[[sources]]\nname = "orders"\nurl = "https://x/"\nevery = "soon"\n')
+    res = run_cli("check", "--config", str(path))
+    assert res.returncode == 78
+    assert str(path) in res.stderr
+    assert 'sources "orders"' in res.stderr
+    assert "field every" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_missing_config_file_is_a_config_error(tmp_path):
+    """A missing config file is exit 78 and says how to give one."""
+    res = run_cli("check", "--config", str(tmp_path / "nope.toml"))
+    assert res.returncode == 78
+    assert "not found" in res.stderr and "--config" in res.stderr
+
+
+def test_secret_prints_a_valid_secret():
+    """``pollbridge secret`` prints a whsec_ secret of 32 bytes."""
+    res = run_cli("secret")
+    assert res.returncode == 0
+    assert len(decode_secret(res.stdout.strip())) == 32
+
+
+def test_poll_dry_run_then_commit_then_changes(tmp_path, items_api):
+    """``poll`` shows the baseline, records only with --commit, then prints each change as JSON."""
+    api, server = items_api
+    api.set({"id": 1, "s": "a"}, {"id": 2, "s": "a"})
+    config = _source_config(tmp_path, server.url("/orders"))
+    dry = run_cli("poll", "orders", "--config", str(config))
+    assert dry.returncode == 0, dry.stderr
+    assert dry.stdout == ""
+    assert "would record 2 item(s)" in dry.stderr
+    with sqlite3.connect(tmp_path / "state.db") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM items").fetchone()[0] == 0
+    first = run_cli("poll", "orders", "--commit", "--config", str(config))
+    assert first.returncode == 0, first.stderr
+    api.set({"id": 1, "s": "b"}, {"id": 3, "s": "a"})
+    res = run_cli("poll", "orders", "--config", str(config))
+    assert res.returncode == 0, res.stderr
+    lines = [json.loads(line) for line in res.stdout.splitlines()]
+    assert [(x["type"], x["key"]) for x in lines] == [
+        ("updated", "1"),
+        ("created", "3"),
+        ("deleted", "2"),
+    ]
+    assert lines[0]["changes"] == [{"op": "replace", "path": "/s", "value": "b"}]
+    assert lines[0]["before"] == {"id": 1, "s": "a"}
+    assert lines[2]["after"] is None
+    with sqlite3.connect(tmp_path / "state.db") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 0
+
+
+def test_poll_commit_queues_deliveries(tmp_path, items_api):
+    """``poll --commit`` records events and one pending delivery per matching listener."""
+    api, server = items_api
+    api.set({"id": 1})
+    config = _source_config(tmp_path, server.url("/orders"))
+    assert run_cli("poll", "orders", "--commit", "--config", str(config)).returncode == 0
+    api.set({"id": 1}, {"id": 2})
+    res = run_cli("poll", "orders", "--commit", "--config", str(config))
+    assert res.returncode == 0, res.stderr
+    with sqlite3.connect(tmp_path / "state.db") as conn:
+        assert conn.execute("SELECT type, key FROM events").fetchall() == [("created", '"2"')]
+        assert conn.execute("SELECT listener, state FROM deliveries").fetchall() == [
+            ("hooks", "pending")
+        ]
+
+
+def test_poll_failure_is_one_paragraph_and_records_nothing(tmp_path, items_api):
+    """A 200 whose items path matches nothing fails the poll, names the cause, records nothing."""
+    api, server = items_api
+    api.set({"id": 1})
+    config = _source_config(tmp_path, server.url("/orders"))
+    assert run_cli("poll", "orders", "--commit", "--config", str(config)).returncode == 0
+    api.wrap = "error"
+    res = run_cli("poll", "orders", "--commit", "--config", str(config))
+    assert res.returncode == 1
+    assert "matched nothing" in res.stderr and "orders" in res.stderr
+    assert "Traceback" not in res.stderr
+    with sqlite3.connect(tmp_path / "state.db") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM items").fetchone()[0] == 1
+        assert conn.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 0
+
+
+def test_poll_unknown_source(tmp_path):
+    """Polling a source that is not configured names the known ones."""
+    config = _source_config(tmp_path, "http://127.0.0.1:9/")
+    res = run_cli("poll", "nope", "--config", str(config))
+    assert res.returncode == 78
+    assert "no source named 'nope'" in res.stderr and "orders" in res.stderr
