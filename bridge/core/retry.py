@@ -54,5 +54,7 @@ def poll_backoff(
     """Extra wait before the next poll after repeated failures: doubling, capped, ±20%."""
     if consecutive_failures <= 1:
         return 0.0
-    delay = min(interval_s * 2.0 ** (consecutive_failures - 1), max_backoff_s)
+    # The exponent is capped: 2.0 ** 1024 raises OverflowError after a long outage.
+    doublings = min(consecutive_failures - 1, 64)
+    delay = min(interval_s * 2.0**doublings, max_backoff_s)
     return delay * (1 - JITTER + 2 * JITTER * rand)

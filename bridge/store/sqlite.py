@@ -260,7 +260,11 @@ class SQLiteStore:
         conn.execute("PRAGMA foreign_keys = ON")
         self._conn = conn
         self.db = sqlite_utils.Database(conn)
-        self._migrate()
+        try:
+            self._migrate()
+        except BaseException:
+            self._close()
+            raise
 
     def _migrate(self) -> None:
         conn = self.conn
