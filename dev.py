@@ -30,7 +30,7 @@ def _run(*cmd: str | Path) -> None:
 
 
 def _ensure_venv(extra: str) -> None:
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - dev.py may be run by an older python3
         raise SystemExit(f"pollbridge needs Python >= 3.11; this is {sys.version.split()[0]}")
     stamp_value = hashlib.sha256(
         (ROOT / "pyproject.toml").read_bytes() + extra.encode() + sys.version.encode()

@@ -29,6 +29,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from bridge.core.durations import parse_duration
 from bridge.core.extract import ItemSpec
+from bridge.core.formats import FormatOptions
 from bridge.core.paths import JsonPath, compile_path
 from bridge.core.routing import ListenerRoute
 from bridge.core.signing import decode_secret
@@ -115,8 +116,12 @@ class SourceConfig(_Strict):
     fields: list[str] = Field(default_factory=list)
     baseline: Literal["silent", "emit"] = "silent"
     max_bytes: ByteSize = 32 * 1024 * 1024
+    format: Literal["json", "jsonl", "csv", "xml", "rss", "auto"] = "json"
+    delimiter: str = ","
+    encoding: str = "utf-8"
 
     _spec: ItemSpec = PrivateAttr()
+    _format_options: FormatOptions = PrivateAttr()
 
     @field_validator("url")
     @classmethod
@@ -168,6 +173,12 @@ class SourceConfig(_Strict):
             raise ValueError("give exactly one of 'every' (e.g. \"30s\") or 'cron'")
         if self.body is not None and self.method != "POST":
             raise ValueError("'body' is sent only with method = \"POST\"")
+        if (self.delimiter != "," or self.encoding != "utf-8") and self.format not in (
+            "csv",
+            "auto",
+        ):
+            raise ValueError("'delimiter' and 'encoding' apply only to format = \"csv\"")
+        FormatOptions(delimiter=self.delimiter, encoding=self.encoding)
         for p in self.fields:
             cp = compile_path(p)
             if cp.steps is None or not all(isinstance(s, str) for s in cp.steps) or not cp.steps:
@@ -182,6 +193,11 @@ class SourceConfig(_Strict):
             ignore=tuple(compile_path(p) for p in self.ignore),
             fields=tuple(compile_path(p) for p in self.fields),
         )
+        self._format_options = FormatOptions(delimiter=self.delimiter, encoding=self.encoding)
+
+    @property
+    def format_options(self) -> FormatOptions:
+        return self._format_options
 
     @property
     def spec(self) -> ItemSpec:
@@ -206,6 +222,7 @@ class SourceConfig(_Strict):
             "key": self.key,
             "ignore": self.ignore,
             "fields": self.fields,
+            "format": self.format,
         }
 
 
@@ -350,7 +367,9 @@ class Config(_Strict):
 # --- loading -------------------------------------------------------------------------------
 
 # Values taken from the environment into these places are secrets: redacted in all output.
-_SECRETISH = re.compile(r"secret|token|password|passwd|auth|headers|cookie|api_?key|signing_key|credential", re.I)
+_SECRETISH = re.compile(
+    r"secret|token|password|passwd|auth|headers|cookie|api_?key|signing_key|credential", re.I
+)
 
 _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 

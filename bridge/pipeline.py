@@ -10,11 +10,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import orjson
-
 from bridge.config import Config, SourceConfig
 from bridge.core.diff import DiffPlan, build_changes, plan_diff
 from bridge.core.extract import ExtractionFailed, extract_items
+from bridge.core.formats import FormatError, parse_document
 from bridge.core.hashing import hash_value
 from bridge.core.routing import ListenerRoute, route_change
 from bridge.errors import ExtractError, PollError
@@ -54,12 +53,15 @@ def source_fingerprint(source: SourceConfig) -> str:
 
 def _decode_and_extract(fetched: Fetched, source: SourceConfig) -> list[Item]:
     try:
-        doc = orjson.loads(fetched.body)
-    except orjson.JSONDecodeError as exc:
+        doc = parse_document(
+            fetched.body,
+            source.format,
+            content_type=fetched.content_type,
+            options=source.format_options,
+        )
+    except FormatError as exc:
         ctype = fetched.content_type or "no content type"
-        raise ExtractError(
-            source.name, f"response is not valid JSON ({ctype}): {exc}", url=fetched.url
-        ) from exc
+        raise ExtractError(source.name, f"response ({ctype}): {exc}", url=fetched.url) from exc
     try:
         return extract_items(doc, source.spec)
     except ExtractionFailed as exc:

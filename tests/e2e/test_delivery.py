@@ -189,6 +189,7 @@ def test_kill_9_then_restart_resumes_pending(tmp_path, items_api):
             api_server.wait_count(1)
             api.set({"id": 1}, {"id": 2}, {"id": 3})
             down.wait_count(2)
+            _wait_attempted(tmp_path / "state.db", 2)
             daemon.kill()
         hook_url = down.url("/h")
     with serve() as up:
