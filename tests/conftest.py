@@ -6,6 +6,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# CI shares two cores with other work: timing-based health checks and deadlines would make the
+# suite flaky without testing anything about pollbridge.
+settings.register_profile(
+    "pollbridge",
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.load_profile("pollbridge")
 
 from tests.support.servers import ItemsAPI, TestServer, serve
 
