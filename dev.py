@@ -29,14 +29,23 @@ def _run(*cmd: str | Path) -> None:
         raise SystemExit(result.returncode)
 
 
+def _stamp(extra: str) -> tuple[Path, str]:
+    value = hashlib.sha256(
+        (ROOT / "pyproject.toml").read_bytes() + extra.encode() + sys.version.encode()
+    ).hexdigest()
+    return VENV / f".pollbridge-installed-{extra or 'base'}", value
+
+
+def _installed(extra: str) -> bool:
+    path, value = _stamp(extra)
+    return PY.exists() and path.exists() and path.read_text() == value
+
+
 def _ensure_venv(extra: str) -> None:
     if sys.version_info < (3, 11):  # noqa: UP036 - dev.py may be run by an older python3
         raise SystemExit(f"pollbridge needs Python >= 3.11; this is {sys.version.split()[0]}")
-    stamp_value = hashlib.sha256(
-        (ROOT / "pyproject.toml").read_bytes() + extra.encode() + sys.version.encode()
-    ).hexdigest()
-    stamp = VENV / ".pollbridge-installed"
-    if stamp.exists() and stamp.read_text() == stamp_value and PY.exists():
+    # the test install is a superset of the base one
+    if _installed(extra) or (not extra and _installed("test")):
         return
     if not PY.exists():
         print(f"creating virtualenv {VENV}", flush=True)
@@ -44,7 +53,8 @@ def _ensure_venv(extra: str) -> None:
     _run(PY, "-m", "pip", "install", "--quiet", "--upgrade", "pip")
     target = f".[{extra}]" if extra else "."
     _run(PY, "-m", "pip", "install", "--quiet", "-e", target)
-    stamp.write_text(stamp_value)
+    path, value = _stamp(extra)
+    path.write_text(value)
 
 
 def main(argv: list[str]) -> None:
