@@ -51,14 +51,15 @@ async def _poll(config: Config, source: Any, commit: bool) -> int:
 
     from bridge.daemon import utcnow
     from bridge.pipeline import Pipeline
-    from bridge.poller import Poller
+    from bridge.poller import HostLimiter, Poller
     from bridge.store import create_store
 
     store = create_store(config.state_location)
     await store.open()
     try:
         async with httpx.AsyncClient(follow_redirects=False) as client:
-            pipeline = Pipeline(config, store, Poller(client), clock=utcnow)
+            hosts = HostLimiter(config.bridge.per_host_concurrency, config.min_intervals_s())
+            pipeline = Pipeline(config, store, Poller(client, hosts), clock=utcnow)
             outcome = await pipeline.poll(source, commit=commit)
     finally:
         await store.close()
@@ -75,6 +76,15 @@ async def _poll(config: Config, source: Any, commit: bool) -> int:
         }
         sys.stdout.write(orjson.dumps(line).decode() + "\n")
     verb = "recorded" if commit else "would record"
+    if outcome.result == "held":
+        print(
+            f"{source.name}: held: {outcome.held}; no events, snapshot unchanged "
+            f"({outcome.held_polls} of {source.confirm_polls} confirmations"
+            + ("" if commit else ", dry run")
+            + f"; `pollbridge accept {source.name}` applies it at the next poll)",
+            file=sys.stderr,
+        )
+        return 0
     if outcome.result in ("baseline", "rebaseline"):
         how = (
             "with a created event each"
@@ -94,6 +104,32 @@ async def _poll(config: Config, source: Any, commit: bool) -> int:
         )
     if commit and outcome.events:
         print(f"{len(outcome.events)} event(s) queued for delivery", file=sys.stderr)
+    return 0
+
+
+def cmd_accept(args: argparse.Namespace) -> int:
+    config = _config(args)
+    source = config.source(args.name)
+    return asyncio.run(_accept(config, source.name))
+
+
+async def _accept(config: Config, name: str) -> int:
+    from bridge.store import create_store
+
+    store = create_store(config.state_location)
+    await store.open()
+    try:
+        state = await store.get_source_state(name)
+        if state is None or not state.held_reason:
+            print(f"{name}: not held; nothing to accept", file=sys.stderr)
+            return 0
+        await store.update_source_state(name, accept_requested=True)
+    finally:
+        await store.close()
+    print(
+        f"{name}: the held result ({state.held_reason}) will be applied at its next poll",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -161,6 +197,13 @@ def _parser() -> argparse.ArgumentParser:
     p = add("poll", cmd_poll, "poll one source now and print its changes as JSON lines")
     p.add_argument("name", help="the source's name")
     p.add_argument("--commit", action="store_true", help="record the poll as the daemon would")
+    config_arg(p)
+    p = add(
+        "accept",
+        cmd_accept,
+        "apply a held poll (one that would delete too much) at the source's next poll",
+    )
+    p.add_argument("name", help="the held source's name")
     config_arg(p)
     p = add("run", cmd_run, "run the daemon: poll on schedule, deliver webhooks")
     p.add_argument(

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -30,6 +31,8 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from bridge.core.durations import parse_duration
 from bridge.core.extract import ItemSpec
 from bridge.core.formats import FormatOptions
+from bridge.core.guards import DeleteLimit, parse_delete_limit
+from bridge.core.pagination import PageSpec
 from bridge.core.paths import JsonPath, compile_path
 from bridge.core.routing import ListenerRoute
 from bridge.core.signing import decode_secret
@@ -97,6 +100,198 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _check_param(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must be a non-empty query parameter name")
+    return value
+
+
+def _check_secret(value: str) -> str:
+    if not value:
+        raise ValueError("must not be empty (is the ${VAR} it comes from set?)")
+    return value
+
+
+MaxPages = Annotated[int, Field(ge=1, le=100_000)]
+JsonPathText = Annotated[str, AfterValidator(_check_path)]
+Param = Annotated[str, AfterValidator(_check_param)]
+Secret = Annotated[str, AfterValidator(_check_secret)]
+
+
+class LinkPaginate(_Strict):
+    """Follow the RFC 8288 ``Link: <…>; rel="next"`` header (GitHub style)."""
+
+    kind: Literal["link"]
+    max_pages: MaxPages = 100
+
+
+class NextUrlPaginate(_Strict):
+    """The next page's URL is at a JSONPath in the body (JSON:API ``links.next``)."""
+
+    kind: Literal["next_url"]
+    next: JsonPathText
+    max_pages: MaxPages = 100
+
+
+class CursorPaginate(_Strict):
+    """A cursor from the body, sent as query parameter ``param`` (Stripe, Slack style)."""
+
+    kind: Literal["cursor"]
+    cursor: JsonPathText | None = None
+    cursor_from_last_item: JsonPathText | None = None
+    has_more: JsonPathText | None = None
+    param: Param = "cursor"
+    max_pages: MaxPages = 100
+
+    @model_validator(mode="after")
+    def _one_cursor(self) -> CursorPaginate:
+        if (self.cursor is None) == (self.cursor_from_last_item is None):
+            raise ValueError(
+                "give exactly one of 'cursor' (e.g. \"$.next_cursor\") or "
+                '\'cursor_from_last_item\' (e.g. "$.id", with has_more = "$.has_more")'
+            )
+        return self
+
+
+class PagePaginate(_Strict):
+    """Page numbers in ``param``; a short or empty page is the last."""
+
+    kind: Literal["page"]
+    param: Param = "page"
+    start: int = Field(default=1, ge=0)
+    size_param: Param | None = None
+    size: int | None = Field(default=None, ge=1)
+    max_pages: MaxPages = 100
+
+    @model_validator(mode="after")
+    def _size(self) -> PagePaginate:
+        if self.size_param is not None and self.size is None:
+            raise ValueError("'size_param' needs 'size' (the page size to send)")
+        return self
+
+
+class OffsetPaginate(_Strict):
+    """``offset``/``limit`` parameters; a short or empty page is the last."""
+
+    kind: Literal["offset"]
+    param: Param = "offset"
+    start: int = Field(default=0, ge=0)
+    size_param: Param | None = "limit"
+    size: int | None = Field(default=None, ge=1)
+    max_pages: MaxPages = 100
+
+    @model_validator(mode="after")
+    def _size(self) -> OffsetPaginate:
+        if (
+            self.size_param is not None
+            and self.size is None
+            and "size_param" in self.model_fields_set
+        ):
+            raise ValueError("'size_param' needs 'size' (the page size to send)")
+        return self
+
+
+Paginate = Annotated[
+    LinkPaginate | NextUrlPaginate | CursorPaginate | PagePaginate | OffsetPaginate,
+    Field(discriminator="kind"),
+]
+PAGINATE_KINDS = ("link", "next_url", "cursor", "page", "offset")
+
+
+def _page_spec(p: Paginate) -> PageSpec:
+    if isinstance(p, LinkPaginate):
+        return PageSpec("link", p.max_pages)
+    if isinstance(p, NextUrlPaginate):
+        return PageSpec("next_url", p.max_pages, next=compile_path(p.next))
+    if isinstance(p, CursorPaginate):
+        return PageSpec(
+            "cursor",
+            p.max_pages,
+            cursor=None if p.cursor is None else compile_path(p.cursor),
+            cursor_from_last_item=(
+                None if p.cursor_from_last_item is None else compile_path(p.cursor_from_last_item)
+            ),
+            has_more=None if p.has_more is None else compile_path(p.has_more),
+            param=p.param,
+        )
+    size_param = p.size_param if p.size is not None else None
+    return PageSpec(
+        p.kind, p.max_pages, param=p.param, start=p.start, size_param=size_param, size=p.size
+    )
+
+
+class BearerAuth(_Strict):
+    """``Authorization: Bearer <token>``."""
+
+    kind: Literal["bearer"]
+    token: Secret
+
+
+class BasicAuth(_Strict):
+    """HTTP Basic authentication."""
+
+    kind: Literal["basic"]
+    username: str
+    password: Secret
+
+
+class HeaderAuth(_Strict):
+    """A secret sent in a header of your choice (e.g. ``X-Api-Key``)."""
+
+    kind: Literal["header"]
+    name: Param
+    value: Secret
+
+
+class QueryAuth(_Strict):
+    """A secret sent as a query parameter (e.g. ``api_key``)."""
+
+    kind: Literal["query"]
+    name: Param
+    value: Secret
+
+
+class OAuth2Auth(_Strict):
+    """OAuth 2.0 client credentials: a token fetched from ``token_url`` and cached."""
+
+    kind: Literal["oauth2"]
+    token_url: str
+    client_id: str
+    client_secret: Secret
+    scope: str | None = None
+    audience: str | None = None
+    client_auth: Literal["basic", "body"] = "basic"
+
+    @field_validator("token_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        return _check_url(v)
+
+
+Auth = Annotated[
+    BearerAuth | BasicAuth | HeaderAuth | QueryAuth | OAuth2Auth, Field(discriminator="kind")
+]
+AUTH_KINDS = ("bearer", "basic", "header", "query", "oauth2")
+
+
+def _auth_secrets(auth: Auth | None) -> list[str]:
+    if isinstance(auth, BearerAuth):
+        return [auth.token]
+    if isinstance(auth, BasicAuth):
+        return [auth.password]
+    if isinstance(auth, HeaderAuth | QueryAuth):
+        return [auth.value]
+    if isinstance(auth, OAuth2Auth):
+        return [auth.client_secret]
+    return []
+
+
+def _delete_limit(value: Any) -> Any:
+    if isinstance(value, str | int):
+        parse_delete_limit(value)
+    return value
+
+
 class SourceConfig(_Strict):
     """One polled API (a ``[[sources]]`` table)."""
 
@@ -119,16 +314,26 @@ class SourceConfig(_Strict):
     format: Literal["json", "jsonl", "csv", "xml", "rss", "auto"] = "json"
     delimiter: str = ","
     encoding: str = "utf-8"
+    paginate: Paginate | None = None
+    auth: Auth | None = None
+    conditional: bool = True
+    max_backoff: Duration = timedelta(hours=1)
+    max_deletes: Annotated[str | int, AfterValidator(_delete_limit)] = "50%"
+    confirm_polls: int = Field(default=3, ge=2, le=1000)
+    deletes: bool = True
+    rebaseline: Literal["silent", "emit"] = "silent"
 
     _spec: ItemSpec = PrivateAttr()
     _format_options: FormatOptions = PrivateAttr()
+    _page_spec: PageSpec | None = PrivateAttr(default=None)
+    _delete_limit: DeleteLimit = PrivateAttr()
 
     @field_validator("url")
     @classmethod
     def _url(cls, v: str) -> str:
         return _check_url(v)
 
-    @field_validator("every", "timeout")
+    @field_validator("every", "timeout", "max_backoff")
     @classmethod
     def _positive(cls, v: timedelta | None) -> timedelta | None:
         return None if v is None else _positive(v)
@@ -194,6 +399,8 @@ class SourceConfig(_Strict):
             fields=tuple(compile_path(p) for p in self.fields),
         )
         self._format_options = FormatOptions(delimiter=self.delimiter, encoding=self.encoding)
+        self._page_spec = None if self.paginate is None else _page_spec(self.paginate)
+        self._delete_limit = parse_delete_limit(self.max_deletes)
 
     @property
     def format_options(self) -> FormatOptions:
@@ -205,6 +412,20 @@ class SourceConfig(_Strict):
         return self._spec
 
     @property
+    def page_spec(self) -> PageSpec | None:
+        """The ``paginate`` table as plain values, or None for a single-page source."""
+        return self._page_spec
+
+    @property
+    def delete_limit(self) -> DeleteLimit:
+        return self._delete_limit
+
+    @property
+    def secrets(self) -> list[str]:
+        """The secret values of this source's ``auth`` (redacted everywhere)."""
+        return _auth_secrets(self.auth)
+
+    @property
     def ignore_paths(self) -> tuple[JsonPath, ...]:
         return self._spec.ignore
 
@@ -214,7 +435,7 @@ class SourceConfig(_Strict):
 
     def fingerprint_fields(self) -> dict[str, Any]:
         """What defines this source's items: a change here means a new baseline."""
-        return {
+        fields = {
             "url": self.url,
             "params": self.params,
             "body": self.body,
@@ -224,6 +445,10 @@ class SourceConfig(_Strict):
             "fields": self.fields,
             "format": self.format,
         }
+        if self.paginate is not None:
+            # only when set, so adding pagination support did not re-baseline existing sources
+            fields["paginate"] = self.paginate.model_dump(exclude={"max_pages"})
+        return fields
 
 
 class ListenerConfig(_Strict):
@@ -281,6 +506,30 @@ class ListenerConfig(_Strict):
         )
 
 
+class HostConfig(_Strict):
+    """Politeness towards one API host (a ``[[hosts]]`` table), shared by all its sources."""
+
+    name: str
+    min_interval: Duration = timedelta(0)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        v = v.strip().lower()
+        if not v or "/" in v or ":" in v or " " in v:
+            raise ValueError(
+                f"expected a host name such as api.github.com (no scheme, port or path), got {v!r}"
+            )
+        return v
+
+    @field_validator("min_interval")
+    @classmethod
+    def _not_negative(cls, v: timedelta) -> timedelta:
+        if v.total_seconds() < 0:
+            raise ValueError("must not be negative")
+        return v
+
+
 class BridgeSettings(BaseSettings):
     """The ``[bridge]`` table; each field can be overridden by ``POLLBRIDGE_<FIELD>``."""
 
@@ -289,6 +538,7 @@ class BridgeSettings(BaseSettings):
     state: str = "pollbridge.db"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     shutdown_grace: Duration = timedelta(seconds=10)
+    per_host_concurrency: int = Field(default=2, ge=1, le=1000)
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -314,6 +564,7 @@ class Config(_Strict):
     bridge: BridgeSettings = Field(default_factory=BridgeSettings)
     sources: list[SourceConfig] = Field(default_factory=list)
     listeners: list[ListenerConfig] = Field(default_factory=list)
+    hosts: list[HostConfig] = Field(default_factory=list)
 
     _files: tuple[str, ...] = PrivateAttr(default=())
     _sensitive: frozenset[str] = PrivateAttr(default=frozenset())
@@ -330,7 +581,16 @@ class Config(_Strict):
                         f'listeners "{listener.name}": sources names unknown source {src!r} '
                         f"(known: {', '.join(sorted(known)) or 'none'})"
                     )
+        seen_hosts: set[str] = set()
+        for i, host in enumerate(self.hosts):
+            if host.name in seen_hosts:
+                raise ValueError(f'hosts[{i}]: duplicate host "{host.name}"; names must be unique')
+            seen_hosts.add(host.name)
         return self
+
+    def min_intervals_s(self) -> dict[str, float]:
+        """Host name -> the least gap in seconds between two requests to it."""
+        return {h.name: h.min_interval.total_seconds() for h in self.hosts}
 
     @property
     def files(self) -> tuple[str, ...]:
@@ -467,7 +727,11 @@ def _format_validation(
         loc = [*loc_prefix, *err["loc"]]
         where = ""
         file_hint = ""
-        if len(loc) >= 2 and loc[0] in ("sources", "listeners") and isinstance(loc[1], int):
+        if (
+            len(loc) >= 2
+            and loc[0] in ("sources", "listeners", "hosts")
+            and isinstance(loc[1], int)
+        ):
             where = _entry_label(data, str(loc[0]), loc[1])
             table_origin = origin.get(str(loc[0]), [])
             if loc[1] < len(table_origin):
@@ -476,8 +740,20 @@ def _format_validation(
         elif loc and loc[0] == "bridge":
             where = "[bridge]"
             loc = loc[1:]
-        field = ".".join(str(p) for p in loc)
+        loc = _untag(loc)
         msg = err["msg"]
+        if err["type"] in ("union_tag_not_found", "union_tag_invalid") and loc:
+            kinds = _TAGGED.get(str(loc[-1]), ())
+            expected = f"expected one of {', '.join(repr(k) for k in kinds)}"
+            if err["type"] == "union_tag_not_found":
+                msg = f"required key is missing; {expected}"
+            else:
+                tag = (err.get("ctx") or {}).get("tag")
+                msg = f"unknown kind {tag!r}; {expected}"
+            loc = [*loc, "kind"]
+        elif err["type"] == "model_attributes_type" and loc and str(loc[-1]) in _TAGGED:
+            msg = f"expected a table, e.g. [sources.{loc[-1]}] with kind = ..."
+        field = ".".join(str(p) for p in loc)
         if err["type"] == "extra_forbidden":
             msg = "unknown key (check its spelling; unknown keys are not ignored)"
         elif err["type"] == "missing":
@@ -489,6 +765,19 @@ def _format_validation(
         parts = [p for p in (file_hint, where, f"field {field}" if field else "") if p]
         lines.append(f"{', '.join(parts)}: {msg}" if parts else msg)
     return "\n  ".join(lines)
+
+
+_TAGGED: dict[str, tuple[str, ...]] = {"paginate": PAGINATE_KINDS, "auth": AUTH_KINDS}
+
+
+def _untag(loc: list[Any]) -> list[Any]:
+    """Drop the union member pydantic puts after a tagged field: paginate.cursor.param -> paginate.param."""
+    out: list[Any] = []
+    for part in loc:
+        if out and str(out[-1]) in _TAGGED and part in _TAGGED[str(out[-1])]:
+            continue
+        out.append(part)
+    return out
 
 
 def _merge(main: dict[str, Any], extra: dict[str, Any], main_file: str, extra_file: str) -> None:
@@ -540,13 +829,15 @@ def load_config(
             _merge(data, extra, str(main_path), str(extra_path))
             files.append(str(extra_path))
     _check_duplicates(data, str(main_path))
-    unknown_top = set(data) - {"bridge", "sources", "listeners"}
+    unknown_top = set(data) - {"bridge", "sources", "listeners", "hosts"}
     if unknown_top:
         raise ConfigError(
             f"unknown top-level table(s) {sorted(unknown_top)}; expected [bridge], [[sources]], "
-            "[[listeners]]",
+            "[[listeners]], [[hosts]]",
             file=str(main_path),
         )
+    if "hosts" in data and not isinstance(data["hosts"], list):
+        raise ConfigError("'hosts' must be an array of tables ([[hosts]])", file=str(main_path))
     bridge_data = data.get("bridge", {})
     if not isinstance(bridge_data, dict):
         raise ConfigError("[bridge] must be a table", file=str(main_path))
@@ -572,6 +863,7 @@ def load_config(
             bridge=bridge,
             sources=data.get("sources", []),
             listeners=data.get("listeners", []),
+            hosts=data.get("hosts", []),
         )
     except ValidationError as exc:
         detail = _format_validation(exc, data, entry_origin, loc_prefix)
@@ -583,6 +875,8 @@ def load_config(
     for listener in config.listeners:
         if listener.secret:
             sensitive.add(listener.secret)
+    for source in config.sources:
+        sensitive.update(source.secrets)
     config._files = tuple(files)
     config._sensitive = frozenset(v for v in sensitive if len(v) >= 4)
     config._state_location = _resolve_state(config.bridge.state, env)
@@ -628,6 +922,12 @@ def iter_summary(config: Config) -> Iterable[str]:
     for s in config.sources:
         when = f"every {_fmt(s.every)}" if s.every else f"cron {s.cron!r}"
         yield f"  - {s.name}: {s.method} {config.redact(safe_url(s.url))} {when}, items {s.items}, key {s.key}"
+        if s.paginate is not None:
+            yield f"      paginate: {s.paginate.kind}, at most {s.paginate.max_pages} pages"
+        if s.auth is not None:
+            yield f"      auth: {s.auth.kind} (secrets ***)"
+    for h in config.hosts:
+        yield f"host {h.name}: at most {config.bridge.per_host_concurrency} requests at once, min_interval {_fmt(h.min_interval)}"
     yield f"listeners ({len(config.listeners)}):"
     for lst in config.listeners:
         srcs = ", ".join(lst.sources) if lst.sources is not None else "all sources"

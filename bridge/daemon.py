@@ -21,7 +21,7 @@ from bridge.config import Config, SourceConfig
 from bridge.dispatcher import Dispatcher
 from bridge.models import Event
 from bridge.pipeline import Pipeline, PollOutcome, describe_outcome
-from bridge.poller import Poller
+from bridge.poller import HostLimiter, Poller
 from bridge.sender import Sender
 from bridge.store import Store, create_store
 
@@ -93,7 +93,10 @@ class Daemon:
         self.pipeline = Pipeline(
             self.config,
             self.store,
-            Poller(self._poll_client),
+            Poller(
+                self._poll_client,
+                HostLimiter(self.config.bridge.per_host_concurrency, self.config.min_intervals_s()),
+            ),
             clock=self.clock,
             on_commit=self._on_commit,
         )
@@ -121,6 +124,8 @@ class Daemon:
             source = self._source(name)
             if source is None:
                 return None
+            if await self._postponed(source):
+                return None
             if source.jitter.total_seconds() > 0:
                 await asyncio.sleep(self.rng.uniform(0, source.jitter.total_seconds()))
             return await self._poll_now(source)
@@ -131,6 +136,20 @@ class Daemon:
         finally:
             if task is not None:
                 self._polls.discard(task)
+
+    async def _postponed(self, source: SourceConfig, level: int = logging.DEBUG) -> bool:
+        """Whether the source is backing off or was told to wait (Retry-After): skip this run."""
+        assert self.pipeline is not None  # noqa: S101
+        until = await self.pipeline.postponed_until(source.name, self.clock())
+        if until is not None:
+            log.log(
+                level,
+                "poll %s skipped: postponed until %s (backoff or Retry-After)",
+                source.name,
+                until.isoformat(timespec="seconds"),
+                extra={"source": source.name},
+            )
+        return until is not None
 
     def _source(self, name: str) -> SourceConfig | None:
         for s in self.config.sources:
@@ -161,8 +180,15 @@ class Daemon:
             )
         else:
             self.stats.polls_failed += 1
+            later = ""
+            if outcome.not_before is not None:
+                later = f"; next poll not before {outcome.not_before.isoformat(timespec='seconds')}"
             log.warning(
-                "poll %s failed: %s", source.name, outcome.error, extra={"source": source.name}
+                "poll %s failed: %s%s",
+                source.name,
+                outcome.error,
+                later,
+                extra={"source": source.name},
             )
         return outcome
 
@@ -252,8 +278,10 @@ class Daemon:
         """Poll every source once, deliver what is due, exit (0, 1 = a poll failed, 75 = pending)."""
         await self._start()
         try:
+            assert self.pipeline is not None  # noqa: S101
+            due = [s for s in self.config.sources if not await self._postponed(s, logging.INFO)]
             outcomes = await asyncio.gather(
-                *(self._poll_now(s) for s in self.config.sources), return_exceptions=False
+                *(self._poll_now(s) for s in due), return_exceptions=False
             )
             assert self.dispatcher is not None  # noqa: S101
             await self.dispatcher.run_until_idle()

@@ -103,7 +103,9 @@ class SourceState:
     held_polls: int = 0
     held_digest: str | None = None
     validators: dict[str, dict[str, str]] = field(default_factory=dict)
-    """Per page URL: the ETag / Last-Modified values last seen."""
+    """Per page URL: the ETag / Last-Modified values last seen, and the next page's URL."""
+    accept_requested: bool = False
+    """The operator ran ``pollbridge accept``: apply the held result at the next poll."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,20 +4,35 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+import httpx
+
+from bridge.auth import Authenticators
 from bridge.config import Config, SourceConfig
 from bridge.core.diff import DiffPlan, build_changes, plan_diff
 from bridge.core.extract import ExtractionFailed, extract_items
 from bridge.core.formats import FormatError, parse_document
+from bridge.core.guards import decide_hold, deletion_digest, excessive_deletes
 from bridge.core.hashing import hash_value
+from bridge.core.pagination import (
+    Page,
+    PaginationFailed,
+    combine_pages,
+    first_page_url,
+    next_page_url,
+    same_origin,
+    with_params,
+)
+from bridge.core.retry import MAX_RETRY_AFTER_S, poll_backoff
 from bridge.core.routing import ListenerRoute, route_change
 from bridge.errors import ExtractError, PollError
-from bridge.models import Change, Event, Item
+from bridge.models import Change, Event, Item, SourceState
 from bridge.poller import Fetched, Poller
 from bridge.store import PollCommit, SnapshotHashes, StaleSnapshot, Store
 
@@ -31,13 +46,22 @@ class PollOutcome:
     source: str
     ok: bool
     result: str
-    """ok | unchanged | baseline | rebaseline | error"""
+    """ok | unchanged | baseline | rebaseline | held | error"""
     duration_s: float
     item_count: int = 0
     changes: list[Change] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     error: str | None = None
     committed: bool = False
+    pages: int = 0
+    """Requests made for the list (a 304 page counts)."""
+    not_modified: bool = False
+    """Every page answered 304 Not Modified."""
+    held: str | None = None
+    """Why the poll was held (result ``held``) or why a held result was applied."""
+    held_polls: int = 0
+    not_before: datetime | None = None
+    """After a failure: the source is not polled again before this time (backoff, Retry-After)."""
 
 
 @dataclass(frozen=True)
@@ -46,12 +70,21 @@ class _Analysis:
     plan: DiffPlan
 
 
+@dataclass(frozen=True)
+class _Pages:
+    items: list[list[Item]] | None
+    """Each page's items; None when every page answered 304 Not Modified."""
+    validators: dict[str, dict[str, str]]
+    requests: int
+
+
 def source_fingerprint(source: SourceConfig) -> str:
     """What defines a source's items; when it changes, the next poll re-baselines."""
     return hash_value(source.fingerprint_fields())
 
 
-def _decode_and_extract(fetched: Fetched, source: SourceConfig) -> list[Item]:
+def _decode_and_extract(fetched: Fetched, source: SourceConfig) -> tuple[Any, list[Item]]:
+    """One page: its decoded document (for the next-page decision) and its items."""
     try:
         doc = parse_document(
             fetched.body,
@@ -63,14 +96,49 @@ def _decode_and_extract(fetched: Fetched, source: SourceConfig) -> list[Item]:
         ctype = fetched.content_type or "no content type"
         raise ExtractError(source.name, f"response ({ctype}): {exc}", url=fetched.url) from exc
     try:
-        return extract_items(doc, source.spec)
+        return doc, extract_items(doc, source.spec)
     except ExtractionFailed as exc:
         raise ExtractError(source.name, str(exc), url=fetched.url) from exc
 
 
-def _analyse(fetched: Fetched, source: SourceConfig, old: SnapshotHashes) -> _Analysis:
-    items = _decode_and_extract(fetched, source)
+def _analyse(pages: list[list[Item]], source: SourceConfig, old: SnapshotHashes) -> _Analysis:
+    try:
+        items = combine_pages(pages)
+    except PaginationFailed as exc:
+        raise ExtractError(source.name, str(exc), url=source.url) from exc
     return _Analysis(items, plan_diff(old.hashes, items))
+
+
+def _conditional(source: SourceConfig) -> bool:
+    # If-None-Match on a POST is a write precondition, not a cache validator
+    return source.conditional and source.method == "GET"
+
+
+def _usable(validators: Mapping[str, Mapping[str, str]]) -> bool:
+    """A conditional walk needs a validator for every page it may meet."""
+    return bool(validators) and all(
+        "etag" in v or "last_modified" in v for v in validators.values()
+    )
+
+
+def _conditional_headers(known: Mapping[str, str]) -> dict[str, str]:
+    headers = {}
+    if "etag" in known:
+        headers["if-none-match"] = known["etag"]
+    if "last_modified" in known:
+        headers["if-modified-since"] = known["last_modified"]
+    return headers
+
+
+def _validators_of(headers: httpx.Headers, next_url: str | None) -> dict[str, str]:
+    found = {}
+    if headers.get("etag"):
+        found["etag"] = headers["etag"]
+    if headers.get("last-modified"):
+        found["last_modified"] = headers["last-modified"]
+    if next_url is not None:
+        found["next"] = next_url
+    return found
 
 
 class Pipeline:
@@ -84,12 +152,16 @@ class Pipeline:
         *,
         clock: Callable[[], datetime],
         on_commit: Callable[[list[Event]], None] | None = None,
+        rand: Callable[[], float] = random.random,
+        authenticators: Authenticators | None = None,
     ):
         self.config = config
         self.store = store
         self.poller = poller
         self.clock = clock
         self.on_commit = on_commit
+        self.rand = rand
+        self.auth = authenticators or Authenticators(poller.client)
         self._routes: list[ListenerRoute] = config.routes()
         self._hashes: dict[str, SnapshotHashes] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -109,18 +181,102 @@ class Pipeline:
         self._hashes[source] = fresh
         return fresh
 
-    async def fetch(self, source: SourceConfig, now: datetime) -> Fetched:
-        return await self.poller.fetch(
-            source.name,
-            source.url,
-            method=source.method,
-            params=source.params,
-            headers=source.headers,
-            json_body=source.body,
-            timeout_s=source.timeout.total_seconds(),
-            max_bytes=source.max_bytes,
-            now=now,
-        )
+    async def postponed_until(self, source: str, now: datetime) -> datetime | None:
+        """When ``source`` is backing off or was told to wait (Retry-After): until when."""
+        state = await self.store.get_source_state(source)
+        if state is not None and state.not_before is not None and now < state.not_before:
+            return state.not_before
+        return None
+
+    async def fetch_pages(
+        self,
+        source: SourceConfig,
+        now: datetime,
+        validators: Mapping[str, Mapping[str, str]] | None = None,
+    ) -> _Pages:
+        """Fetch every page of ``source``; any failing page fails the whole list.
+
+        With ``validators`` (per page URL: ETag, Last-Modified and the next page's URL) the
+        pages are asked for conditionally; when all answer 304 the result has no items. Once a
+        page has changed, every page is fetched in full, so the list is always complete.
+        """
+        spec = source.page_spec
+        max_pages = spec.max_pages if spec is not None else 1
+        auth = self.auth.for_source(source)
+        first_url = first_page_url(spec, with_params(source.url, source.params))
+        conditional = validators is not None and _usable(validators)
+        known_all = validators or {}
+        while True:
+            pages: list[list[Item]] = []
+            seen: dict[str, dict[str, str]] = {}
+            url: str | None = first_url
+            restart = False
+            while url is not None:
+                if len(seen) >= max_pages:
+                    raise PollError(
+                        source.name,
+                        f"the list has more than max_pages = {max_pages} pages; raise "
+                        "paginate.max_pages or narrow the list (a partial list would delete items)",
+                        url=url,
+                    )
+                if url in seen:
+                    raise PollError(
+                        source.name, f"pagination loops: page {len(seen) + 1} repeats {url}"
+                    )
+                known = known_all.get(url) if conditional else None
+                headers = dict(source.headers)
+                if known is not None:
+                    headers.update(_conditional_headers(known))
+                fetched = await self.poller.fetch(
+                    source.name,
+                    url,
+                    method=source.method,
+                    headers=headers,
+                    json_body=source.body,
+                    timeout_s=source.timeout.total_seconds(),
+                    max_bytes=source.max_bytes,
+                    now=now,
+                    accept_not_modified=known is not None,
+                    auth=auth,
+                )
+                if fetched.not_modified:
+                    assert known is not None  # noqa: S101 - a 304 is accepted only then
+                    seen[url] = {**known, **_validators_of(fetched.headers, known.get("next"))}
+                    url = known.get("next")
+                    continue
+                if conditional and seen:
+                    # an earlier page was 304 and this one changed: the earlier pages' items
+                    # are needed too, so walk the list again without validators
+                    restart = True
+                    break
+                conditional = False
+                doc, items = await asyncio.to_thread(_decode_and_extract, fetched, source)
+                try:
+                    next_url = next_page_url(
+                        spec,
+                        Page(
+                            url,
+                            doc,
+                            fetched.headers.get_list("link"),
+                            source.spec.items,
+                            fetched.url,
+                        ),
+                    )
+                except PaginationFailed as exc:
+                    raise ExtractError(source.name, str(exc), url=fetched.url) from exc
+                if next_url is not None and not same_origin(next_url, first_url):
+                    raise PollError(
+                        source.name,
+                        f"refused to follow the next page to another origin: {next_url}",
+                        url=fetched.url,
+                    )
+                seen[url] = _validators_of(fetched.headers, next_url)
+                pages.append(items)
+                url = next_url
+            if restart:
+                conditional = False
+                continue
+            return _Pages(pages if pages else None, seen, len(seen))
 
     async def poll(self, source: SourceConfig, *, commit: bool = True) -> PollOutcome:
         """Poll ``source`` once. With ``commit`` the result is recorded; otherwise a dry run."""
@@ -131,118 +287,250 @@ class Pipeline:
     async def _poll(self, source: SourceConfig, commit: bool) -> PollOutcome:
         started = time.monotonic()
         now = self.clock()
+        state: SourceState | None = None
         try:
-            fetched = await self.fetch(source, now)
             state = await self.store.get_source_state(source.name)
-            old = await self._snapshot(source.name)
-            analysis = await asyncio.to_thread(_analyse, fetched, source, old)
             fingerprint = source_fingerprint(source)
             first = state is None or state.fingerprint is None
             rebaseline = not first and state is not None and state.fingerprint != fingerprint
+            # a changed item definition needs the body even if the API's data did not change
+            ask = (
+                state.validators
+                if state and _conditional(source) and not first and not rebaseline
+                else None
+            )
+            pages = await self.fetch_pages(source, now, ask)
+            ctx = _Context(
+                source,
+                state,
+                now,
+                started,
+                fingerprint,
+                commit,
+                pages.validators if _conditional(source) else {},
+                pages.requests,
+            )
+            if pages.items is None:
+                return await self._unchanged(ctx, state.item_count if state else 0, True)
+            old = await self._snapshot(source.name)
+            analysis = await asyncio.to_thread(_analyse, pages.items, source, old)
             if first or rebaseline:
-                return await self._baseline(
-                    source, analysis, old, now, started, fingerprint, commit, rebaseline
-                )
-            return await self._diff(source, analysis, old, now, started, fingerprint, commit)
+                return await self._baseline(ctx, analysis, old, rebaseline)
+            return await self._diff(ctx, analysis, old)
         except PollError as exc:
-            duration = time.monotonic() - started
-            if commit:
-                await self.store.record_poll_failure(source.name, now, duration, exc.cause)
-            return PollOutcome(source.name, False, "error", duration, error=str(exc))
+            return await self._failed(source, state, exc, now, started, commit)
         except StaleSnapshot as exc:
             self._hashes.pop(source.name, None)
             duration = time.monotonic() - started
             return PollOutcome(source.name, False, "error", duration, error=str(exc))
 
-    async def _baseline(
+    async def _failed(
         self,
         source: SourceConfig,
-        analysis: _Analysis,
-        old: SnapshotHashes,
+        state: SourceState | None,
+        exc: PollError,
         now: datetime,
         started: float,
-        fingerprint: str,
         commit: bool,
-        rebaseline: bool,
     ) -> PollOutcome:
-        items = analysis.items
-        emit = source.baseline == "emit"
-        changes = (
-            build_changes(DiffPlan([i.key_text for i in items], [], []), items, {}) if emit else []
+        duration = time.monotonic() - started
+        failures = (state.consecutive_failures if state else 0) + 1
+        delay = poll_backoff(
+            source.interval_s or 60.0, failures, source.max_backoff.total_seconds(), self.rand()
         )
-        result = "rebaseline" if rebaseline else "baseline"
-        new_keys = {i.key_text for i in items}
-        deletes = [k for k in old.hashes if k not in new_keys]
-        return await self._record(
-            source, items, items, deletes, changes, now, started, fingerprint, commit, result, old
+        if exc.retry_after_s is not None:
+            delay = max(delay, min(exc.retry_after_s, MAX_RETRY_AFTER_S))
+        # Retry-After counts from the answer, not from the start of a long poll
+        not_before = self.clock() + timedelta(seconds=delay) if delay > 0 else None
+        if commit:
+            await self.store.record_poll_failure(
+                source.name, now, duration, exc.cause, not_before=not_before
+            )
+        return PollOutcome(
+            source.name, False, "error", duration, error=str(exc), not_before=not_before
         )
 
-    async def _diff(
-        self,
-        source: SourceConfig,
-        analysis: _Analysis,
-        old: SnapshotHashes,
-        now: datetime,
-        started: float,
-        fingerprint: str,
-        commit: bool,
+    async def _unchanged(self, ctx: _Context, item_count: int, not_modified: bool) -> PollOutcome:
+        duration = time.monotonic() - ctx.started
+        if ctx.commit:
+            await self.store.record_poll_unchanged(
+                ctx.source.name, ctx.now, duration, validators=ctx.validators
+            )
+            state = ctx.state
+            if state is not None and (state.held_reason or state.accept_requested):
+                log.info(
+                    "poll %s: the held result did not repeat; hold released",
+                    ctx.source.name,
+                    extra={"source": ctx.source.name},
+                )
+                await self.store.update_source_state(
+                    ctx.source.name,
+                    held_reason=None,
+                    held_polls=0,
+                    held_digest=None,
+                    accept_requested=False,
+                )
+        return PollOutcome(
+            ctx.source.name,
+            True,
+            "unchanged",
+            duration,
+            item_count,
+            pages=ctx.requests,
+            not_modified=not_modified,
+        )
+
+    async def _baseline(
+        self, ctx: _Context, analysis: _Analysis, old: SnapshotHashes, rebaseline: bool
     ) -> PollOutcome:
+        source = ctx.source
+        items = analysis.items
+        mode = source.rebaseline if rebaseline else source.baseline
+        changes = (
+            build_changes(DiffPlan([i.key_text for i in items], [], []), items, {})
+            if mode == "emit"
+            else []
+        )
+        result = "rebaseline" if rebaseline else "baseline"
+        if rebaseline and ctx.commit:
+            log.warning(
+                "poll %s: what defines its items changed (url, params, items, key, ignore, "
+                "fields or paginate); re-baselining %d item(s) %s",
+                source.name,
+                len(items),
+                "with a created event each" if mode == "emit" else "without events",
+                extra={"source": source.name},
+            )
+        new_keys = {i.key_text for i in items}
+        deletes = [k for k in old.hashes if k not in new_keys]
+        return await self._record(ctx, items, items, deletes, changes, result, old)
+
+    async def _diff(self, ctx: _Context, analysis: _Analysis, old: SnapshotHashes) -> PollOutcome:
+        source, state = ctx.source, ctx.state
         plan = analysis.plan
         items = analysis.items
         if plan.empty:
-            duration = time.monotonic() - started
-            if commit:
-                await self.store.record_poll_unchanged(source.name, now, duration)
-            return PollOutcome(source.name, True, "unchanged", duration, len(items))
-        before = await self.store.load_items(source.name, plan.needs_before)
-        changes = build_changes(plan, items, before, source.ignore_paths)
+            return await self._unchanged(ctx, len(items), False)
+        reason = excessive_deletes(len(old.hashes), len(plan.deleted), source.delete_limit)
+        applied: str | None = None
+        if reason is not None:
+            decision = decide_hold(
+                reason,
+                deletion_digest(plan.deleted),
+                held_digest=state.held_digest if state else None,
+                held_polls=state.held_polls if state else 0,
+                confirm_polls=source.confirm_polls,
+                accept_requested=state.accept_requested if state else False,
+            )
+            if decision.action == "hold":
+                return await self._hold(ctx, reason, decision.held_polls, decision.digest, items)
+            how = (
+                "accepted by the operator"
+                if decision.action == "accepted"
+                else f"seen on {decision.held_polls} consecutive polls"
+            )
+            applied = f"{reason}; {how}"
+            if ctx.commit:
+                log.warning(
+                    "poll %s: applying the held result (%s)",
+                    source.name,
+                    applied,
+                    extra={"source": source.name},
+                )
+        elif state is not None and state.held_reason and ctx.commit:
+            log.info(
+                "poll %s: the held result did not repeat; hold released",
+                source.name,
+                extra={"source": source.name},
+            )
+        # deletes = false: deleted items leave the snapshot without an event
+        emitted = plan if source.deletes else DiffPlan(plan.created, plan.updated, [])
+        before = await self.store.load_items(source.name, emitted.needs_before)
+        changes = build_changes(emitted, items, before, source.ignore_paths)
         changed = set(plan.created) | set(plan.updated)
         upserts = [i for i in items if i.key_text in changed]
-        return await self._record(
-            source,
-            items,
-            upserts,
-            plan.deleted,
-            changes,
-            now,
-            started,
-            fingerprint,
-            commit,
-            "ok",
-            old,
+        outcome = await self._record(ctx, items, upserts, plan.deleted, changes, "ok", old)
+        outcome.held = applied
+        return outcome
+
+    async def _hold(
+        self,
+        ctx: _Context,
+        reason: str,
+        held_polls: int,
+        digest: str | None,
+        items: Sequence[Item],
+    ) -> PollOutcome:
+        source = ctx.source
+        duration = time.monotonic() - ctx.started
+        if ctx.commit:
+            # the validators stay those of the snapshot, so the next poll fetches in full again
+            await self.store.update_source_state(
+                source.name,
+                last_poll_at=ctx.now,
+                last_result="held",
+                last_error=None,
+                last_duration_s=duration,
+                consecutive_failures=0,
+                not_before=None,
+                held_reason=reason,
+                held_polls=held_polls,
+                held_digest=digest,
+            )
+            log.warning(
+                "poll %s held: %s; no events sent, snapshot unchanged. Seen %d of %d times: it "
+                "is applied when seen %d times in a row, or at the next poll after "
+                "`pollbridge accept %s`",
+                source.name,
+                reason,
+                held_polls,
+                source.confirm_polls,
+                source.confirm_polls,
+                source.name,
+                extra={"source": source.name},
+            )
+        return PollOutcome(
+            source.name,
+            True,
+            "held",
+            duration,
+            len(items),
+            pages=ctx.requests,
+            held=reason,
+            held_polls=held_polls,
         )
 
     async def _record(
         self,
-        source: SourceConfig,
+        ctx: _Context,
         items: Sequence[Item],
         upserts: Sequence[Item],
         deletes: Sequence[str],
         changes: list[Change],
-        now: datetime,
-        started: float,
-        fingerprint: str,
-        commit: bool,
         result: str,
         old: SnapshotHashes,
     ) -> PollOutcome:
-        if not commit:
-            duration = time.monotonic() - started
-            return PollOutcome(source.name, True, result, duration, len(items), changes)
+        source = ctx.source
+        if not ctx.commit:
+            duration = time.monotonic() - ctx.started
+            return PollOutcome(
+                source.name, True, result, duration, len(items), changes, pages=ctx.requests
+            )
         routes = [route_change(source.name, c, self._routes) for c in changes]
-        duration = time.monotonic() - started
+        duration = time.monotonic() - ctx.started
         events = await self.store.commit_poll(
             PollCommit(
                 source=source.name,
-                polled_at=now,
+                polled_at=ctx.now,
                 duration_s=duration,
                 upserts=upserts,
                 deletes=deletes,
                 changes=changes,
                 routes=routes,
                 item_count=len(items),
-                fingerprint=fingerprint,
+                fingerprint=ctx.fingerprint,
                 result=result,
+                validators=ctx.validators,
                 expected_version=old.version,
             )
         )
@@ -255,8 +543,31 @@ class Pipeline:
         if events and self.on_commit is not None:
             self.on_commit(events)
         return PollOutcome(
-            source.name, True, result, duration, len(items), changes, events, committed=True
+            source.name,
+            True,
+            result,
+            duration,
+            len(items),
+            changes,
+            events,
+            committed=True,
+            pages=ctx.requests,
         )
+
+
+@dataclass(frozen=True)
+class _Context:
+    """What every step of one poll needs to know."""
+
+    source: SourceConfig
+    state: SourceState | None
+    now: datetime
+    started: float
+    fingerprint: str
+    commit: bool
+    validators: dict[str, dict[str, str]]
+    """The validators to store with this poll's result."""
+    requests: int
 
 
 def describe_outcome(outcome: PollOutcome) -> dict[str, Any]:

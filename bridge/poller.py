@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
 import httpx
 
 from bridge import __version__
+from bridge.core.pagination import same_origin
 from bridge.core.retry import parse_retry_after
 from bridge.errors import PollError
+
+if TYPE_CHECKING:
+    from bridge.auth import Authenticator
 
 MAX_REDIRECTS = 5
 USER_AGENT = f"pollbridge/{__version__}"
@@ -43,11 +49,49 @@ def _excerpt(body: bytes, limit: int = 200) -> str:
     return text + ("…" if len(body) > limit else "")
 
 
+class HostLimiter:
+    """Politeness per host, shared by every source on it: at most ``concurrency`` requests at
+    once, and (for hosts given a ``min_interval``) a least gap between the starts of two."""
+
+    def __init__(
+        self,
+        concurrency: int = 2,
+        min_interval_s: Mapping[str, float] | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ):
+        self.concurrency = concurrency
+        self.min_interval_s = {k.lower(): v for k, v in (min_interval_s or {}).items()}
+        self.clock = clock
+        self.sleep = sleep
+        self._slots: dict[str, asyncio.Semaphore] = {}
+        self._next_start: dict[str, float] = {}
+
+    @asynccontextmanager
+    async def slot(self, url: str) -> AsyncIterator[None]:
+        """Hold one of the host's request slots, starting no sooner than its gap allows."""
+        host = (urlsplit(url).hostname or "").lower()
+        semaphore = self._slots.get(host)
+        if semaphore is None:
+            semaphore = self._slots[host] = asyncio.Semaphore(self.concurrency)
+        async with semaphore:
+            gap = self.min_interval_s.get(host, 0.0)
+            if gap > 0:
+                now = self.clock()
+                start = max(now, self._next_start.get(host, now))
+                self._next_start[host] = start + gap  # reserved before waiting: no await between
+                if start > now:
+                    await self.sleep(start - now)
+            yield
+
+
 class Poller:
     """Fetches URLs for sources with one shared ``httpx.AsyncClient``."""
 
-    def __init__(self, client: httpx.AsyncClient):
+    def __init__(self, client: httpx.AsyncClient, hosts: HostLimiter | None = None):
         self.client = client
+        self.hosts = hosts or HostLimiter()
 
     async def fetch(
         self,
@@ -62,30 +106,41 @@ class Poller:
         max_bytes: int,
         now: datetime,
         accept_not_modified: bool = False,
+        auth: Authenticator | None = None,
     ) -> Fetched:
         """Fetch ``url``; raise PollError for a non-2xx status, a timeout or an oversized body.
 
-        Redirects are followed up to 5 times, never from https to http. The whole exchange,
-        including a slow body, must finish within ``timeout_s``.
+        Redirects are followed up to 5 times, never from https to http, and credentials are
+        sent only to ``url``'s origin. The whole exchange, including a slow body, must finish
+        within ``timeout_s`` (waiting for the host's turn is not counted). After a 401, an
+        authenticator that can renew its credentials gets one more try.
         """
-        try:
-            async with asyncio.timeout(timeout_s):
-                return await self._fetch(
-                    source,
-                    url,
-                    method,
-                    params,
-                    headers,
-                    json_body,
-                    timeout_s,
-                    max_bytes,
-                    now,
-                    accept_not_modified,
-                )
-        except TimeoutError as exc:
-            raise PollError(source, f"timed out after {timeout_s:g}s", url=url) from exc
-        except httpx.HTTPError as exc:
-            raise PollError(source, _describe_http_error(exc), url=url) from exc
+        async with self.hosts.slot(url):
+            retried = False
+            while True:
+                try:
+                    async with asyncio.timeout(timeout_s):
+                        return await self._fetch(
+                            source,
+                            url,
+                            method,
+                            params,
+                            headers,
+                            json_body,
+                            timeout_s,
+                            max_bytes,
+                            now,
+                            accept_not_modified,
+                            auth,
+                        )
+                except TimeoutError as exc:
+                    raise PollError(source, f"timed out after {timeout_s:g}s", url=url) from exc
+                except httpx.HTTPError as exc:
+                    raise PollError(source, _describe_http_error(exc), url=url) from exc
+                except PollError as exc:
+                    if exc.status != 401 or auth is None or retried or not await auth.renew():
+                        raise
+                    retried = True
 
     async def _fetch(
         self,
@@ -99,6 +154,7 @@ class Poller:
         max_bytes: int,
         now: datetime,
         accept_not_modified: bool,
+        auth: Authenticator | None,
     ) -> Fetched:
         request_headers = {"user-agent": USER_AGENT, "accept": "application/json, */*;q=0.5"}
         request_headers.update(headers or {})
@@ -114,14 +170,14 @@ class Poller:
                 json=json_body if current_method == "POST" else None,
                 timeout=timeout_s,
             )
+            shown_url = str(request.url)  # before credentials: never a secret in a message
+            if auth is not None and same_origin(shown_url, url):
+                await auth.apply(request, source, timeout_s)
             response = await self.client.send(request, stream=True)
             try:
                 if response.is_redirect and "location" in response.headers:
-                    target = urljoin(str(request.url), response.headers["location"])
-                    if (
-                        urlsplit(str(request.url)).scheme == "https"
-                        and urlsplit(target).scheme != "https"
-                    ):
+                    target = urljoin(shown_url, response.headers["location"])
+                    if urlsplit(shown_url).scheme == "https" and urlsplit(target).scheme != "https":
                         raise PollError(
                             source,
                             f"refused a redirect from https to {target} (a downgrade)",
@@ -133,11 +189,11 @@ class Poller:
                     if response.status_code in (301, 302, 303) and current_method == "POST":
                         current_method = "GET"
                     continue
-                body = await _read_capped(response, max_bytes, source, url)
+                body = await _read_capped(response, max_bytes, source, shown_url)
             finally:
                 await response.aclose()
             if response.status_code == 304 and accept_not_modified:
-                return Fetched(str(request.url), 304, response.headers, b"")
+                return Fetched(shown_url, 304, response.headers, b"")
             if not 200 <= response.status_code < 300:
                 retry_after = None
                 if response.status_code in (429, 503):
@@ -146,11 +202,11 @@ class Poller:
                     source,
                     f"HTTP {response.status_code} {response.reason_phrase}"
                     + (f": {_excerpt(body)}" if body else ""),
-                    url=str(request.url),
+                    url=shown_url,
                     status=response.status_code,
                     retry_after_s=retry_after,
                 )
-            return Fetched(str(request.url), response.status_code, response.headers, body)
+            return Fetched(shown_url, response.status_code, response.headers, body)
         raise PollError(source, f"more than {MAX_REDIRECTS} redirects", url=url)
 
 

@@ -18,7 +18,7 @@ from bridge.models import (
     SourceState,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 @dataclass(frozen=True)

@@ -114,6 +114,10 @@ _MIGRATIONS: dict[int, str] = {
         last_error TEXT
     );
     """,
+    # `pollbridge accept NAME`: apply a held poll's result at the source's next poll
+    2: """
+    ALTER TABLE sources ADD COLUMN accept_requested INTEGER NOT NULL DEFAULT 0;
+    """,
 }
 assert max(_MIGRATIONS) == SCHEMA_VERSION  # noqa: S101 - a programming error, caught by any test
 
@@ -131,6 +135,7 @@ _SOURCE_FIELDS = (
     "held_polls",
     "held_digest",
     "validators",
+    "accept_requested",
 )
 
 
@@ -186,6 +191,7 @@ def _row_to_source(row: Mapping[str, Any]) -> SourceState:
         held_polls=row["held_polls"],
         held_digest=row["held_digest"],
         validators=_loads(row["validators"]) or {},
+        accept_requested=bool(row["accept_requested"]),
     )
 
 
@@ -482,6 +488,7 @@ class SQLiteStore:
             "held_reason": None,
             "held_polls": 0,
             "held_digest": None,
+            "accept_requested": 0,
             "snapshot_version": version,
         }
         if commit.validators is not None:
