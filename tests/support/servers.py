@@ -70,6 +70,7 @@ class TestServer:
 
         class _H(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms stalls
 
             def _handle(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
@@ -112,7 +113,10 @@ class TestServer:
 
         self.server = _QuietServer(("127.0.0.1", 0), _H)
         self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        # a short poll interval: shutdown() returns in 50 ms instead of 500
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     @property
     def port(self) -> int:

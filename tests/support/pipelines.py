@@ -1,0 +1,82 @@
+"""A real pipeline (SQLite store, httpx poller) on a fixed clock, for in-process poll tests."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+
+from bridge.config import Config, load_config
+from bridge.pipeline import Pipeline
+from bridge.poller import HostLimiter, Poller
+from bridge.store.sqlite import SQLiteStore
+
+
+class FixedClock:
+    """A clock that moves only when told to."""
+
+    def __init__(self, start: datetime = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)):
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+def make_config(tmp_path: Path, text: str, env: Mapping[str, str] | None = None) -> Config:
+    """Load ``text`` (TOML) as the configuration, with its state file in ``tmp_path``."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    path = tmp_path / "pollbridge.toml"
+    path.write_text(f'[bridge]\nstate = "{tmp_path}/state.db"\n{text}')
+    return load_config(path, env or {})
+
+
+@dataclass
+class Harness:
+    config: Config
+    pipeline: Pipeline
+    store: SQLiteStore
+    clock: FixedClock
+
+    def source(self, name: str | None = None):  # type: ignore[no-untyped-def]
+        return self.config.source(name) if name else self.config.sources[0]
+
+    def reconfigure(self, config: Config) -> None:
+        self.config = config
+        self.pipeline.reconfigure(config)
+
+    async def poll(self, name: str | None = None, *, commit: bool = True):  # type: ignore[no-untyped-def]
+        return await self.pipeline.poll(self.source(name), commit=commit)
+
+    async def events(self) -> list[dict[str, object]]:
+        rows = self.store.conn.execute("SELECT type, key_text FROM events ORDER BY seq").fetchall()
+        return [dict(r) for r in rows]
+
+
+@asynccontextmanager
+async def running(
+    config: Config,
+    *,
+    clock: FixedClock | None = None,
+    rand: float = 0.5,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> AsyncIterator[Harness]:
+    """A pipeline over ``config`` with its own store; ``rand`` fixes backoff jitter (0.5: none)."""
+    clock = clock or FixedClock()
+    store = SQLiteStore(config.state_location)
+    await store.open()
+    try:
+        async with httpx.AsyncClient(follow_redirects=False, transport=transport) as client:
+            poller = Poller(
+                client, HostLimiter(config.bridge.per_host_concurrency, config.min_intervals_s())
+            )
+            pipeline = Pipeline(config, store, poller, clock=clock, rand=lambda: rand)
+            yield Harness(config, pipeline, store, clock)
+    finally:
+        await store.close()
