@@ -130,7 +130,7 @@ async def test_a_failing_page_3_of_5_produces_no_events(tmp_path, api):
 
 async def test_max_pages_is_a_failure_not_a_partial_list(tmp_path, api):
     """Reaching max_pages with more pages to come fails the poll; nothing is recorded."""
-    fake, server = api
+    _fake, server = api
     body = '[sources.paginate]\nkind = "link"\nmax_pages = 2'
     config = make_config(tmp_path, _source(server, body, "/link"))
     async with running(config) as h:
@@ -166,7 +166,7 @@ async def test_a_key_on_two_pages_fails_the_poll(tmp_path, api):
 
 async def test_etags_per_page_make_an_unchanged_list_cheap(tmp_path, api):
     """Every page is asked with its own ETag; all 304 is an unchanged poll with no events."""
-    fake, server = api
+    _fake, server = api
     config = make_config(tmp_path, _source(server, '[sources.paginate]\nkind = "link"', "/link"))
     async with running(config) as h:
         await h.poll()
@@ -201,7 +201,7 @@ async def test_a_change_on_a_later_page_refetches_the_earlier_ones(tmp_path, api
 
 async def test_conditional_false_sends_no_validators(tmp_path, api):
     """conditional = false: never If-None-Match / If-Modified-Since (broken validators)."""
-    fake, server = api
+    _fake, server = api
     body = 'conditional = false\n[sources.paginate]\nkind = "link"'
     config = make_config(tmp_path, _source(server, body, "/link"))
     async with running(config) as h:
@@ -233,7 +233,7 @@ async def test_last_modified_alone_is_used(tmp_path):
 
 async def test_a_changed_item_definition_ignores_the_304(tmp_path, api):
     """After a fingerprint change the body is needed: no validators are sent, it re-baselines."""
-    fake, server = api
+    _fake, server = api
     text = _source(server, 'items = "$.data[*]"')
     async with running(make_config(tmp_path, text)) as h:
         await h.poll()
@@ -394,7 +394,7 @@ async def test_deletes_false_sends_no_deletion_events(tmp_path, api):
 
 async def test_changing_key_rebaselines_silently(tmp_path, api):
     """A new key re-baselines: no created/deleted storm, the snapshot is keyed the new way."""
-    fake, server = api
+    _fake, server = api
     text = _source(server, 'items = "$.data[*]"')
     async with running(make_config(tmp_path, text)) as h:
         await h.poll()
@@ -410,7 +410,7 @@ async def test_changing_key_rebaselines_silently(tmp_path, api):
 
 async def test_rebaseline_emit_sends_created_events(tmp_path, api):
     """rebaseline = "emit": the new baseline is announced with a created event per item."""
-    fake, server = api
+    _fake, server = api
     text = _source(server, 'items = "$.data[*]"\nrebaseline = "emit"')
     async with running(make_config(tmp_path, text)) as h:
         first = await h.poll()
@@ -424,7 +424,7 @@ async def test_rebaseline_emit_sends_created_events(tmp_path, api):
 
 async def test_adding_pagination_rebaselines(tmp_path, api):
     """paginate is part of what defines the items: adding it re-baselines."""
-    fake, server = api
+    _fake, server = api
     text = _source(server, "", "/page")
     async with running(make_config(tmp_path, text)) as h:
         assert (await h.poll()).item_count == 10

@@ -35,7 +35,7 @@ def test_parse_delete_limit(text, expected):
 @pytest.mark.parametrize("bad", ["150%", "-1", -1, "half", "", "2.5", True, "5%%"])
 def test_parse_delete_limit_rejects(bad):
     """Anything else is refused with a message naming the expected forms."""
-    with pytest.raises(ValueError, match="percentage|count|cannot"):
+    with pytest.raises(ValueError, match=r"percentage|count|cannot"):
         parse_delete_limit(bad)
 
 
