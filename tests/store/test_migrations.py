@@ -1,0 +1,31 @@
+"""Schema migrations: a version 1 state file is upgraded in place."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from bridge.store.base import SCHEMA_VERSION
+from bridge.store.sqlite import _MIGRATIONS, SQLiteStore
+
+
+async def test_version_1_file_gains_accept_requested(tmp_path):
+    """Migration 2 adds sources.accept_requested (default off) and keeps existing rows."""
+    path = tmp_path / "state.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(_MIGRATIONS[1])
+    conn.execute("INSERT INTO sources (name, item_count) VALUES ('s', 7)")
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        state = await store.get_source_state("s")
+        assert state is not None and state.item_count == 7 and state.accept_requested is False
+        await store.update_source_state("s", accept_requested=True)
+        state = await store.get_source_state("s")
+        assert state is not None and state.accept_requested is True
+        version = store.conn.execute("PRAGMA user_version").fetchone()[0]
+    finally:
+        await store.close()
+    assert version == SCHEMA_VERSION == 2

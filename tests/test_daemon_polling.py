@@ -1,0 +1,53 @@
+"""The daemon's scheduled poll respects a source's not_before (backoff, Retry-After)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from bridge.daemon import Daemon
+from tests.support.fake_apis import FakeAPI
+from tests.support.pipelines import FixedClock, make_config
+from tests.support.servers import serve
+
+
+async def test_scheduled_poll_is_skipped_while_postponed(tmp_path):
+    """While now < not_before the scheduled run makes no request; afterwards it polls again."""
+    with serve(FakeAPI(count=3)) as server:
+        config = make_config(
+            tmp_path,
+            f'[[sources]]\nname = "s"\nurl = "{server.url("/items")}"\nevery = "10s"\n'
+            'items = "$.data[*]"\n',
+        )
+        clock = FixedClock()
+        daemon = Daemon(config, clock=clock)
+        await daemon._start()
+        try:
+            await daemon.store.update_source_state(
+                "s", not_before=clock.now + timedelta(seconds=30)
+            )
+            assert await daemon.poll_source("s") is None
+            assert server.requests == []
+            clock.advance(31)
+            outcome = await daemon.poll_source("s")
+            assert outcome is not None and outcome.ok
+            assert len(server.requests) == 1
+        finally:
+            await daemon._close()
+
+
+async def test_run_once_skips_postponed_sources(tmp_path):
+    """`run --once` leaves a postponed source alone and does not count it as failed."""
+    with serve(FakeAPI(count=3)) as server:
+        config = make_config(
+            tmp_path,
+            f'[[sources]]\nname = "s"\nurl = "{server.url("/items")}"\nevery = "10s"\n'
+            'items = "$.data[*]"\n',
+        )
+        clock = FixedClock()
+        store_daemon = Daemon(config, clock=clock)
+        await store_daemon.store.open()
+        await store_daemon.store.update_source_state("s", not_before=clock.now + timedelta(hours=1))
+        await store_daemon.store.close()
+        code = await Daemon(config, clock=clock).run_once()
+    assert code == 0
+    assert server.requests == []
