@@ -232,7 +232,7 @@ class BasicAuth(_Strict):
 
     kind: Literal["basic"]
     username: str
-    password: Secret
+    password: str = ""
 
 
 class HeaderAuth(_Strict):
@@ -278,7 +278,7 @@ def _auth_secrets(auth: Auth | None) -> list[str]:
     if isinstance(auth, BearerAuth):
         return [auth.token]
     if isinstance(auth, BasicAuth):
-        return [auth.password]
+        return [auth.password] if auth.password else []
     if isinstance(auth, HeaderAuth | QueryAuth):
         return [auth.value]
     if isinstance(auth, OAuth2Auth):

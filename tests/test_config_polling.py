@@ -93,8 +93,8 @@ def test_paginate_kinds(write_config, table, expected):
             "field auth.token_url: expected an http:// or https:// URL",
         ),
         (
-            'auth = { kind = "basic", username = "u", password = "" }',
-            "field auth.password: must not be empty",
+            'auth = { kind = "bearer", token = "" }',
+            "field auth.token: must not be empty",
         ),
         ('auth = { kind = "apikey" }', "field auth.kind: unknown kind 'apikey'"),
         ('max_deletes = "half"', "field max_deletes: expected a percentage"),

@@ -35,7 +35,9 @@ BASE_TIME = 1_700_000_000
 class FakeAPI:
     """The handler: ``serve(FakeAPI())``. Edit ``items`` with :meth:`set_items`."""
 
-    def __init__(self, count: int = 25, page_size: int = 10):
+    def __init__(self, count: int = 25, page_size: int = 10, aliases: dict[str, str] | None = None):
+        self.aliases = aliases or {}
+        """Real-looking path -> route, e.g. ``{"/v1/customers": "/stripe"}``."""
         self.lock = threading.Lock()
         self.page_size = page_size
         self.items: list[dict[str, Any]] = []
@@ -88,7 +90,7 @@ class FakeAPI:
                 return self.queued.pop(0)
             items = list(self.items)
             version = self.version
-        route = _ROUTES.get(req.path)
+        route = _ROUTES.get(self.aliases.get(req.path, req.path))
         if route is None:
             return Reply(404, {"error": f"no route {req.path}"})
         window, shape = route
@@ -143,7 +145,15 @@ def _link(chunk: list[Any], start: int, size: int, more: bool, base: str) -> Rep
 def _jsonapi(chunk: list[Any], start: int, size: int, more: bool, base: str) -> Reply:
     page = start // size + 1
     nxt = f"{base}?{quote('page[number]')}={page + 1}" if more else None
-    return Reply(200, {"data": chunk, "links": {"next": nxt}, "meta": {}})
+    resources = [
+        {
+            "type": "things",
+            "id": str(it["id"]),
+            "attributes": {k: v for k, v in it.items() if k != "id"},
+        }
+        for it in chunk
+    ]
+    return Reply(200, {"data": resources, "links": {"next": nxt}, "meta": {}})
 
 
 def _cursor(chunk: list[Any], start: int, size: int, more: bool, base: str) -> Reply:
