@@ -56,6 +56,11 @@ async def _fetch(config, client: httpx.AsyncClient, auths: Authenticators | None
             "x-api-key",
             "key-987654",
         ),
+        (
+            '{ kind = "basic", username = "sk_test_only" }',
+            "authorization",
+            "Basic " + base64.b64encode(b"sk_test_only:").decode(),
+        ),
     ],
 )
 async def test_header_credentials_are_sent(tmp_path, auth, header, expected):
