@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
+from tests.support.servers import ItemsAPI, TestServer, serve
+
 # CI shares two cores with other work: timing-based health checks and deadlines would make the
 # suite flaky without testing anything about pollbridge.
 settings.register_profile(
@@ -16,8 +18,6 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 settings.load_profile("pollbridge")
-
-from tests.support.servers import ItemsAPI, TestServer, serve
 
 
 @pytest.fixture
