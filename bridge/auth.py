@@ -26,6 +26,7 @@ from bridge.config import (
     QueryAuth,
     SourceConfig,
 )
+from bridge.core.pagination import without_params
 from bridge.errors import PollError
 
 EXPIRY_MARGIN_S = 60.0
@@ -40,6 +41,9 @@ class Authenticator(Protocol):
 
     async def renew(self) -> bool:
         """After a 401: drop cached credentials; True when a retry may now succeed."""
+
+    def scrub(self, url: str) -> str:
+        """``url`` without credentials (an API may echo a query key into its next links)."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,9 @@ class StaticAuth:
 
     async def renew(self) -> bool:
         return False
+
+    def scrub(self, url: str) -> str:
+        return url if self.query is None else without_params(url, [self.query[0]])
 
 
 def _basic(username: str, password: str) -> str:
@@ -94,6 +101,9 @@ class OAuth2ClientCredentials:
     async def renew(self) -> bool:
         self._token = None
         return True
+
+    def scrub(self, url: str) -> str:
+        return url
 
     async def token(self, source: str, timeout_s: float) -> str:
         """The cached access token, fetched first when missing or about to expire."""

@@ -264,6 +264,8 @@ class Pipeline:
                     )
                 except PaginationFailed as exc:
                     raise ExtractError(source.name, str(exc), url=fetched.url) from exc
+                if next_url is not None and auth is not None:
+                    next_url = auth.scrub(next_url)  # never a secret in stored state or logs
                 if next_url is not None and not same_origin(next_url, first_url):
                     raise PollError(
                         source.name,

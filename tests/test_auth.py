@@ -242,3 +242,27 @@ client_secret = "{CLIENT_SECRET}"
             failed = await h.poll()
     assert not failed.ok and "HTTP 401" in (failed.error or "")
     assert fake.token_requests == 3  # one renewal per poll, never a loop
+
+
+async def test_query_key_echoed_in_next_links_is_never_stored(tmp_path):
+    """An API that puts the query key into its Link header: pages work, state holds no secret."""
+    config = make_config(
+        tmp_path,
+        f'[[sources]]\nname = "s"\nurl = "{API}"\nevery = "1m"\n'
+        'auth = { kind = "query", name = "api_key", value = "qsecret-42" }\n'
+        'paginate = { kind = "link" }\n',
+    )
+    with respx.mock() as mock:
+        page2 = f"{API}?page=2&api_key=qsecret-42"
+        mock.get(API, params={"page": "2"}).respond(200, json=[{"id": 2}], headers={"etag": '"b"'})
+        mock.get(API).respond(
+            200, json=[{"id": 1}], headers={"etag": '"a"', "link": f'<{page2}>; rel="next"'}
+        )
+        async with running(config) as h:
+            outcome = await h.poll()
+            state = await h.store.get_source_state("s")
+        calls = [c.request.url for c in mock.calls]
+    assert outcome.item_count == 2, outcome.error
+    assert [u.params["api_key"] for u in calls] == ["qsecret-42", "qsecret-42"]
+    assert state is not None and "qsecret-42" not in repr(state.validators)
+    assert f"{API}?page=2" in state.validators

@@ -6,7 +6,7 @@ poller shell does the requests. A page URL here is always absolute and carries i
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import parse_qsl, quote, unquote_plus, urljoin, urlsplit, urlunsplit
@@ -159,6 +159,17 @@ def with_params(url: str, params: Mapping[str, Any]) -> str:
         f"{quote(str(k), safe='')}={quote(_param_text(v), safe='')}" for k, v in params.items()
     ]
     return urlunsplit(parts._replace(query="&".join(kept + added)))
+
+
+def without_params(url: str, names: Iterable[str]) -> str:
+    """``url`` without the query parameters ``names`` (the rest kept byte for byte)."""
+    drop = set(names)
+    parts = urlsplit(url)
+    pairs = parts.query.split("&") if parts.query else []
+    kept = [p for p in pairs if p and unquote_plus(p.split("=", 1)[0]) not in drop]
+    if len(kept) == len(pairs):
+        return url
+    return urlunsplit(parts._replace(query="&".join(kept)))
 
 
 def _param_text(value: Any) -> str:

@@ -16,6 +16,7 @@ from bridge.core.pagination import (
     parse_link_header,
     same_origin,
     with_params,
+    without_params,
 )
 from bridge.core.paths import compile_path
 from bridge.models import Item
@@ -212,3 +213,12 @@ def test_same_origin():
     assert not same_origin("https://a.example/x", "http://a.example/x")
     assert not same_origin("https://a.example/x", "https://b.example/x")
     assert not same_origin("https://a.example/x", "https://a.example:8443/x")
+
+
+def test_without_params():
+    """Removing a parameter keeps the rest of the query byte for byte."""
+    assert without_params("https://a.example/x?page=2&key=s%20t&b=1", ["key"]) == (
+        "https://a.example/x?page=2&b=1"
+    )
+    assert without_params("https://a.example/x?key=1", ["key"]) == "https://a.example/x"
+    assert without_params("https://a.example/x?a=1", ["key"]) == "https://a.example/x?a=1"
