@@ -574,18 +574,13 @@ class Config(_Strict):
     def _cross_checks(self) -> Config:
         names = [s.name for s in self.sources]
         known = set(names)
-        for listener in self.listeners:
+        for i, listener in enumerate(self.listeners):
             for src in listener.sources or ():
                 if src not in known:
                     raise ValueError(
-                        f'listeners "{listener.name}": sources names unknown source {src!r} '
-                        f"(known: {', '.join(sorted(known)) or 'none'})"
+                        f'listeners "{listener.name}" (listeners[{i}]), field sources: '
+                        f"unknown source {src!r} (known: {', '.join(sorted(known)) or 'none'})"
                     )
-        seen_hosts: set[str] = set()
-        for i, host in enumerate(self.hosts):
-            if host.name in seen_hosts:
-                raise ValueError(f'hosts[{i}]: duplicate host "{host.name}"; names must be unique')
-            seen_hosts.add(host.name)
         return self
 
     def min_intervals_s(self) -> dict[str, float]:
@@ -643,16 +638,37 @@ def _lookup(name: str, env: Mapping[str, str]) -> str | None:
     return env.get(name)
 
 
+_ENTRY_PATH = re.compile(r"^(sources|listeners|hosts)\[(\d+)\]\.?(.*)$")
+
+
+def _readable_where(where: str, root: Any) -> str:
+    """``sources[0].headers.A`` as ``sources "orders" (sources[0]), field headers.A``."""
+    m = _ENTRY_PATH.match(where)
+    if not m or not isinstance(root, dict):
+        return where
+    label = _entry_label(root, m.group(1), int(m.group(2)))
+    return f"{label}, field {m.group(3)}" if m.group(3) else label
+
+
 def _interpolate(
-    value: Any, env: Mapping[str, str], where: str, file: str, sensitive: set[str]
+    value: Any,
+    env: Mapping[str, str],
+    where: str,
+    file: str,
+    sensitive: set[str],
+    root: Any = None,
 ) -> Any:
+    root = value if root is None else root
     if isinstance(value, dict):
         return {
-            k: _interpolate(v, env, f"{where}.{k}" if where else k, file, sensitive)
+            k: _interpolate(v, env, f"{where}.{k}" if where else k, file, sensitive, root)
             for k, v in value.items()
         }
     if isinstance(value, list):
-        return [_interpolate(v, env, f"{where}[{i}]", file, sensitive) for i, v in enumerate(value)]
+        return [
+            _interpolate(v, env, f"{where}[{i}]", file, sensitive, root)
+            for i, v in enumerate(value)
+        ]
     if not isinstance(value, str) or "$" not in value:
         return value
 
@@ -667,7 +683,7 @@ def _interpolate(
                     f"${{{name}}} is not set in the environment (nor in $CREDENTIALS_DIRECTORY); "
                     f"set it, or write ${{{name}:-default}}",
                     file=file,
-                    where=where,
+                    where=_readable_where(where, root),
                 )
             return default
         if found and _SECRETISH.search(where):
@@ -762,6 +778,8 @@ def _format_validation(
             msg = msg[len("Value error, ") :]
         elif err["type"] == "literal_error":
             msg = f"{msg}, got {err.get('input')!r}"
+        elif err["type"] == "string_pattern_mismatch" and field == "name":
+            msg = f"a name may use only letters, digits, '-' and '_'; got {err.get('input')!r}"
         parts = [p for p in (file_hint, where, f"field {field}" if field else "") if p]
         lines.append(f"{', '.join(parts)}: {msg}" if parts else msg)
     return "\n  ".join(lines)

@@ -225,9 +225,10 @@ def test_unset_variable_names_file_entry_and_field(write_files: WriteFiles) -> N
     path = write_files(VALID)
     error = load_error(path, {})
     assert error.file == str(path)
-    assert error.where == "sources[0].headers.Authorization"
+    assert error.where == 'sources "orders" (sources[0]), field headers.Authorization'
     assert str(error) == (
-        f"{path}: sources[0].headers.Authorization: ${{API_TOKEN}} is not set in the environment "
+        f'{path}: sources "orders" (sources[0]), field headers.Authorization: '
+        "${API_TOKEN} is not set in the environment "
         "(nor in $CREDENTIALS_DIRECTORY); set it, or write ${API_TOKEN:-default}"
     )
 
