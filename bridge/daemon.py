@@ -184,8 +184,7 @@ class Daemon:
             if outcome.not_before is not None:
                 later = f"; next poll not before {outcome.not_before.isoformat(timespec='seconds')}"
             log.warning(
-                "poll %s failed: %s%s",
-                source.name,
+                "%s%s",
                 outcome.error,
                 later,
                 extra={"source": source.name},
