@@ -156,9 +156,47 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_secret(args: argparse.Namespace) -> int:
-    from bridge.core.signing import generate_secret
+    from bridge.core.signing import generate_key_pair, generate_secret
 
+    if args.asymmetric:
+        signing_key, public_key = generate_key_pair()
+        print(f'signing_key = "{signing_key}"  # the listener\'s config: keep it secret')
+        print(f'public_key = "{public_key}"  # give this to the receiver: it verifies v1a')
+        return 0
     print(generate_secret(args.bytes))
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    """Un-pause a listener (410 Gone or disable_after); its queued deliveries go out again."""
+    config = _config(args)
+    names = [lst.name for lst in config.listeners]
+    if args.listener not in names:
+        raise ConfigError(
+            f"no listener named {args.listener!r} (known: {', '.join(names) or 'none'})",
+            file=config.files[0] if config.files else None,
+        )
+    return asyncio.run(_resume(config, args.listener))
+
+
+async def _resume(config: Config, name: str) -> int:
+    from bridge.daemon import utcnow
+    from bridge.store import create_store
+
+    store = create_store(config.state_location)
+    await store.open()
+    try:
+        states = {s.name: s for s in await store.list_listener_states()}
+        await store.set_listener_paused(name, False, None, utcnow())
+        pending = await store.pending_count([name])
+    finally:
+        await store.close()
+    state = states.get(name)
+    if state is not None and state.paused:
+        print(f"{name}: resumed (was paused: {state.paused_reason or 'no reason recorded'})")
+    else:
+        print(f"{name}: was not paused")
+    print(f"{name}: {pending} delivery(ies) pending; a running daemon sends them within seconds")
     return 0
 
 
@@ -220,6 +258,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--bytes", type=int, default=32, choices=range(24, 65), metavar="N", help="24-64"
     )
+    p.add_argument(
+        "--asymmetric",
+        action="store_true",
+        help="print an ed25519 key pair instead: signing_key (whsk_...) and public key (whpk_...)",
+    )
+    p = add("resume", cmd_resume, "resume a paused or disabled listener; nothing queued is lost")
+    p.add_argument("listener", help="the listener's name")
+    config_arg(p)
     return parser
 
 

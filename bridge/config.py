@@ -10,11 +10,13 @@ import os
 import re
 import tomllib
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -34,13 +36,17 @@ from bridge.core.formats import FormatOptions
 from bridge.core.guards import DeleteLimit, parse_delete_limit
 from bridge.core.pagination import PageSpec
 from bridge.core.paths import JsonPath, compile_path
-from bridge.core.routing import ListenerRoute
-from bridge.core.signing import decode_secret
+from bridge.core.ratelimit import Rate, parse_rate
+from bridge.core.render import BodyFormat, compile_template, default_content_type
+from bridge.core.routing import ListenerRoute, check_pointer, compile_match
+from bridge.core.signing import decode_secret, decode_signing_key
 from bridge.errors import ConfigError
 from bridge.models import CHANGE_TYPES, ChangeType
 
 DEFAULT_CONFIG_PATH = Path("/etc/pollbridge/pollbridge.toml")
 DEFAULT_RETRY = ("5s", "5m", "30m", "2h", "5h", "10h", "10h")
+MAX_BREAKER_COOLDOWN = timedelta(hours=1)
+_CONTENT_TYPE = re.compile(r"^[A-Za-z0-9][\w.+-]*/[A-Za-z0-9][\w.+-]*\s*(;.*)?$")
 NAME_PATTERN = r"^[A-Za-z0-9_-]+$"
 
 
@@ -451,6 +457,24 @@ class SourceConfig(_Strict):
         return fields
 
 
+def _never_or_duration(value: Any) -> Any:
+    if isinstance(value, str) and value.strip().lower() in ("never", "off"):
+        return None
+    return _duration(value)
+
+
+@dataclass(frozen=True)
+class SigningKeys:
+    """A listener's keys, decoded once: ``whsec_`` secrets (v1) and ``whsk_`` keys (v1a)."""
+
+    secrets: tuple[bytes, ...] = ()
+    ed25519_texts: tuple[str, ...] = field(default=(), repr=False)
+    ed25519: tuple[Ed25519PrivateKey, ...] = field(default=(), repr=False, compare=False)
+
+    def __bool__(self) -> bool:
+        return bool(self.secrets or self.ed25519)
+
+
 class ListenerConfig(_Strict):
     """One webhook receiver (a ``[[listeners]]`` table)."""
 
@@ -458,13 +482,34 @@ class ListenerConfig(_Strict):
     url: str
     sources: list[str] | None = None
     events: list[ChangeType] = Field(default_factory=lambda: list(CHANGE_TYPES))
+    on_fields: list[str] = Field(default_factory=list)
+    match: str | None = None
+    format: Literal["pollbridge", "cloudevents"] = "pollbridge"
+    template: str | None = None
+    template_file: str | None = None
+    content_type: str | None = None
     secret: str | None = None
+    secrets: list[str] = Field(default_factory=list)
+    signing_key: str | None = None
     headers: dict[str, str] = Field(default_factory=dict)
     timeout: Duration = timedelta(seconds=10)
     retry: list[Duration] = Field(
         default_factory=lambda: [parse_duration(d) for d in DEFAULT_RETRY]
     )
     max_in_flight: int = Field(default=16, ge=1, le=1024)
+    rate: str | None = None
+    burst: int = Field(default=1, ge=1, le=10_000)
+    breaker_failures: int = Field(default=10, ge=0)
+    breaker_cooldown: Duration = timedelta(minutes=1)
+    disable_after: Annotated[timedelta | None, BeforeValidator(_never_or_duration)] = timedelta(
+        days=5
+    )
+    coalesce: bool = False
+
+    _route: ListenerRoute = PrivateAttr()
+    _body: BodyFormat = PrivateAttr()
+    _keys: SigningKeys = PrivateAttr()
+    _rate: Rate | None = PrivateAttr(default=None)
 
     @field_validator("url")
     @classmethod
@@ -478,10 +523,34 @@ class ListenerConfig(_Strict):
             decode_secret(v)
         return v
 
-    @field_validator("timeout")
+    @field_validator("secrets")
+    @classmethod
+    def _secrets(cls, v: list[str]) -> list[str]:
+        for i, secret in enumerate(v):
+            try:
+                decode_secret(secret)
+            except ValueError as exc:
+                raise ValueError(f"secrets[{i}]: {exc}") from None
+        if len(set(v)) != len(v):
+            raise ValueError("the same secret is listed twice")
+        return v
+
+    @field_validator("signing_key")
+    @classmethod
+    def _signing_key(cls, v: str | None) -> str | None:
+        if v is not None:
+            decode_signing_key(v)
+        return v
+
+    @field_validator("timeout", "breaker_cooldown")
     @classmethod
     def _positive(cls, v: timedelta) -> timedelta:
         return _positive(v)
+
+    @field_validator("disable_after")
+    @classmethod
+    def _disable_after(cls, v: timedelta | None) -> timedelta | None:
+        return None if v is None else _positive(v)
 
     @field_validator("events")
     @classmethod
@@ -490,20 +559,117 @@ class ListenerConfig(_Strict):
             raise ValueError("at least one of created, updated, deleted")
         return v
 
+    @field_validator("on_fields")
+    @classmethod
+    def _on_fields(cls, v: list[str]) -> list[str]:
+        for pointer in v:
+            check_pointer(pointer)
+        return v
+
+    @field_validator("match")
+    @classmethod
+    def _match(cls, v: str | None) -> str | None:
+        if v is not None:
+            compile_match(v)
+        return v
+
+    @field_validator("rate")
+    @classmethod
+    def _rate_text(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_rate(v)
+        return v
+
+    @field_validator("content_type")
+    @classmethod
+    def _content_type(cls, v: str | None) -> str | None:
+        if v is not None and not _CONTENT_TYPE.match(v):
+            raise ValueError(f"expected a media type such as application/json, got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _compile(self) -> ListenerConfig:
+        if self.secret is not None and self.secrets:
+            raise ValueError(
+                "give 'secret' or 'secrets', not both (to rotate, list the new and the old "
+                "secret in 'secrets')"
+            )
+        self._route = ListenerRoute(
+            self.name,
+            None if self.sources is None else frozenset(self.sources),
+            frozenset(self.events),
+            tuple(self.on_fields),
+            None if self.match is None else compile_match(self.match),
+        )
+        self._body = self._body_format()
+        secrets = [self.secret] if self.secret else self.secrets
+        texts = (self.signing_key,) if self.signing_key else ()
+        self._keys = SigningKeys(
+            tuple(decode_secret(s) for s in secrets),
+            texts,
+            tuple(decode_signing_key(t) for t in texts),
+        )
+        self._rate = None if self.rate is None else parse_rate(self.rate)
+        return self
+
+    def _body_format(self) -> BodyFormat:
+        if self.template is not None and self.template_file is not None:
+            raise ValueError("give 'template' or 'template_file', not both")
+        if self.template is None and self.template_file is None:
+            content_type = self.content_type or default_content_type(self.format)
+            return BodyFormat(self.format, content_type)
+        if "format" in self.model_fields_set and self.format != "pollbridge":
+            raise ValueError(
+                f"a template makes its own body; remove format = {self.format!r} or the template"
+            )
+        if self.template is not None:
+            source, label = self.template, "template"
+        else:
+            assert self.template_file is not None  # noqa: S101 - checked above
+            label = f"template_file {self.template_file!r}"
+            try:
+                source = Path(self.template_file).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ValueError(f"{label}: cannot read it: {exc}") from None
+        return BodyFormat(
+            "template",
+            self.content_type or default_content_type("template"),
+            compile_template(source, label),
+            label,
+        )
+
     @property
     def signing_keys(self) -> list[bytes]:
-        return [decode_secret(self.secret)] if self.secret else []
+        """The ``whsec_`` secrets' bytes, in the order they sign."""
+        return list(self._keys.secrets)
+
+    @property
+    def keys(self) -> SigningKeys:
+        """Every key this listener signs with."""
+        return self._keys
+
+    @property
+    def body_format(self) -> BodyFormat:
+        """How the request body is built (compiled at load)."""
+        return self._body
+
+    @property
+    def rate_limit(self) -> Rate | None:
+        return self._rate
 
     @property
     def retry_s(self) -> list[float]:
         return [d.total_seconds() for d in self.retry]
 
+    def sensitive_values(self) -> list[str]:
+        """This listener's secrets and signing key, for redaction."""
+        values = [*self.secrets, *([self.secret] if self.secret else [])]
+        if self.signing_key:
+            values.append(self.signing_key)
+        return values
+
     def route(self) -> ListenerRoute:
-        return ListenerRoute(
-            self.name,
-            None if self.sources is None else frozenset(self.sources),
-            frozenset(self.events),
-        )
+        return self._route
 
 
 class HostConfig(_Strict):
@@ -847,6 +1013,7 @@ def load_config(
             _merge(data, extra, str(main_path), str(extra_path))
             files.append(str(extra_path))
     _check_duplicates(data, str(main_path))
+    _resolve_template_files(data, origin_of, main_path)
     unknown_top = set(data) - {"bridge", "sources", "listeners", "hosts"}
     if unknown_top:
         raise ConfigError(
@@ -891,14 +1058,30 @@ def load_config(
     except ValueError as exc:
         raise ConfigError(str(exc), file=str(main_path)) from None
     for listener in config.listeners:
-        if listener.secret:
-            sensitive.add(listener.secret)
+        sensitive.update(listener.sensitive_values())
     for source in config.sources:
         sensitive.update(source.secrets)
     config._files = tuple(files)
     config._sensitive = frozenset(v for v in sensitive if len(v) >= 4)
     config._state_location = _resolve_state(config.bridge.state, env)
     return config
+
+
+def _resolve_template_files(
+    data: Mapping[str, Any], origin_of: Mapping[tuple[str, str], str], main_path: Path
+) -> None:
+    """Make each relative ``template_file`` relative to the file that names it."""
+    entries = data.get("listeners")
+    if not isinstance(entries, list):
+        return
+    for entry in entries:
+        if not isinstance(entry, dict) or not isinstance(entry.get("template_file"), str):
+            continue
+        path = Path(entry["template_file"]).expanduser()
+        if not path.is_absolute():
+            origin = Path(origin_of.get(("listeners", str(entry.get("name"))), str(main_path)))
+            path = origin.parent / path
+        entry["template_file"] = str(path)
 
 
 def _check_duplicates(data: Mapping[str, Any], file: str) -> None:
@@ -948,12 +1131,44 @@ def iter_summary(config: Config) -> Iterable[str]:
         yield f"host {h.name}: at most {config.bridge.per_host_concurrency} requests at once, min_interval {_fmt(h.min_interval)}"
     yield f"listeners ({len(config.listeners)}):"
     for lst in config.listeners:
-        srcs = ", ".join(lst.sources) if lst.sources is not None else "all sources"
-        signed = "signed (secret ***)" if lst.secret else "unsigned"
-        yield (
-            f"  - {lst.name}: POST {config.redact(safe_url(lst.url))} <- {srcs}; "
-            f"events {', '.join(lst.events)}; {signed}"
+        yield f"  - {lst.name}: POST {config.redact(safe_url(lst.url))} <- {_listener_summary(lst)}"
+
+
+def _listener_summary(lst: ListenerConfig) -> str:
+    parts = [
+        ", ".join(lst.sources) if lst.sources is not None else "all sources",
+        f"events {', '.join(lst.events)}",
+    ]
+    if lst.on_fields:
+        parts.append(f"on_fields {', '.join(lst.on_fields)}")
+    if lst.match is not None:
+        parts.append(f"match {lst.match}")
+    body = lst.body_format
+    parts.append(
+        f"body {body.label or body.kind} ({body.content_type})"
+        if body.kind == "template"
+        else f"format {body.kind} ({body.content_type})"
+    )
+    keys = lst.keys
+    signed = []
+    if keys.secrets:
+        signed.append(f"{len(keys.secrets)} secret(s) ***")
+    if keys.ed25519:
+        signed.append("ed25519 key ***")
+    parts.append(f"signed ({', '.join(signed)})" if signed else "unsigned")
+    pace = [f"max_in_flight {lst.max_in_flight}"]
+    if lst.rate_limit is not None:
+        pace.append(f"rate {lst.rate_limit} (burst {lst.burst})")
+    if lst.breaker_failures:
+        pace.append(
+            f"breaker after {lst.breaker_failures} failures for {_fmt(lst.breaker_cooldown)}"
         )
+    if lst.disable_after is not None:
+        pace.append(f"disable after {_fmt(lst.disable_after)} of failures")
+    if lst.coalesce:
+        pace.append("coalesce")
+    parts.append(", ".join(pace))
+    return "; ".join(parts)
 
 
 def safe_url(url: str) -> str:

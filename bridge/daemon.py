@@ -88,7 +88,11 @@ class Daemon:
             limits=httpx.Limits(max_connections=in_flight, max_keepalive_connections=in_flight),
         )
         self.dispatcher = Dispatcher(
-            self.store, Sender(self._send_client), list(self.config.listeners), clock=self.clock
+            self.store,
+            Sender(self._send_client),
+            list(self.config.listeners),
+            clock=self.clock,
+            ignore_paths={s.name: s.ignore_paths for s in self.config.sources},
         )
         self.pipeline = Pipeline(
             self.config,
@@ -103,7 +107,7 @@ class Daemon:
 
     def _on_commit(self, events: list[Event]) -> None:
         if self.dispatcher is not None:
-            self.dispatcher.wake()
+            self.dispatcher.events_committed()
 
     async def _close(self) -> None:
         for client in (self._poll_client, self._send_client):

@@ -2,6 +2,11 @@
 
 Woken in-process when a poll commits; otherwise it sleeps until the next retry is due.
 Delivery state lives in the store, so a crash or restart resumes where it stopped.
+
+Per listener it also applies ``rate`` (a token bucket), the circuit breaker (while open, nothing
+is claimed, so no retry is used up), ``disable_after`` (pause after days of nothing but failures)
+and ``coalesce`` (merge a key's waiting updates before claiming). Bucket and breaker live in
+memory: a restart starts them afresh.
 """
 
 from __future__ import annotations
@@ -9,24 +14,62 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
-from collections.abc import Callable
-from datetime import UTC, datetime
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from bridge.config import ListenerConfig
+from bridge.config import MAX_BREAKER_COOLDOWN, ListenerConfig
+from bridge.core.breaker import CircuitBreaker, Transition
+from bridge.core.coalesce import merged_changes
+from bridge.core.durations import format_duration
+from bridge.core.paths import JsonPath
+from bridge.core.ratelimit import TokenBucket
 from bridge.core.retry import next_delivery_delay
 from bridge.errors import StoreError
-from bridge.models import AttemptResult, Delivery
+from bridge.models import AttemptResult, Delivery, Event
 from bridge.sender import Sender
 from bridge.store import Store
 
 log = logging.getLogger("pollbridge.deliver")
 
 MAX_IDLE_S = 60.0
+PAUSED_REFRESH_S = 2.0
+"""While a listener is paused, how often the store is asked whether it was resumed."""
 
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def _pace_settings(listener: ListenerConfig) -> tuple[Any, ...]:
+    return (listener.rate, listener.burst, listener.breaker_failures, listener.breaker_cooldown)
+
+
+@dataclass
+class _Pace:
+    """A listener's in-memory protection: token bucket, breaker, failure streak, coalescing."""
+
+    bucket: TokenBucket | None
+    breaker: CircuitBreaker | None
+    settings: tuple[Any, ...]
+    failing_since: datetime | None = None
+    coalesce_due: bool = True
+
+    @classmethod
+    def for_listener(cls, listener: ListenerConfig, now: float) -> _Pace:
+        rate = listener.rate_limit
+        bucket = None if rate is None else TokenBucket(rate.per_second, listener.burst, now=now)
+        breaker = None
+        if listener.breaker_failures:
+            cooldown_s = listener.breaker_cooldown.total_seconds()
+            breaker = CircuitBreaker(
+                listener.breaker_failures, cooldown_s, MAX_BREAKER_COOLDOWN.total_seconds()
+            )
+        return cls(bucket, breaker, _pace_settings(listener))
 
 
 class Dispatcher:
@@ -39,48 +82,116 @@ class Dispatcher:
         listeners: list[ListenerConfig],
         *,
         clock: Callable[[], datetime] = _utcnow,
+        monotonic: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         on_result: Callable[[ListenerConfig, Delivery, AttemptResult, str], None] | None = None,
+        ignore_paths: Mapping[str, Sequence[JsonPath]] | None = None,
     ):
         self.store = store
         self.sender = sender
         self.clock = clock
+        self.monotonic = monotonic
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not security
         self.on_result = on_result
+        self._ignore: Mapping[str, Sequence[JsonPath]] = dict(ignore_paths or {})
         self._listeners = {lst.name: lst for lst in listeners}
+        self._pace: dict[str, _Pace] = {}
         self._paused: set[str] = set()
+        self._paused_checked = -math.inf
+        self._rate_blocked: set[str] = set()
         self._inflight: dict[str, dict[int, asyncio.Task[None]]] = {n: {} for n in self._listeners}
         self._wakeup = asyncio.Event()
         self._stopping = False
         self._accepting = True
+        self._sync_pace()
+
+    def _sync_pace(self) -> None:
+        now = self.monotonic()
+        pace = {}
+        for name, listener in self._listeners.items():
+            old = self._pace.get(name)
+            if old is not None and old.settings == _pace_settings(listener):
+                pace[name] = old
+                continue
+            pace[name] = _Pace.for_listener(listener, now)
+            if old is not None:
+                pace[name].failing_since = old.failing_since
+        self._pace = pace
 
     # -- control ----------------------------------------------------------------------------
 
     def wake(self) -> None:
-        """Look for due deliveries now (called after a commit)."""
+        """Look for due deliveries now."""
         self._wakeup.set()
 
-    def set_listeners(self, listeners: list[ListenerConfig]) -> None:
-        """Take a new listener set (reload); in-flight sends finish with their old settings."""
+    def events_committed(self) -> None:
+        """New events were committed: coalescing listeners look for updates to merge, then send."""
+        for pace in self._pace.values():
+            pace.coalesce_due = True
+        self.wake()
+
+    def set_listeners(
+        self,
+        listeners: list[ListenerConfig],
+        ignore_paths: Mapping[str, Sequence[JsonPath]] | None = None,
+    ) -> None:
+        """Take a new listener set (reload); in-flight sends finish with their old settings.
+
+        A listener whose rate and breaker settings did not change keeps its bucket and breaker.
+        """
         self._listeners = {lst.name: lst for lst in listeners}
+        if ignore_paths is not None:
+            self._ignore = dict(ignore_paths)
         for name in self._listeners:
             self._inflight.setdefault(name, {})
+        self._sync_pace()
         self.wake()
 
     def inflight_count(self) -> int:
         return sum(len(v) for v in self._inflight.values())
 
     async def load_paused(self) -> None:
-        self._paused = {s.name for s in await self.store.list_listener_states() if s.paused}
+        """Read which listeners are paused, and each one's failure streak, from the store."""
+        states = await self.store.list_listener_states()
+        self._paused = {s.name for s in states if s.paused}
+        self._paused_checked = self.monotonic()
+        for state in states:
+            pace = self._pace.get(state.name)
+            if pace is not None:
+                pace.failing_since = state.failing_since
 
     @property
     def paused(self) -> frozenset[str]:
         return frozenset(self._paused)
 
+    def breaker_state(self, listener: str) -> str | None:
+        """``closed``, ``open`` or ``half-open``; None when the listener has no breaker."""
+        pace = self._pace.get(listener)
+        return None if pace is None or pace.breaker is None else pace.breaker.state
+
     async def resume(self, listener: str) -> None:
         await self.store.set_listener_paused(listener, False, None, self.clock())
-        self._paused.discard(listener)
+        self._resumed(listener)
         self.wake()
+
+    def _resumed(self, name: str) -> None:
+        self._paused.discard(name)
+        listener = self._listeners.get(name)
+        if listener is not None:
+            # a fresh start: closed breaker, full bucket, new disable_after window
+            self._pace[name] = _Pace.for_listener(listener, self.monotonic())
+
+    async def _refresh_paused(self) -> None:
+        # `pollbridge resume` runs in another process: only the store can tell us.
+        if not self._paused or self.monotonic() - self._paused_checked < PAUSED_REFRESH_S:
+            return
+        self._paused_checked = self.monotonic()
+        states = await self.store.list_listener_states()
+        still = {s.name for s in states if s.paused}
+        for name in sorted(self._paused - still):
+            log.warning("listener %s was resumed", name, extra={"listener": name})
+            self._resumed(name)
+        self._paused = still
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -104,36 +215,95 @@ class Dispatcher:
         """Start every due delivery that has a free slot; return how long to sleep."""
         if not self._accepting:
             return MAX_IDLE_S
+        await self._refresh_paused()
         now = self.clock()
         now_s = now.timestamp()
         with_slots: list[str] = []
+        waits = [PAUSED_REFRESH_S if self._paused else MAX_IDLE_S]
+        self._rate_blocked = set()
         exclude = [d for tasks in self._inflight.values() for d in tasks]
         for name, listener in self._listeners.items():
+            pace = self._pace[name]
+            if listener.coalesce and pace.coalesce_due:
+                # before the pause check: a paused listener is the one furthest behind
+                await self._coalesce(listener, pace, now, exclude)
             if name in self._paused:
                 continue
             free = listener.max_in_flight - len(self._inflight[name])
             if free <= 0:
                 continue
+            mono = self.monotonic()
+            if pace.breaker is not None:
+                breaker_wait = pace.breaker.wait_s(mono)
+                if breaker_wait > 0:
+                    waits.append(breaker_wait)
+                    continue
+                free = min(free, pace.breaker.limit() or free)
+            if pace.bucket is not None:
+                tokens = pace.bucket.available(mono)
+                if tokens == 0:
+                    self._rate_blocked.add(name)
+                    waits.append(pace.bucket.wait_s(mono))
+                    continue
+                free = min(free, tokens)
             due = await self.store.due_deliveries(name, now_s, free, exclude)
             for delivery in due:
-                task = asyncio.create_task(self._attempt(listener, delivery))
-                self._inflight[name][delivery.id] = task
+                self._start(listener, pace, delivery)
                 exclude.append(delivery.id)
+            if pace.bucket is not None and due and pace.bucket.available(self.monotonic()) == 0:
+                self._rate_blocked.add(name)
+                waits.append(pace.bucket.wait_s(self.monotonic()))
+                continue
+            if pace.breaker is not None and pace.breaker.wait_s(self.monotonic()) > 0:
+                continue  # the probe is out; its result wakes the loop
             if len(self._inflight[name]) < listener.max_in_flight:
                 with_slots.append(name)
-        if not with_slots:
-            return MAX_IDLE_S
-        next_at = await self.store.next_due_at(with_slots, exclude)
-        if next_at is None:
-            return MAX_IDLE_S
-        return min(MAX_IDLE_S, max(0.0, next_at - self.clock().timestamp()))
+        if with_slots:
+            next_at = await self.store.next_due_at(with_slots, exclude)
+            if next_at is not None:
+                waits.append(max(0.0, next_at - self.clock().timestamp()))
+        return min(waits)
 
-    async def _attempt(self, listener: ListenerConfig, delivery: Delivery) -> None:
+    def _start(self, listener: ListenerConfig, pace: _Pace, delivery: Delivery) -> None:
+        mono = self.monotonic()
+        if pace.bucket is not None:
+            pace.bucket.try_take(mono)
+        probe = False
+        if pace.breaker is not None:
+            probe, transition = pace.breaker.start(mono)
+            if transition is not None:
+                self._log_transition(listener, transition)
+        task = asyncio.create_task(self._attempt(listener, delivery, probe))
+        self._inflight[listener.name][delivery.id] = task
+
+    async def _coalesce(
+        self, listener: ListenerConfig, pace: _Pace, now: datetime, exclude: list[int]
+    ) -> None:
+        pace.coalesce_due = False
+        try:
+            fewer = await self.store.coalesce_pending(listener.name, now, exclude, self._merge)
+        except StoreError as exc:
+            pace.coalesce_due = True
+            log.warning("coalescing for %s: %s; sending without it", listener.name, exc)
+            return
+        if fewer:
+            log.info(
+                "listener %s is behind: coalesced waiting updates, %d fewer deliveries",
+                listener.name,
+                fewer,
+                extra={"listener": listener.name},
+            )
+
+    def _merge(self, events: Sequence[Event]) -> list[dict[str, Any]] | None:
+        return merged_changes(events, self._ignore.get(events[0].source, ()))
+
+    async def _attempt(self, listener: ListenerConfig, delivery: Delivery, probe: bool) -> None:
+        settled = False
         try:
             result = await self.sender.send(listener, delivery.event, self.clock())
             failed = delivery.attempts + 1
             next_at: float | None = None
-            if not result.ok:
+            if not result.ok and result.retryable:
                 delay = next_delivery_delay(
                     listener.retry_s, failed, self.rng.random(), result.retry_after_s
                 )
@@ -143,11 +313,9 @@ class Dispatcher:
                     next_at = self.clock().timestamp() if next_at is None else next_at
             state = await self._record(delivery, result, next_at)
             self._report(listener, delivery, result, state, next_at)
+            settled = await self._account(listener, result, probe)
             if result.gone and listener.name not in self._paused:
-                self._paused.add(listener.name)
-                await self.store.set_listener_paused(
-                    listener.name, True, "the listener answered 410 Gone", self.clock()
-                )
+                await self._pause(listener.name, "the listener answered 410 Gone")
                 log.warning(
                     "listener %s answered 410 Gone: paused; its deliveries wait "
                     "(resume with: pollbridge resume %s)",
@@ -164,8 +332,97 @@ class Dispatcher:
                 listener.name,
             )
         finally:
+            pace = self._pace.get(listener.name)
+            if probe and not settled and pace is not None and pace.breaker is not None:
+                pace.breaker.release_probe()
             self._inflight.get(listener.name, {}).pop(delivery.id, None)
             self.wake()
+
+    async def _account(self, listener: ListenerConfig, result: AttemptResult, probe: bool) -> bool:
+        """Feed an attempt's result to the breaker and the failure streak; True if it counted."""
+        pace = self._pace.get(listener.name)
+        if pace is None or not result.sent:
+            return False  # our own failure (the body): says nothing about the receiver
+        mono = self.monotonic()
+        now = self.clock()
+        transition: Transition | None = None
+        if result.ok:
+            pace.failing_since = None
+            if pace.breaker is not None:
+                transition = pace.breaker.record_success(mono, probe=probe)
+        else:
+            if pace.failing_since is None:
+                pace.failing_since = now
+            if pace.breaker is not None:
+                transition = pace.breaker.record_failure(mono, probe=probe)
+        if transition is not None:
+            self._log_transition(listener, transition)
+        if not result.ok:
+            await self._maybe_disable(listener, pace, now)
+        return True
+
+    async def _maybe_disable(self, listener: ListenerConfig, pace: _Pace, now: datetime) -> None:
+        limit = listener.disable_after
+        since = pace.failing_since
+        if limit is None or since is None or listener.name in self._paused:
+            return
+        if now - since < limit:
+            return
+        failing_for = format_duration(timedelta(seconds=int((now - since).total_seconds())))
+        reason = (
+            f"disabled: nothing but failed deliveries for {failing_for} since "
+            f"{since.isoformat(timespec='seconds')} (disable_after = "
+            f"{format_duration(limit)})"
+        )
+        await self._pause(listener.name, reason)
+        waiting = await self.store.pending_count([listener.name])
+        log.error(
+            "LISTENER %s DISABLED: every delivery has failed for %s (disable_after = %s). "
+            "Its %d pending delivery(ies) are kept and wait. Fix the receiver, then run: "
+            "pollbridge resume %s",
+            listener.name,
+            failing_for,
+            format_duration(limit),
+            waiting,
+            listener.name,
+            extra={"listener": listener.name},
+        )
+
+    async def _pause(self, name: str, reason: str) -> None:
+        self._paused.add(name)
+        self._paused_checked = self.monotonic()
+        await self.store.set_listener_paused(name, True, reason, self.clock())
+
+    def _log_transition(self, listener: ListenerConfig, t: Transition) -> None:
+        extra = {"listener": listener.name, "breaker": t.new}
+        if t.new == "open" and t.old == "closed":
+            log.warning(
+                "listener %s: circuit breaker OPEN after %d consecutive failed attempts; "
+                "its deliveries wait %s (no retries used up), then one probe request",
+                listener.name,
+                t.failures,
+                format_duration(timedelta(seconds=t.cooldown_s)),
+                extra=extra,
+            )
+        elif t.new == "open":
+            log.warning(
+                "listener %s: probe failed; circuit breaker OPEN again for %s",
+                listener.name,
+                format_duration(timedelta(seconds=t.cooldown_s)),
+                extra=extra,
+            )
+        elif t.new == "half-open":
+            log.warning(
+                "listener %s: circuit breaker HALF-OPEN: sending one probe request",
+                listener.name,
+                extra=extra,
+            )
+        else:
+            log.warning(
+                "listener %s: probe succeeded; circuit breaker CLOSED, deliveries resume",
+                listener.name,
+                extra=extra,
+            )
 
     async def _record(
         self, delivery: Delivery, result: AttemptResult, next_at: float | None
@@ -245,13 +502,22 @@ class Dispatcher:
         self.wake()
 
     async def run_until_idle(self) -> None:
-        """Deliver everything due now and return when nothing more is due (``run --once``)."""
+        """Deliver everything due now and return when nothing more is due (``run --once``).
+
+        A delivery held back only by its listener's ``rate`` is still due: it is waited for.
+        """
         await self.load_paused()
         while True:
             self._wakeup.clear()
             wait_s = await self._dispatch_due()
-            if self.inflight_count() == 0 and wait_s > 0:
+            if self.inflight_count() == 0 and wait_s > 0 and not await self._rate_held():
                 return
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait_s if wait_s > 0 else 0.01):
                     await self._wakeup.wait()
+
+    async def _rate_held(self) -> bool:
+        if not self._rate_blocked:
+            return False
+        next_at = await self.store.next_due_at(sorted(self._rate_blocked), [])
+        return next_at is not None and next_at <= self.clock().timestamp()

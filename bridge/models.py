@@ -55,7 +55,8 @@ class Event:
     changes: list[dict[str, Any]]
 
 
-DeliveryState = Literal["pending", "delivered", "dead"]
+DeliveryState = Literal["pending", "delivered", "dead", "coalesced"]
+"""``coalesced``: merged with later updates of the same key into a newer delivery."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +84,9 @@ class AttemptResult:
     retry_after_s: float | None = None
     gone: bool = False
     """The listener answered 410 Gone: pause it."""
+    sent: bool = True
+    """False when nothing reached the network (the body could not be built): such a failure
+    says nothing about the receiver, so it moves neither the circuit breaker nor auto-disable."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,3 +125,5 @@ class ListenerState:
     last_success_at: datetime | None = None
     last_failure_at: datetime | None = None
     last_error: str | None = None
+    failing_since: datetime | None = None
+    """The first failed attempt since the last success (None after a success)."""

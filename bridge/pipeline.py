@@ -518,7 +518,7 @@ class Pipeline:
             return PollOutcome(
                 source.name, True, result, duration, len(items), changes, pages=ctx.requests
             )
-        routes = [route_change(source.name, c, self._routes) for c in changes]
+        routes = [route_change(source.name, c, self._routes, ctx.now) for c in changes]
         duration = time.monotonic() - ctx.started
         events = await self.store.commit_poll(
             PollCommit(

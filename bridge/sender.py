@@ -10,7 +10,7 @@ import httpx
 
 from bridge import __version__
 from bridge.config import ListenerConfig
-from bridge.core.payload import build_payload
+from bridge.core.render import RenderFailed, render_body
 from bridge.core.retry import parse_retry_after
 from bridge.core.signing import signature_header
 from bridge.models import AttemptResult, Event
@@ -22,19 +22,25 @@ USER_AGENT = f"pollbridge/{__version__}"
 def webhook_headers(
     listener: ListenerConfig, event: Event, body: bytes, timestamp_s: int
 ) -> dict[str, str]:
-    """The request headers: listener's own first, then the Standard Webhooks ones (which win)."""
-    headers = dict(listener.headers)
+    """The request headers: listener's own first, then the Standard Webhooks ones (which win).
+
+    The content type comes from the listener's format (or its ``content_type``); the signature
+    holds one ``v1`` per secret and one ``v1a`` per ed25519 key.
+    """
+    headers = {k.lower(): v for k, v in listener.headers.items()}
     headers.update(
         {
-            "content-type": "application/json",
+            "content-type": listener.body_format.content_type,
             "user-agent": USER_AGENT,
             "webhook-id": event.id,
             "webhook-timestamp": str(timestamp_s),
         }
     )
-    keys = listener.signing_keys
+    keys = listener.keys
     if keys:
-        headers["webhook-signature"] = signature_header(keys, event.id, timestamp_s, body)
+        headers["webhook-signature"] = signature_header(
+            keys.secrets, event.id, timestamp_s, body, keys.ed25519
+        )
     return headers
 
 
@@ -45,8 +51,22 @@ class Sender:
         self.client = client
 
     async def send(self, listener: ListenerConfig, event: Event, now: datetime) -> AttemptResult:
-        """One attempt: success is a 2xx within the listener's timeout; nothing raises."""
-        body = build_payload(event)
+        """One attempt: success is a 2xx within the listener's timeout; nothing raises.
+
+        A body that cannot be built (a template failing on this event) is a failure that no
+        retry can fix: ``retryable`` and ``sent`` are False.
+        """
+        try:
+            body = render_body(listener.body_format, event)
+        except RenderFailed as exc:
+            return AttemptResult(
+                False,
+                None,
+                0.0,
+                error=f"cannot build the request body: {exc}",
+                retryable=False,
+                sent=False,
+            )
         timestamp_s = int(now.timestamp())
         headers = webhook_headers(listener, event, body, timestamp_s)
         timeout_s = listener.timeout.total_seconds()

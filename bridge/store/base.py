@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -18,7 +18,7 @@ from bridge.models import (
     SourceState,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,10 @@ class SnapshotHashes:
 
     version: int
     hashes: dict[str, str]
+
+
+MergeUpdates = Callable[[Sequence[Event]], list[dict[str, Any]] | None]
+"""Given consecutive ``updated`` events of one key, the net RFC 6902 patch, or None if none."""
 
 
 class StaleSnapshot(Exception):
@@ -111,6 +115,25 @@ class Store(Protocol):
         next_at: float | None,
     ) -> str: ...
     async def pending_count(self, listeners: Sequence[str] | None = None) -> int: ...
+    async def coalesce_pending(
+        self,
+        listener: str,
+        at: datetime,
+        exclude_ids: Sequence[int],
+        merge: MergeUpdates,
+    ) -> int:
+        """Collapse each key's trailing run of never-attempted ``updated`` deliveries into one.
+
+        For every (source, key) of ``listener`` whose pending chain ends in two or more
+        ``updated`` deliveries that were never attempted and are not in ``exclude_ids``, in one
+        transaction: ``merge(events)`` gives the net patch; a new ``updated`` event (new id, the
+        first event's ``before``, the last one's ``after``, the last one's timestamp) and a
+        pending delivery for it are written, and the run's deliveries become ``coalesced``
+        (``coalesced_into`` the new delivery). When ``merge`` returns None (no net change) the
+        run is marked ``coalesced`` and nothing replaces it. Returns by how many the listener's
+        pending deliveries went down.
+        """
+        ...
 
     # listeners
     async def set_listener_paused(

@@ -27,7 +27,13 @@ from bridge.models import (
     ListenerState,
     SourceState,
 )
-from bridge.store.base import SCHEMA_VERSION, PollCommit, SnapshotHashes, StaleSnapshot
+from bridge.store.base import (
+    SCHEMA_VERSION,
+    MergeUpdates,
+    PollCommit,
+    SnapshotHashes,
+    StaleSnapshot,
+)
 
 T = TypeVar("T")
 
@@ -117,6 +123,11 @@ _MIGRATIONS: dict[int, str] = {
     # `pollbridge accept NAME`: apply a held poll's result at the source's next poll
     2: """
     ALTER TABLE sources ADD COLUMN accept_requested INTEGER NOT NULL DEFAULT 0;
+    """,
+    # listeners: disable_after counts from failing_since; coalesced deliveries name their successor
+    3: """
+    ALTER TABLE listeners ADD COLUMN failing_since TEXT;
+    ALTER TABLE deliveries ADD COLUMN coalesced_into INTEGER
     """,
 }
 assert max(_MIGRATIONS) == SCHEMA_VERSION  # noqa: S101 - a programming error, caught by any test
@@ -683,9 +694,15 @@ class SQLiteStore:
                 "SELECT listener FROM deliveries WHERE id = ?", (delivery_id,)
             ).fetchone()[0]
             if result.ok:
-                self._touch_listener(listener, {"last_success_at": now})
+                self._touch_listener(listener, {"last_success_at": now, "failing_since": None})
             else:
                 self._touch_listener(listener, {"last_failure_at": now, "last_error": result.error})
+                if result.sent:
+                    conn.execute(
+                        "UPDATE listeners SET failing_since = COALESCE(failing_since, ?) "
+                        "WHERE name = ?",
+                        (now, listener),
+                    )
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -714,20 +731,119 @@ class SQLiteStore:
             )
         return int(row.fetchone()[0])
 
+    async def coalesce_pending(
+        self, listener: str, at: datetime, exclude_ids: Sequence[int], merge: MergeUpdates
+    ) -> int:
+        return await self._run(self._coalesce_pending, listener, at, list(exclude_ids), merge)
+
+    def _coalesce_pending(
+        self, listener: str, at: datetime, exclude_ids: list[int], merge: MergeUpdates
+    ) -> int:
+        conn = self.conn
+        excluded = set(exclude_ids)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            keys = conn.execute(
+                """
+                SELECT source, key_text FROM deliveries
+                WHERE listener = :listener AND state = 'pending' AND attempts = 0
+                  AND id NOT IN (SELECT value FROM json_each(:exclude))
+                GROUP BY source, key_text HAVING COUNT(*) >= 2
+                """,
+                {"listener": listener, "exclude": _dumps(exclude_ids)},
+            ).fetchall()
+            merged = 0
+            for source, key_text in keys:
+                merged += self._coalesce_key(listener, source, key_text, at, excluded, merge)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return merged
+
+    def _coalesce_key(
+        self,
+        listener: str,
+        source: str,
+        key_text: str,
+        at: datetime,
+        excluded: set[int],
+        merge: MergeUpdates,
+    ) -> int:
+        from bridge.core.ids import new_event_id
+
+        chain = self.conn.execute(
+            """
+            SELECT d.id AS delivery_id, d.attempts, d.next_at, e.*
+            FROM deliveries d JOIN events e ON e.seq = d.event_seq
+            WHERE d.listener = ? AND d.source = ? AND d.key_text = ? AND d.state = 'pending'
+            ORDER BY d.event_seq
+            """,
+            (listener, source, key_text),
+        ).fetchall()
+        # Only the chain's tail: the merged event is written last, so it must also come last.
+        run: list[Any] = []
+        for row in reversed(chain):
+            if row["type"] != "updated" or row["attempts"] or row["delivery_id"] in excluded:
+                break
+            run.append(row)
+        run.reverse()
+        if len(run) < 2:
+            return 0
+        events = [row_to_event(r) for r in run]
+        changes = merge(events)
+        now = iso(at)
+        into: int | None = None
+        if changes is not None:
+            cur = self.conn.execute(
+                "INSERT INTO events (id, source, key_text, key, type, timestamp, before, after, "
+                "changes) VALUES (?, ?, ?, ?, 'updated', ?, ?, ?, ?)",
+                (
+                    new_event_id(events[-1].timestamp),
+                    source,
+                    key_text,
+                    run[-1]["key"],
+                    run[-1]["timestamp"],
+                    run[0]["before"],
+                    run[-1]["after"],
+                    _dumps(changes),
+                ),
+            )
+            cur = self.conn.execute(
+                "INSERT INTO deliveries (event_seq, listener, source, key_text, next_at, "
+                "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    cur.lastrowid,
+                    listener,
+                    source,
+                    key_text,
+                    min(r["next_at"] for r in run),
+                    now,
+                    now,
+                ),
+            )
+            into = cur.lastrowid
+        self.conn.execute(
+            "UPDATE deliveries SET state = 'coalesced', coalesced_into = ?, updated_at = ? "
+            "WHERE id IN (SELECT value FROM json_each(?))",
+            (into, now, _dumps([r["delivery_id"] for r in run])),
+        )
+        return len(run) - (0 if into is None else 1)
+
     # -- listeners --------------------------------------------------------------------------
 
     async def set_listener_paused(
         self, listener: str, paused: bool, reason: str | None, at: datetime
     ) -> None:
-        await self._run(
-            self._touch_listener,
-            listener,
-            {
-                "paused": int(paused),
-                "paused_reason": reason,
-                "paused_at": iso(at) if paused else None,
-            },
-        )
+        fields: dict[str, Any] = {
+            "paused": int(paused),
+            "paused_reason": reason,
+            "paused_at": iso(at) if paused else None,
+        }
+        if not paused:
+            # a resumed listener gets a fresh disable_after window
+            fields["failing_since"] = None
+        await self._run(self._touch_listener, listener, fields)
 
     async def list_listener_states(self) -> list[ListenerState]:
         return await self._run(self._list_listener_states)
@@ -754,6 +870,7 @@ class SQLiteStore:
                     last_success_at=parse_iso(r["last_success_at"]) if r else None,
                     last_failure_at=parse_iso(r["last_failure_at"]) if r else None,
                     last_error=r["last_error"] if r else None,
+                    failing_since=parse_iso(r["failing_since"]) if r else None,
                 )
             )
         return out
