@@ -68,7 +68,9 @@ class DaemonProcess:
         return code
 
     def output(self) -> str:
-        self._log.flush()
+        """Everything the daemon printed so far (also after it stopped)."""
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text()
 
     def __enter__(self) -> DaemonProcess:
