@@ -1,0 +1,149 @@
+"""Request bodies: the pollbridge envelope, CloudEvents 1.0 and sandboxed Jinja2 templates."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bridge.core.payload import build_payload, cloudevent
+from bridge.core.render import (
+    BodyFormat,
+    RenderFailed,
+    compile_template,
+    is_json_content_type,
+    render_body,
+)
+from bridge.models import Event
+
+RELAXED = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+AT = datetime(2026, 11, 23, 12, 0, 0, 123000, tzinfo=UTC)
+
+
+def _event(kind="updated", before=None, after=None, key="42"):
+    before = {"id": 42, "status": "open"} if before is None and kind != "created" else before
+    after = (
+        {"id": 42, "status": "paid", "total": 12.5}
+        if after is None and kind != "deleted"
+        else after
+    )
+    changes = [{"op": "replace", "path": "/status", "value": "paid"}]
+    return Event("evt_01TEST", 5, "orders", key, kind, AT, before, after, changes)
+
+
+def _template(text, content_type="application/json", label="template"):
+    return BodyFormat("template", content_type, compile_template(text, label), label)
+
+
+def test_pollbridge_format_is_the_documented_envelope():
+    """The default body is byte-identical to build_payload."""
+    event = _event()
+    assert render_body(BodyFormat(), event) == build_payload(event)
+
+
+def test_cloudevents_body_has_the_required_attributes():
+    """format = cloudevents: specversion, id, source, type, subject, time, datacontenttype, data."""
+    body = json.loads(render_body(BodyFormat("cloudevents"), _event()))
+    assert body == {
+        "specversion": "1.0",
+        "id": "evt_01TEST",
+        "source": "pollbridge/orders",
+        "type": "pollbridge.item.updated",
+        "subject": "42",
+        "time": "2026-11-23T12:00:00.123Z",
+        "datacontenttype": "application/json",
+        "data": {
+            "before": {"id": 42, "status": "open"},
+            "after": {"id": 42, "status": "paid", "total": 12.5},
+            "changes": [{"op": "replace", "path": "/status", "value": "paid"}],
+        },
+    }
+
+
+def test_cloudevents_subject_of_a_composite_key_is_its_json_text():
+    """A composite key becomes a string subject (CloudEvents requires a string)."""
+    assert cloudevent(_event(key=("eu", "42")))["subject"] == '["eu","42"]'
+
+
+def test_template_sees_event_fields_by_name_and_as_event():
+    """id, type, timestamp, source, key, data and the whole event are in the template's scope."""
+    fmt = _template(
+        '{"t": {{ [id, type, timestamp, source, key] | tojson }}, '
+        '"same": {{ (event.data == data) | tojson }}, "status": {{ data.after.status | tojson }}, '
+        '"n": {{ data.changes | length }}}'
+    )
+    assert json.loads(render_body(fmt, _event())) == {
+        "t": ["evt_01TEST", "item.updated", "2026-11-23T12:00:00.123Z", "orders", "42"],
+        "same": True,
+        "status": "paid",
+        "n": 1,
+    }
+
+
+def test_missing_fields_render_empty_so_one_template_fits_every_event_type():
+    """data.before.status on a created event (before is null) renders as an empty string."""
+    fmt = _template("[{{ data.before.status }}|{{ data.after.nope.deeper }}]", "text/plain")
+    assert render_body(fmt, _event("created")) == b"[|]"
+
+
+@pytest.mark.parametrize(
+    ("text", "content_type", "message"),
+    [
+        ("{{ 1 // 0 }}", "text/plain", "template, line 1: ZeroDivisionError"),
+        ("ok\n{{ data.update({}) }}", "text/plain", "line 2: SecurityError"),
+        ('{"a": {{ data.after.status }}}', "application/json", "rendered invalid JSON"),
+        ("{{ data.after.status }}", "application/vnd.partner+json", "rendered invalid JSON"),
+    ],
+)
+def test_render_failures_name_the_template_line_and_reason(text, content_type, message):
+    """A failing template raises RenderFailed with a message an operator can act on."""
+    with pytest.raises(RenderFailed, match=message):
+        render_body(_template(text, content_type), _event())
+
+
+def test_sandbox_hides_python_internals():
+    """The sandbox refuses dunder attributes: nothing of the process leaks into a body."""
+    fmt = _template("{{ data.__class__ }}{{ event.items.__globals__ }}", "text/plain")
+    assert render_body(fmt, _event()) == b""
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("{% if x %}", "line 1: Unexpected end of template"),
+        ("a\n{{ x | nosuchfilter }}", "line 2: No filter named 'nosuchfilter'"),
+        ("{{ }", "line 1"),
+    ],
+)
+def test_compile_errors_name_the_line(text, message):
+    """Syntax errors are found at load, with their line."""
+    with pytest.raises(ValueError, match=message):
+        compile_template(text, "template")
+
+
+@pytest.mark.parametrize(
+    ("content_type", "expected"),
+    [
+        ("application/json", True),
+        ("application/json; charset=utf-8", True),
+        ("application/cloudevents+json", True),
+        ("text/json", True),
+        ("text/plain", False),
+        ("application/x-www-form-urlencoded", False),
+    ],
+)
+def test_json_content_types_are_recognised(content_type, expected):
+    """Output is checked as JSON exactly for JSON media types."""
+    assert is_json_content_type(content_type) is expected
+
+
+@RELAXED
+@given(st.text(max_size=40))
+def test_tojson_makes_any_item_text_safe_in_a_json_template(status):
+    """Quotes, backslashes or newlines in item data cannot break a template that uses tojson."""
+    fmt = _template('{"text": {{ ("now: " ~ data.after.status) | tojson }}}')
+    body = render_body(fmt, _event(after={"status": status}))
+    assert json.loads(body) == {"text": "now: " + status}
