@@ -64,7 +64,7 @@ def test_touches_matches_patch_paths_on_token_boundaries(pointer, paths, expecte
 
 
 _json = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.text(max_size=3),
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=3),
     lambda inner: (
         st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3)
     ),
