@@ -747,6 +747,11 @@ class Config(_Strict):
                         f'listeners "{listener.name}" (listeners[{i}]), field sources: '
                         f"unknown source {src!r} (known: {', '.join(sorted(known)) or 'none'})"
                     )
+        seen_hosts: set[str] = set()
+        for i, host in enumerate(self.hosts):
+            if host.name in seen_hosts:
+                raise ValueError(f'hosts[{i}]: duplicate host "{host.name}"; names must be unique')
+            seen_hosts.add(host.name)
         return self
 
     def min_intervals_s(self) -> dict[str, float]:
