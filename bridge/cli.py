@@ -138,8 +138,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bridge.logs import configure_logging
 
     config = _config(args)
-    configure_logging("debug" if args.debug else config.bridge.log_level, config.redact)
-    daemon = Daemon(config)
+    override = "debug" if args.debug else None
+    daemon = Daemon(config, log_level_override=override)
+    configure_logging(
+        override or config.bridge.log_level, daemon.redact, config.bridge.log_format
+    )
     return asyncio.run(daemon.run_once() if args.once else daemon.run())
 
 

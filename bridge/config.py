@@ -90,6 +90,16 @@ def _size(value: Any) -> Any:
 ByteSize = Annotated[int, BeforeValidator(_size), Field(gt=0)]
 
 
+def parse_listen_address(value: str) -> tuple[str, int]:
+    """``"127.0.0.1:9464"``, ``"[::1]:9464"`` or ``":9464"`` (all interfaces) -> (host, port)."""
+    host, sep, port_text = value.strip().rpartition(":")
+    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f'expected "host:port", e.g. "127.0.0.1:9464", got {value!r}')
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host or "0.0.0.0", int(port_text)  # noqa: S104 - an explicit ":port" means all
+
+
 def _check_url(value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -703,13 +713,45 @@ class BridgeSettings(BaseSettings):
 
     state: str = "pollbridge.db"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = "text"
     shutdown_grace: Duration = timedelta(seconds=10)
     per_host_concurrency: int = Field(default=2, ge=1, le=1000)
+    http: str | None = None
+    """``host:port`` serving /metrics and /healthz; off when unset."""
+    retention: Duration | None = timedelta(days=14)
+    """Events and finished deliveries older than this are pruned daily; ``"off"`` keeps them."""
 
-    @field_validator("log_level", mode="before")
+    @field_validator("log_level", "log_format", mode="before")
     @classmethod
     def _lower(cls, v: Any) -> Any:
         return v.lower() if isinstance(v, str) else v
+
+    @field_validator("http", mode="before")
+    @classmethod
+    def _http(cls, v: Any) -> Any:
+        if v is None or (isinstance(v, str) and v.strip().lower() in ("", "off")):
+            return None
+        if not isinstance(v, str):
+            raise ValueError('expected "host:port", e.g. "127.0.0.1:9464"')
+        parse_listen_address(v)
+        return v.strip()
+
+    @field_validator("retention", mode="before")
+    @classmethod
+    def _retention_off(cls, v: Any) -> Any:
+        if isinstance(v, str) and v.strip().lower() in ("off", "never", "forever"):
+            return None
+        return v
+
+    @field_validator("retention")
+    @classmethod
+    def _retention_positive(cls, v: timedelta | None) -> timedelta | None:
+        return None if v is None else _positive(v)
+
+    @property
+    def http_address(self) -> tuple[str, int] | None:
+        """The (host, port) of the metrics/health server, or None when it is off."""
+        return None if self.http is None else parse_listen_address(self.http)
 
     @classmethod
     def settings_customise_sources(
@@ -1191,3 +1233,29 @@ def _fmt(value: timedelta) -> str:
     from bridge.core.durations import format_duration
 
     return format_duration(value)
+
+
+def locate_state(
+    path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+) -> str:
+    """Where the state lives, read from the main file's ``[bridge] state`` alone.
+
+    The inspection commands use this instead of :func:`load_config` so that they work where
+    the sources' credentials are not available (an operator's shell, not the unit) and while
+    a broken configuration is being fixed.
+    """
+    env = os.environ if env is None else env
+    if env.get("POLLBRIDGE_STATE"):
+        return _resolve_state(env["POLLBRIDGE_STATE"], env)
+    main_path = resolve_config_path(path, env)
+    data = _read_toml(main_path)
+    bridge = data.get("bridge", {})
+    state = bridge.get("state", BridgeSettings.model_fields["state"].default)
+    if not isinstance(state, str):
+        raise ConfigError(
+            "must be a string (a file path or a database URL)",
+            file=str(main_path),
+            where="[bridge] state",
+        )
+    state = _interpolate(state, env, "bridge.state", str(main_path), set())
+    return _resolve_state(state, env)

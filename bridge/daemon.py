@@ -1,35 +1,62 @@
-"""``pollbridge run``: schedule every source, deliver every change, stop cleanly."""
+"""``pollbridge run``: schedule every source, deliver every change, stop cleanly.
+
+Around the pipeline and the dispatcher the daemon keeps itself observable and controllable:
+a heartbeat that writes its runtime status to the store (proving the store writable) and
+notices operator actions (``pollbridge resume`` / ``replay``) within seconds, systemd's
+notify protocol and watchdog, ``/metrics`` and ``/healthz``, SIGHUP reloads, and retention.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import signal
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import orjson
+from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.schedulers.base import STATE_RUNNING
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from bridge.config import Config, SourceConfig
+from bridge import __version__
+from bridge.config import Config, ListenerConfig, SourceConfig, load_config
+from bridge.core.durations import format_duration
 from bridge.dispatcher import Dispatcher
-from bridge.models import Event
+from bridge.errors import BridgeError, ConfigError, StoreError
+from bridge.httpd import Response, StatusServer
+from bridge.metrics import Metrics
+from bridge.models import AttemptResult, Delivery, Event
 from bridge.pipeline import Pipeline, PollOutcome, describe_outcome
 from bridge.poller import HostLimiter, Poller
 from bridge.sender import Sender
 from bridge.store import Store, create_store
+from bridge.systemd import Notifier
 
 log = logging.getLogger("pollbridge.daemon")
 
 EXIT_OK = 0
 EXIT_POLL_FAILED = 1
 EXIT_PENDING = 75  # EX_TEMPFAIL: deliveries are still waiting for a retry
+
+CONTROL_CHECK_S = 2.0
+"""How often the daemon looks for operator actions (resume, replay) in the store."""
+RUNTIME_WRITE_S = 5.0
+"""How often the runtime status is written (the store's liveness proof)."""
+STORE_HEALTHY_S = 30.0
+"""The store counts as healthy while its last successful write is at most this old."""
+STORE_CALL_TIMEOUT_S = 20.0
+RETENTION_EVERY = timedelta(days=1)
+RETENTION_FIRST_AFTER = timedelta(minutes=10)
 
 
 def utcnow() -> datetime:
@@ -51,6 +78,32 @@ def build_trigger(source: SourceConfig) -> IntervalTrigger | CronTrigger:
     return IntervalTrigger(seconds=source.every.total_seconds(), timezone="UTC")
 
 
+def source_period_s(source: SourceConfig, now: datetime) -> float:
+    """The time between two polls of ``source`` (for a cron source, around ``now``)."""
+    if source.interval_s is not None:
+        return source.interval_s
+    trigger = build_trigger(source)
+    first = trigger.get_next_fire_time(None, now)
+    second = None if first is None else trigger.get_next_fire_time(first, first)
+    if first is None or second is None:
+        return 86400.0
+    return float((second - first).total_seconds())
+
+
+def stale_after_s(source: SourceConfig, now: datetime) -> float:
+    """A source with no successful poll for this long is reported stale by ``/healthz``."""
+    period = source_period_s(source, now)
+    return max(3 * period, period + 60)
+
+
+def _schedule_text(source: SourceConfig) -> str:
+    return f"every {format_duration(source.every)}" if source.every else f"cron {source.cron}"
+
+
+def _schedule_key(source: SourceConfig) -> tuple[Any, ...]:
+    return (source.every, source.cron)
+
+
 class Daemon:
     """Owns the store, the HTTP clients, the scheduler, the pipeline and the dispatcher."""
 
@@ -60,19 +113,44 @@ class Daemon:
         *,
         clock: Callable[[], datetime] = utcnow,
         store: Store | None = None,
+        notifier: Notifier | None = None,
+        log_level_override: str | None = None,
     ):
         self.config = config
         self.clock = clock
         self.store = store or create_store(config.state_location)
         self.stats = RunStats()
+        self.metrics = Metrics()
+        self.notifier = notifier or Notifier()
         self.rng = random.Random()  # noqa: S311 - jitter, not security
+        self.log_level_override = log_level_override
+        self.http_address: tuple[str, int] | None = None
+        self._sensitive: set[str] = set(config.sensitive_values)
         self._stop = asyncio.Event()
         self._polls: set[asyncio.Task[Any]] = set()
+        self._background: set[asyncio.Task[Any]] = set()
         self._poll_client: httpx.AsyncClient | None = None
         self._send_client: httpx.AsyncClient | None = None
+        self._http: StatusServer | None = None
+        self._reload_lock = asyncio.Lock()
+        self._started_at = self.clock()
+        self._started_mono = time.monotonic()
+        self._store_ok_at: float | None = None
+        self._store_error: str | None = None
+        self._last_runtime_write = 0.0
+        self._control_seen: int | None = None
+        self._last_success: dict[str, datetime] = {}
+        self._last_reload: dict[str, Any] | None = None
+        self._status_line = ""
         self.scheduler: AsyncIOScheduler | None = None
         self.pipeline: Pipeline | None = None
         self.dispatcher: Dispatcher | None = None
+
+    def redact(self, text: str) -> str:
+        """``text`` with every secret of every configuration this daemon has run replaced."""
+        for value in sorted(self._sensitive, key=len, reverse=True):
+            text = text.replace(value, "***")
+        return text
 
     # -- set-up -----------------------------------------------------------------------------
 
@@ -93,6 +171,7 @@ class Daemon:
             list(self.config.listeners),
             clock=self.clock,
             ignore_paths={s.name: s.ignore_paths for s in self.config.sources},
+            on_result=self._on_delivery,
         )
         self.pipeline = Pipeline(
             self.config,
@@ -104,10 +183,23 @@ class Daemon:
             clock=self.clock,
             on_commit=self._on_commit,
         )
+        configured = {s.name for s in self.config.sources}
+        for state in await self.store.list_source_states():
+            if state.last_success_at is not None:
+                self._last_success[state.name] = state.last_success_at
+            if state.name in configured:
+                self.metrics.seed_source(
+                    state.name, item_count=state.item_count, last_success=state.last_success_at
+                )
 
     def _on_commit(self, events: list[Event]) -> None:
         if self.dispatcher is not None:
             self.dispatcher.events_committed()
+
+    def _on_delivery(
+        self, listener: ListenerConfig, delivery: Delivery, result: AttemptResult, state: str
+    ) -> None:
+        self.metrics.observe_delivery(listener.name, delivery, result, state, self.clock())
 
     async def _close(self) -> None:
         for client in (self._poll_client, self._send_client):
@@ -165,8 +257,19 @@ class Daemon:
         assert self.pipeline is not None  # noqa: S101
         outcome = await self.pipeline.poll(source)
         self.stats.last_outcomes[source.name] = outcome
+        now = self.clock()
+        self.metrics.observe_poll(
+            source.name,
+            ok=outcome.ok,
+            result=outcome.result,
+            duration_s=outcome.duration_s,
+            item_count=outcome.item_count,
+            change_types=[c.type for c in outcome.changes] if outcome.committed else [],
+            at=now,
+        )
         fields = describe_outcome(outcome)
         if outcome.ok:
+            self._last_success[source.name] = now
             self.stats.polls_ok += 1
             changed = fields["created"] + fields["updated"] + fields["deleted"]
             level = logging.INFO if changed or outcome.result != "unchanged" else logging.DEBUG
@@ -200,6 +303,15 @@ class Daemon:
         now = self.clock()
         for source in self.config.sources:
             self._add_job(scheduler, source, now)
+        scheduler.add_job(
+            self.prune_history,
+            IntervalTrigger(seconds=RETENTION_EVERY.total_seconds(), timezone="UTC"),
+            id="retention",
+            name="retention",
+            max_instances=1,
+            coalesce=True,
+            next_run_time=now + RETENTION_FIRST_AFTER,
+        )
         scheduler.start()
         self.scheduler = scheduler
 
@@ -220,42 +332,101 @@ class Daemon:
             replace_existing=True,
         )
 
+    # -- retention --------------------------------------------------------------------------
+
+    async def prune_history(self) -> None:
+        """Delete events and finished deliveries older than ``[bridge] retention``; never raises."""
+        retention = self.config.bridge.retention
+        if retention is None:
+            return
+        cutoff = self.clock() - retention
+        try:
+            result = await self.store.prune(cutoff)
+        except StoreError as exc:
+            log.error("retention: pruning failed, trying again tomorrow: %s", exc)
+            return
+        level = logging.INFO if result.events or result.deliveries else logging.DEBUG
+        log.log(
+            level,
+            "retention: pruned %d event(s), %d finished delivery(ies) and %d attempt(s) "
+            "older than %s",
+            result.events,
+            result.deliveries,
+            result.attempts,
+            format_duration(retention),
+        )
+
     # -- running ----------------------------------------------------------------------------
 
     def request_stop(self) -> None:
         """Begin a graceful stop (SIGTERM / SIGINT)."""
         if not self._stop.is_set():
             log.info("stopping: finishing in-flight polls and deliveries")
+            self.notifier.stopping("stopping: finishing in-flight polls and deliveries")
         self._stop.set()
+
+    def request_reload(self) -> None:
+        """Re-read the configuration soon (SIGHUP)."""
+        self._spawn(self.reload(), "reload")
+
+    def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
 
     async def run(self) -> int:
         """Run until stopped; return the exit code."""
         await self._start()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, self.request_stop)
+        handlers: list[signal.Signals] = []
         assert self.dispatcher is not None  # noqa: S101
         dispatch = asyncio.create_task(self.dispatcher.run(), name="dispatcher")
         try:
+            await self._heartbeat(force_write=True)
+            await self._start_http(self.config)
             self._schedule()
+            for sig, handler in (
+                (signal.SIGTERM, self.request_stop),
+                (signal.SIGINT, self.request_stop),
+                (signal.SIGHUP, self.request_reload),
+            ):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.add_signal_handler(sig, handler)
+                    handlers.append(sig)
+            self._spawn(self._heartbeat_loop(), "heartbeat")
+            if self.notifier.watchdog_interval_s is not None:
+                self._spawn(self._watchdog_loop(self.notifier.watchdog_interval_s), "watchdog")
             log.info(
                 "pollbridge running: %d source(s), %d listener(s), state %s",
                 len(self.config.sources),
                 len(self.config.listeners),
                 self.config.redact(self.config.state_location),
             )
+            self._status_line = self._summary(None)
+            self.notifier.ready(self._status_line)
             await self._stop.wait()
             await self._shutdown(dispatch)
         finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in handlers:
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(sig)
+            for task in list(self._background):
+                task.cancel()
+            await asyncio.gather(*self._background, return_exceptions=True)
             if not dispatch.done():
                 dispatch.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await dispatch
+            if self._http is not None:
+                await self._http.close()
+            if self.scheduler is not None and self.scheduler.running:
+                self.scheduler.shutdown(wait=False)
+            with contextlib.suppress(BridgeError, TimeoutError):
+                async with asyncio.timeout(5):
+                    await self.store.write_runtime(self._runtime_status(stopped=True))
             await self._close()
+            self.notifier.close()
         return EXIT_OK
 
     async def _shutdown(self, dispatch: asyncio.Task[None]) -> None:
@@ -271,7 +442,7 @@ class Daemon:
         assert self.dispatcher is not None  # noqa: S101
         remaining = max(0.0, deadline - asyncio.get_running_loop().time())
         await self.dispatcher.stop(remaining)
-        with contextlib.suppress(asyncio.CancelledError):
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
             await asyncio.wait_for(dispatch, timeout=1.0)
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=False)
@@ -297,6 +468,339 @@ class Daemon:
             log.warning("%d delivery(ies) still pending (retries scheduled)", pending)
             return EXIT_PENDING
         return EXIT_OK
+
+    # -- heartbeat, control and watchdog ----------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(CONTROL_CHECK_S)
+            await self._heartbeat()
+
+    async def _heartbeat(self, *, force_write: bool = False) -> None:
+        """Notice operator actions; every few seconds write the runtime status. Never raises."""
+        try:
+            async with asyncio.timeout(STORE_CALL_TIMEOUT_S):
+                version = await self.store.control_version()
+                if version != self._control_seen:
+                    if self._control_seen is not None and self.dispatcher is not None:
+                        log.info("an operator changed the state (resume/replay): dispatching")
+                        await self.dispatcher.load_paused()
+                        self.dispatcher.wake()
+                    self._control_seen = version
+                if force_write or time.monotonic() - self._last_runtime_write >= RUNTIME_WRITE_S:
+                    await self.store.write_runtime(self._runtime_status())
+                    self._last_runtime_write = time.monotonic()
+                    self._store_ok_at = time.monotonic()
+                    counts = await self.store.delivery_counts(["pending", "dead"])
+                    self._update_status(counts)
+            if self._store_error is not None:
+                log.info("the state store is writable again")
+            self._store_error = None
+        except (StoreError, TimeoutError) as exc:
+            text = str(exc) or f"no answer within {STORE_CALL_TIMEOUT_S:g}s"
+            if self._store_error is None:
+                log.error("the state store is not healthy: %s", text)
+            self._store_error = text
+        except Exception:
+            log.exception("heartbeat: unexpected error")
+
+    def _update_status(self, counts: Mapping[str, Mapping[str, int]]) -> None:
+        line = self._summary(counts)
+        if line != self._status_line:
+            self._status_line = line
+            self.notifier.status(line)
+
+    def _summary(self, counts: Mapping[str, Mapping[str, int]] | None) -> str:
+        text = f"{len(self.config.sources)} source(s), {len(self.config.listeners)} listener(s)"
+        if counts is not None:
+            pending = sum(c.get("pending", 0) for c in counts.values())
+            dead = sum(c.get("dead", 0) for c in counts.values())
+            text += f"; {pending} pending, {dead} dead"
+        failing = [
+            name
+            for name, outcome in self.stats.last_outcomes.items()
+            if not outcome.ok and self._source(name) is not None
+        ]
+        if failing:
+            text += f"; failing: {', '.join(sorted(failing))}"
+        paused = sorted(self.dispatcher.paused) if self.dispatcher is not None else []
+        if paused:
+            text += f"; paused: {', '.join(paused)}"
+        return text
+
+    async def _watchdog_loop(self, interval_s: float) -> None:
+        while True:
+            healthy, problems = self.health()
+            if healthy:
+                self.notifier.watchdog()
+            else:
+                log.warning("not pinging the systemd watchdog: %s", "; ".join(problems))
+            await asyncio.sleep(interval_s)
+
+    def health(self) -> tuple[bool, list[str]]:
+        """(healthy, problems): the scheduler runs and the store took a write recently."""
+        problems = []
+        if self.scheduler is None or self.scheduler.state != STATE_RUNNING:
+            problems.append("the scheduler is not running")
+        if self._store_ok_at is None:
+            problems.append("the state store has not been written yet")
+        elif time.monotonic() - self._store_ok_at > STORE_HEALTHY_S:
+            age = time.monotonic() - self._store_ok_at
+            problems.append(
+                f"the state store took no write for {age:.0f}s"
+                + (f" ({self._store_error})" if self._store_error else "")
+            )
+        return not problems, problems
+
+    def _runtime_status(self, *, stopped: bool = False) -> dict[str, Any]:
+        now = self.clock()
+        scheduler = self.scheduler
+        sources = {}
+        for s in self.config.sources:
+            job = scheduler.get_job(f"poll:{s.name}") if scheduler is not None else None
+            next_at = getattr(job, "next_run_time", None) if job is not None else None
+            sources[s.name] = {
+                "schedule": _schedule_text(s),
+                "next_poll_at": None if next_at is None or stopped else next_at.isoformat(),
+            }
+        dispatcher = self.dispatcher
+        listeners = {}
+        for lst in self.config.listeners:
+            listeners[lst.name] = {
+                "in_flight": 0 if dispatcher is None else dispatcher.inflight_for(lst.name),
+                "paused": dispatcher is not None and lst.name in dispatcher.paused,
+                "state": "active" if dispatcher is None else dispatcher.listener_state(lst.name),
+            }
+        return {
+            "pid": os.getpid(),
+            "version": __version__,
+            "started_at": self._started_at.isoformat(),
+            "heartbeat_at": now.isoformat(),
+            "stopped_at": now.isoformat() if stopped else None,
+            "config_files": list(self.config.files),
+            "http": None if self.http_address is None else _url(self.http_address),
+            "sources": sources,
+            "listeners": listeners,
+            "last_reload": self._last_reload,
+        }
+
+    # -- /metrics and /healthz --------------------------------------------------------------
+
+    async def _start_http(self, config: Config) -> None:
+        address = config.bridge.http_address
+        if address is None:
+            return
+        server = StatusServer(address[0], address[1], self._serve)
+        try:
+            self.http_address = await server.start()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot serve /metrics and /healthz on {config.bridge.http}: {exc.strerror or exc}",
+                file=config.files[0] if config.files else None,
+                where="[bridge] http",
+            ) from exc
+        self._http = server
+        log.info(
+            "serving /metrics and /healthz on http://%s:%d",
+            *self.http_address,
+            extra={"http": True},
+        )
+
+    async def _serve(self, path: str, headers: Mapping[str, str]) -> Response:
+        if path == "/metrics":
+            await self._refresh_gauges()
+            body, content_type = self.metrics.render(headers.get("accept", ""))
+            return Response(200, body, content_type)
+        if path == "/healthz":
+            healthy, doc = self.health_report()
+            return Response(
+                200 if healthy else 503,
+                orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n",
+                "application/json",
+            )
+        if path == "/":
+            return Response(200, b"pollbridge: see /metrics and /healthz\n")
+        return Response(404, b"not found: try /metrics or /healthz\n")
+
+    async def _refresh_gauges(self) -> None:
+        dispatcher = self.dispatcher
+        try:
+            async with asyncio.timeout(5):
+                counts = await self.store.delivery_counts(["pending", "dead"])
+        except (StoreError, TimeoutError) as exc:
+            log.warning("metrics: cannot count deliveries: %s", exc)
+            return
+        names = [lst.name for lst in self.config.listeners]
+        self.metrics.set_listener_gauges(
+            names,
+            counts,
+            paused=dispatcher.paused if dispatcher is not None else (),
+            in_flight={n: dispatcher.inflight_for(n) for n in names} if dispatcher else {},
+            breaker_open=[
+                n for n in names if dispatcher and dispatcher.listener_state(n) == "breaker_open"
+            ],
+        )
+
+    def health_report(self) -> tuple[bool, dict[str, Any]]:
+        """The ``/healthz`` document; healthy when the scheduler runs and the store is writable.
+
+        Per-source staleness is reported but does not make the daemon unhealthy: a failing API
+        is not cured by restarting pollbridge.
+        """
+        healthy, problems = self.health()
+        now = self.clock()
+        sources = {}
+        for s in self.config.sources:
+            last = self._last_success.get(s.name)
+            reference = last or self._started_at
+            age_s = (now - reference).total_seconds()
+            outcome = self.stats.last_outcomes.get(s.name)
+            sources[s.name] = {
+                "last_success_at": None if last is None else last.isoformat(),
+                "age_s": None if last is None else round(age_s, 3),
+                "stale_after_s": stale_after_s(s, now),
+                "stale": age_s > stale_after_s(s, now),
+                "last_result": None if outcome is None else outcome.result,
+            }
+        dispatcher = self.dispatcher
+        listeners = {
+            lst.name: {
+                "state": "active" if dispatcher is None else dispatcher.listener_state(lst.name),
+                "in_flight": 0 if dispatcher is None else dispatcher.inflight_for(lst.name),
+            }
+            for lst in self.config.listeners
+        }
+        store_age = None if self._store_ok_at is None else time.monotonic() - self._store_ok_at
+        doc = {
+            "status": "ok" if healthy else "unhealthy",
+            "problems": problems,
+            "version": __version__,
+            "uptime_s": round(time.monotonic() - self._started_mono, 3),
+            "scheduler": "running"
+            if self.scheduler is not None and self.scheduler.state == STATE_RUNNING
+            else "stopped",
+            "store": {
+                "writable": self._store_ok_at is not None
+                and not any("store" in p for p in problems),
+                "last_write_age_s": None if store_age is None else round(store_age, 3),
+                "error": self._store_error,
+            },
+            "sources": sources,
+            "listeners": listeners,
+        }
+        return healthy, doc
+
+    # -- reload -----------------------------------------------------------------------------
+
+    async def reload(self) -> bool:
+        """Re-read the configuration files; apply them, or keep the old ones if they are invalid."""
+        async with self._reload_lock:
+            self.notifier.reloading()
+            files = self.config.files
+            path = files[0] if files else None
+            try:
+                new = await asyncio.to_thread(load_config, path)
+            except ConfigError as exc:
+                message = self.redact(str(exc))
+                log.error("reload rejected; still running the previous configuration: %s", message)
+                self._last_reload = {"at": self.clock().isoformat(), "ok": False, "error": message}
+                self.notifier.ready(f"reload failed (previous configuration kept): {message}")
+                return False
+            try:
+                summary = await self._apply(new)
+            except Exception as exc:
+                log.exception("reload: applying the new configuration failed")
+                self._last_reload = {"at": self.clock().isoformat(), "ok": False, "error": str(exc)}
+                self.notifier.ready(f"reload failed: {exc}")
+                return False
+            self._last_reload = {"at": self.clock().isoformat(), "ok": True, "error": None}
+            log.info("configuration reloaded: %s", summary)
+            self._status_line = self._summary(None)
+            self.notifier.ready(self._status_line)
+            self._last_runtime_write = 0.0  # publish the new sources and listeners promptly
+            return True
+
+    async def _apply(self, new: Config) -> str:
+        old = self.config
+        self._sensitive |= new.sensitive_values
+        old_sources = {s.name: s for s in old.sources}
+        new_sources = {s.name: s for s in new.sources}
+        old_listeners = {lst.name: lst for lst in old.listeners}
+        new_listeners = {lst.name: lst for lst in new.listeners}
+        if new.state_location != old.state_location:
+            log.warning(
+                "[bridge] state changed: still using %s until the next restart",
+                old.redact(old.state_location),
+            )
+        self.config = new
+        assert self.pipeline is not None and self.dispatcher is not None  # noqa: S101
+        self.pipeline.reconfigure(new)
+        self.dispatcher.set_listeners(list(new.listeners))
+        now = self.clock()
+        scheduler = self.scheduler
+        removed = sorted(set(old_sources) - set(new_sources))
+        added = sorted(set(new_sources) - set(old_sources))
+        changed = sorted(
+            n
+            for n in set(old_sources) & set(new_sources)
+            if old_sources[n].model_dump() != new_sources[n].model_dump()
+        )
+        for name in removed:
+            if scheduler is not None:
+                with contextlib.suppress(JobLookupError):
+                    scheduler.remove_job(f"poll:{name}")
+            self.metrics.forget_source(name)
+            self.stats.last_outcomes.pop(name, None)
+        for name in added:
+            if scheduler is not None:
+                self._add_job(scheduler, new_sources[name], now)
+        for name in changed:
+            if scheduler is not None and _schedule_key(old_sources[name]) != _schedule_key(
+                new_sources[name]
+            ):
+                self._add_job(scheduler, new_sources[name], now)
+        for name in set(old_listeners) - set(new_listeners):
+            self.metrics.forget_listener(name)
+        await self._apply_bridge(old, new)
+        listeners_changed = sorted(
+            n
+            for n in set(old_listeners) & set(new_listeners)
+            if old_listeners[n].model_dump() != new_listeners[n].model_dump()
+        )
+        return (
+            f"sources +{len(added)} -{len(removed)} ~{len(changed)}"
+            f" ({_names(added, removed, changed)}); "
+            f"listeners +{len(set(new_listeners) - set(old_listeners))}"
+            f" -{len(set(old_listeners) - set(new_listeners))} ~{len(listeners_changed)}"
+            f" ({_names(sorted(set(new_listeners) - set(old_listeners)), sorted(set(old_listeners) - set(new_listeners)), listeners_changed)})"
+        )
+
+    async def _apply_bridge(self, old: Config, new: Config) -> None:
+        ob, nb = old.bridge, new.bridge
+        if (ob.log_level, ob.log_format) != (nb.log_level, nb.log_format):
+            from bridge.logs import configure_logging
+
+            configure_logging(self.log_level_override or nb.log_level, self.redact, nb.log_format)
+        if ob.http != nb.http:
+            previous = self._http
+            self._http = None
+            self.http_address = None
+            if previous is not None:
+                await previous.close()
+            try:
+                await self._start_http(new)
+            except ConfigError as exc:
+                log.error("%s; /metrics and /healthz are off until this is fixed", exc)
+
+
+def _url(address: tuple[str, int]) -> str:
+    host, port = address
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _names(added: list[str], removed: list[str], changed: list[str]) -> str:
+    parts = [f"+{n}" for n in added] + [f"-{n}" for n in removed] + [f"~{n}" for n in changed]
+    return ", ".join(parts) or "no change"
 
 
 def next_poll_time(daemon: Daemon, source: str) -> datetime | None:

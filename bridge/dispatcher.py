@@ -150,6 +150,14 @@ class Dispatcher:
     def inflight_count(self) -> int:
         return sum(len(v) for v in self._inflight.values())
 
+    def inflight_for(self, listener: str) -> int:
+        """Deliveries to ``listener`` being sent right now."""
+        return len(self._inflight.get(listener, {}))
+
+    def listener_state(self, listener: str) -> str:
+        """``active`` or ``paused`` (for status, metrics and /healthz)."""
+        return "paused" if listener in self._paused else "active"
+
     async def load_paused(self) -> None:
         """Read which listeners are paused, and each one's failure streak, from the store."""
         states = await self.store.list_listener_states()

@@ -81,3 +81,10 @@ class DeliveryError(BridgeError):
         self.retry_after_s = retry_after_s
         self.response_excerpt = response_excerpt
         super().__init__(f"delivery to listener {listener!r} failed: {cause}")
+
+
+class NoStateError(StoreError):
+    """There is no state yet (the daemon never ran): read-only commands say so and exit 0."""
+
+    def __init__(self, location: str, cause: str = "no state yet (the daemon has not run)"):
+        super().__init__("open", cause, location=location)

@@ -5,12 +5,20 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
 
-_STD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None)))
+import orjson
+
+_STD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+
+
+def _extras(record: logging.LogRecord) -> dict[str, Any]:
+    return {k: v for k, v in vars(record).items() if k not in _STD and not k.startswith("_")}
 
 
 class RedactingFilter(logging.Filter):
-    """Replaces every configured secret value in a record's final message with ``***``."""
+    """Replaces every configured secret value in a record (message, fields, traceback) with ``***``."""
 
     def __init__(self, redact: Callable[[str], str]):
         super().__init__()
@@ -21,6 +29,9 @@ class RedactingFilter(logging.Filter):
         redacted = self.redact(message)
         if redacted != message:
             record.msg, record.args = redacted, None
+        for key, value in _extras(record).items():
+            if isinstance(value, str):
+                setattr(record, key, self.redact(value))
         if record.exc_info and record.exc_info[1] is not None:
             record.exc_text = self.redact(logging.Formatter().formatException(record.exc_info))
         return True
@@ -31,18 +42,41 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
-        fields = {k: v for k, v in vars(record).items() if k not in _STD and not k.startswith("_")}
-        fields.pop("message", None)
-        fields.pop("asctime", None)
+        fields = _extras(record)
         if fields:
             line += " " + " ".join(f"{k}={v}" for k, v in fields.items())
         return line
 
 
-def configure_logging(level: str, redact: Callable[[str], str] | None = None) -> None:
-    """Send pollbridge's logs to stderr at ``level``."""
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ``time``, ``level``, ``logger``, ``message``, then the fields
+    (``source``, ``listener``, ``event``…) and ``exception`` when there is a traceback."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in _extras(record).items():
+            doc.setdefault(key, value)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            doc["exception"] = record.exc_text
+        return orjson.dumps(doc, default=str).decode()
+
+
+def configure_logging(
+    level: str, redact: Callable[[str], str] | None = None, log_format: str = "text"
+) -> None:
+    """Send pollbridge's logs to stderr at ``level`` as ``text`` or ``json`` lines."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     if redact is not None:
         handler.addFilter(RedactingFilter(redact))
     root = logging.getLogger("pollbridge")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from bridge.models import (
     AttemptResult,
@@ -18,7 +18,12 @@ from bridge.models import (
     SourceState,
 )
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
+
+Access = Literal["daemon", "read", "write"]
+"""How a store is opened. ``daemon``: create and migrate the state as needed. ``read`` and
+``write`` (the CLI, possibly beside a running daemon): the state must already exist at the
+current schema version; nothing is created or migrated, and ``read`` never writes."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,93 @@ class SnapshotHashes:
 
 MergeUpdates = Callable[[Sequence[Event]], list[dict[str, Any]] | None]
 """Given consecutive ``updated`` events of one key, the net RFC 6902 patch, or None if none."""
+@dataclass(frozen=True)
+class EventQuery:
+    """A filter over the event log (``pollbridge events``); newest ``limit`` events match."""
+
+    source: str | None = None
+    key: str | None = None
+    """The stored key text: the key itself, or a JSON array for a composite key."""
+    type: str | None = None
+    since: datetime | None = None
+    limit: int = 50
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    """An event with the state of each of its deliveries (listener -> state)."""
+
+    event: Event
+    deliveries: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class DeliveryQuery:
+    """A filter over deliveries (``pollbridge deliveries`` and ``show``)."""
+
+    listener: str | None = None
+    state: str | None = None
+    event_id: str | None = None
+    since: datetime | None = None
+    """Last changed at or after this time."""
+    limit: int = 50
+
+
+@dataclass(frozen=True)
+class DeliveryInfo:
+    """One delivery as an operator sees it."""
+
+    id: int
+    event_id: str
+    listener: str
+    source: str
+    key_text: str
+    type: str
+    state: str
+    attempts: int
+    next_at: datetime | None
+    """When the next attempt is due (pending deliveries only)."""
+    created_at: datetime
+    updated_at: datetime
+    delivered_at: datetime | None
+    last_status: int | None
+    last_error: str | None
+    last_response: str | None
+
+
+@dataclass(frozen=True)
+class AttemptInfo:
+    """One recorded HTTP attempt of a delivery."""
+
+    at: datetime
+    status: int | None
+    duration_ms: float
+    error: str | None
+    response: str | None
+
+
+@dataclass(frozen=True)
+class ReplayRequest:
+    """Which deliveries ``pollbridge replay`` queues again: by event id, or every dead one."""
+
+    event_ids: Sequence[str] = ()
+    dead: bool = False
+    listener: str | None = None
+    since: datetime | None = None
+    """With ``dead``: only deliveries that died at or after this time."""
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    requeued: int
+    unknown_event_ids: Sequence[str] = ()
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    events: int = 0
+    deliveries: int = 0
+    attempts: int = 0
 
 
 class StaleSnapshot(Exception):
@@ -140,3 +232,32 @@ class Store(Protocol):
         self, listener: str, paused: bool, reason: str | None, at: datetime
     ) -> None: ...
     async def list_listener_states(self) -> list[ListenerState]: ...
+
+    # runtime status and control (the daemon writes them; the CLI reads and bumps them)
+    async def write_runtime(self, status: Mapping[str, Any]) -> None:
+        """Replace the daemon's runtime status (a JSON object); also proves the store writable."""
+        ...
+
+    async def read_runtime(self) -> dict[str, Any] | None: ...
+    async def control_version(self) -> int:
+        """A counter bumped by every operator action the daemon must notice (resume, replay)."""
+        ...
+
+    # inspection (the CLI) and maintenance
+    async def list_events(self, query: EventQuery) -> list[EventRecord]: ...
+    async def get_event(self, event_id: str) -> Event | None: ...
+    async def list_deliveries(self, query: DeliveryQuery) -> list[DeliveryInfo]: ...
+    async def list_attempts(self, delivery_id: int) -> list[AttemptInfo]: ...
+    async def delivery_counts(self, states: Sequence[str]) -> dict[str, dict[str, int]]:
+        """listener -> state -> count, for the given states only (cheap for pending/dead)."""
+        ...
+
+    async def replay(self, request: ReplayRequest, at: datetime) -> ReplayResult:
+        """Queue deliveries again (same event, fresh retry schedule, due at ``at``)."""
+        ...
+
+    async def prune(self, before: datetime, *, batch: int = 5000) -> PruneResult:
+        """Delete finished deliveries (delivered or dead) last changed before ``before``, their
+        attempts, and events older than ``before`` that no delivery refers to any more.
+        Snapshots (items) and pending deliveries are never pruned."""
+        ...

@@ -7,9 +7,10 @@ are serialised without locks of our own. Each poll is one ``BEGIN IMMEDIATE`` tr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sqlite3
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any, TypeVar
 import orjson
 import sqlite_utils
 
-from bridge.errors import StoreError
+from bridge.errors import NoStateError, StoreError
 from bridge.models import (
     AttemptResult,
     Delivery,
@@ -29,8 +30,17 @@ from bridge.models import (
 )
 from bridge.store.base import (
     SCHEMA_VERSION,
+    Access,
+    AttemptInfo,
+    DeliveryInfo,
+    DeliveryQuery,
+    EventQuery,
+    EventRecord,
     MergeUpdates,
     PollCommit,
+    PruneResult,
+    ReplayRequest,
+    ReplayResult,
     SnapshotHashes,
     StaleSnapshot,
 )
@@ -129,6 +139,14 @@ _MIGRATIONS: dict[int, str] = {
     ALTER TABLE listeners ADD COLUMN failing_since TEXT;
     ALTER TABLE deliveries ADD COLUMN coalesced_into INTEGER
     """,
+    # the daemon's runtime status and the operators' control counter; retention's index
+    4: """
+    CREATE TABLE meta (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    CREATE INDEX deliveries_finished ON deliveries (updated_at) WHERE state != 'pending';
+    """,
 }
 assert max(_MIGRATIONS) == SCHEMA_VERSION  # noqa: S101 - a programming error, caught by any test
 
@@ -209,8 +227,15 @@ def _row_to_source(row: Mapping[str, Any]) -> SourceState:
 class SQLiteStore:
     """The SQLite backend of :class:`bridge.store.base.Store`."""
 
-    def __init__(self, path: str | os.PathLike[str], *, busy_timeout_s: float = 5.0):
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        busy_timeout_s: float = 5.0,
+        access: Access = "daemon",
+    ):
         self.location = str(path)
+        self.access: Access = access
         self._busy_timeout_s = busy_timeout_s
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
@@ -257,6 +282,9 @@ class SQLiteStore:
             raise StoreError("open", _describe(exc), location=self.location) from exc
 
     def _open(self) -> None:
+        if self.access != "daemon":
+            self._attach()
+            return
         path = Path(self.location)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -282,6 +310,49 @@ class SQLiteStore:
         except BaseException:
             self._close()
             raise
+
+    def _attach(self) -> None:
+        """Open an existing state beside a possibly running daemon: never create or migrate."""
+        path = Path(self.location)
+        if not path.exists():
+            raise NoStateError(self.location)
+        mode = "ro" if self.access == "read" else "rw"
+        uri = f"{path.absolute().as_uri()}?mode={mode}"
+        conn = sqlite3.connect(
+            uri,
+            uri=True,
+            timeout=self._busy_timeout_s,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        try:
+            conn.row_factory = sqlite3.Row
+            if self.access == "read":
+                conn.execute("PRAGMA query_only = ON")
+            else:
+                conn.execute("PRAGMA foreign_keys = ON")
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+        except BaseException:
+            conn.close()
+            raise
+        if version != SCHEMA_VERSION:
+            conn.close()
+            if version == 0:
+                raise NoStateError(self.location)
+            newer = version > SCHEMA_VERSION
+            raise StoreError(
+                "open",
+                f"the state file has schema version {version}, this pollbridge reads version "
+                f"{SCHEMA_VERSION}; "
+                + (
+                    "upgrade pollbridge"
+                    if newer
+                    else "start the daemon once (it upgrades the state), then try again"
+                ),
+                location=self.location,
+            )
+        self._conn = conn
+        self.db = sqlite_utils.Database(conn)
 
     def _migrate(self) -> None:
         conn = self.conn
@@ -835,15 +906,23 @@ class SQLiteStore:
     async def set_listener_paused(
         self, listener: str, paused: bool, reason: str | None, at: datetime
     ) -> None:
-        fields: dict[str, Any] = {
-            "paused": int(paused),
-            "paused_reason": reason,
-            "paused_at": iso(at) if paused else None,
-        }
-        if not paused:
-            # a resumed listener gets a fresh disable_after window
-            fields["failing_since"] = None
-        await self._run(self._touch_listener, listener, fields)
+        await self._run(self._set_listener_paused, listener, paused, reason, at)
+
+    def _set_listener_paused(
+        self, listener: str, paused: bool, reason: str | None, at: datetime
+    ) -> None:
+        with self._transaction():
+            self._touch_listener(
+                listener,
+                {
+                    "paused": int(paused),
+                    "paused_reason": reason,
+                    "paused_at": iso(at) if paused else None,
+                    # a resumed listener gets a fresh disable_after window
+                    **({} if paused else {"failing_since": None}),
+                },
+            )
+            self._bump_control()
 
     async def list_listener_states(self) -> list[ListenerState]:
         return await self._run(self._list_listener_states)
@@ -874,6 +953,253 @@ class SQLiteStore:
                 )
             )
         return out
+
+    # -- runtime status and control -----------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def _bump_control(self) -> None:
+        self.conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('control', '1') ON CONFLICT (key) "
+            "DO UPDATE SET value = CAST(value AS INTEGER) + 1"
+        )
+
+    async def write_runtime(self, status: Mapping[str, Any]) -> None:
+        await self._run(self._write_runtime, _dumps(dict(status)))
+
+    def _write_runtime(self, text: str) -> None:
+        self.conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('runtime', ?) ON CONFLICT (key) "
+            "DO UPDATE SET value = excluded.value",
+            (text,),
+        )
+
+    async def read_runtime(self) -> dict[str, Any] | None:
+        return await self._run(self._read_runtime)
+
+    def _read_runtime(self) -> dict[str, Any] | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = 'runtime'").fetchone()
+        value = None if row is None else orjson.loads(row[0])
+        return value if isinstance(value, dict) else None
+
+    async def control_version(self) -> int:
+        return await self._run(self._control_version)
+
+    def _control_version(self) -> int:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = 'control'").fetchone()
+        return 0 if row is None else int(row[0])
+
+    # -- inspection -------------------------------------------------------------------------
+
+    async def list_events(self, query: EventQuery) -> list[EventRecord]:
+        return await self._run(self._list_events, query)
+
+    def _list_events(self, query: EventQuery) -> list[EventRecord]:
+        where = ["1 = 1"]
+        params: dict[str, Any] = {"limit": query.limit}
+        if query.source is not None:
+            where.append("e.source = :source")
+            params["source"] = query.source
+        if query.key is not None:
+            where.append("e.key_text = :key")
+            params["key"] = query.key
+        if query.type is not None:
+            where.append("e.type = :type")
+            params["type"] = query.type
+        if query.since is not None:
+            where.append("e.timestamp >= :since")
+            params["since"] = iso(query.since)
+        rows = self.conn.execute(
+            "SELECT e.*, (SELECT json_group_object(d.listener, d.state) FROM deliveries d "  # noqa: S608 - fixed clauses, values bound
+            "WHERE d.event_seq = e.seq) AS delivery_states "
+            f"FROM events e WHERE {' AND '.join(where)} ORDER BY e.seq DESC LIMIT :limit",
+            params,
+        ).fetchall()
+        return [
+            EventRecord(row_to_event(r), orjson.loads(r["delivery_states"] or "{}"))
+            for r in reversed(rows)
+        ]
+
+    async def get_event(self, event_id: str) -> Event | None:
+        return await self._run(self._get_event, event_id)
+
+    def _get_event(self, event_id: str) -> Event | None:
+        row = self.conn.execute("SELECT * FROM events WHERE id = ?", (event_id,)).fetchone()
+        return None if row is None else row_to_event(row)
+
+    async def list_deliveries(self, query: DeliveryQuery) -> list[DeliveryInfo]:
+        return await self._run(self._list_deliveries, query)
+
+    def _list_deliveries(self, query: DeliveryQuery) -> list[DeliveryInfo]:
+        where = ["1 = 1"]
+        params: dict[str, Any] = {"limit": query.limit}
+        if query.listener is not None:
+            where.append("d.listener = :listener")
+            params["listener"] = query.listener
+        if query.state is not None:
+            where.append("d.state = :state")
+            params["state"] = query.state
+        if query.event_id is not None:
+            where.append("e.id = :event_id")
+            params["event_id"] = query.event_id
+        if query.since is not None:
+            where.append("d.updated_at >= :since")
+            params["since"] = iso(query.since)
+        rows = self.conn.execute(
+            "SELECT d.*, e.id AS event_id, e.type FROM deliveries d "  # noqa: S608 - fixed clauses, values bound
+            "JOIN events e ON e.seq = d.event_seq "
+            f"WHERE {' AND '.join(where)} ORDER BY d.id DESC LIMIT :limit",
+            params,
+        ).fetchall()
+        return [_row_to_delivery(r) for r in reversed(rows)]
+
+    async def list_attempts(self, delivery_id: int) -> list[AttemptInfo]:
+        return await self._run(self._list_attempts, delivery_id)
+
+    def _list_attempts(self, delivery_id: int) -> list[AttemptInfo]:
+        rows = self.conn.execute(
+            "SELECT * FROM attempts WHERE delivery_id = ? ORDER BY id", (delivery_id,)
+        ).fetchall()
+        return [
+            AttemptInfo(
+                at=datetime.fromisoformat(r["at"]),
+                status=r["status"],
+                duration_ms=r["duration_ms"],
+                error=r["error"],
+                response=r["response"],
+            )
+            for r in rows
+        ]
+
+    async def delivery_counts(self, states: Sequence[str]) -> dict[str, dict[str, int]]:
+        return await self._run(self._delivery_counts, list(states))
+
+    def _delivery_counts(self, states: list[str]) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        for state in states:
+            # one equality per state keeps each count on the (listener, state) index
+            for listener, n in self.conn.execute(
+                "SELECT listener, COUNT(*) FROM deliveries WHERE state = ? GROUP BY listener",
+                (state,),
+            ):
+                out.setdefault(listener, {})[state] = n
+        return out
+
+    # -- operator actions and maintenance ---------------------------------------------------
+
+    async def replay(self, request: ReplayRequest, at: datetime) -> ReplayResult:
+        return await self._run(self._replay, request, at)
+
+    def _replay(self, request: ReplayRequest, at: datetime) -> ReplayResult:
+        where: list[str] = []
+        params: dict[str, Any] = {"now": at.timestamp(), "at": iso(at)}
+        unknown: list[str] = []
+        if request.event_ids:
+            params["ids"] = _dumps(list(request.event_ids))
+            found = {
+                r[0]
+                for r in self.conn.execute(
+                    "SELECT id FROM events WHERE id IN (SELECT value FROM json_each(:ids))", params
+                )
+            }
+            unknown = [i for i in request.event_ids if i not in found]
+            where.append(
+                "event_seq IN (SELECT seq FROM events WHERE id IN (SELECT value FROM json_each(:ids)))"
+            )
+        if request.dead:
+            where.append("state = 'dead'")
+        if not where:
+            raise ValueError("replay needs event ids or dead = True")
+        if request.listener is not None:
+            where.append("listener = :listener")
+            params["listener"] = request.listener
+        if request.since is not None:
+            where.append("updated_at >= :since")
+            params["since"] = iso(request.since)
+        with self._transaction() as conn:
+            cur = conn.execute(
+                "UPDATE deliveries SET state = 'pending', attempts = 0, next_at = :now, "  # noqa: S608 - fixed clauses, values bound
+                "updated_at = :at, delivered_at = NULL "
+                f"WHERE {' AND '.join(where)}",
+                params,
+            )
+            if cur.rowcount:
+                self._bump_control()
+        return ReplayResult(cur.rowcount, unknown)
+
+    async def prune(self, before: datetime, *, batch: int = 5000) -> PruneResult:
+        # Small transactions: polls and deliveries interleave with a long prune.
+        deliveries = attempts = events = 0
+        while True:
+            d, a = await self._run(self._prune_deliveries, iso(before), batch)
+            deliveries, attempts = deliveries + d, attempts + a
+            if d < batch:
+                break
+        while True:
+            e = await self._run(self._prune_events, iso(before), batch)
+            events += e
+            if e < batch:
+                break
+        return PruneResult(events=events, deliveries=deliveries, attempts=attempts)
+
+    def _prune_deliveries(self, before: str, batch: int) -> tuple[int, int]:
+        with self._transaction() as conn:
+            ids = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT id FROM deliveries WHERE state != 'pending' AND updated_at < ? LIMIT ?",
+                    (before, batch),
+                )
+            ]
+            if not ids:
+                return 0, 0
+            chosen = _dumps(ids)
+            attempts = conn.execute(
+                "DELETE FROM attempts WHERE delivery_id IN (SELECT value FROM json_each(?))",
+                (chosen,),
+            ).rowcount
+            conn.execute(
+                "DELETE FROM deliveries WHERE id IN (SELECT value FROM json_each(?))", (chosen,)
+            )
+        return len(ids), attempts
+
+    def _prune_events(self, before: str, batch: int) -> int:
+        with self._transaction() as conn:
+            return conn.execute(
+                "DELETE FROM events WHERE seq IN (SELECT e.seq FROM events e "
+                "WHERE e.timestamp < ? AND NOT EXISTS "
+                "(SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq) LIMIT ?)",
+                (before, batch),
+            ).rowcount
+
+
+def _row_to_delivery(r: Mapping[str, Any]) -> DeliveryInfo:
+    return DeliveryInfo(
+        id=r["id"],
+        event_id=r["event_id"],
+        listener=r["listener"],
+        source=r["source"],
+        key_text=r["key_text"],
+        type=r["type"],
+        state=r["state"],
+        attempts=r["attempts"],
+        next_at=(datetime.fromtimestamp(r["next_at"], UTC) if r["state"] == "pending" else None),
+        created_at=datetime.fromisoformat(r["created_at"]),
+        updated_at=datetime.fromisoformat(r["updated_at"]),
+        delivered_at=parse_iso(r["delivered_at"]),
+        last_status=r["last_status"],
+        last_error=r["last_error"],
+        last_response=r["last_response"],
+    )
 
 
 def _describe(exc: sqlite3.Error) -> str:
