@@ -7,15 +7,33 @@ import asyncio
 import os
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
 
 from bridge import __version__
-from bridge.config import Config, iter_summary, load_config
+from bridge._render import ago, compact, dumps, span, stamp, table, until
+from bridge.config import Config, iter_summary, load_config, locate_state
 from bridge.core.durations import parse_duration
-from bridge.errors import BridgeError, ConfigError, StoreError
+from bridge.core.extract import key_text
+from bridge.core.payload import event_envelope
+from bridge.core.signing import decode_secret
+from bridge.errors import BridgeError, ConfigError, NoStateError, StoreError
+from bridge.models import CHANGE_TYPES, Event, ListenerState, SourceState
+from bridge.store import (
+    Access,
+    AttemptInfo,
+    DeliveryInfo,
+    DeliveryQuery,
+    EventQuery,
+    ReplayRequest,
+    Store,
+    create_store,
+)
 
 EX_USAGE = 64
 EX_IOERR = 74
@@ -140,9 +158,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = _config(args)
     override = "debug" if args.debug else None
     daemon = Daemon(config, log_level_override=override)
-    configure_logging(
-        override or config.bridge.log_level, daemon.redact, config.bridge.log_format
-    )
+    configure_logging(override or config.bridge.log_level, daemon.redact, config.bridge.log_format)
     return asyncio.run(daemon.run_once() if args.once else daemon.run())
 
 
@@ -170,40 +186,578 @@ def cmd_secret(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_resume(args: argparse.Namespace) -> int:
-    """Un-pause a listener (410 Gone or disable_after); its queued deliveries go out again."""
-    config = _config(args)
-    names = [lst.name for lst in config.listeners]
-    if args.listener not in names:
-        raise ConfigError(
-            f"no listener named {args.listener!r} (known: {', '.join(names) or 'none'})",
-            file=config.files[0] if config.files else None,
-        )
-    return asyncio.run(_resume(config, args.listener))
+# -- inspecting and steering the state (safe beside a running daemon) ----------------------
+
+RUNNING_HEARTBEAT_S = 30.0
+"""A daemon whose runtime status is older than this is reported as not responding."""
 
 
-async def _resume(config: Config, name: str) -> int:
-    from bridge.daemon import utcnow
-    from bridge.store import create_store
+def _now() -> datetime:
+    return datetime.now(UTC)
 
-    store = create_store(config.state_location)
-    await store.open()
+
+def _state_location(args: argparse.Namespace) -> str:
+    if getattr(args, "state", None):
+        return str(Path(args.state).expanduser().absolute())
+    return locate_state(args.config)
+
+
+def _since(text: str | None, now: datetime) -> datetime | None:
+    """``--since 1h`` (a duration back from now) or an RFC 3339 time."""
+    if text is None:
+        return None
     try:
-        states = {s.name: s for s in await store.list_listener_states()}
-        await store.set_listener_paused(name, False, None, utcnow())
-        pending = await store.pending_count([name])
-    finally:
-        await store.close()
-    state = states.get(name)
-    if state is not None and state.paused:
-        print(f"{name}: resumed (was paused: {state.paused_reason or 'no reason recorded'})")
+        return now - parse_duration(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise BridgeError(
+            f"--since {text!r}: expected a duration (30m, 1h, 2d) or a time (2026-11-23T12:00:00Z)"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _with_store(
+    args: argparse.Namespace,
+    access: Access,
+    body: Callable[[Store], Awaitable[int]],
+    empty: Callable[[str], int],
+) -> int:
+    """Open the state read-only (or read-write without creating or migrating) and run ``body``;
+    with no state yet, ``empty(location)`` answers instead."""
+    location = _state_location(args)
+
+    async def go() -> int:
+        store = create_store(location, access=access)
+        try:
+            await store.open()
+        except NoStateError:
+            return empty(location)
+        try:
+            return await body(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(go())
+
+
+def _no_state(args: argparse.Namespace, json_empty: Any) -> Callable[[str], int]:
+    def answer(location: str) -> int:
+        print(f"pollbridge: no state yet at {location} (the daemon has not run)", file=sys.stderr)
+        if getattr(args, "json", False):
+            print(dumps(json_empty))
+        return 0
+
+    return answer
+
+
+def _daemon_view(runtime: dict[str, Any] | None, now: datetime) -> dict[str, Any] | None:
+    if runtime is None:
+        return None
+    heartbeat = _parse_time(runtime.get("heartbeat_at"))
+    stopped = _parse_time(runtime.get("stopped_at"))
+    age = None if heartbeat is None else (now - heartbeat).total_seconds()
+    running = stopped is None and age is not None and age <= RUNNING_HEARTBEAT_S
+    return {
+        "running": running,
+        "responding": stopped is not None or running,
+        "pid": runtime.get("pid"),
+        "version": runtime.get("version"),
+        "started_at": runtime.get("started_at"),
+        "heartbeat_at": runtime.get("heartbeat_at"),
+        "stopped_at": runtime.get("stopped_at"),
+        "http": runtime.get("http"),
+        "config_files": runtime.get("config_files", []),
+        "last_reload": runtime.get("last_reload"),
+    }
+
+
+def _parse_time(text: Any) -> datetime | None:
+    return datetime.fromisoformat(text) if isinstance(text, str) else None
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    async def body(store: Store) -> int:
+        now = _now()
+        runtime = await store.read_runtime()
+        sources = await store.list_source_states()
+        listeners = await store.list_listener_states()
+        doc = _status_doc(store.location, runtime, sources, listeners, now)
+        print(dumps(doc) if args.json else _status_text(doc, now))
+        return 0
+
+    empty: dict[str, Any] = {"state": None, "daemon": None, "sources": [], "listeners": []}
+    return _with_store(args, "read", body, _no_state(args, empty))
+
+
+def _status_doc(
+    location: str,
+    runtime: dict[str, Any] | None,
+    sources: list[SourceState],
+    listeners: list[ListenerState],
+    now: datetime,
+) -> dict[str, Any]:
+    daemon = _daemon_view(runtime, now)
+    rt_sources: dict[str, Any] = (runtime or {}).get("sources", {})
+    rt_listeners: dict[str, Any] = (runtime or {}).get("listeners", {})
+    live = daemon is not None and daemon["running"]
+    by_name = {s.name: s for s in sources}
+    source_rows = []
+    for name in sorted(set(by_name) | set(rt_sources)):
+        s = by_name.get(name) or SourceState(name)
+        rt = rt_sources.get(name, {})
+        if s.held_reason:
+            state = "held"
+        elif s.not_before is not None and s.not_before > now:
+            state = "backoff"
+        elif s.consecutive_failures:
+            state = "failing"
+        elif s.last_poll_at is None:
+            state = "never polled"
+        else:
+            state = "ok"
+        source_rows.append(
+            {
+                "name": name,
+                "configured": None if runtime is None else name in rt_sources,
+                "schedule": rt.get("schedule"),
+                "state": state,
+                "last_poll_at": _iso(s.last_poll_at),
+                "last_result": s.last_result,
+                "last_duration_s": s.last_duration_s,
+                "last_success_at": _iso(s.last_success_at),
+                "last_error": s.last_error,
+                "item_count": s.item_count,
+                "consecutive_failures": s.consecutive_failures,
+                "next_poll_at": rt.get("next_poll_at") if live else None,
+                "backoff_until": _iso(s.not_before),
+                "held_reason": s.held_reason,
+                "held_polls": s.held_polls,
+            }
+        )
+    by_listener = {lst.name: lst for lst in listeners}
+    listener_rows = []
+    for name in sorted(set(by_listener) | set(rt_listeners)):
+        lst = by_listener.get(name) or ListenerState(name)
+        rt = rt_listeners.get(name, {})
+        state = "paused" if lst.paused else (rt.get("state") if live else None) or "active"
+        listener_rows.append(
+            {
+                "name": name,
+                "configured": None if runtime is None else name in rt_listeners,
+                "state": state,
+                "paused_reason": lst.paused_reason,
+                "pending": lst.pending,
+                "in_flight": rt.get("in_flight", 0) if live else 0,
+                "dead": lst.dead,
+                "delivered": lst.delivered,
+                "last_success_at": _iso(lst.last_success_at),
+                "last_failure_at": _iso(lst.last_failure_at),
+                "last_error": lst.last_error,
+            }
+        )
+    return {"state": location, "daemon": daemon, "sources": source_rows, "listeners": listener_rows}
+
+
+def _status_text(doc: dict[str, Any], now: datetime) -> str:
+    out = []
+    daemon = doc["daemon"]
+    if daemon is None:
+        out.append("daemon:  no record (it has not run since this state was created)")
+    elif daemon["running"]:
+        extra = f", metrics {daemon['http']}" if daemon.get("http") else ""
+        started = _parse_time(daemon["started_at"]) or now
+        out.append(
+            f"daemon:  running (pid {daemon['pid']}, up {span((now - started).total_seconds())}"
+            f", heartbeat {ago(_parse_time(daemon['heartbeat_at']), now)}{extra})"
+        )
+    elif daemon["stopped_at"]:
+        out.append(f"daemon:  not running (stopped {ago(_parse_time(daemon['stopped_at']), now)})")
     else:
-        print(f"{name}: was not paused")
-    print(f"{name}: {pending} delivery(ies) pending; a running daemon sends them within seconds")
+        out.append(
+            f"daemon:  NOT RESPONDING (pid {daemon['pid']}, last heartbeat "
+            f"{ago(_parse_time(daemon['heartbeat_at']), now)}; crashed or killed?)"
+        )
+    reload = (daemon or {}).get("last_reload")
+    if reload and not reload.get("ok"):
+        out.append(f"reload:  FAILED {ago(_parse_time(reload['at']), now)}: {reload['error']}")
+    out.append(f"state:   {doc['state']}")
+    out.append("")
+    rows = []
+    for s in doc["sources"]:
+        state = s["state"]
+        if state == "held":
+            state = f"held: {s['held_reason']}"
+        elif state == "backoff":
+            state = (
+                f"backoff until {until(_parse_time(s['backoff_until']), now)}: {s['last_error']}"
+            )
+        elif state == "failing":
+            state = f"failing ({s['consecutive_failures']}x): {s['last_error']}"
+        if s["configured"] is False:
+            state += " (not configured)"
+        duration = s["last_duration_s"]
+        rows.append(
+            [
+                s["name"],
+                ago(_parse_time(s["last_poll_at"]), now),
+                s["last_result"],
+                None if duration is None else span(duration),
+                s["item_count"],
+                until(_parse_time(s["next_poll_at"]), now),
+                state,
+            ]
+        )
+    out.append(
+        table(
+            ["SOURCE", "LAST POLL", "RESULT", "TOOK", "ITEMS", "NEXT POLL", "STATE"],
+            rows,
+            max_cell=80,
+        )
+        if rows
+        else "no sources yet"
+    )
+    out.append("")
+    rows = []
+    for lst in doc["listeners"]:
+        state = lst["state"]
+        if lst["paused_reason"]:
+            state += f": {lst['paused_reason']}"
+        if lst["configured"] is False:
+            state += " (not configured)"
+        failure = ago(_parse_time(lst["last_failure_at"]), now)
+        if lst["last_failure_at"] and lst["last_error"]:
+            failure += f": {lst['last_error']}"
+        rows.append(
+            [
+                lst["name"],
+                lst["pending"],
+                lst["in_flight"],
+                lst["dead"],
+                state,
+                ago(_parse_time(lst["last_success_at"]), now),
+                failure,
+            ]
+        )
+    out.append(
+        table(
+            ["LISTENER", "PENDING", "IN FLIGHT", "DEAD", "STATE", "LAST SUCCESS", "LAST FAILURE"],
+            rows,
+            max_cell=70,
+        )
+        if rows
+        else "no listeners yet"
+    )
+    return "\n".join(out)
+
+
+def _event_doc(event: Event, deliveries: Any = None) -> dict[str, Any]:
+    doc = event_envelope(event)
+    if deliveries is not None:
+        doc["deliveries"] = deliveries
+    return doc
+
+
+def _event_type(text: str | None) -> str | None:
+    if text is None:
+        return None
+    value = text.removeprefix("item.")
+    if value not in CHANGE_TYPES:
+        raise BridgeError(f"--type {text!r}: expected one of {', '.join(CHANGE_TYPES)}")
+    return value
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    now = _now()
+    query = EventQuery(
+        source=args.source,
+        key=args.key,
+        type=_event_type(args.type),
+        since=_since(args.since, now),
+        limit=args.limit,
+    )
+
+    async def body(store: Store) -> int:
+        records = await store.list_events(query)
+        if args.json:
+            print(dumps([_event_doc(r.event, dict(r.deliveries)) for r in records]))
+            return 0
+        if not records:
+            print("no events match", file=sys.stderr)
+            return 0
+        rows = [
+            [
+                stamp(r.event.timestamp),
+                r.event.id,
+                r.event.source,
+                key_text(r.event.key),
+                r.event.type,
+                " ".join(f"{n}:{st}" for n, st in sorted(r.deliveries.items())) or "(no listener)",
+            ]
+            for r in records
+        ]
+        print(table(["TIME", "EVENT", "SOURCE", "KEY", "TYPE", "DELIVERIES"], rows))
+        return 0
+
+    return _with_store(args, "read", body, _no_state(args, []))
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    async def body(store: Store) -> int:
+        event = await store.get_event(args.event_id)
+        if event is None:
+            raise BridgeError(
+                f"no event {args.event_id!r} in {store.location} (pruned, or a typo?)"
+            )
+        deliveries = await store.list_deliveries(DeliveryQuery(event_id=event.id, limit=1000))
+        attempts = {d.id: await store.list_attempts(d.id) for d in deliveries}
+        if args.json:
+            doc = _event_doc(event)
+            doc["deliveries"] = [
+                {**_delivery_doc(d), "attempts": [asdict(a) for a in attempts[d.id]]}
+                for d in deliveries
+            ]
+            print(dumps(doc))
+            return 0
+        print(_show_text(event, deliveries, attempts, _now()))
+        return 0
+
+    return _with_store(args, "read", body, _no_state(args, None))
+
+
+def _delivery_doc(d: DeliveryInfo) -> dict[str, Any]:
+    return asdict(d)
+
+
+def _show_text(
+    event: Event,
+    deliveries: list[DeliveryInfo],
+    attempts: dict[int, list[AttemptInfo]],
+    now: datetime,
+) -> str:
+    out = [
+        f"event    {event.id}",
+        f"type     item.{event.type}",
+        f"source   {event.source}",
+        f"key      {key_text(event.key)}",
+        f"detected {stamp(event.timestamp)} ({ago(event.timestamp, now)})",
+    ]
+    if event.changes and event.type == "updated":
+        out.append("changes")
+        out.extend(f"  {compact(op)}" for op in event.changes)
+    out.append(f"before   {compact(event.before)}")
+    out.append(f"after    {compact(event.after)}")
+    if not deliveries:
+        out.append("\nno deliveries (no listener was routed this event)")
+    for d in deliveries:
+        line = f"\ndelivery to {d.listener}: {d.state}, {d.attempts} attempt(s)"
+        if d.state == "pending" and d.next_at is not None:
+            line += f", next attempt {until(d.next_at, now)}"
+        elif d.state == "delivered" and d.delivered_at is not None:
+            line += f", delivered {ago(d.delivered_at, now)}"
+        out.append(line)
+        rows = [
+            [stamp(a.at), a.status, f"{a.duration_ms:.0f}ms", a.error, a.response]
+            for a in attempts.get(d.id, [])
+        ]
+        if rows:
+            out.append(
+                "  "
+                + table(["TIME", "STATUS", "TOOK", "ERROR", "RESPONSE"], rows).replace("\n", "\n  ")
+            )
+    return "\n".join(out)
+
+
+def cmd_deliveries(args: argparse.Namespace) -> int:
+    query = DeliveryQuery(
+        listener=args.listener,
+        state=args.state_filter,
+        since=_since(args.since, _now()),
+        limit=args.limit,
+    )
+
+    async def body(store: Store) -> int:
+        rows_in = await store.list_deliveries(query)
+        if args.json:
+            print(dumps([_delivery_doc(d) for d in rows_in]))
+            return 0
+        if not rows_in:
+            print("no deliveries match", file=sys.stderr)
+            return 0
+        now = _now()
+        rows = []
+        for d in rows_in:
+            when = (
+                until(d.next_at, now)
+                if d.state == "pending"
+                else ago(d.delivered_at or d.updated_at, now)
+            )
+            last = d.last_error or (f"HTTP {d.last_status}" if d.last_status else None)
+            rows.append(
+                [
+                    d.event_id,
+                    d.listener,
+                    d.source,
+                    d.key_text,
+                    d.type,
+                    d.state,
+                    d.attempts,
+                    when,
+                    last,
+                ]
+            )
+        print(
+            table(
+                ["EVENT", "LISTENER", "SOURCE", "KEY", "TYPE", "STATE", "ATTEMPTS", "WHEN", "LAST"],
+                rows,
+            )
+        )
+        return 0
+
+    return _with_store(args, "read", body, _no_state(args, []))
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    if bool(args.event_ids) == bool(args.dead):
+        raise UsageError("give event ids, or --dead (not both)")
+    if args.since and not args.dead:
+        raise UsageError("--since goes with --dead")
+    now = _now()
+    request = ReplayRequest(
+        event_ids=tuple(args.event_ids),
+        dead=args.dead,
+        listener=args.listener,
+        since=_since(args.since, now),
+    )
+
+    async def body(store: Store) -> int:
+        result = await store.replay(request, now)
+        if args.json:
+            print(
+                dumps(
+                    {
+                        "requeued": result.requeued,
+                        "unknown_event_ids": list(result.unknown_event_ids),
+                    }
+                )
+            )
+        elif result.requeued:
+            print(
+                f"queued {result.requeued} delivery(ies) again (same event ids, fresh retry "
+                "schedule); a running daemon sends them within a few seconds"
+            )
+        else:
+            print("nothing to replay", file=sys.stderr)
+        if result.unknown_event_ids:
+            print(
+                f"pollbridge: unknown event id(s): {', '.join(result.unknown_event_ids)}",
+                file=sys.stderr,
+            )
+            return 1
+        return 0
+
+    def empty(location: str) -> int:
+        print(f"pollbridge: no state yet at {location}: nothing to replay", file=sys.stderr)
+        return 1 if args.event_ids else 0
+
+    return _with_store(args, "write", body, empty)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    async def body(store: Store) -> int:
+        states = {s.name: s for s in await store.list_listener_states()}
+        runtime = await store.read_runtime() or {}
+        state = states.get(args.listener)
+        if state is None and args.listener not in runtime.get("listeners", {}):
+            known = sorted(set(states) | set(runtime.get("listeners", {})))
+            raise BridgeError(
+                f"no listener named {args.listener!r} in the state "
+                f"(known: {', '.join(known) or 'none'})"
+            )
+        if state is None or not state.paused:
+            print(f"{args.listener}: was not paused")
+            return 0
+        await store.set_listener_paused(args.listener, False, None, _now())
+        print(
+            f"{args.listener}: resumed (was paused: {state.paused_reason or 'no reason recorded'})"
+        )
+        print(
+            f"{args.listener}: {state.pending} delivery(ies) pending; a running daemon sends "
+            "them within seconds"
+        )
+        return 0
+
+    def empty(location: str) -> int:
+        print(f"pollbridge: no state yet at {location}: nothing to resume", file=sys.stderr)
+        return 1
+
+    return _with_store(args, "write", body, empty)
+
+
+def cmd_listen(args: argparse.Namespace) -> int:
+    from bridge.receiver import make_server
+
+    if args.secret:
+        try:
+            decode_secret(args.secret)
+        except ValueError as exc:
+            raise UsageError(f"--secret: {exc}") from None
+    try:
+        server = make_server(
+            args.host,
+            args.port,
+            secret=args.secret,
+            status=args.status,
+            out=sys.stdout,
+            as_json=args.json,
+        )
+    except OSError as exc:
+        raise BridgeError(
+            f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}"
+        ) from exc
+    host, port = str(server.server_address[0]), int(server.server_address[1])
+    print(
+        f"listening on http://{host}:{port}/ (answering {args.status}; "
+        f"signatures {'checked' if args.secret else 'NOT checked: give --secret whsec_…'}); "
+        "Ctrl-C to stop",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from bridge.starter import write_starter
+
+    path = Path(args.path)
+    try:
+        write_starter(path, force=args.force)
+    except FileExistsError:
+        raise BridgeError(f"{path} exists; give --force to overwrite it") from None
+    except OSError as exc:
+        raise BridgeError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    print(f"wrote {path} (mode 0600: it holds a webhook secret)")
+    print(f"next: edit its [[sources]], then run: pollbridge check --config {path}")
     return 0
 
 
 # -- plumbing ---------------------------------------------------------------------------------
+
+
+class UsageError(BridgeError):
+    """The command line asks for something impossible (exit 64)."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -266,9 +820,57 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print an ed25519 key pair instead: signing_key (whsk_...) and public key (whpk_...)",
     )
+
+    def state_args(p: argparse.ArgumentParser, json_help: str = "print JSON for scripts") -> None:
+        config_arg(p)
+        p.add_argument(
+            "--state-file",
+            dest="state",
+            metavar="PATH",
+            help="the state file (default: [bridge] state of the configuration)",
+        )
+        p.add_argument("--json", action="store_true", help=json_help)
+
+    p = add("status", cmd_status, "what every source and listener is doing (safe while running)")
+    state_args(p)
+    p = add("events", cmd_events, "list recorded events, newest last")
+    p.add_argument("--source", metavar="S", help="only this source")
+    p.add_argument(
+        "--key", metavar="K", help="only this item key (a JSON array for a composite key)"
+    )
+    p.add_argument("--type", metavar="T", help="created, updated or deleted")
+    p.add_argument("--since", metavar="WHEN", help="e.g. 1h, 2d, or 2026-11-23T12:00:00Z")
+    p.add_argument("--limit", type=int, default=50, metavar="N", help="at most N (default 50)")
+    state_args(p)
+    p = add("show", cmd_show, "one event with every delivery attempt")
+    p.add_argument("event_id", metavar="EVENT_ID")
+    state_args(p)
+    p = add("deliveries", cmd_deliveries, "list deliveries, newest last")
+    p.add_argument("--listener", metavar="L", help="only this listener")
+    p.add_argument("--state", dest="state_filter", choices=["pending", "dead", "delivered"])
+    p.add_argument("--since", metavar="WHEN", help="changed since, e.g. 1h or 2d")
+    p.add_argument("--limit", type=int, default=50, metavar="N", help="at most N (default 50)")
+    state_args(p)
+    p = add("replay", cmd_replay, "queue deliveries again (same event ids, so receivers dedupe)")
+    p.add_argument("event_ids", nargs="*", metavar="EVENT_ID")
+    p.add_argument("--dead", action="store_true", help="every dead delivery")
+    p.add_argument("--listener", metavar="L", help="only deliveries to this listener")
+    p.add_argument("--since", metavar="WHEN", help="with --dead: died since, e.g. 1d")
+    state_args(p)
     p = add("resume", cmd_resume, "resume a paused or disabled listener; nothing queued is lost")
-    p.add_argument("listener", help="the listener's name")
-    config_arg(p)
+    p.add_argument("listener", metavar="LISTENER", help="the listener's name")
+    state_args(p)
+    p = add("listen", cmd_listen, "a local webhook receiver printing what arrives (debugging)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8787, help="port (default 8787; 0 picks one)")
+    p.add_argument("--secret", metavar="whsec_…", help="verify signatures with this secret")
+    p.add_argument(
+        "--status", type=int, default=204, metavar="CODE", help="answer with this HTTP status"
+    )
+    p.add_argument("--json", action="store_true", help="one JSON line per webhook")
+    p = add("init", cmd_init, "write a commented starter configuration")
+    p.add_argument("path", nargs="?", default="pollbridge.toml", metavar="PATH")
+    p.add_argument("--force", action="store_true", help="overwrite an existing file")
     return parser
 
 
@@ -289,6 +891,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.debug = debug
     try:
         return int(args.func(args))
+    except UsageError as exc:
+        print(f"pollbridge {args.verb}: {exc}", file=sys.stderr)
+        return EX_USAGE
     except ConfigError as exc:
         print(f"pollbridge: configuration error: {exc}", file=sys.stderr)
         if debug:

@@ -383,9 +383,9 @@ class Daemon:
         assert self.dispatcher is not None  # noqa: S101
         dispatch = asyncio.create_task(self.dispatcher.run(), name="dispatcher")
         try:
-            await self._heartbeat(force_write=True)
             await self._start_http(self.config)
             self._schedule()
+            await self._heartbeat(force_write=True)
             for sig, handler in (
                 (signal.SIGTERM, self.request_stop),
                 (signal.SIGINT, self.request_stop),

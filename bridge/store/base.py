@@ -230,7 +230,11 @@ class Store(Protocol):
     # listeners
     async def set_listener_paused(
         self, listener: str, paused: bool, reason: str | None, at: datetime
-    ) -> None: ...
+    ) -> None:
+        """Pause or resume; resuming makes the listener's pending deliveries due at ``at``.
+        Bumps :meth:`control_version` so a running daemon notices."""
+        ...
+
     async def list_listener_states(self) -> list[ListenerState]: ...
 
     # runtime status and control (the daemon writes them; the CLI reads and bumps them)

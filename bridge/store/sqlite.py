@@ -922,6 +922,13 @@ class SQLiteStore:
                     **({} if paused else {"failing_since": None}),
                 },
             )
+            if not paused:
+                # what waited for the listener goes now, not at its next scheduled retry
+                self.conn.execute(
+                    "UPDATE deliveries SET next_at = MIN(next_at, ?) "
+                    "WHERE listener = ? AND state = 'pending'",
+                    (at.timestamp(), listener),
+                )
             self._bump_control()
 
     async def list_listener_states(self) -> list[ListenerState]:

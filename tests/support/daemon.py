@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -73,6 +78,22 @@ class DaemonProcess:
             self._log.flush()
         return self.log_path.read_text()
 
+    def signal(self, sig: signal.Signals) -> None:
+        self.proc.send_signal(sig)
+
+    def wait_output(self, pattern: str, timeout_s: float = 15, *, count: int = 1) -> re.Match[str]:
+        """Block until the daemon's output matches ``pattern`` ``count`` times; return the last."""
+
+        def found() -> re.Match[str] | None:
+            matches = list(re.finditer(pattern, self.output()))
+            if len(matches) >= count:
+                return matches[count - 1]
+            if self.proc.poll() is not None:
+                raise AssertionError(f"daemon exited ({self.proc.returncode}):\n{self.output()}")
+            return None
+
+        return eventually(found, timeout_s, f"output matching {pattern!r}", self.output)
+
     def __enter__(self) -> DaemonProcess:
         return self
 
@@ -81,3 +102,21 @@ class DaemonProcess:
             self.kill()
         elif not self._log.closed:
             self._log.close()
+
+
+def eventually(
+    probe: Callable[[], T | None],
+    timeout_s: float = 15,
+    what: str = "a condition",
+    context: Callable[[], str] | None = None,
+) -> T:
+    """Call ``probe`` until it returns something truthy; fail the test after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            extra = f"\n{context()}" if context is not None else ""
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}{extra}")
+        time.sleep(0.05)
