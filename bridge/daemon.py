@@ -142,6 +142,9 @@ class Daemon:
         self._last_success: dict[str, datetime] = {}
         self._last_reload: dict[str, Any] | None = None
         self._status_line = ""
+        self.control_check_s = CONTROL_CHECK_S
+        self.store_healthy_s = STORE_HEALTHY_S
+        self.runtime_write_s = RUNTIME_WRITE_S
         self.scheduler: AsyncIOScheduler | None = None
         self.pipeline: Pipeline | None = None
         self.dispatcher: Dispatcher | None = None
@@ -473,7 +476,7 @@ class Daemon:
 
     async def _heartbeat_loop(self) -> None:
         while True:
-            await asyncio.sleep(CONTROL_CHECK_S)
+            await asyncio.sleep(self.control_check_s)
             await self._heartbeat()
 
     async def _heartbeat(self, *, force_write: bool = False) -> None:
@@ -487,7 +490,7 @@ class Daemon:
                         await self.dispatcher.load_paused()
                         self.dispatcher.wake()
                     self._control_seen = version
-                if force_write or time.monotonic() - self._last_runtime_write >= RUNTIME_WRITE_S:
+                if force_write or time.monotonic() - self._last_runtime_write >= self.runtime_write_s:
                     await self.store.write_runtime(self._runtime_status())
                     self._last_runtime_write = time.monotonic()
                     self._store_ok_at = time.monotonic()
@@ -544,7 +547,7 @@ class Daemon:
             problems.append("the scheduler is not running")
         if self._store_ok_at is None:
             problems.append("the state store has not been written yet")
-        elif time.monotonic() - self._store_ok_at > STORE_HEALTHY_S:
+        elif time.monotonic() - self._store_ok_at > self.store_healthy_s:
             age = time.monotonic() - self._store_ok_at
             problems.append(
                 f"the state store took no write for {age:.0f}s"

@@ -50,12 +50,13 @@ def check_signature(
         )
     age_s = now_s - ts
     if abs(age_s) > TOLERANCE_S:
+        when = f"{age_s:.0f}s old" if age_s > 0 else f"{-age_s:.0f}s in the future"
         return Verdict(
             False,
-            f"INVALID: signature matches but the timestamp is {age_s:+.0f}s off "
-            f"(receivers reject more than {TOLERANCE_S}s; check the clocks)",
+            f"INVALID: the signature matches but the timestamp is {when} (receivers reject "
+            f"more than {TOLERANCE_S}s either way: a replay, or clocks out of step)",
         )
-    return Verdict(True, f"verified (timestamp {age_s:+.0f}s)")
+    return Verdict(True, f"verified (timestamp {age_s:.0f}s old)")
 
 
 class _Printer:

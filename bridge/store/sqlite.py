@@ -1141,7 +1141,7 @@ class SQLiteStore:
             )
             if cur.rowcount:
                 self._bump_control()
-        return ReplayResult(cur.rowcount, unknown)
+        return ReplayResult(cur.rowcount, tuple(unknown))
 
     async def prune(self, before: datetime, *, batch: int = 5000) -> PruneResult:
         # Small transactions: polls and deliveries interleave with a long prune.

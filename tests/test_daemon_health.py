@@ -1,0 +1,87 @@
+"""The daemon's own health: /healthz and the systemd watchdog follow the store's writability."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import timedelta
+
+from bridge.config import load_config
+from bridge.daemon import Daemon
+from bridge.errors import StoreError
+from bridge.store.sqlite import SQLiteStore
+from bridge.systemd import Notifier
+from tests.support.notify import notify_socket
+
+
+class BreakableStore:
+    """The real SQLite store whose writes of the runtime status fail on demand."""
+
+    def __init__(self, inner: SQLiteStore):
+        self.inner = inner
+        self.broken = False
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    async def write_runtime(self, status):
+        if self.broken:
+            raise StoreError("write_runtime", "disk I/O error", location=self.inner.location)
+        await self.inner.write_runtime(status)
+
+
+async def _wait(predicate, timeout_s: float = 10) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not predicate():
+            await asyncio.sleep(0.02)
+
+
+async def test_healthz_and_watchdog_follow_store_health(tmp_path, write_config):
+    """While the store takes writes: /healthz 200 and WATCHDOG=1 pings; when writes fail: 503
+    naming the store and no pings; when they work again: healthy again."""
+    config = load_config(
+        write_config(f'[bridge]\nstate = "{tmp_path}/state.db"\nhttp = "127.0.0.1:0"\n'), env={}
+    )
+    store = BreakableStore(SQLiteStore(config.state_location))
+    with notify_socket() as ns:
+        notifier = Notifier({"NOTIFY_SOCKET": str(ns.path), "WATCHDOG_USEC": "100000"})
+        daemon = Daemon(config, store=store, notifier=notifier)  # type: ignore[arg-type]
+        daemon.control_check_s = daemon.runtime_write_s = 0.05
+        daemon.store_healthy_s = 0.5
+        run = asyncio.create_task(daemon.run())
+        try:
+            ready = await asyncio.to_thread(ns.wait_for, lambda m: m.get("READY") == "1")
+            await asyncio.to_thread(ns.wait_for, lambda m: "WATCHDOG" in m, after=ready)
+            retention = daemon.scheduler.get_job("retention")
+            assert retention.trigger.interval == timedelta(days=1)
+            ok = await daemon._serve("/healthz", {})
+            assert ok.status == 200 and json.loads(ok.body)["status"] == "ok"
+
+            store.broken = True
+            await _wait(lambda: not daemon.health()[0])
+            bad = await daemon._serve("/healthz", {})
+            doc = json.loads(bad.body)
+            assert bad.status == 503 and doc["status"] == "unhealthy"
+            assert doc["store"]["writable"] is False and "disk I/O error" in doc["store"]["error"]
+            await asyncio.sleep(0.3)  # let a ping that was already on its way arrive
+            quiet_from = len(ns.messages)
+            await asyncio.sleep(0.5)
+            assert not any("WATCHDOG" in m for m in ns.messages[quiet_from:])
+
+            store.broken = False
+            await _wait(lambda: daemon.health()[0])
+            await asyncio.to_thread(ns.wait_for, lambda m: "WATCHDOG" in m, after=quiet_from)
+            assert (await daemon._serve("/healthz", {})).status == 200
+        finally:
+            daemon.request_stop()
+            assert await run == 0
+
+
+async def test_healthz_is_503_before_the_scheduler_runs(tmp_path, write_config):
+    """A daemon that has not started its scheduler is not healthy."""
+    config = load_config(write_config(f'[bridge]\nstate = "{tmp_path}/state.db"\n'), env={})
+    daemon = Daemon(config)
+    reply = await daemon._serve("/healthz", {})
+    assert reply.status == 503
+    assert "the scheduler is not running" in json.loads(reply.body)["problems"]
+    assert (await daemon._serve("/other", {})).status == 404

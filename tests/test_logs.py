@@ -1,0 +1,49 @@
+"""bridge/logs.py: text and JSON lines, with secrets redacted in message, fields and tracebacks."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from bridge.logs import configure_logging
+
+
+@pytest.fixture
+def restore_logging():
+    root = logging.getLogger("pollbridge")
+    saved = (list(root.handlers), root.level, root.propagate)
+    yield
+    root.handlers[:], root.level, root.propagate = saved[0], saved[1], saved[2]
+
+
+def _redact(text: str) -> str:
+    return text.replace("hunter2", "***")
+
+
+def test_json_lines_carry_fields_and_redact_secrets(capsys, restore_logging):
+    """log_format json: one object per line with time/level/logger/message and the extra fields."""
+    configure_logging("info", _redact, "json")
+    log = logging.getLogger("pollbridge.test")
+    log.warning("poll %s failed: token %s", "orders", "hunter2", extra={"source": "orders"})
+    log.info("delivery", extra={"listener": "hooks", "detail": "Bearer hunter2"})
+    try:
+        raise ValueError("hunter2 leaked")
+    except ValueError:
+        log.exception("boom")
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert lines[0]["message"] == "poll orders failed: token ***"
+    assert lines[0]["source"] == "orders" and lines[0]["level"] == "warning"
+    assert lines[0]["logger"] == "pollbridge.test" and lines[0]["time"].endswith("+00:00")
+    assert lines[1]["listener"] == "hooks" and lines[1]["detail"] == "Bearer ***"
+    assert "ValueError: *** leaked" in lines[2]["exception"]
+    assert "hunter2" not in json.dumps(lines)
+
+
+def test_text_lines_append_fields(capsys, restore_logging):
+    """log_format text: the message then key=value fields, redacted too."""
+    configure_logging("info", _redact, "text")
+    logging.getLogger("pollbridge.test").info("hi %s", "hunter2", extra={"source": "s1"})
+    err = capsys.readouterr().err
+    assert "INFO pollbridge.test: hi *** source=s1" in err
