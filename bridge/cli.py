@@ -9,7 +9,7 @@ import sys
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -274,6 +274,19 @@ def _daemon_view(runtime: dict[str, Any] | None, now: datetime) -> dict[str, Any
     }
 
 
+def _next_poll(runtime_source: dict[str, Any], now: datetime) -> str | None:
+    """The next poll as of ``now``: the runtime status is a few seconds old, so an interval
+    source's recorded next poll is moved forward along its grid."""
+    moment = _parse_time(runtime_source.get("next_poll_at"))
+    interval_s = runtime_source.get("interval_s")
+    if moment is None:
+        return None
+    if isinstance(interval_s, int | float) and interval_s > 0 and moment < now:
+        skipped = int((now - moment).total_seconds() // interval_s) + 1
+        moment += timedelta(seconds=skipped * interval_s)
+    return moment.isoformat()
+
+
 def _parse_time(text: Any) -> datetime | None:
     return datetime.fromisoformat(text) if isinstance(text, str) else None
 
@@ -335,7 +348,7 @@ def _status_doc(
                 "last_error": s.last_error,
                 "item_count": s.item_count,
                 "consecutive_failures": s.consecutive_failures,
-                "next_poll_at": rt.get("next_poll_at") if live else None,
+                "next_poll_at": _next_poll(rt, now) if live else None,
                 "backoff_until": _iso(s.not_before),
                 "held_reason": s.held_reason,
                 "held_polls": s.held_polls,

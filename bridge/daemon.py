@@ -490,7 +490,10 @@ class Daemon:
                         await self.dispatcher.load_paused()
                         self.dispatcher.wake()
                     self._control_seen = version
-                if force_write or time.monotonic() - self._last_runtime_write >= self.runtime_write_s:
+                if (
+                    force_write
+                    or time.monotonic() - self._last_runtime_write >= self.runtime_write_s
+                ):
                     await self.store.write_runtime(self._runtime_status())
                     self._last_runtime_write = time.monotonic()
                     self._store_ok_at = time.monotonic()
@@ -564,6 +567,7 @@ class Daemon:
             next_at = getattr(job, "next_run_time", None) if job is not None else None
             sources[s.name] = {
                 "schedule": _schedule_text(s),
+                "interval_s": s.interval_s,
                 "next_poll_at": None if next_at is None or stopped else next_at.isoformat(),
             }
         dispatcher = self.dispatcher
