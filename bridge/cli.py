@@ -134,8 +134,12 @@ def cmd_accept(args: argparse.Namespace) -> int:
 async def _accept(config: Config, name: str) -> int:
     from bridge.store import create_store
 
-    store = create_store(config.state_location)
-    await store.open()
+    store = create_store(config.state_location, access="write")
+    try:
+        await store.open()
+    except NoStateError:
+        print(f"{name}: not held; nothing to accept (no state yet)", file=sys.stderr)
+        return 0
     try:
         state = await store.get_source_state(name)
         if state is None or not state.held_reason:

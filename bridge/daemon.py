@@ -130,6 +130,7 @@ class Daemon:
         self._polls: set[asyncio.Task[Any]] = set()
         self._background: set[asyncio.Task[Any]] = set()
         self._poll_client: httpx.AsyncClient | None = None
+        self._hosts: HostLimiter | None = None
         self._send_client: httpx.AsyncClient | None = None
         self._http: StatusServer | None = None
         self._reload_lock = asyncio.Lock()
@@ -168,6 +169,9 @@ class Daemon:
             follow_redirects=False,
             limits=httpx.Limits(max_connections=in_flight, max_keepalive_connections=in_flight),
         )
+        self._hosts = HostLimiter(
+            self.config.bridge.per_host_concurrency, self.config.min_intervals_s()
+        )
         self.dispatcher = Dispatcher(
             self.store,
             Sender(self._send_client),
@@ -179,10 +183,7 @@ class Daemon:
         self.pipeline = Pipeline(
             self.config,
             self.store,
-            Poller(
-                self._poll_client,
-                HostLimiter(self.config.bridge.per_host_concurrency, self.config.min_intervals_s()),
-            ),
+            Poller(self._poll_client, self._hosts),
             clock=self.clock,
             on_commit=self._on_commit,
         )
@@ -532,6 +533,8 @@ class Daemon:
         paused = sorted(self.dispatcher.paused) if self.dispatcher is not None else []
         if paused:
             text += f"; paused: {', '.join(paused)}"
+        if self._last_reload is not None and not self._last_reload["ok"]:
+            text += "; last reload FAILED, previous configuration kept (see the journal)"
         return text
 
     async def _watchdog_loop(self, interval_s: float) -> None:
@@ -712,6 +715,7 @@ class Daemon:
                 log.error("reload rejected; still running the previous configuration: %s", message)
                 self._last_reload = {"at": self.clock().isoformat(), "ok": False, "error": message}
                 self.notifier.ready(f"reload failed (previous configuration kept): {message}")
+                await self._heartbeat(force_write=True)
                 return False
             try:
                 summary = await self._apply(new)
@@ -724,7 +728,7 @@ class Daemon:
             log.info("configuration reloaded: %s", summary)
             self._status_line = self._summary(None)
             self.notifier.ready(self._status_line)
-            self._last_runtime_write = 0.0  # publish the new sources and listeners promptly
+            await self._heartbeat(force_write=True)  # publish the new sources and listeners
             return True
 
     async def _apply(self, new: Config) -> str:
@@ -743,6 +747,11 @@ class Daemon:
         assert self.pipeline is not None and self.dispatcher is not None  # noqa: S101
         self.pipeline.reconfigure(new)
         self.dispatcher.set_listeners(list(new.listeners))
+        if self._hosts is not None:
+            # [[hosts]] gaps apply at once; per_host_concurrency sizes semaphores: restart
+            self._hosts.min_interval_s = {k.lower(): v for k, v in new.min_intervals_s().items()}
+            if new.bridge.per_host_concurrency != old.bridge.per_host_concurrency:
+                log.warning("[bridge] per_host_concurrency changed: applies after a restart")
         now = self.clock()
         scheduler = self.scheduler
         removed = sorted(set(old_sources) - set(new_sources))

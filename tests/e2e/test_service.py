@@ -65,7 +65,7 @@ def test_notify_ready_watchdog_reload_and_stopping(tmp_path, items_api, receiver
             daemon.wait_output("configuration reloaded")
             daemon.signal(signal.SIGTERM)
             ns.wait_for(lambda m: m.get("STOPPING") == "1", after=reloading)
-            assert daemon.terminate() == 0, daemon.output()
+            assert daemon.proc.wait(20) == 0, daemon.output()
 
 
 def test_reload_adds_and_removes_sources_without_losing_queued_deliveries(tmp_path, items_api):
