@@ -59,6 +59,12 @@ class Metrics:
             ["source"],
             registry=r,
         )
+        self.held = Gauge(
+            "pollbridge_source_held",
+            "1 while the source's last poll was held by the mass-delete guard (pollbridge accept).",
+            ["source"],
+            registry=r,
+        )
         self.deliveries = Counter(
             "pollbridge_deliveries",
             "Delivery attempts by listener and result (delivered, failed, dead).",
@@ -124,7 +130,10 @@ class Metrics:
         self._note("polls", source, result)
         self.poll_duration.labels(source).observe(duration_s)
         if ok:
-            self.items.labels(source).set(item_count)
+            held = result == "held"
+            self.held.labels(source).set(1 if held else 0)
+            if not held:  # a held poll leaves the snapshot as it was
+                self.items.labels(source).set(item_count)
             self.last_success.labels(source).set(at.timestamp())
             self.consecutive_failures.labels(source).set(0)
             for change_type in change_types:
@@ -179,6 +188,7 @@ class Metrics:
             self.items,
             self.last_success,
             self.consecutive_failures,
+            self.held,
         ):
             _remove(metric, source)
         for kind, counter in (("polls", self.polls), ("changes", self.changes)):

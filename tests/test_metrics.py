@@ -36,6 +36,9 @@ def test_poll_and_delivery_observations_and_forgetting():
     m.observe_poll(
         "orders", ok=False, result="error", duration_s=1.0, item_count=0, change_types=[], at=T0
     )
+    m.observe_poll(
+        "orders", ok=True, result="held", duration_s=0.1, item_count=1, change_types=[], at=T0
+    )
     event = Event("evt_1", 1, "orders", "1", "created", T0, None, {}, [])
     delivery = Delivery(1, "hooks", event, 0, T0.timestamp())
     m.observe_delivery("hooks", delivery, AttemptResult(False, 500, 0.1), "pending", T0)
@@ -49,8 +52,9 @@ def test_poll_and_delivery_observations_and_forgetting():
     assert s[("pollbridge_polls_total", (("result", "ok"), ("source", "orders")))] == 1
     assert s[("pollbridge_polls_total", (("result", "error"), ("source", "orders")))] == 1
     assert s[("pollbridge_changes_total", (("source", "orders"), ("type", "created")))] == 2
-    assert s[("pollbridge_source_items", (("source", "orders"),))] == 5
-    assert s[("pollbridge_source_consecutive_failures", (("source", "orders"),))] == 1
+    assert s[("pollbridge_source_items", (("source", "orders"),))] == 5  # not the held 1
+    assert s[("pollbridge_source_held", (("source", "orders"),))] == 1
+    assert s[("pollbridge_source_consecutive_failures", (("source", "orders"),))] == 0
     assert s[("pollbridge_source_last_success_timestamp_seconds", (("source", "orders"),))] == (
         T0.timestamp()
     )
