@@ -619,7 +619,10 @@ class Daemon:
     async def _serve(self, path: str, headers: Mapping[str, str]) -> Response:
         if path == "/metrics":
             await self._refresh_gauges()
-            body, content_type = self.metrics.render(headers.get("accept", ""))
+            # rendering hundreds of series takes a while: keep it off the event loop
+            body, content_type = await asyncio.to_thread(
+                self.metrics.render, headers.get("accept", "")
+            )
             return Response(200, body, content_type)
         if path == "/healthz":
             healthy, doc = self.health_report()
