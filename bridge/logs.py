@@ -83,6 +83,9 @@ def configure_logging(
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     root.propagate = False
-    # apscheduler logs every job run at INFO; keep its warnings only
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    # apscheduler logs every job run at INFO; keep its warnings only, in the same format
+    for name in ("apscheduler", "httpx"):
+        library = logging.getLogger(name)
+        library.setLevel(logging.WARNING)
+        library.handlers[:] = [handler]
+        library.propagate = False

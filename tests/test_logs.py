@@ -12,10 +12,11 @@ from bridge.logs import configure_logging
 
 @pytest.fixture
 def restore_logging():
-    root = logging.getLogger("pollbridge")
-    saved = (list(root.handlers), root.level, root.propagate)
+    loggers = [logging.getLogger(n) for n in ("pollbridge", "apscheduler", "httpx")]
+    saved = [(list(lg.handlers), lg.level, lg.propagate) for lg in loggers]
     yield
-    root.handlers[:], root.level, root.propagate = saved[0], saved[1], saved[2]
+    for lg, (handlers, level, propagate) in zip(loggers, saved, strict=True):
+        lg.handlers[:], lg.level, lg.propagate = handlers, level, propagate
 
 
 def _redact(text: str) -> str:
@@ -32,7 +33,13 @@ def test_json_lines_carry_fields_and_redact_secrets(capsys, restore_logging):
         raise ValueError("hunter2 leaked")
     except ValueError:
         log.exception("boom")
+    logging.getLogger("apscheduler.scheduler").warning("job missed by %s", "hunter2")
+    logging.getLogger("apscheduler.scheduler").info("not shown")
     lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert (
+        lines[3]["logger"] == "apscheduler.scheduler" and lines[3]["message"] == "job missed by ***"
+    )
+    assert len(lines) == 4
     assert lines[0]["message"] == "poll orders failed: token ***"
     assert lines[0]["source"] == "orders" and lines[0]["level"] == "warning"
     assert lines[0]["logger"] == "pollbridge.test" and lines[0]["time"].endswith("+00:00")
