@@ -134,12 +134,12 @@ def test_json_logs_carry_fields_and_hide_secrets(tmp_path, items_api, receiver):
     with DaemonProcess(config, env=env) as daemon:
         api_server.wait_count(1)
         api_server.handler = lambda r: Reply(500, f"denied for {r.headers.get('authorization')}")
-        daemon.wait_output(r'"poll orders failed')
+        daemon.wait_output(r"poll of source 'orders' .* failed")
         assert daemon.terminate() == 0, daemon.output()
     lines = [json.loads(line) for line in daemon.output().splitlines() if line.strip()]
     assert lines, "no log lines"
     assert all({"time", "level", "logger", "message"} <= set(line) for line in lines)
-    failed = [line for line in lines if line["message"].startswith("poll orders failed")]
+    failed = [line for line in lines if line["message"].startswith("poll of source 'orders'")]
     assert failed and failed[0]["source"] == "orders" and failed[0]["level"] == "warning"
     text = daemon.output()
     assert env["API_TOKEN"] not in text and env["HOOK_SECRET"] not in text
