@@ -488,7 +488,7 @@ class Daemon:
                 if version != self._control_seen:
                     if self._control_seen is not None and self.dispatcher is not None:
                         log.info("an operator changed the state (resume/replay): dispatching")
-                        await self.dispatcher.load_paused()
+                        await self.dispatcher.refresh_paused(force=True)
                         self.dispatcher.wake()
                     self._control_seen = version
                 if (
@@ -749,7 +749,9 @@ class Daemon:
         self.config = new
         assert self.pipeline is not None and self.dispatcher is not None  # noqa: S101
         self.pipeline.reconfigure(new)
-        self.dispatcher.set_listeners(list(new.listeners))
+        self.dispatcher.set_listeners(
+            list(new.listeners), ignore_paths={s.name: s.ignore_paths for s in new.sources}
+        )
         if self._hosts is not None:
             # [[hosts]] gaps apply at once; per_host_concurrency sizes semaphores: restart
             self._hosts.min_interval_s = {k.lower(): v for k, v in new.min_intervals_s().items()}

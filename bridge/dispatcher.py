@@ -155,8 +155,14 @@ class Dispatcher:
         return len(self._inflight.get(listener, {}))
 
     def listener_state(self, listener: str) -> str:
-        """``active`` or ``paused`` (for status, metrics and /healthz)."""
-        return "paused" if listener in self._paused else "active"
+        """``paused``, ``breaker_open``, ``breaker_half_open`` or ``active`` (for status,
+        metrics and /healthz)."""
+        if listener in self._paused:
+            return "paused"
+        breaker = self.breaker_state(listener)
+        if breaker in ("open", "half-open"):
+            return "breaker_" + breaker.replace("-", "_")
+        return "active"
 
     async def load_paused(self) -> None:
         """Read which listeners are paused, and each one's failure streak, from the store."""
@@ -189,17 +195,24 @@ class Dispatcher:
             # a fresh start: closed breaker, full bucket, new disable_after window
             self._pace[name] = _Pace.for_listener(listener, self.monotonic())
 
-    async def _refresh_paused(self) -> None:
-        # `pollbridge resume` runs in another process: only the store can tell us.
-        if not self._paused or self.monotonic() - self._paused_checked < PAUSED_REFRESH_S:
+    async def refresh_paused(self, *, force: bool = False) -> None:
+        """Take in pauses and resumes made in the store by another process (``pollbridge
+        resume``); ``force`` skips the rate limit (the daemon saw the store's control version
+        change)."""
+        if not force and (
+            not self._paused or self.monotonic() - self._paused_checked < PAUSED_REFRESH_S
+        ):
             return
         self._paused_checked = self.monotonic()
         states = await self.store.list_listener_states()
         still = {s.name for s in states if s.paused}
-        for name in sorted(self._paused - still):
+        resumed = sorted(self._paused - still)
+        for name in resumed:
             log.warning("listener %s was resumed", name, extra={"listener": name})
             self._resumed(name)
         self._paused = still
+        if resumed:
+            self.wake()
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -223,7 +236,7 @@ class Dispatcher:
         """Start every due delivery that has a free slot; return how long to sleep."""
         if not self._accepting:
             return MAX_IDLE_S
-        await self._refresh_paused()
+        await self.refresh_paused()
         now = self.clock()
         now_s = now.timestamp()
         with_slots: list[str] = []

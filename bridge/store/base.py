@@ -60,6 +60,8 @@ class SnapshotHashes:
 
 MergeUpdates = Callable[[Sequence[Event]], list[dict[str, Any]] | None]
 """Given consecutive ``updated`` events of one key, the net RFC 6902 patch, or None if none."""
+
+
 @dataclass(frozen=True)
 class EventQuery:
     """A filter over the event log (``pollbridge events``); newest ``limit`` events match."""
