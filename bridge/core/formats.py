@@ -3,9 +3,9 @@
 Pure: bytes in, plain Python values out, no network and no file access. XML is parsed with
 entity declarations refused, so a billion-laughs document fails fast instead of expanding.
 
-JSON goes through ``orjson.loads`` alone. orjson reads an integer too large for 64 bits as a
-float, so a literal such as ``12345678901234567890123`` loses precision; keys that large should
-be strings in the API.
+JSON goes through ``orjson.loads``, which reads an integer too large for 64 bits as a float; a
+body holding such a literal (``12345678901234567890123``) is refused with a FormatError naming
+it (bridge/core/decode.py), never silently rounded. Keys and amounts that large should be strings.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ import orjson
 import xmltodict  # type: ignore[import-untyped]
 from defusedxml.common import EntitiesForbidden  # type: ignore[import-untyped]
 from defusedxml.expatreader import create_parser  # type: ignore[import-untyped]
+
+from bridge.core.decode import oversized_integer
 
 FORMATS: Final = ("json", "jsonl", "csv", "xml", "rss", "auto")
 
@@ -152,10 +154,14 @@ def parse_document(
     """
     if fmt == "json":
         try:
-            return orjson.loads(body)
+            doc = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             problem, line, column = _json_problem(body, exc)
             raise FormatError("json", problem, line=line, column=column) from exc
+        inexact = oversized_integer(body)
+        if inexact:
+            raise FormatError("json", inexact)
+        return doc
     if fmt == "auto":
         detected = detect_format(content_type, body)
         return parse_document(body, detected, content_type=content_type, options=options)
@@ -207,6 +213,9 @@ def _parse_jsonl(body: bytes) -> list[Any]:
             problem, _, column = _json_problem(text, exc)
             indent = len(raw) - len(raw.lstrip(_JSONL_BLANKS))
             raise FormatError("jsonl", problem, line=number, column=indent + column) from exc
+        inexact = oversized_integer(text)
+        if inexact:
+            raise FormatError("jsonl", inexact, line=number)
     return items
 
 

@@ -287,9 +287,16 @@ def test_json_is_plain_orjson() -> None:
     assert parse_document(b'{"a": [1, 2.5, null]}', "json") == {"a": [1, 2.5, None]}
 
 
-def test_json_integer_beyond_64_bits_becomes_a_float() -> None:
-    """orjson's documented limit: such integers lose precision (keys that big must be strings)."""
-    assert parse_document(b"[12345678901234567890123]", "json") == [1.2345678901234568e22]
+def test_json_integer_beyond_64_bits_is_refused_not_rounded() -> None:
+    """orjson would read such an integer as a float; the body is refused, naming the number."""
+    with pytest.raises(FormatError, match=r"the integer 12345678901234567890123 at /0 is beyond"):
+        parse_document(b"[12345678901234567890123]", "json")
+    with pytest.raises(FormatError, match=r"at / is beyond .*\(line 2\)"):
+        parse_document(b'{"a": 1}\n-9223372036854775809\n', "jsonl")
+    assert parse_document(b'[18446744073709551615, "123456789012345678901234"]', "json") == [
+        18446744073709551615,
+        "123456789012345678901234",
+    ]
 
 
 @pytest.mark.parametrize(
