@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from bridge.core.hashing import hash_value
+from bridge.core.hashing import check_nestable, hash_item
 from bridge.core.paths import JsonPath
 from bridge.models import Item, ItemKey
 
@@ -144,8 +144,13 @@ def extract_items(doc: Any, spec: ItemSpec) -> list[Item]:
         seen[text] = index
         cmp = comparable(value, spec.ignore) if spec.ignore else value
         try:
-            digest = hash_value(cmp)
-        except TypeError as exc:  # orjson refuses e.g. integers beyond 64 bits
-            raise ExtractionFailed(f"item #{index} (key {text!r}) cannot be hashed: {exc}") from exc
+            digest = hash_item(cmp)
+            if spec.ignore:
+                check_nestable(value)
+        except TypeError as exc:  # orjson's nesting limit: the item could never be sent
+            raise ExtractionFailed(
+                f"item #{index} (key {text!r}) cannot be sent as a webhook: {exc} "
+                "(nested too deeply)"
+            ) from exc
         out.append(Item(key=key, key_text=text, value=value, hash=digest))
     return out

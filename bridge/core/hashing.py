@@ -18,3 +18,29 @@ def canonical_json(value: Any) -> bytes:
 def hash_value(value: Any) -> str:
     """A 128-bit hex digest of the canonical JSON of ``value``; key order never counts."""
     return hashlib.blake2b(orjson.dumps(value, option=_SORTED), digest_size=16).hexdigest()
+
+
+ENVELOPE_DEPTH = 4
+"""How deep a webhook body nests an item: envelope > data > changes > operation > value."""
+
+
+def hash_item(value: Any) -> str:
+    """:func:`hash_value` of an item, which also proves it fits in a webhook body.
+
+    orjson encodes at most 254 levels of nesting. Encoding the item wrapped in
+    ``ENVELOPE_DEPTH`` arrays fails (TypeError) for an item too deep to be sent; when it succeeds
+    the wrapped bytes are the canonical JSON plus brackets, so the hash costs nothing extra.
+    """
+    wrapped: Any = value
+    for _ in range(ENVELOPE_DEPTH):
+        wrapped = [wrapped]
+    text = memoryview(orjson.dumps(wrapped, option=_SORTED))
+    return hashlib.blake2b(text[ENVELOPE_DEPTH:-ENVELOPE_DEPTH], digest_size=16).hexdigest()
+
+
+def check_nestable(value: Any) -> None:
+    """Raise TypeError when ``value`` could not be encoded inside a webhook body."""
+    wrapped: Any = value
+    for _ in range(ENVELOPE_DEPTH):
+        wrapped = [wrapped]
+    orjson.dumps(wrapped)
