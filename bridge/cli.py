@@ -71,15 +71,18 @@ async def _poll(config: Config, source: Any, commit: bool) -> int:
     from bridge.pipeline import Pipeline
     from bridge.poller import HostLimiter, Poller
     from bridge.store import create_store
+    from bridge.transport import ClientPool
 
     store = create_store(config.state_location)
     await store.open()
+    clients = ClientPool(httpx.Limits())
     try:
-        async with httpx.AsyncClient(follow_redirects=False) as client:
-            hosts = HostLimiter(config.bridge.per_host_concurrency, config.min_intervals_s())
-            pipeline = Pipeline(config, store, Poller(client, hosts), clock=utcnow)
-            outcome = await pipeline.poll(source, commit=commit)
+        hosts = HostLimiter(config.bridge.per_host_concurrency, config.min_intervals_s())
+        poller = Poller(clients.get(), hosts, clients=clients.for_endpoints([source], "source"))
+        pipeline = Pipeline(config, store, poller, clock=utcnow)
+        outcome = await pipeline.poll(source, commit=commit)
     finally:
+        await clients.aclose()
         await store.close()
     if not outcome.ok:
         print(f"pollbridge: {config.redact(outcome.error or 'poll failed')}", file=sys.stderr)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -105,6 +106,26 @@ def _check_url(value: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
     return value
+
+
+def _check_ca_file(value: str | None) -> str | None:
+    if value is None:
+        return None
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        raise ValueError(f"ca_file must be an absolute path, got {value!r}")
+    try:
+        ssl.create_default_context(cafile=str(path))
+    except FileNotFoundError:
+        raise ValueError(f"ca_file {value!r} does not exist") from None
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"ca_file {value!r} is not a readable PEM CA bundle: {exc}") from None
+    return str(path)
+
+
+def _check_tls(ca_file: str | None, tls_verify: bool) -> None:
+    if ca_file is not None and not tls_verify:
+        raise ValueError("give ca_file (verify against that CA) or tls_verify = false, not both")
 
 
 def _check_path(value: str) -> str:
@@ -338,6 +359,8 @@ class SourceConfig(_Strict):
     confirm_polls: int = Field(default=3, ge=2, le=1000)
     deletes: bool = True
     rebaseline: Literal["silent", "emit"] = "silent"
+    ca_file: str | None = None
+    tls_verify: bool = True
 
     _spec: ItemSpec = PrivateAttr()
     _format_options: FormatOptions = PrivateAttr()
@@ -353,6 +376,11 @@ class SourceConfig(_Strict):
     @classmethod
     def _positive(cls, v: timedelta | None) -> timedelta | None:
         return None if v is None else _positive(v)
+
+    @field_validator("ca_file")
+    @classmethod
+    def _ca_file(cls, v: str | None) -> str | None:
+        return _check_ca_file(v)
 
     @field_validator("cron")
     @classmethod
@@ -400,6 +428,7 @@ class SourceConfig(_Strict):
         ):
             raise ValueError("'delimiter' and 'encoding' apply only to format = \"csv\"")
         FormatOptions(delimiter=self.delimiter, encoding=self.encoding)
+        _check_tls(self.ca_file, self.tls_verify)
         for p in self.fields:
             cp = compile_path(p)
             if cp.steps is None or not all(isinstance(s, str) for s in cp.steps) or not cp.steps:
@@ -515,6 +544,8 @@ class ListenerConfig(_Strict):
         days=5
     )
     coalesce: bool = False
+    ca_file: str | None = None
+    tls_verify: bool = True
 
     _route: ListenerRoute = PrivateAttr()
     _body: BodyFormat = PrivateAttr()
@@ -525,6 +556,16 @@ class ListenerConfig(_Strict):
     @classmethod
     def _url(cls, v: str) -> str:
         return _check_url(v)
+
+    @field_validator("ca_file")
+    @classmethod
+    def _ca_file(cls, v: str | None) -> str | None:
+        return _check_ca_file(v)
+
+    @model_validator(mode="after")
+    def _tls(self) -> ListenerConfig:
+        _check_tls(self.ca_file, self.tls_verify)
+        return self
 
     @field_validator("secret")
     @classmethod
@@ -720,6 +761,8 @@ class BridgeSettings(BaseSettings):
     """``host:port`` serving /metrics and /healthz; off when unset."""
     retention: Duration | None = timedelta(days=14)
     """Events and finished deliveries older than this are pruned daily; ``"off"`` keeps them."""
+    deny_private_targets: bool = False
+    """Refuse listener connections to loopback, private, link-local, CGNAT, IPv4-mapped addresses."""
 
     @field_validator("log_level", "log_format", mode="before")
     @classmethod

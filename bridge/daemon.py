@@ -41,6 +41,7 @@ from bridge.poller import HostLimiter, Poller
 from bridge.sender import Sender
 from bridge.store import Store, create_store
 from bridge.systemd import Notifier
+from bridge.transport import ClientPool
 
 log = logging.getLogger("pollbridge.daemon")
 
@@ -129,9 +130,9 @@ class Daemon:
         self._stop = asyncio.Event()
         self._polls: set[asyncio.Task[Any]] = set()
         self._background: set[asyncio.Task[Any]] = set()
-        self._poll_client: httpx.AsyncClient | None = None
+        self._poll_clients: ClientPool | None = None
         self._hosts: HostLimiter | None = None
-        self._send_client: httpx.AsyncClient | None = None
+        self._send_clients: ClientPool | None = None
         self._http: StatusServer | None = None
         self._reload_lock = asyncio.Lock()
         self._started_at = self.clock()
@@ -160,21 +161,24 @@ class Daemon:
 
     async def _start(self) -> None:
         await self.store.open()
-        self._poll_client = httpx.AsyncClient(
-            follow_redirects=False,
-            limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+        self._poll_clients = ClientPool(
+            httpx.Limits(max_connections=100, max_keepalive_connections=20)
         )
         in_flight = sum(lst.max_in_flight for lst in self.config.listeners) or 1
-        self._send_client = httpx.AsyncClient(
-            follow_redirects=False,
-            limits=httpx.Limits(max_connections=in_flight, max_keepalive_connections=in_flight),
+        self._send_clients = ClientPool(
+            httpx.Limits(max_connections=in_flight, max_keepalive_connections=in_flight),
+            deny_private_targets=self.config.bridge.deny_private_targets,
+        )
+        sender = Sender(
+            self._send_clients.get(),
+            self._send_clients.for_endpoints(self.config.listeners, "listener"),
         )
         self._hosts = HostLimiter(
             self.config.bridge.per_host_concurrency, self.config.min_intervals_s()
         )
         self.dispatcher = Dispatcher(
             self.store,
-            Sender(self._send_client),
+            sender,
             list(self.config.listeners),
             clock=self.clock,
             ignore_paths={s.name: s.ignore_paths for s in self.config.sources},
@@ -183,7 +187,11 @@ class Daemon:
         self.pipeline = Pipeline(
             self.config,
             self.store,
-            Poller(self._poll_client, self._hosts),
+            Poller(
+                self._poll_clients.get(),
+                self._hosts,
+                clients=self._poll_clients.for_endpoints(self.config.sources, "source"),
+            ),
             clock=self.clock,
             on_commit=self._on_commit,
         )
@@ -206,9 +214,9 @@ class Daemon:
         self.metrics.observe_delivery(listener.name, delivery, result, state, self.clock())
 
     async def _close(self) -> None:
-        for client in (self._poll_client, self._send_client):
-            if client is not None:
-                await client.aclose()
+        for pool in (self._poll_clients, self._send_clients):
+            if pool is not None:
+                await pool.aclose()
         await self.store.close()
 
     # -- polling ----------------------------------------------------------------------------
@@ -752,6 +760,7 @@ class Daemon:
         self.dispatcher.set_listeners(
             list(new.listeners), ignore_paths={s.name: s.ignore_paths for s in new.sources}
         )
+        self._refresh_clients(old, new)
         if self._hosts is not None:
             # [[hosts]] gaps apply at once; per_host_concurrency sizes semaphores: restart
             self._hosts.min_interval_s = {k.lower(): v for k, v in new.min_intervals_s().items()}
@@ -795,6 +804,17 @@ class Daemon:
             f" -{len(set(old_listeners) - set(new_listeners))} ~{len(listeners_changed)}"
             f" ({_names(sorted(set(new_listeners) - set(old_listeners)), sorted(set(old_listeners) - set(new_listeners)), listeners_changed)})"
         )
+
+    def _refresh_clients(self, old: Config, new: Config) -> None:
+        """Give each source and listener the HTTP client of its (possibly new) TLS settings."""
+        if self._poll_clients is not None and self.pipeline is not None:
+            self.pipeline.poller.clients = self._poll_clients.for_endpoints(new.sources, "source")
+        if self._send_clients is not None and self.dispatcher is not None:
+            self.dispatcher.sender.clients = self._send_clients.for_endpoints(
+                new.listeners, "listener"
+            )
+        if new.bridge.deny_private_targets != old.bridge.deny_private_targets:
+            log.warning("[bridge] deny_private_targets changed: applies after a restart")
 
     async def _apply_bridge(self, old: Config, new: Config) -> None:
         ob, nb = old.bridge, new.bridge

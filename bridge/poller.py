@@ -17,6 +17,7 @@ from bridge import __version__
 from bridge.core.pagination import same_origin
 from bridge.core.retry import parse_retry_after
 from bridge.errors import PollError
+from bridge.transport import describe_http_error
 
 if TYPE_CHECKING:
     from bridge.auth import Authenticator
@@ -87,11 +88,21 @@ class HostLimiter:
 
 
 class Poller:
-    """Fetches URLs for sources with one shared ``httpx.AsyncClient``."""
+    """Fetches URLs for sources with a shared ``httpx.AsyncClient``.
 
-    def __init__(self, client: httpx.AsyncClient, hosts: HostLimiter | None = None):
+    ``clients`` maps a source name to its own client when its TLS settings differ.
+    """
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        hosts: HostLimiter | None = None,
+        *,
+        clients: Mapping[str, httpx.AsyncClient] | None = None,
+    ):
         self.client = client
         self.hosts = hosts or HostLimiter()
+        self.clients = dict(clients or {})
 
     async def fetch(
         self,
@@ -136,7 +147,7 @@ class Poller:
                 except TimeoutError as exc:
                     raise PollError(source, f"timed out after {timeout_s:g}s", url=url) from exc
                 except httpx.HTTPError as exc:
-                    raise PollError(source, _describe_http_error(exc), url=url) from exc
+                    raise PollError(source, describe_http_error(exc), url=url) from exc
                 except PollError as exc:
                     if exc.status != 401 or auth is None or retried or not await auth.renew():
                         raise
@@ -158,11 +169,12 @@ class Poller:
     ) -> Fetched:
         request_headers = {"user-agent": USER_AGENT, "accept": "application/json, */*;q=0.5"}
         request_headers.update(headers or {})
+        client = self.clients.get(source, self.client)
         current_url = url
         current_method = method
         current_params: Mapping[str, Any] | None = params
         for _hop in range(MAX_REDIRECTS + 1):
-            request = self.client.build_request(
+            request = client.build_request(
                 current_method,
                 current_url,
                 params=_stringify(current_params),
@@ -173,7 +185,7 @@ class Poller:
             shown_url = str(request.url)  # before credentials: never a secret in a message
             if auth is not None and same_origin(shown_url, url):
                 await auth.apply(request, source, timeout_s)
-            response = await self.client.send(request, stream=True)
+            response = await client.send(request, stream=True)
             try:
                 if response.is_redirect and "location" in response.headers:
                     target = urljoin(shown_url, response.headers["location"])
@@ -244,15 +256,3 @@ def _stringify(params: Mapping[str, Any] | None) -> dict[str, str] | None:
         else:
             out[k] = str(v)
     return out
-
-
-def _describe_http_error(exc: httpx.HTTPError) -> str:
-    kind = type(exc).__name__
-    detail = str(exc) or kind
-    if isinstance(exc, httpx.ConnectError):
-        return f"connection failed: {detail}"
-    if isinstance(exc, httpx.TimeoutException):
-        return f"timed out ({kind})"
-    if isinstance(exc, httpx.RemoteProtocolError):
-        return f"invalid HTTP response: {detail}"
-    return f"{kind}: {detail}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 from datetime import datetime
 
 import httpx
@@ -14,6 +15,7 @@ from bridge.core.render import RenderFailed, render_body
 from bridge.core.retry import parse_retry_after
 from bridge.core.signing import signature_header
 from bridge.models import AttemptResult, Event
+from bridge.transport import describe_http_error
 
 RESPONSE_EXCERPT_BYTES = 4096
 USER_AGENT = f"pollbridge/{__version__}"
@@ -45,10 +47,16 @@ def webhook_headers(
 
 
 class Sender:
-    """Delivers events over one shared ``httpx.AsyncClient`` (redirects never followed)."""
+    """Delivers events over a shared ``httpx.AsyncClient`` (redirects never followed).
 
-    def __init__(self, client: httpx.AsyncClient):
+    ``clients`` maps a listener name to its own client when its TLS settings differ.
+    """
+
+    def __init__(
+        self, client: httpx.AsyncClient, clients: Mapping[str, httpx.AsyncClient] | None = None
+    ):
         self.client = client
+        self.clients = dict(clients or {})
 
     async def send(self, listener: ListenerConfig, event: Event, now: datetime) -> AttemptResult:
         """One attempt: success is a 2xx within the listener's timeout; nothing raises.
@@ -79,7 +87,9 @@ class Sender:
                 False, None, time.monotonic() - started, error=f"timed out after {timeout_s:g}s"
             )
         except httpx.HTTPError as exc:
-            return AttemptResult(False, None, time.monotonic() - started, error=_describe(exc))
+            return AttemptResult(
+                False, None, time.monotonic() - started, error=describe_http_error(exc)
+            )
 
     async def _post(
         self,
@@ -90,10 +100,11 @@ class Sender:
         started: float,
         now: datetime,
     ) -> AttemptResult:
-        request = self.client.build_request(
+        client = self.clients.get(listener.name, self.client)
+        request = client.build_request(
             "POST", listener.url, content=body, headers=headers, timeout=timeout_s
         )
-        response = await self.client.send(request, stream=True, follow_redirects=False)
+        response = await client.send(request, stream=True, follow_redirects=False)
         try:
             excerpt = await _read_excerpt(response)
         finally:
@@ -134,14 +145,3 @@ async def _read_excerpt(response: httpx.Response) -> bytes:
         if len(buf) >= RESPONSE_EXCERPT_BYTES:
             break
     return bytes(buf[:RESPONSE_EXCERPT_BYTES])
-
-
-def _describe(exc: httpx.HTTPError) -> str:
-    detail = str(exc) or type(exc).__name__
-    if isinstance(exc, httpx.ConnectError):
-        return f"connection failed: {detail}"
-    if isinstance(exc, httpx.TimeoutException):
-        return f"timed out ({type(exc).__name__})"
-    if isinstance(exc, httpx.RemoteProtocolError):
-        return f"invalid HTTP response: {detail}"
-    return f"{type(exc).__name__}: {detail}"

@@ -1,0 +1,209 @@
+"""The HTTP clients polls and deliveries go through.
+
+- TLS certificates are verified by default; an endpoint may name its own CA (``ca_file``) or,
+  explicitly and loudly, turn verification off (``tls_verify = false``, warned at every start).
+- ``[bridge] deny_private_targets = true`` refuses listener connections to loopback, private,
+  link-local, shared (CGNAT) and IPv4-mapped addresses. The check runs when the connection is
+  made, on the addresses DNS returned, and the socket connects to the very address that passed:
+  a name that resolves differently a second later (DNS rebinding) cannot slip through.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+import ssl
+from collections.abc import Iterable
+from typing import Any
+
+import anyio
+import httpcore
+import httpx
+
+log = logging.getLogger("pollbridge.transport")
+
+SocketOption = (
+    tuple[int, int, int] | tuple[int, int, bytes | bytearray] | tuple[int, int, None, int]
+)
+
+
+def tls_context(ca_file: str | None, verify: bool) -> ssl.SSLContext | bool:
+    """What httpx's ``verify`` gets: the system/certifi store, a given CA, or no verification."""
+    if not verify:
+        return False
+    if ca_file:
+        return ssl.create_default_context(cafile=ca_file)
+    return True
+
+
+def refused_address(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    """Why ``ip`` is not a public unicast address (for deny_private_targets), or None if it is."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return "an IPv4-mapped IPv6 address"
+        embedded = ip.sixtofour
+        if embedded is None and ip in ipaddress.IPv6Network("64:ff9b::/96"):
+            embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        if embedded is not None and refused_address(embedded):
+            return "an IPv6 address embedding a non-public IPv4 address"
+    if ip.is_loopback:
+        return "a loopback address"
+    if ip.is_link_local:
+        return "a link-local address"
+    if ip.is_multicast:
+        return "a multicast address"
+    if ip.is_unspecified:
+        return "an unspecified address"
+    if isinstance(ip, ipaddress.IPv4Address) and ip in ipaddress.IPv4Network("100.64.0.0/10"):
+        return "a shared (CGNAT) address"
+    if ip.is_private:
+        return "a private address"
+    if not ip.is_global:
+        return "a reserved address"
+    return None
+
+
+class _PublicOnlyBackend(httpcore.AsyncNetworkBackend):
+    """Resolves the host itself and connects only to an address that passed the check."""
+
+    def __init__(self) -> None:
+        self._inner = httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's signature
+        local_address: str | None = None,
+        socket_options: Iterable[SocketOption] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        try:
+            with anyio.fail_after(timeout):
+                infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except TimeoutError as exc:
+            raise httpcore.ConnectTimeout(f"resolving {host} timed out") from exc
+        except OSError as exc:
+            raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from exc
+        allowed: list[str] = []
+        refused: list[str] = []
+        for _family, _type, _proto, _name, sockaddr in infos:
+            address = str(sockaddr[0]).split("%", 1)[0]
+            why = refused_address(ipaddress.ip_address(address))
+            if why is None:
+                allowed.append(address)
+            else:
+                refused.append(f"{address} is {why}")
+        if not allowed:
+            raise httpcore.ConnectError(
+                f"refused to connect to {host}: {'; '.join(dict.fromkeys(refused))} "
+                "([bridge] deny_private_targets = true)"
+            )
+        last: Exception | None = None
+        for address in dict.fromkeys(allowed):
+            try:
+                return await self._inner.connect_tcp(
+                    address,
+                    port,
+                    timeout=timeout,
+                    local_address=local_address,
+                    socket_options=socket_options,
+                )
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                last = exc
+        assert last is not None  # noqa: S101 - allowed was not empty
+        raise last
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's signature
+        socket_options: Iterable[SocketOption] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        raise httpcore.ConnectError("unix sockets are refused (deny_private_targets = true)")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+class _PublicOnlyTransport(httpx.AsyncHTTPTransport):
+    """httpx's own transport, its connection pool given the public-only network backend."""
+
+    def __init__(self, verify: ssl.SSLContext | bool, limits: httpx.Limits) -> None:
+        super().__init__(verify=verify, limits=limits)
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=httpx.create_ssl_context(verify=verify),
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            network_backend=_PublicOnlyBackend(),
+        )
+
+
+class ClientPool:
+    """One ``httpx.AsyncClient`` per distinct TLS setting; redirects are never followed by httpx."""
+
+    def __init__(self, limits: httpx.Limits, *, deny_private_targets: bool = False):
+        self.limits = limits
+        self.deny_private_targets = deny_private_targets
+        self._clients: dict[tuple[str | None, bool], httpx.AsyncClient] = {}
+
+    def get(self, ca_file: str | None = None, verify: bool = True) -> httpx.AsyncClient:
+        key = (ca_file, verify)
+        client = self._clients.get(key)
+        if client is None:
+            tls = tls_context(ca_file, verify)
+            if self.deny_private_targets:
+                transport = _PublicOnlyTransport(tls, self.limits)
+                client = httpx.AsyncClient(transport=transport, follow_redirects=False)
+            else:
+                client = httpx.AsyncClient(verify=tls, limits=self.limits, follow_redirects=False)
+            self._clients[key] = client
+        return client
+
+    def for_endpoints(self, endpoints: Iterable[Any], kind: str) -> dict[str, httpx.AsyncClient]:
+        """Each endpoint's client by name, warning about every one that skips verification."""
+        out = {}
+        for endpoint in endpoints:
+            if not endpoint.tls_verify:
+                log.warning(
+                    "%s %s: tls_verify = false: its TLS certificate is NOT verified; anyone on "
+                    "the network path can read and alter this traffic",
+                    kind,
+                    endpoint.name,
+                    extra={kind: endpoint.name},
+                )
+            out[endpoint.name] = self.get(endpoint.ca_file, endpoint.tls_verify)
+        return out
+
+    async def aclose(self) -> None:
+        for client in self._clients.values():
+            await client.aclose()
+        self._clients.clear()
+
+
+def describe_http_error(exc: httpx.HTTPError) -> str:
+    """One readable line for a transport error, naming the underlying cause when httpx does not."""
+    kind = type(exc).__name__
+    detail = str(exc) or _root_cause(exc) or kind
+    if isinstance(exc, httpx.ConnectError):
+        return f"connection failed: {detail}"
+    if isinstance(exc, httpx.TimeoutException):
+        return f"timed out ({kind})"
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return f"invalid HTTP response: {detail}"
+    if isinstance(exc, httpx.ReadError | httpx.WriteError):
+        return f"connection lost: {detail}"
+    return f"{kind}: {detail}"
+
+
+def _root_cause(exc: BaseException) -> str:
+    seen: set[int] = set()
+    found = ""
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if str(current):
+            found = str(current)
+        current = current.__cause__ or current.__context__
+    return found
