@@ -381,7 +381,7 @@ class SQLiteStore:
                 conn.execute(f"PRAGMA user_version = {version}")
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                _rollback(conn)
                 raise
 
     async def close(self) -> None:
@@ -478,7 +478,7 @@ class SQLiteStore:
             self._write_source_state(commit, version + 1)
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            _rollback(conn)
             raise
         return events
 
@@ -639,7 +639,7 @@ class SQLiteStore:
             state = self._get_source_state(source)
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            _rollback(conn)
             raise
         assert state is not None  # noqa: S101
         return state
@@ -784,7 +784,7 @@ class SQLiteStore:
                     )
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            _rollback(conn)
             raise
         return state
 
@@ -1220,6 +1220,13 @@ def _row_to_delivery(r: Mapping[str, Any]) -> DeliveryInfo:
         last_error=r["last_error"],
         last_response=r["last_response"],
     )
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    # SQLite may already have rolled back (e.g. on SQLITE_FULL); a second ROLLBACK would raise
+    # "no transaction is active" and hide the error that matters.
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
 
 
 def _describe(exc: sqlite3.Error) -> str:
