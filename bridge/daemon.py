@@ -237,6 +237,16 @@ class Daemon:
             if source.jitter.total_seconds() > 0:
                 await asyncio.sleep(self.rng.uniform(0, source.jitter.total_seconds()))
             return await self._poll_now(source)
+        except StoreError as exc:
+            # locked by another process, disk full...: the transaction rolled back whole
+            log.warning(
+                "poll %s failed: %s; nothing was recorded, the next poll tries again",
+                name,
+                exc,
+                extra={"source": name},
+            )
+            self.stats.polls_failed += 1
+            return None
         except Exception:
             log.exception("poll of %s: unexpected error", name, extra={"source": name})
             self.stats.polls_failed += 1
