@@ -55,7 +55,10 @@ def _duration(value: Any) -> Any:
     if isinstance(value, str):
         return parse_duration(value)
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return timedelta(seconds=value)
+        try:
+            return timedelta(seconds=value)
+        except (OverflowError, ValueError):  # 1e300, inf, nan
+            raise ValueError(f"duration {value!r} is out of range") from None
     return value
 
 

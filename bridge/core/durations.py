@@ -26,7 +26,10 @@ def parse_duration(text: str) -> timedelta:
             f"invalid duration {text!r}; expected a number with a unit (ms, s, m, h, d), "
             "e.g. 30s, 5m, 1h30m"
         )
-    return timedelta(seconds=total)
+    try:
+        return timedelta(seconds=total)
+    except OverflowError:
+        raise ValueError(f"duration {text!r} is too long") from None
 
 
 def format_duration(value: timedelta) -> str:
