@@ -171,7 +171,7 @@ CASES: dict[str, tuple[RawHandler, str]] = {
     "nesting beyond the parser's limit": (reply(200, _nested(2000)), "depth limit exceeded"),
     "an item nested too deeply to send": (
         reply(200, _nested(300)),
-        "item #0 (key '1') cannot be sent as a webhook",
+        "item #0 (key '1') cannot be sent as a webhook: it nests too deeply",
     ),
     "duplicate item keys": (
         reply(200, b'{"data": [{"id": 1, "v": "x"}, {"id": 1, "v": "y"}]}'),

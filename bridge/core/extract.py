@@ -148,9 +148,9 @@ def extract_items(doc: Any, spec: ItemSpec) -> list[Item]:
             if spec.ignore:
                 check_nestable(value)
         except TypeError as exc:  # orjson's nesting limit: the item could never be sent
+            why = "it nests too deeply" if "ecursion" in str(exc) else str(exc)
             raise ExtractionFailed(
-                f"item #{index} (key {text!r}) cannot be sent as a webhook: {exc} "
-                "(nested too deeply)"
+                f"item #{index} (key {text!r}) cannot be sent as a webhook: {why}"
             ) from exc
         out.append(Item(key=key, key_text=text, value=value, hash=digest))
     return out

@@ -75,7 +75,9 @@ def reply(status: int = 200, body: bytes = b"", **headers: str) -> RawHandler:
     """A handler that answers one complete response and closes."""
 
     def handle(conn: socket.socket, _req: RawRequest) -> None:
-        conn.sendall(http_response(status, body, {k.replace("_", "-"): v for k, v in headers.items()}))
+        conn.sendall(
+            http_response(status, body, {k.replace("_", "-"): v for k, v in headers.items()})
+        )
 
     return handle
 
