@@ -6,6 +6,7 @@ every ``conf.d/*.toml`` beside it is merged in (sources and listeners appended).
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import ssl
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import quote, quote_plus, unquote, urlsplit
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import (
@@ -1144,18 +1145,20 @@ def load_config(
             hosts=data.get("hosts", []),
         )
     except ValidationError as exc:
-        detail = _format_validation(exc, data, entry_origin, loc_prefix)
+        # an error may quote the value it refused, and that value may be an interpolated secret
+        detail = _redact(_format_validation(exc, data, entry_origin, loc_prefix), sensitive)
         raise ConfigError(
             f"{exc.error_count()} problem(s):\n  {detail}", file=str(main_path)
         ) from None
     except ValueError as exc:
-        raise ConfigError(str(exc), file=str(main_path)) from None
+        raise ConfigError(_redact(str(exc), sensitive), file=str(main_path)) from None
     for listener in config.listeners:
         sensitive.update(listener.sensitive_values())
     for source in config.sources:
         sensitive.update(source.secrets)
+    sensitive |= _declared_secrets(config)
     config._files = tuple(files)
-    config._sensitive = frozenset(v for v in sensitive if len(v) >= 4)
+    config._sensitive = frozenset(_with_encodings(v for v in sensitive if len(v) >= 4))
     config._state_location = _resolve_state(config.bridge.state, env)
     return config
 
@@ -1175,6 +1178,54 @@ def _resolve_template_files(
             origin = Path(origin_of.get(("listeners", str(entry.get("name"))), str(main_path)))
             path = origin.parent / path
         entry["template_file"] = str(path)
+
+
+_SECRET_NAME = re.compile(r"auth|token|secret|passw|key|cookie|session|signature", re.IGNORECASE)
+
+
+def _declared_secrets(config: Config) -> set[str]:
+    """Secret values written literally: listener secrets, credential-looking headers and
+    params, passwords in URLs (interpolated ``${VAR}`` values are collected separately)."""
+    found: set[str] = set()
+    endpoints: list[SourceConfig | ListenerConfig] = [*config.sources, *config.listeners]
+    for endpoint in endpoints:
+        pairs = list(endpoint.headers.items())
+        if isinstance(endpoint, SourceConfig):
+            pairs += [(k, str(v)) for k, v in endpoint.params.items()]
+            if isinstance(endpoint.auth, BasicAuth) and endpoint.auth.password:
+                userinfo = f"{endpoint.auth.username}:{endpoint.auth.password}"
+                found.add(base64.b64encode(userinfo.encode()).decode())
+        for name, value in pairs:
+            if _SECRET_NAME.search(name) and value:
+                found.add(value)
+                scheme, _, credential = value.partition(" ")
+                if credential and scheme.lower() in ("bearer", "basic", "token", "digest"):
+                    found.add(credential)
+        parts = urlsplit(endpoint.url)
+        if parts.password:
+            found.add(parts.password)
+            found.add(unquote(parts.password))
+            userinfo = f"{unquote(parts.username or '')}:{unquote(parts.password)}"
+            found.add(base64.b64encode(userinfo.encode()).decode())  # as sent in Basic auth
+    for listener in config.listeners:
+        for value in listener.sensitive_values():
+            found.add(value)
+            found.add(value.removeprefix("whsec_"))  # the key's base64, as a receiver may log it
+    return found
+
+
+def _with_encodings(values: Iterable[str]) -> set[str]:
+    """Each secret and the forms it takes in a URL, so an echoed query string is caught too."""
+    out: set[str] = set()
+    for value in values:
+        out |= {value, quote(value, safe=""), quote_plus(value)}
+    return out
+
+
+def _redact(text: str, sensitive: Iterable[str]) -> str:
+    for value in sorted((v for v in sensitive if len(v) >= 4), key=len, reverse=True):
+        text = text.replace(value, "***")
+    return text
 
 
 def _check_duplicates(data: Mapping[str, Any], file: str) -> None:
