@@ -183,6 +183,7 @@ class Daemon:
             clock=self.clock,
             ignore_paths={s.name: s.ignore_paths for s in self.config.sources},
             on_result=self._on_delivery,
+            redact=self.redact,
         )
         self.pipeline = Pipeline(
             self.config,

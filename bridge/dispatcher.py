@@ -18,7 +18,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -86,8 +86,10 @@ class Dispatcher:
         rng: random.Random | None = None,
         on_result: Callable[[ListenerConfig, Delivery, AttemptResult, str], None] | None = None,
         ignore_paths: Mapping[str, Sequence[JsonPath]] | None = None,
+        redact: Callable[[str], str] = str,
     ):
         self.store = store
+        self.redact = redact
         self.sender = sender
         self.clock = clock
         self.monotonic = monotonic
@@ -321,7 +323,7 @@ class Dispatcher:
     async def _attempt(self, listener: ListenerConfig, delivery: Delivery, probe: bool) -> None:
         settled = False
         try:
-            result = await self.sender.send(listener, delivery.event, self.clock())
+            result = self._redacted(await self.sender.send(listener, delivery.event, self.clock()))
             failed = delivery.attempts + 1
             next_at: float | None = None
             if not result.ok and result.retryable:
@@ -444,6 +446,16 @@ class Dispatcher:
                 listener.name,
                 extra=extra,
             )
+
+    def _redacted(self, result: AttemptResult) -> AttemptResult:
+        # a listener may echo the headers it was sent (tokens) in its error response
+        return replace(
+            result,
+            error=None if result.error is None else self.redact(result.error),
+            response_excerpt=(
+                None if result.response_excerpt is None else self.redact(result.response_excerpt)
+            ),
+        )
 
     async def _record(
         self, delivery: Delivery, result: AttemptResult, next_at: float | None

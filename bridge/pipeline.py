@@ -357,12 +357,14 @@ class Pipeline:
             delay = max(delay, min(exc.retry_after_s, MAX_RETRY_AFTER_S))
         # Retry-After counts from the answer, not from the start of a long poll
         not_before = self.clock() + timedelta(seconds=delay) if delay > 0 else None
+        # an API may echo the credentials it was sent: never store or report them
+        redact = self.config.redact
         if commit:
             await self.store.record_poll_failure(
-                source.name, now, duration, exc.cause, not_before=not_before
+                source.name, now, duration, redact(exc.cause), not_before=not_before
             )
         return PollOutcome(
-            source.name, False, "error", duration, error=str(exc), not_before=not_before
+            source.name, False, "error", duration, error=redact(str(exc)), not_before=not_before
         )
 
     async def _unchanged(self, ctx: _Context, item_count: int, not_modified: bool) -> PollOutcome:
