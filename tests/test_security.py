@@ -1,0 +1,465 @@
+"""Security promises: secrets stay secret, TLS is verified, redirects are bounded, files are 0600,
+and deny_private_targets refuses private addresses at connect time."""
+
+from __future__ import annotations
+
+import base64
+import os
+import sqlite3
+import ssl
+import stat
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpcore
+import httpx
+import pytest
+import trustme
+
+from bridge.config import load_config
+from bridge.core.signing import generate_secret
+from bridge.errors import PollError
+from bridge.poller import Poller
+from bridge.store.sqlite import SQLiteStore
+from bridge.transport import ClientPool, _PublicOnlyBackend, refused_address
+from tests.support.daemon import DaemonProcess, run_cli
+from tests.support.servers import Reply, Request, TestServer, serve
+
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+# -- secrets ----------------------------------------------------------------------------------
+
+API_TOKEN = "tok-SECRET-api-1234567"
+API_KEY = "key-SECRET-param-98765"
+HOOK_TOKEN = "hook-SECRET-header-777"
+CRED_PASSWORD = "cred-SECRET-file-4242"
+LISTENER_SECRET = generate_secret()
+
+
+def _secrets() -> list[str]:
+    return [
+        API_TOKEN,
+        API_KEY,
+        HOOK_TOKEN,
+        CRED_PASSWORD,
+        LISTENER_SECRET,
+        LISTENER_SECRET.removeprefix("whsec_"),
+        base64.b64encode(f"user:{CRED_PASSWORD}".encode()).decode(),  # as sent in Basic auth
+    ]
+
+
+def _leaks(text: str | bytes) -> list[str]:
+    data = text.encode() if isinstance(text, str) else text
+    return [s for s in _secrets() if s.encode() in data]
+
+
+def _echo_api(phase: dict[str, str]) -> Any:
+    def handle(req: Request) -> Reply:
+        if phase["api"] == "echo-401":
+            # a hostile or careless API that echoes the credentials it was sent
+            echoed = f"bad credentials: {req.headers.get('authorization')} {req.path} {req.query}"
+            return Reply(401, echoed, {"content-type": "text/plain"})
+        if phase["api"] == "bad-json":
+            return Reply(200, f"<html>{req.headers.get('authorization')}</html>")
+        items = [{"id": 1, "v": phase["version"]}, {"id": 2, "v": "x"}]
+        return Reply(200, {"data": items})
+
+    return handle
+
+
+def _echo_listener(phase: dict[str, str]) -> Any:
+    def handle(req: Request) -> Reply:
+        if phase["listener"] == "echo-400":
+            echoed = f"rejected: {req.headers} {req.body[:100]!r}"
+            return Reply(400, echoed, {"content-type": "text/plain"})
+        return Reply(204)
+
+    return handle
+
+
+@pytest.fixture
+def secret_setup(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str], dict[str, str]]]:
+    phase = {"api": "ok", "listener": "echo-400", "version": "1"}
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "API_PASSWORD").write_text(CRED_PASSWORD + "\n")
+    env = {
+        "API_TOKEN": API_TOKEN,
+        "API_KEY": API_KEY,
+        "HOOK_TOKEN": HOOK_TOKEN,
+        "CREDENTIALS_DIRECTORY": str(creds),
+    }
+    with serve(_echo_api(phase)) as api, serve(_echo_listener(phase)) as hooks:
+        config = tmp_path / "pollbridge.toml"
+        config.write_text(
+            f"""
+[bridge]
+state = "{tmp_path}/state.db"
+log_level = "debug"
+shutdown_grace = "2s"
+
+[[sources]]
+name = "orders"
+url = "http://user:${{API_PASSWORD}}@127.0.0.1:{api.port}/orders"
+every = "200ms"
+items = "$.data[*]"
+headers = {{ authorization = "Bearer ${{API_TOKEN}}" }}
+params = {{ api_key = "${{API_KEY}}" }}
+
+[[listeners]]
+name = "hooks"
+url = "{hooks.url("/hooks")}"
+secret = "{LISTENER_SECRET}"
+headers = {{ x-hook-token = "${{HOOK_TOKEN}}" }}
+retry = ["100ms", "100ms", "100ms", "100ms", "100ms", "100ms"]
+"""
+        )
+        yield config, env, phase
+
+
+@pytest.mark.e2e
+def test_secrets_never_appear_in_output_logs_errors_or_state(secret_setup, tmp_path):
+    """Every verb and the daemon, through failures that echo credentials back, never show a secret."""
+    config, env, phase = secret_setup
+    outputs: list[str] = []
+
+    def cli(*args: str) -> Any:
+        result = run_cli(*args, "--config", str(config), env=env)
+        outputs.extend([result.stdout, result.stderr])
+        return result
+
+    assert cli("check").returncode == 0
+    assert cli("poll", "orders").returncode == 0
+    assert cli("poll", "orders", "--commit").returncode == 0
+    phase["version"] = "2"
+    assert cli("run", "--once").returncode == 75  # the listener rejects; delivery pending
+    phase["api"] = "echo-401"
+    failed = cli("poll", "orders", "--commit")
+    assert failed.returncode == 1 and "HTTP 401" in failed.stderr
+    assert cli("run", "--once").returncode == 1
+    phase["api"] = "bad-json"
+    assert cli("run", "--once").returncode == 1
+
+    with DaemonProcess(config, env=env) as daemon:
+        phase["api"], phase["version"] = "echo-401", "3"
+        import time
+
+        time.sleep(1.0)
+        phase["api"] = "ok"
+        time.sleep(1.0)
+        phase["listener"] = "ok"
+        time.sleep(1.5)
+        assert daemon.terminate() == 0
+        outputs.append(daemon.output())
+
+    # a configuration error that would quote a secret value
+    bad = tmp_path / "bad.toml"
+    bad.write_text(config.read_text().replace('every = "200ms"', 'every = "${API_TOKEN}"'))
+    result = run_cli("check", "--config", str(bad), env=env)
+    outputs.extend([result.stdout, result.stderr])
+    assert result.returncode == 78 and "invalid duration" in result.stderr
+
+    text = "\n".join(outputs)
+    assert "HTTP 400" in text and "HTTP 401" in text  # the echoing failures did happen
+    assert "***" in text  # ...and were redacted
+    assert _leaks(text) == [], text
+    for path in tmp_path.glob("state.db*"):
+        assert _leaks(path.read_bytes()) == [], path
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        rows = db.execute("SELECT last_error FROM sources").fetchall()
+        rows += db.execute("SELECT error, response FROM attempts").fetchall()
+    assert any(r[0] for r in rows)
+    assert _leaks(repr(rows)) == []
+
+
+# -- TLS ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture
+def https_server(ca: trustme.CA) -> Iterator[TestServer]:
+    """A TestServer speaking HTTPS with a certificate from a private (untrusted) CA."""
+    server = TestServer(lambda _r: Reply(200, {"data": [{"id": 1}]}))
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(ctx)
+    server.server.socket = ctx.wrap_socket(server.server.socket, server_side=True)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _https(server: TestServer, path: str = "/") -> str:
+    return f"https://127.0.0.1:{server.port}{path}"
+
+
+def _tls_config(tmp_path: Path, api: str, hook: str, source_tls: str, listener_tls: str) -> Path:
+    path = tmp_path / "pollbridge.toml"
+    path.write_text(
+        f"""
+[bridge]
+state = "{tmp_path}/state.db"
+
+[[sources]]
+name = "orders"
+url = "{api}"
+every = "1m"
+items = "$.data[*]"
+baseline = "emit"
+{source_tls}
+
+[[listeners]]
+name = "hooks"
+url = "{hook}"
+retry = ["1h"]
+{listener_tls}
+"""
+    )
+    return path
+
+
+@pytest.mark.e2e
+def test_tls_is_verified_by_default_for_polls_and_deliveries(tmp_path, https_server):
+    """A self-signed API or listener is refused: the poll fails, the delivery never happens."""
+    with serve() as plain_hooks:
+        config = _tls_config(tmp_path, _https(https_server, "/orders"), plain_hooks.url(), "", "")
+        result = run_cli("run", "--once", "--config", str(config))
+    assert result.returncode == 1
+    assert "CERTIFICATE_VERIFY_FAILED" in result.stderr
+    assert plain_hooks.requests == []
+
+    # the delivery side: a trusted API, a self-signed listener
+    with serve(lambda _r: Reply(200, {"data": [{"id": 1}]})) as api:
+        (tmp_path / "state.db").unlink(missing_ok=True)
+        config = _tls_config(tmp_path, api.url(), _https(https_server, "/hooks"), "", "")
+        result = run_cli("run", "--once", "--config", str(config))
+    assert result.returncode == 75
+    assert "CERTIFICATE_VERIFY_FAILED" in result.stderr
+    assert [r.method for r in https_server.requests] == []
+
+
+@pytest.mark.e2e
+def test_ca_file_trusts_a_private_ca_for_polls_and_deliveries(tmp_path, ca, https_server):
+    """With the endpoint's ca_file, the same self-signed endpoints are polled and delivered to."""
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    tls = f'ca_file = "{ca_file}"'
+    config = _tls_config(
+        tmp_path, _https(https_server, "/orders"), _https(https_server, "/hooks"), tls, tls
+    )
+    result = run_cli("run", "--once", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    assert [r.method for r in https_server.requests] == ["GET", "POST"]
+
+
+@pytest.mark.e2e
+def test_tls_verify_false_works_and_warns_at_every_start(tmp_path, https_server):
+    """tls_verify = false is per endpoint and logs a warning naming it at every start."""
+    tls = "tls_verify = false"
+    config = _tls_config(
+        tmp_path, _https(https_server, "/orders"), _https(https_server, "/hooks"), tls, tls
+    )
+    for _ in range(2):
+        result = run_cli("run", "--once", "--config", str(config))
+        assert result.returncode == 0, result.stderr
+        assert "source orders: tls_verify = false" in result.stderr
+        assert "listener hooks: tls_verify = false" in result.stderr
+
+
+def test_ca_file_and_tls_verify_are_validated(tmp_path, write_config, ca):
+    """A missing, relative or non-PEM ca_file, or ca_file with tls_verify = false, is refused."""
+    from bridge.errors import ConfigError
+
+    good = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(good))
+    (tmp_path / "junk.pem").write_text("not a certificate")
+    base = '[[sources]]\nname = "a"\nurl = "https://h/"\nevery = "1m"\n'
+    for extra, message in [
+        ('ca_file = "/nonexistent/ca.pem"', "does not exist"),
+        ('ca_file = "ca.pem"', "must be an absolute path"),
+        (f'ca_file = "{tmp_path}/junk.pem"', "not a readable PEM CA bundle"),
+        (f'ca_file = "{tmp_path}"', "not a readable PEM CA bundle"),
+        (f'ca_file = "{good}"\ntls_verify = false', "not both"),
+    ]:
+        path = write_config(base + extra + "\n")
+        with pytest.raises(ConfigError, match=message):
+            load_config(path, env={})
+    assert load_config(write_config(base), env={}).sources[0].tls_verify is True
+
+
+# -- redirects --------------------------------------------------------------------------------
+
+
+async def test_poll_follows_at_most_five_redirects():
+    """Five redirects are followed; the sixth is a poll failure."""
+
+    def chain(n: int) -> Any:
+        def handle(req: Request) -> Reply:
+            hop = int(req.path.strip("/") or 0)
+            if hop < n:
+                return Reply(302, b"", {"location": f"/{hop + 1}"})
+            return Reply(200, {"data": []})
+
+        return handle
+
+    async with httpx.AsyncClient() as client:
+        poller = Poller(client)
+        with serve(chain(5)) as server:
+            fetched = await poller.fetch(
+                "s", server.url("/0"), timeout_s=5, max_bytes=1000, now=NOW
+            )
+            assert fetched.status == 200 and fetched.url.endswith("/5")
+        with serve(chain(6)) as server, pytest.raises(PollError, match="more than 5 redirects"):
+            await poller.fetch("s", server.url("/0"), timeout_s=5, max_bytes=1000, now=NOW)
+
+
+async def test_poll_never_follows_https_to_http(https_server, ca):
+    """A redirect from https to http is refused (a downgrade), not followed."""
+    with serve(lambda _r: Reply(200, {"data": []})) as plain:
+        https_server.handler = lambda _r: Reply(302, b"", {"location": plain.url("/x")})
+        ctx = ssl.create_default_context()
+        ca.configure_trust(ctx)
+        async with httpx.AsyncClient(verify=ctx) as client:
+            with pytest.raises(PollError, match="refused a redirect from https to http"):
+                await Poller(client).fetch(
+                    "s", _https(https_server), timeout_s=5, max_bytes=1000, now=NOW
+                )
+        assert plain.requests == []
+
+
+@pytest.mark.e2e
+def test_deliveries_never_follow_redirects(tmp_path):
+    """A listener's 3xx is a failed attempt; the redirect target receives nothing."""
+    with (
+        serve() as elsewhere,
+        serve(lambda _r: Reply(307, b"", {"location": elsewhere.url("/x")})) as hooks,
+        serve(lambda _r: Reply(200, {"data": [{"id": 1}]})) as api,
+    ):
+        config = _tls_config(tmp_path, api.url(), hooks.url("/hooks"), "", "")
+        result = run_cli("run", "--once", "--config", str(config))
+    assert result.returncode == 75
+    assert "redirects are not followed" in result.stderr
+    assert len(hooks.requests) == 1 and elsewhere.requests == []
+
+
+# -- file modes -------------------------------------------------------------------------------
+
+
+async def test_state_file_and_wal_are_0600_whatever_the_umask(tmp_path):
+    """The state file, its WAL and shared-memory files are created owner-only (0600)."""
+    old = os.umask(0)
+    try:
+        store = SQLiteStore(tmp_path / "sub" / "state.db")
+        await store.open()
+        try:
+            await store.set_listener_paused("x", True, "test", NOW)
+            files = sorted(tmp_path.glob("sub/state.db*"))
+            modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in files}
+        finally:
+            await store.close()
+    finally:
+        os.umask(old)
+    assert set(modes) == {"state.db", "state.db-wal", "state.db-shm"}
+    assert set(modes.values()) == {0o600}, {k: oct(v) for k, v in modes.items()}
+
+
+# -- deny_private_targets -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("address", "refused"),
+    [
+        ("127.0.0.1", "a loopback address"),
+        ("10.1.2.3", "a private address"),
+        ("172.16.0.1", "a private address"),
+        ("192.168.1.1", "a private address"),
+        ("169.254.169.254", "a link-local address"),  # cloud metadata
+        ("100.64.0.1", "a shared (CGNAT) address"),
+        ("0.0.0.0", "an unspecified address"),  # noqa: S104
+        ("224.0.0.1", "a multicast address"),
+        ("::1", "a loopback address"),
+        ("fe80::1", "a link-local address"),
+        ("fd00::1", "a private address"),
+        ("::ffff:127.0.0.1", "an IPv4-mapped IPv6 address"),
+        ("::ffff:8.8.8.8", "an IPv4-mapped IPv6 address"),
+        ("64:ff9b::7f00:1", "an IPv6 address embedding a non-public IPv4 address"),
+        ("2002:7f00:1::1", "an IPv6 address embedding a non-public IPv4 address"),
+        ("8.8.8.8", None),
+        ("1.1.1.1", None),
+        ("2606:4700:4700::1111", None),
+    ],
+)
+def test_refused_addresses(address, refused):
+    """Loopback, private, link-local, CGNAT and IPv4-mapped addresses are refused; public ones not."""
+    import ipaddress
+
+    assert refused_address(ipaddress.ip_address(address)) == refused
+
+
+class _RecordingBackend(httpcore.AsyncNetworkBackend):
+    def __init__(self) -> None:
+        self.connected: list[str] = []
+
+    async def connect_tcp(self, host: str, port: int, **_kw: Any) -> httpcore.AsyncNetworkStream:
+        self.connected.append(host)
+        return httpcore.AsyncMockStream([])
+
+    async def sleep(self, seconds: float) -> None:
+        pass
+
+
+async def test_guard_connects_to_the_checked_address_so_rebinding_cannot_bypass_it():
+    """Each connect resolves once, checks, and dials the checked IP: a rebound name is refused."""
+    answers = iter([["93.184.216.34"], ["127.0.0.1"]])
+
+    async def resolve(host: str, port: int) -> list[str]:
+        return next(answers)
+
+    inner = _RecordingBackend()
+    backend = _PublicOnlyBackend(resolve=resolve, inner=inner)
+    await backend.connect_tcp("rebind.example", 443)
+    assert inner.connected == ["93.184.216.34"]  # the literal address, never the name again
+    with pytest.raises(httpcore.ConnectError, match=r"127\.0\.0\.1 is a loopback address"):
+        await backend.connect_tcp("rebind.example", 443)
+    assert inner.connected == ["93.184.216.34"]
+
+
+@pytest.mark.e2e
+def test_deny_private_targets_refuses_loopback_listeners(tmp_path):
+    """With deny_private_targets, a listener on 127.0.0.1 or localhost never gets a connection."""
+    with serve() as hooks, serve(lambda _r: Reply(200, {"data": [{"id": 1}]})) as api:
+        for host in ("127.0.0.1", "localhost"):
+            (tmp_path / "state.db").unlink(missing_ok=True)
+            config = _tls_config(tmp_path, api.url(), f"http://{host}:{hooks.port}/hooks", "", "")
+            config.write_text(
+                config.read_text().replace("[bridge]", "[bridge]\ndeny_private_targets = true")
+            )
+            result = run_cli("run", "--once", "--config", str(config))
+            assert result.returncode == 75, result.stderr
+            assert f"refused to connect to {host}" in result.stderr
+            assert "is a loopback address" in result.stderr
+        assert hooks.requests == []
+        # polls are not affected: the API on 127.0.0.1 was polled
+        assert len(api.requests) == 2
+
+
+async def test_client_pool_builds_guarded_clients_only_when_asked():
+    """deny_private_targets applies to the listener pool only; the default pool connects anywhere."""
+    with serve() as hooks:
+        guarded = ClientPool(httpx.Limits(), deny_private_targets=True)
+        open_pool = ClientPool(httpx.Limits())
+        try:
+            with pytest.raises(httpx.ConnectError, match="deny_private_targets"):
+                await guarded.get().post(hooks.url())
+            assert (await open_pool.get().post(hooks.url())).status_code == 204
+        finally:
+            await guarded.aclose()
+            await open_pool.aclose()
+    assert len(hooks.requests) == 1
