@@ -4,7 +4,7 @@ Every input ends in a correct result or in the project's own error (DecodeFailed
 in the core, PollError through the pipeline, ConfigError from load_config) — never another
 exception, never a value that differs from what the API sent. The diff's laws hold for arbitrary
 JSON items. Example counts stay modest so the suite stays fast; raise them with
-``--hypothesis-seed`` / ``HYPOTHESIS_PROFILE=long`` when hunting.
+``HYPOTHESIS_PROFILE=long pytest --timeout 0 tests/test_fuzz.py`` when hunting.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ class RawRequest:
     path: str
     headers: dict[str, str]
     body: bytes
+    at: float
+    """time.monotonic() when the request was read."""
 
 
 RawHandler = Callable[[socket.socket, RawRequest], None]
@@ -48,7 +51,7 @@ def read_request(conn: socket.socket) -> RawRequest | None:
         if not chunk:
             break
         rest += chunk
-    return RawRequest(method, path, headers, rest[:length])
+    return RawRequest(method, path, headers, rest[:length], time.monotonic())
 
 
 def http_response(

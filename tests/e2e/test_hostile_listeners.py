@@ -1,0 +1,264 @@
+"""Hostile listeners: the real daemon against a receiver that misbehaves in every way we know.
+
+For each behaviour the documented outcome holds (retried, paused, not followed, capped), a healthy
+second listener keeps receiving every event while the hostile one misbehaves (the daemon stays
+responsive), the daemon's memory stays bounded, and nothing is lost: once the hostile listener
+behaves again, every event reaches it.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.daemon import DaemonProcess
+from tests.support.rawserver import RawHandler, RawRequest, RawServer, reply, serve_raw
+from tests.support.servers import TestServer, serve
+
+pytestmark = pytest.mark.e2e
+
+LISTENER_TIMEOUT_S = 0.5
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+@dataclass
+class Sent:
+    """Bytes a streaming handler managed to push before the client hung up."""
+
+    total: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, n: int) -> None:
+        with self.lock:
+            self.total += n
+
+
+def _endless_body(sent: Sent) -> RawHandler:
+    def handle(conn: socket.socket, _req: RawRequest) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\n")
+        chunk = b"x" * 65536
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            conn.sendall(chunk)
+            sent.add(len(chunk))
+
+    return handle
+
+
+def _late_2xx(conn: socket.socket, req: RawRequest) -> None:
+    time.sleep(LISTENER_TIMEOUT_S * 3)
+    reply(200, b"ok, but too late")(conn, req)
+
+
+def _reset(conn: socket.socket, _req: RawRequest) -> None:
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+
+
+def _invalid_http(conn: socket.socket, _req: RawRequest) -> None:
+    conn.sendall(b"THIS IS NOT HTTP\r\n\r\n")
+
+
+@dataclass
+class Case:
+    handler: Callable[[dict[str, Any]], RawHandler]
+    error: str
+    """What the stored attempt error says ("" for none: the attempt succeeds)."""
+    recovers: bool = True
+    attempts: int = 2
+    """Attempts to wait for while the listener misbehaves (2 proves it is retried)."""
+    during: Callable[[dict[str, Any]], None] = lambda _ctx: None
+    after: Callable[[dict[str, Any]], None] = lambda _ctx: None
+
+
+def _attempts_by_event(bad: RawServer) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {}
+    for r in list(bad.requests):
+        out.setdefault(r.headers["webhook-id"], []).append(r.at)
+    return out
+
+
+def _retry_after_honoured(ctx: dict[str, Any]) -> None:
+    deadline = time.monotonic() + 15
+    while max(len(v) for v in _attempts_by_event(ctx["bad"]).values()) < 2:
+        assert time.monotonic() < deadline, "no event was attempted twice"
+        time.sleep(0.1)
+    gaps = [
+        b - a for arrivals in _attempts_by_event(ctx["bad"]).values() for a, b in pairwise(arrivals)
+    ]
+    # the schedule says 200 ms; Retry-After: 2 makes every retry wait ~2 s (never sooner)
+    assert gaps and min(gaps) >= 1.9, gaps
+
+
+def _stays_paused(ctx: dict[str, Any]) -> None:
+    _wait_sql(ctx["state"], "SELECT COUNT(*) FROM listeners WHERE name = 'bad' AND paused = 1", 1)
+    seen = len(ctx["bad"].requests)
+    time.sleep(1.5)  # seven retry intervals
+    assert len(ctx["bad"].requests) == seen  # no attempt after the 410
+
+
+def _paused_and_kept(ctx: dict[str, Any]) -> None:
+    with sqlite3.connect(ctx["state"]) as db:
+        states = db.execute(
+            "SELECT state, COUNT(*) FROM deliveries WHERE listener = 'bad' GROUP BY state"
+        ).fetchall()
+    assert states == [("pending", ctx["events"])]  # waiting, not lost, not dead
+    assert "answered 410 Gone: paused" in ctx["log"]
+
+
+def _not_followed(ctx: dict[str, Any]) -> None:
+    assert ctx["redirect_target"].requests == []
+
+
+def _capped(ctx: dict[str, Any]) -> None:
+    with sqlite3.connect(ctx["state"]) as db:
+        longest = db.execute("SELECT MAX(LENGTH(response)) FROM attempts").fetchone()[0]
+    assert 0 < longest <= 4096
+
+
+def _not_drained(ctx: dict[str, Any]) -> None:
+    # the body never ends; the sender reads 4 KiB and hangs up, so little was ever pushed
+    assert ctx["sent"].total < 16 * 1024 * 1024, ctx["sent"].total
+
+
+CASES: dict[str, Case] = {
+    "500": Case(lambda _ctx: reply(500, b"internal error"), "HTTP 500"),
+    "429 with Retry-After": Case(
+        lambda _ctx: reply(429, b"slow down", retry_after="2"),
+        "HTTP 429",
+        during=_retry_after_honoured,
+    ),
+    "410 Gone": Case(
+        lambda _ctx: reply(410, b"gone"),
+        "HTTP 410",
+        recovers=False,
+        attempts=1,
+        during=_stays_paused,
+        after=_paused_and_kept,
+    ),
+    "redirect to 127.0.0.1": Case(
+        lambda ctx: reply(307, b"", location=ctx["redirect_target"].url("/elsewhere")),
+        "redirects are not followed",
+        after=_not_followed,
+    ),
+    "2xx after the timeout": Case(lambda _ctx: _late_2xx, "timed out"),
+    "connection reset": Case(lambda _ctx: _reset, "Connection reset by peer"),
+    "never-ending body": Case(
+        lambda ctx: _endless_body(ctx["sent"]), "", attempts=1, after=_not_drained
+    ),
+    "10 MB error body": Case(lambda _ctx: reply(500, b"E" * 10_000_000), "HTTP 500", after=_capped),
+    "invalid HTTP": Case(lambda _ctx: _invalid_http, "invalid HTTP response"),
+}
+
+
+def _wait_sql(state: Path, sql: str, at_least: int, timeout_s: float = 20) -> None:
+    deadline = time.monotonic() + timeout_s
+    value = 0
+    while time.monotonic() < deadline:
+        with sqlite3.connect(state) as db:
+            value = db.execute(sql).fetchone()[0]
+        if value >= at_least:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{sql!r} gave {value}, wanted at least {at_least}")
+
+
+def _config(tmp_path: Path, api: TestServer, good: TestServer, bad: RawServer) -> Path:
+    path = tmp_path / "pollbridge.toml"
+    path.write_text(
+        f"""
+[bridge]
+state = "{tmp_path}/state.db"
+shutdown_grace = "3s"
+
+[[sources]]
+name = "orders"
+url = "{api.url("/orders")}"
+every = "200ms"
+items = "$.data[*]"
+
+[[listeners]]
+name = "good"
+url = "{good.url("/hooks")}"
+
+[[listeners]]
+name = "bad"
+url = "{bad.url("/hooks")}"
+timeout = "{int(LISTENER_TIMEOUT_S * 1000)}ms"
+retry = {json.dumps(["200ms"] * 30)}
+"""
+    )
+    return path
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_hostile_listener(name, tmp_path, items_api, receiver):
+    """The documented behaviour holds, the daemon stays responsive and bounded, nothing is lost."""
+    case = CASES[name]
+    api, api_server = items_api
+    api.set({"id": 1, "v": 0}, {"id": 2, "v": 0})
+    with serve() as redirect_target, serve_raw(reply(204)) as bad:
+        ctx: dict[str, Any] = {
+            "redirect_target": redirect_target,
+            "sent": Sent(),
+            "state": tmp_path / "state.db",
+            "bad": bad,
+        }
+        bad.handler = case.handler(ctx)
+        config = _config(tmp_path, api_server, receiver, bad)
+        with DaemonProcess(config) as daemon:
+            api_server.wait_count(2)  # the baseline is in
+            rss_before = _rss_kib(daemon.proc.pid)
+            changes = [(1, 1), (2, 1), (1, 2)]
+            for done, (key, v) in enumerate(changes, start=1):
+                with api.lock:
+                    api.items[key] = {"id": key, "v": v}
+                # responsive: the healthy listener gets each change while the other misbehaves
+                receiver.wait_count(done, timeout_s=15)
+            ctx["events"] = len(changes)
+            bad.wait_count(case.attempts, timeout_s=15)
+            polls = len(api_server.requests)
+            api_server.wait_count(polls + 2, timeout_s=15)  # still polling on schedule
+            case.during(ctx)
+            if case.recovers:
+                bad.handler = reply(204)
+                _wait_sql(
+                    ctx["state"],
+                    "SELECT COUNT(*) FROM deliveries WHERE listener = 'bad' AND state = 'delivered'",
+                    len(changes),
+                )
+            rss_after = _rss_kib(daemon.proc.pid)
+            code = daemon.terminate()
+            ctx["log"] = daemon.output()
+    assert code == 0, ctx["log"]
+    assert rss_after - rss_before < 30 * 1024, (rss_before, rss_after)
+    assert "Traceback" not in ctx["log"]
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        errors = [r[0] or "" for r in db.execute("SELECT error FROM attempts")]
+        good = db.execute(
+            "SELECT COUNT(*) FROM deliveries WHERE listener = 'good' AND state = 'delivered'"
+        ).fetchone()[0]
+    assert good == len(changes)
+    if case.error:
+        assert any(case.error in e for e in errors), errors
+    if case.recovers:
+        # nothing lost: every event the healthy listener got reached the hostile one too
+        received = {json.loads(r.body)["id"] for r in bad.requests if r.body}
+        assert received >= {r.json()["id"] for r in receiver.requests}
+        assert not any("dead" in e for e in errors)
+    case.after(ctx)
