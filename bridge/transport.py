@@ -14,7 +14,7 @@ import ipaddress
 import logging
 import socket
 import ssl
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import anyio
@@ -64,11 +64,22 @@ def refused_address(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | 
     return None
 
 
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+
+
+async def _getaddrinfo(host: str, port: int) -> list[str]:
+    infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [str(sockaddr[0]).split("%", 1)[0] for *_rest, sockaddr in infos]
+
+
 class _PublicOnlyBackend(httpcore.AsyncNetworkBackend):
     """Resolves the host itself and connects only to an address that passed the check."""
 
-    def __init__(self) -> None:
-        self._inner = httpcore.AnyIOBackend()
+    def __init__(
+        self, resolve: Resolver | None = None, inner: httpcore.AsyncNetworkBackend | None = None
+    ) -> None:
+        self._resolve = resolve or _getaddrinfo
+        self._inner = inner or httpcore.AnyIOBackend()
 
     async def connect_tcp(
         self,
@@ -80,15 +91,14 @@ class _PublicOnlyBackend(httpcore.AsyncNetworkBackend):
     ) -> httpcore.AsyncNetworkStream:
         try:
             with anyio.fail_after(timeout):
-                infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+                addresses = await self._resolve(host, port)
         except TimeoutError as exc:
             raise httpcore.ConnectTimeout(f"resolving {host} timed out") from exc
         except OSError as exc:
             raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from exc
         allowed: list[str] = []
         refused: list[str] = []
-        for _family, _type, _proto, _name, sockaddr in infos:
-            address = str(sockaddr[0]).split("%", 1)[0]
+        for address in addresses:
             why = refused_address(ipaddress.ip_address(address))
             if why is None:
                 allowed.append(address)
