@@ -138,12 +138,12 @@ def _nested(depth: int) -> bytes:
 
 
 CASES: dict[str, tuple[RawHandler, str]] = {
-    "truncated JSON": (reply(200, GOOD_3[:-7]), "is not valid JSON"),
+    "truncated JSON": (reply(200, GOOD_3[:-7]), "not valid JSON: unexpected end of data"),
     "body shorter than its content-length": (_truncated_transfer, "invalid HTTP response"),
     "connection reset mid-body": (_reset, "connection lost: [Errno 104] Connection reset by peer"),
     "HTML with 200": (
         reply(200, b"<html><body>Maintenance</body></html>", content_type="text/html"),
-        "(text/html) is not valid JSON",
+        "response (text/html): not valid JSON",
     ),
     "error object with 200": (
         reply(200, b'{"error": "rate limited", "retry": 30}'),
@@ -158,20 +158,20 @@ CASES: dict[str, tuple[RawHandler, str]] = {
     "slow drip past the timeout": (_drip, "timed out after 1s"),
     "wrong content type": (
         reply(200, b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", content_type="image/png"),
-        "(image/png) is not valid JSON",
+        "response (image/png): not valid JSON: the body is not UTF-8 (byte 0x89",
     ),
     "non-UTF-8 bytes": (
         reply(200, b'{"data": [{"id": 1, "v": "caf\xe9"}]}'),
-        "not valid UTF-8",
+        "the body is not UTF-8 (byte 0xe9 at offset 29)",
     ),
     "UTF-16 with a byte order mark": (
         reply(200, b"\xff\xfe" + '{"data": []}'.encode("utf-16-le")),
-        "is not valid JSON",
+        "the body is UTF-16",
     ),
     "nesting beyond the parser's limit": (reply(200, _nested(2000)), "depth limit exceeded"),
     "an item nested too deeply to send": (
         reply(200, _nested(300)),
-        "item #0 (key '1') cannot be sent as a webhook: it nests too deeply",
+        "item #0 (key '1') cannot be hashed and sent as a webhook: it nests too deeply",
     ),
     "duplicate item keys": (
         reply(200, b'{"data": [{"id": 1, "v": "x"}, {"id": 1, "v": "y"}]}'),
@@ -185,19 +185,19 @@ CASES: dict[str, tuple[RawHandler, str]] = {
         reply(200, b'{"data": [{"id": {"a": 1}}]}'),
         "item #0: key at '$.id' is an object, expected a string or number",
     ),
-    "NaN": (reply(200, b'{"data": [{"id": 1, "v": NaN}]}'), "is not valid JSON"),
-    "Infinity": (reply(200, b'{"data": [{"id": 1, "v": -Infinity}]}'), "is not valid JSON"),
+    "NaN": (reply(200, b'{"data": [{"id": 1, "v": NaN}]}'), "not valid JSON"),
+    "Infinity": (reply(200, b'{"data": [{"id": 1, "v": -Infinity}]}'), "not valid JSON"),
     "a float beyond double range": (
         reply(200, b'{"data": [{"id": 1, "v": 1e400}]}'),
         "number is infinity",
     ),
     "an integer beyond 64 bits": (
         reply(200, b'{"data": [{"id": 1, "v": 123456789012345678901234567890}]}'),
-        "holds the integer 123456789012345678901234567890 at /data/0/v, beyond the 64-bit range",
+        "the integer 123456789012345678901234567890 at /data/0/v is beyond the 64-bit range",
     ),
     "a key beyond 64 bits": (
         reply(200, b'{"data": [{"id": 18446744073709551616}]}'),
-        "holds the integer 18446744073709551616 at /data/0/id",
+        "the integer 18446744073709551616 at /data/0/id is beyond",
     ),
     "HTTP 500 with a JSON body": (
         reply(500, b'{"data": []}'),

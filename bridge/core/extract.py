@@ -150,7 +150,7 @@ def extract_items(doc: Any, spec: ItemSpec) -> list[Item]:
         except TypeError as exc:  # orjson's nesting limit: the item could never be sent
             why = "it nests too deeply" if "ecursion" in str(exc) else str(exc)
             raise ExtractionFailed(
-                f"item #{index} (key {text!r}) cannot be sent as a webhook: {why}"
+                f"item #{index} (key {text!r}) cannot be hashed and sent as a webhook: {why}"
             ) from exc
         out.append(Item(key=key, key_text=text, value=value, hash=digest))
     return out
