@@ -1197,10 +1197,11 @@ def _declared_secrets(config: Config) -> set[str]:
                 found.add(base64.b64encode(userinfo.encode()).decode())
         for name, value in pairs:
             if _SECRET_NAME.search(name) and value:
-                found.add(value)
                 scheme, _, credential = value.partition(" ")
                 if credential and scheme.lower() in ("bearer", "basic", "token", "digest"):
-                    found.add(credential)
+                    found.add(credential.strip())  # "Bearer ***" still says what was sent
+                else:
+                    found.add(value)
         parts = urlsplit(endpoint.url)
         if parts.password:
             found.add(parts.password)
