@@ -98,6 +98,11 @@ class OAuth2ClientCredentials:
     async def apply(self, request: httpx.Request, source: str, timeout_s: float) -> None:
         request.headers["authorization"] = f"Bearer {await self.token(source, timeout_s)}"
 
+    @property
+    def held_token(self) -> str | None:
+        """The access token currently cached, if any (redacted from errors)."""
+        return None if self._token is None else self._token.value
+
     async def renew(self) -> bool:
         self._token = None
         return True
@@ -187,6 +192,10 @@ class Authenticators:
         self.client = client
         self.clock = clock
         self._oauth2: dict[OAuth2Auth, OAuth2ClientCredentials] = {}
+
+    def held_tokens(self) -> list[str]:
+        """The OAuth2 access tokens fetched at run time: secrets no configuration lists."""
+        return [t for c in self._oauth2.values() if (t := c.held_token)]
 
     def for_source(self, source: SourceConfig) -> Authenticator | None:
         """The authenticator of ``source``'s ``auth`` table, or None when it has none."""

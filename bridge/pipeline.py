@@ -232,11 +232,14 @@ class Pipeline:
                         "paginate.max_pages or narrow the list (a partial list would delete items)",
                         url=url,
                     )
-                if url in seen:
+                # stored page keys and next links are redacted: a URL may carry a password or
+                # a key in its query, and the state file must not
+                page_key = self.config.redact(url)
+                if page_key in seen:
                     raise PollError(
                         source.name, f"pagination loops: page {len(seen) + 1} repeats {url}"
                     )
-                known = known_all.get(url) if conditional else None
+                known = known_all.get(page_key) if conditional else None
                 headers = dict(source.headers)
                 if known is not None:
                     headers.update(_conditional_headers(known))
@@ -254,8 +257,11 @@ class Pipeline:
                 )
                 if fetched.not_modified:
                     assert known is not None  # noqa: S101 - a 304 is accepted only then
-                    seen[url] = {**known, **_validators_of(fetched.headers, known.get("next"))}
+                    seen[page_key] = {**known, **_validators_of(fetched.headers, known.get("next"))}
                     url = known.get("next")
+                    if url is not None and "***" in url:
+                        restart = True  # the stored link lost its secret: walk it afresh
+                        break
                     continue
                 if conditional and seen:
                     # an earlier page was 304 and this one changed: the earlier pages' items
@@ -285,7 +291,8 @@ class Pipeline:
                         f"refused to follow the next page to another origin: {next_url}",
                         url=fetched.url,
                     )
-                seen[url] = _validators_of(fetched.headers, next_url)
+                stored_next = None if next_url is None else self.config.redact(next_url)
+                seen[page_key] = _validators_of(fetched.headers, stored_next)
                 pages.append(items)
                 url = next_url
             if restart:
@@ -357,8 +364,14 @@ class Pipeline:
             delay = max(delay, min(exc.retry_after_s, MAX_RETRY_AFTER_S))
         # Retry-After counts from the answer, not from the start of a long poll
         not_before = self.clock() + timedelta(seconds=delay) if delay > 0 else None
+
         # an API may echo the credentials it was sent: never store or report them
-        redact = self.config.redact
+        def redact(text: str) -> str:
+            text = self.config.redact(text)
+            for token in self.auth.held_tokens():
+                text = text.replace(token, "***")
+            return text
+
         if commit:
             await self.store.record_poll_failure(
                 source.name, now, duration, redact(exc.cause), not_before=not_before
