@@ -1,6 +1,6 @@
 """Fuzzing with Hypothesis: API bodies and configuration files never crash pollbridge.
 
-Every input ends in a correct result or in the project's own error (DecodeFailed/ExtractionFailed
+Every input ends in a correct result or in the project's own error (FormatError/ExtractionFailed
 in the core, PollError through the pipeline, ConfigError from load_config) — never another
 exception, never a value that differs from what the API sent. The diff's laws hold for arbitrary
 JSON items. Example counts stay modest so the suite stays fast; raise them with
@@ -24,9 +24,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bridge.config import iter_summary, load_config
-from bridge.core.decode import DecodeFailed, decode_json
 from bridge.core.diff import build_changes, diff_snapshots, plan_diff
 from bridge.core.extract import ExtractionFailed, ItemSpec, extract_items
+from bridge.core.formats import FormatError, parse_document
 from bridge.core.hashing import canonical_json
 from bridge.core.patch import apply_patch, make_patch
 from bridge.core.paths import compile_path
@@ -77,7 +77,7 @@ decoded_values = _json(
         _text,
     )
 )
-"""What decode_json can return: the values items are made of."""
+"""What a JSON body can decode to: the values items are made of."""
 _keys = st.one_of(st.integers(-5, 5), st.sampled_from(["a", "b", "1", ""]), st.none(), json_values)
 json_items = st.lists(
     st.fixed_dictionaries({"id": _keys}, optional={"v": json_values, "x": json_values}),
@@ -154,10 +154,10 @@ def _same_json(a: Any, b: Any) -> bool:
 
 @given(body=api_bodies(), previous=api_docs)
 def test_any_body_decodes_extracts_and_diffs_or_fails_cleanly(body, previous):
-    """decode + extract + diff either succeeds exactly or raises DecodeFailed/ExtractionFailed."""
+    """decode + extract + diff either succeeds exactly or raises FormatError/ExtractionFailed."""
     try:
-        doc = decode_json(body)
-    except DecodeFailed as exc:
+        doc = parse_document(body, "json")
+    except FormatError as exc:
         assert str(exc)
         return
     # never a value different from the exact parse (no rounding, nothing dropped)
@@ -181,10 +181,10 @@ def test_any_body_decodes_extracts_and_diffs_or_fails_cleanly(body, previous):
 
 @given(body=api_bodies())
 def test_decode_never_rounds_an_integer(body):
-    """Whatever decode_json returns equals the exact (stdlib, arbitrary-precision) parse."""
+    """Whatever a JSON body decodes to equals the exact (stdlib, arbitrary-precision) parse."""
     try:
-        doc = decode_json(body)
-    except DecodeFailed:
+        doc = parse_document(body, "json")
+    except FormatError:
         return
     assert _same_json(doc, json.loads(body))
 
@@ -291,7 +291,7 @@ def test_pipeline_on_any_body_commits_exactly_or_nothing(body):
         assert after == before
     else:
         assert after.hashes.keys() == {
-            i.key_text for i in extract_items(decode_json(body), SPECS[0])
+            i.key_text for i in extract_items(parse_document(body, "json"), SPECS[0])
         }
         assert len(outcome.events) == len(outcome.changes)
 

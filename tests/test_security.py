@@ -463,3 +463,38 @@ async def test_client_pool_builds_guarded_clients_only_when_asked():
             await guarded.aclose()
             await open_pool.aclose()
     assert len(hooks.requests) == 1
+
+
+async def test_oauth2_access_tokens_echoed_back_are_redacted(tmp_path):
+    """A token fetched at run time and echoed by the API is kept out of the error and the state."""
+    from tests.support.pipelines import make_config, running
+
+    issued: list[str] = []
+
+    def handle(req: Request) -> Reply:
+        if req.path == "/oauth/token":
+            issued.append(f"atok-SECRET-{len(issued)}-abcdef")
+            return Reply(200, {"access_token": issued[-1], "expires_in": 3600})
+        return Reply(401, f"invalid token: {req.headers.get('authorization')}")
+
+    with serve(handle) as server:
+        config = make_config(
+            tmp_path,
+            f"""
+[[sources]]
+name = "s"
+url = "{server.url("/items")}"
+every = "1m"
+[sources.auth]
+kind = "oauth2"
+token_url = "{server.url("/oauth/token")}"
+client_id = "id"
+client_secret = "client-SECRET-xyz"
+""",
+        )
+        async with running(config) as h:
+            failed = await h.poll()
+            stored = h.store.conn.execute("SELECT last_error FROM sources").fetchone()[0]
+    assert not failed.ok and "HTTP 401" in (failed.error or "")
+    assert "invalid token: Bearer ***" in (failed.error or "")
+    assert issued and not any(t in (failed.error or "") or t in stored for t in issued)
