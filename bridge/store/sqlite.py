@@ -836,7 +836,7 @@ class SQLiteStore:
                 merged += self._coalesce_key(listener, source, key_text, at, excluded, merge)
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            _rollback(conn)
             raise
         return merged
 
@@ -979,7 +979,7 @@ class SQLiteStore:
             yield conn
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            _rollback(conn)
             raise
 
     def _bump_control(self) -> None:
