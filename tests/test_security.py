@@ -154,6 +154,17 @@ def test_secrets_never_appear_in_output_logs_errors_or_state(secret_setup, tmp_p
         assert daemon.terminate() == 0
         outputs.append(daemon.output())
 
+    # the inspection verbs, over a state full of attempts that echoed credentials back
+    for verb in ("status", "events", "deliveries"):
+        for json_flag in ((), ("--json",)):
+            assert cli(verb, *json_flag).returncode == 0, outputs[-1]
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        event_ids = [r[0] for r in db.execute("SELECT id FROM events")]
+    assert event_ids
+    for event_id in event_ids:
+        assert cli("show", event_id).returncode == 0, outputs[-1]
+        assert cli("show", event_id, "--json").returncode == 0, outputs[-1]
+
     # a configuration error that would quote a secret value
     bad = tmp_path / "bad.toml"
     bad.write_text(config.read_text().replace('every = "200ms"', 'every = "${API_TOKEN}"'))
