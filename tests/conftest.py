@@ -45,3 +45,7 @@ def write_config(tmp_path: Path) -> Callable[[str], Path]:
         return path
 
     return write
+
+
+# PostgreSQL fixtures (pg_dsn, pg_schema, pg_url): skipped unless POLLBRIDGE_TEST_PG is set.
+pytest_plugins = ["tests.support.pg"]

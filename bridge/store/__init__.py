@@ -10,6 +10,11 @@ from bridge.store.base import (
     DeliveryQuery,
     EventQuery,
     EventRecord,
+    Heartbeat,
+    InstanceInfo,
+    InstanceStatus,
+    LeaseLost,
+    OwnersReport,
     PollCommit,
     PruneResult,
     ReplayRequest,
@@ -20,16 +25,28 @@ from bridge.store.base import (
 )
 
 
+def is_postgres_url(location: str) -> bool:
+    """Whether ``location`` names a PostgreSQL database rather than a SQLite file."""
+    return location.startswith(("postgresql://", "postgres://"))
+
+
 def create_store(location: str, *, access: Access = "daemon") -> Store:
     """The store for ``location``: a file path (SQLite) or a ``postgresql://`` URL.
 
     ``access`` is ``"daemon"`` for the daemon (creates and migrates), ``"read"`` or ``"write"``
     for the CLI beside a running daemon (the state must exist; nothing is created or migrated).
     """
-    if location.startswith(("postgresql://", "postgres://")):
-        raise StoreError(
-            "open", "the PostgreSQL backend is not available in this version", location="postgresql"
-        )
+    if is_postgres_url(location):
+        try:
+            from bridge.store.postgres import PostgresStore
+        except ImportError as exc:
+            raise StoreError(
+                "open",
+                f"the PostgreSQL backend needs psycopg 3 and psycopg-pool ({exc}); "
+                "install them with: pip install 'psycopg[binary]' psycopg-pool",
+                location="postgresql",
+            ) from exc
+        return PostgresStore(location, access=access)
     from bridge.store.sqlite import SQLiteStore
 
     return SQLiteStore(location, access=access)
@@ -42,6 +59,11 @@ __all__ = [
     "DeliveryQuery",
     "EventQuery",
     "EventRecord",
+    "Heartbeat",
+    "InstanceInfo",
+    "InstanceStatus",
+    "LeaseLost",
+    "OwnersReport",
     "PollCommit",
     "PruneResult",
     "ReplayRequest",
@@ -50,4 +72,5 @@ __all__ = [
     "StaleSnapshot",
     "Store",
     "create_store",
+    "is_postgres_url",
 ]

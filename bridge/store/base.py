@@ -1,4 +1,9 @@
-"""The storage interface. Backends: ``sqlite`` (embedded default) and, later, ``postgres``."""
+"""The storage interface. Backends: ``sqlite`` (embedded default) and ``postgres`` (shared).
+
+Several pollbridge instances may share one PostgreSQL store. They coordinate through it alone:
+a lease per source (one poller per source, fenced commits) and claimed deliveries (one sender per
+attempt). A single-instance backend implements those calls trivially: it always owns everything.
+"""
 
 from __future__ import annotations
 
@@ -48,6 +53,8 @@ class PollCommit:
     expected_version: int | None = None
     """The snapshot version the diff was computed against; a mismatch refuses the commit."""
     extra_state: Mapping[str, Any] = field(default_factory=dict)
+    lease_token: int | None = None
+    """The fencing token of the source lease the poll ran under; a lost lease refuses the commit."""
 
 
 @dataclass(frozen=True)
@@ -155,6 +162,52 @@ class StaleSnapshot(Exception):
     """The snapshot changed since the diff was computed (another writer); poll again."""
 
 
+class LeaseLost(StaleSnapshot):
+    """The poll's source lease passed to another instance; its commit was refused (fencing)."""
+
+
+@dataclass(frozen=True)
+class InstanceInfo:
+    """Who a running pollbridge process is, as other instances and ``pollbridge leases`` see it."""
+
+    id: str
+    host: str
+    pid: int
+    started_at: datetime
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """What a heartbeat learnt: how many instances are alive and which leases are still ours."""
+
+    live_instances: int
+    tokens: dict[str, int]
+    """Source -> fencing token of every lease the heartbeat renewed."""
+
+
+@dataclass(frozen=True)
+class InstanceStatus:
+    """One instance as the store knows it, with what it owns right now."""
+
+    id: str
+    host: str
+    pid: int
+    started_at: datetime
+    last_seen: datetime
+    alive: bool
+    sources: tuple[str, ...]
+    claimed_deliveries: int
+
+
+@dataclass(frozen=True)
+class OwnersReport:
+    """Which instance owns what (empty for a single-instance store)."""
+
+    instances: list[InstanceStatus]
+    unowned_sources: list[str]
+    """Sources with a lease that no live instance holds (they are taken at the next tick)."""
+
+
 class Store(Protocol):
     """What the pipeline, dispatcher and CLI need from a state backend."""
 
@@ -228,6 +281,46 @@ class Store(Protocol):
         pending deliveries went down.
         """
         ...
+    async def claim_deliveries(
+        self,
+        listener: str,
+        now: float,
+        limit: int,
+        exclude_ids: Sequence[int],
+        *,
+        owner: str,
+        claim_s: float,
+    ) -> list[Delivery]:
+        """Like :meth:`due_deliveries`, but each returned delivery is claimed by ``owner`` for
+        ``claim_s`` seconds: no other instance attempts it (or anything after it on its key)
+        until the attempt is recorded or the claim expires."""
+        ...
+
+    # instances and leases (several instances on one store)
+    async def heartbeat(
+        self, instance: InstanceInfo, held: Sequence[str], ttl_s: float
+    ) -> Heartbeat:
+        """Say ``instance`` is alive for ``ttl_s`` and renew its leases on ``held`` sources."""
+        ...
+
+    async def acquire_source_lease(
+        self, source: str, owner: str, ttl_s: float, *, orphans_only: bool = False
+    ) -> int | None:
+        """Take (or renew) the lease on ``source``; its fencing token, or None if another live
+        instance holds it. ``orphans_only``: take only leases whose owner stopped renewing."""
+        ...
+
+    async def release_source_leases(self, owner: str, sources: Sequence[str]) -> None: ...
+    async def leave(self, owner: str) -> None:
+        """A clean stop: give up every lease and unattempted claim of ``owner`` at once."""
+        ...
+
+    async def watch_deliveries(self, wake: Callable[[], None]) -> None:
+        """Call ``wake`` whenever another instance may have made deliveries due; run until
+        cancelled (returns at once when no other instance can share the store)."""
+        ...
+
+    async def list_owners(self) -> OwnersReport: ...
 
     # listeners
     async def set_listener_paused(

@@ -36,7 +36,10 @@ from bridge.store.base import (
     DeliveryQuery,
     EventQuery,
     EventRecord,
+    Heartbeat,
+    InstanceInfo,
     MergeUpdates,
+    OwnersReport,
     PollCommit,
     PruneResult,
     ReplayRequest,
@@ -1220,6 +1223,42 @@ def _row_to_delivery(r: Mapping[str, Any]) -> DeliveryInfo:
         last_error=r["last_error"],
         last_response=r["last_response"],
     )
+
+    # -- instances and leases: one process owns a SQLite file, so it always owns everything --
+
+    async def claim_deliveries(
+        self,
+        listener: str,
+        now: float,
+        limit: int,
+        exclude_ids: Sequence[int],
+        *,
+        owner: str,
+        claim_s: float,
+    ) -> list[Delivery]:
+        return await self.due_deliveries(listener, now, limit, exclude_ids)
+
+    async def heartbeat(
+        self, instance: InstanceInfo, held: Sequence[str], ttl_s: float
+    ) -> Heartbeat:
+        return Heartbeat(live_instances=1, tokens=dict.fromkeys(held, 0))
+
+    async def acquire_source_lease(
+        self, source: str, owner: str, ttl_s: float, *, orphans_only: bool = False
+    ) -> int | None:
+        return 0
+
+    async def release_source_leases(self, owner: str, sources: Sequence[str]) -> None:
+        return None
+
+    async def leave(self, owner: str) -> None:
+        return None
+
+    async def watch_deliveries(self, wake: Callable[[], None]) -> None:
+        return None
+
+    async def list_owners(self) -> OwnersReport:
+        return OwnersReport(instances=[], unowned_sources=[])
 
 
 def _rollback(conn: sqlite3.Connection) -> None:

@@ -1,0 +1,281 @@
+"""The Store contract, run against every backend: SQLite always, PostgreSQL when configured."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge.core.extract import key_text
+from bridge.core.hashing import hash_value
+from bridge.models import AttemptResult, Change, Item, ItemKey
+from bridge.store import InstanceInfo, PollCommit, StaleSnapshot, Store, create_store
+
+T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+OK = AttemptResult(True, 204, 0.01)
+FAILED = AttemptResult(False, 500, 0.02, error="HTTP 500", response_excerpt="oops")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    """An open, empty store of each backend."""
+    if request.param == "sqlite":
+        location = str(tmp_path / "state.db")
+    else:
+        location = request.getfixturevalue("pg_url")
+    store = create_store(location)
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+def item(key: ItemKey, **value: Any) -> Item:
+    body = {"id": key if isinstance(key, str) else list(key), **value}
+    return Item(key, key_text(key), body, hash_value(body))
+
+
+def created(it: Item) -> Change:
+    return Change("created", it.key, it.key_text, None, it.value, [], it.hash)
+
+
+def updated(old: Item, new: Item) -> Change:
+    patch = [{"op": "replace", "path": "/v", "value": new.value.get("v")}]
+    return Change("updated", new.key, new.key_text, old.value, new.value, patch, new.hash)
+
+
+def deleted(old: Item) -> Change:
+    return Change("deleted", old.key, old.key_text, old.value, None, [], None)
+
+
+def commit(
+    source: str,
+    *,
+    at: datetime = T0,
+    upserts: Sequence[Item] = (),
+    deletes: Sequence[str] = (),
+    changes: Sequence[Change] = (),
+    listeners: Sequence[str] = ("hooks",),
+    expected_version: int | None = None,
+    item_count: int | None = None,
+) -> PollCommit:
+    return PollCommit(
+        source=source,
+        polled_at=at,
+        duration_s=0.05,
+        upserts=upserts,
+        deletes=deletes,
+        changes=changes,
+        routes=[list(listeners) for _ in changes],
+        item_count=len(upserts) if item_count is None else item_count,
+        fingerprint="fp1",
+        expected_version=expected_version,
+    )
+
+
+async def test_commit_writes_snapshot_events_deliveries_and_state(store: Store):
+    """One commit stores items, events (ordered seqs), a delivery per listener and source state."""
+    a, b = item("a", v=1), item(("x", "1"), v=2)
+    events = await store.commit_poll(
+        commit(
+            "orders",
+            upserts=[a, b],
+            changes=[created(a), created(b)],
+            listeners=["hooks", "audit"],
+            expected_version=0,
+        )
+    )
+    assert [e.key for e in events] == ["a", ("x", "1")]
+    assert events[0].seq < events[1].seq
+    assert all(e.id.startswith("evt_") for e in events)
+    snap = await store.load_hashes("orders")
+    assert snap.version == 1
+    assert snap.hashes == {"a": a.hash, b.key_text: b.hash}
+    assert await store.snapshot_version("orders") == 1
+    loaded = await store.load_items("orders", ["a", b.key_text, "missing"])
+    assert loaded == {"a": ("a", a.value), b.key_text: (("x", "1"), b.value)}
+    state = await store.get_source_state("orders")
+    assert state is not None
+    assert (state.last_success_at, state.item_count, state.fingerprint) == (T0, 2, "fp1")
+    assert [s.name for s in await store.list_source_states()] == ["orders"]
+    assert await store.pending_count() == 4
+    assert await store.pending_count(["audit"]) == 2
+    due = await store.due_deliveries("hooks", T0.timestamp(), 10, [])
+    assert [d.event for d in due] == events
+
+
+async def test_update_and_delete_replace_the_snapshot(store: Store):
+    """A second commit upserts and deletes items and bumps the snapshot version."""
+    a, b = item("a", v=1), item("b", v=1)
+    await store.commit_poll(commit("s", upserts=[a, b], changes=[]))
+    a2 = item("a", v=2)
+    events = await store.commit_poll(
+        commit(
+            "s",
+            at=T0 + timedelta(seconds=1),
+            upserts=[a2],
+            deletes=["b"],
+            changes=[updated(a, a2), deleted(b)],
+            expected_version=1,
+            item_count=1,
+        )
+    )
+    assert [e.type for e in events] == ["updated", "deleted"]
+    assert events[0].before == a.value and events[0].after == a2.value
+    assert events[1].after is None
+    snap = await store.load_hashes("s")
+    assert (snap.version, snap.hashes) == (2, {"a": a2.hash})
+
+
+async def test_commit_is_one_transaction(store: Store):
+    """A commit that fails half-way leaves no item, event, delivery or state behind."""
+    a = item("a", v=1)
+    broken = PollCommit(
+        source="s",
+        polled_at=T0,
+        duration_s=0.1,
+        upserts=[a],
+        deletes=[],
+        changes=[created(a)],
+        routes=[],  # one route per change is required: fails after items and events are written
+        item_count=1,
+        fingerprint="fp",
+    )
+    with pytest.raises(ValueError):
+        await store.commit_poll(broken)
+    assert await store.snapshot_version("s") == 0
+    assert (await store.load_hashes("s")).hashes == {}
+    assert await store.get_source_state("s") is None
+    assert await store.pending_count() == 0
+    # and the store still works afterwards
+    await store.commit_poll(commit("s", upserts=[a], changes=[created(a)]))
+    assert await store.pending_count() == 1
+
+
+async def test_stale_snapshot_refuses_the_commit(store: Store):
+    """A commit computed against an old snapshot version is refused and writes nothing."""
+    a = item("a", v=1)
+    await store.commit_poll(commit("s", upserts=[a], changes=[created(a)], expected_version=0))
+    a2 = item("a", v=2)
+    with pytest.raises(StaleSnapshot):
+        await store.commit_poll(
+            commit("s", upserts=[a2], changes=[updated(a, a2)], expected_version=0)
+        )
+    snap = await store.load_hashes("s")
+    assert (snap.version, snap.hashes) == (1, {"a": a.hash})
+    assert await store.pending_count() == 1
+
+
+async def test_deliveries_are_due_in_order_per_key(store: Store):
+    """Only the oldest pending delivery of a key is due; the next one waits for it to finish."""
+    a1, a2, b1 = item("a", v=1), item("a", v=2), item("b", v=1)
+    first = await store.commit_poll(commit("s", upserts=[a1, b1], changes=[created(a1), created(b1)]))
+    second = await store.commit_poll(
+        commit("s", at=T0 + timedelta(seconds=1), upserts=[a2], changes=[updated(a1, a2)])
+    )
+    now = (T0 + timedelta(seconds=5)).timestamp()
+    due = await store.due_deliveries("hooks", now, 10, [])
+    assert [d.event.id for d in due] == [first[0].id, first[1].id]
+    # a failed head with a retry scheduled keeps blocking its key
+    head = due[0]
+    retry_at = now + 60
+    assert await store.record_attempt(head.id, T0, FAILED, next_at=retry_at) == "pending"
+    due = await store.due_deliveries("hooks", now, 10, [])
+    assert [d.event.id for d in due] == [first[1].id]
+    assert await store.next_due_at(["hooks"], [due[0].id]) == retry_at
+    # once the head is delivered, the next event of that key becomes due
+    retried = await store.due_deliveries("hooks", retry_at, 10, [due[0].id])
+    assert [d.id for d in retried] == [head.id]
+    assert retried[0].attempts == 1
+    await store.record_attempt(head.id, T0, OK, next_at=None)
+    due = await store.due_deliveries("hooks", retry_at, 10, [])
+    assert {d.event.id for d in due} == {first[1].id, second[0].id}
+
+
+async def test_claimed_deliveries_keep_per_key_order(store: Store):
+    """claim_deliveries hands out chain heads only, like due_deliveries."""
+    a1, a2 = item("a", v=1), item("a", v=2)
+    await store.commit_poll(commit("s", upserts=[a1], changes=[created(a1)]))
+    await store.commit_poll(commit("s", upserts=[a2], changes=[updated(a1, a2)]))
+    now = (T0 + timedelta(seconds=1)).timestamp()
+    claimed = await store.claim_deliveries("hooks", now, 10, [], owner="me", claim_s=30)
+    assert [d.event.type for d in claimed] == ["created"]
+    await store.record_attempt(claimed[0].id, T0, OK, next_at=None)
+    claimed = await store.claim_deliveries("hooks", now, 10, [], owner="me", claim_s=30)
+    assert [d.event.type for d in claimed] == ["updated"]
+
+
+@pytest.mark.parametrize(
+    ("result", "next_at", "state"),
+    [(OK, None, "delivered"), (FAILED, 9e9, "pending"), (FAILED, None, "dead")],
+)
+async def test_record_attempt_states(store: Store, result, next_at, state):
+    """An attempt ends delivered, pending (retry scheduled) or dead, and the listener says so."""
+    a = item("a", v=1)
+    await store.commit_poll(commit("s", upserts=[a], changes=[created(a)]))
+    (delivery,) = await store.due_deliveries("hooks", T0.timestamp(), 10, [])
+    at = T0 + timedelta(seconds=3)
+    assert await store.record_attempt(delivery.id, at, result, next_at=next_at) == state
+    (listener,) = await store.list_listener_states()
+    counts = {"pending": listener.pending, "delivered": listener.delivered, "dead": listener.dead}
+    assert counts == {s: int(s == state) for s in counts}
+    if result.ok:
+        assert (listener.last_success_at, listener.last_failure_at) == (at, None)
+    else:
+        assert (listener.last_failure_at, listener.last_error) == (at, "HTTP 500")
+    due_later = await store.due_deliveries("hooks", 1e10, 10, [])
+    assert [d.attempts for d in due_later] == ([1] if state == "pending" else [])
+
+
+async def test_poll_failures_count_up_and_success_resets(store: Store):
+    """record_poll_failure counts consecutive failures; an unchanged poll resets them."""
+    until = T0 + timedelta(minutes=5)
+    await store.record_poll_failure("s", T0, 0.1, "boom")
+    state = await store.record_poll_failure("s", T0, 0.2, "boom again", not_before=until)
+    assert (state.consecutive_failures, state.last_error, state.not_before) == (
+        2,
+        "boom again",
+        until,
+    )
+    await store.record_poll_unchanged(
+        "s", T0, 0.1, validators={"http://x/": {"etag": '"v1"'}}
+    )
+    state = await store.get_source_state("s")
+    assert state is not None
+    assert (state.consecutive_failures, state.last_error, state.not_before) == (0, None, None)
+    assert state.validators == {"http://x/": {"etag": '"v1"'}}
+
+
+async def test_update_source_state_checks_fields(store: Store):
+    """update_source_state writes known fields and refuses unknown ones."""
+    await store.update_source_state("s", held_reason="too many deletes", held_polls=2, not_before=T0)
+    state = await store.get_source_state("s")
+    assert state is not None
+    assert (state.held_reason, state.held_polls, state.not_before) == ("too many deletes", 2, T0)
+    with pytest.raises(ValueError, match="unknown"):
+        await store.update_source_state("s", snapshot_version=9)
+
+
+async def test_listener_pause_is_remembered(store: Store):
+    """A paused listener stays paused (with its reason) until resumed."""
+    await store.set_listener_paused("hooks", True, "410 Gone", T0)
+    (state,) = await store.list_listener_states()
+    assert (state.paused, state.paused_reason) == (True, "410 Gone")
+    await store.set_listener_paused("hooks", False, None, T0)
+    (state,) = await store.list_listener_states()
+    assert state.paused is False
+
+
+async def test_a_lone_instance_gets_every_lease(store: Store):
+    """The lease calls grant a single instance every source it asks for."""
+    me = InstanceInfo("me", "host", 1, T0)
+    token = await store.acquire_source_lease("s", me.id, 30)
+    assert token is not None
+    beat = await store.heartbeat(me, ["s"], 30)
+    assert beat.tokens == {"s": token}
+    assert beat.live_instances >= 1
+    await store.leave(me.id)
