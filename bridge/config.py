@@ -767,6 +767,16 @@ class BridgeSettings(BaseSettings):
     """Events and finished deliveries older than this are pruned daily; ``"off"`` keeps them."""
     deny_private_targets: bool = False
     """Refuse listener connections to loopback, private, link-local, CGNAT, IPv4-mapped addresses."""
+    lease: Duration = timedelta(seconds=30)
+    """How long a source lease (and an instance's heartbeat) lasts without renewal: with several
+    instances on one PostgreSQL store, the others take over a dead instance's work after this."""
+
+    @field_validator("lease")
+    @classmethod
+    def _lease(cls, v: timedelta) -> timedelta:
+        if v.total_seconds() < 1:
+            raise ValueError("must be at least 1s (it is renewed every third of it)")
+        return v
 
     @field_validator("log_level", "log_format", mode="before")
     @classmethod

@@ -35,6 +35,7 @@ from bridge.dispatcher import Dispatcher
 from bridge.errors import BridgeError, ConfigError, StoreError
 from bridge.httpd import Response, StatusServer
 from bridge.metrics import Metrics
+from bridge.leases import LeaseKeeper, this_instance
 from bridge.models import AttemptResult, Delivery, Event
 from bridge.pipeline import Pipeline, PollOutcome, describe_outcome
 from bridge.poller import HostLimiter, Poller
@@ -150,6 +151,9 @@ class Daemon:
         self.scheduler: AsyncIOScheduler | None = None
         self.pipeline: Pipeline | None = None
         self.dispatcher: Dispatcher | None = None
+        # several instances on one store: who we are and our source leases
+        self.instance = this_instance(clock())
+        self.leases: LeaseKeeper | None = None
 
     def redact(self, text: str) -> str:
         """``text`` with every secret of every configuration this daemon has run replaced."""
@@ -161,6 +165,11 @@ class Daemon:
 
     async def _start(self) -> None:
         await self.store.open()
+        lease_s = self.config.bridge.lease.total_seconds()
+        self.leases = LeaseKeeper(
+            self.store, self.instance, [s.name for s in self.config.sources], lease_s
+        )
+        await self.leases.beat()
         self._poll_clients = ClientPool(
             httpx.Limits(max_connections=100, max_keepalive_connections=20)
         )
@@ -184,6 +193,8 @@ class Daemon:
             ignore_paths={s.name: s.ignore_paths for s in self.config.sources},
             on_result=self._on_delivery,
             redact=self.redact,
+            owner=self.instance.id,
+            lease_s=lease_s,
         )
         self.pipeline = Pipeline(
             self.config,
@@ -215,6 +226,11 @@ class Daemon:
         self.metrics.observe_delivery(listener.name, delivery, result, state, self.clock())
 
     async def _close(self) -> None:
+        if self.leases is not None:
+            try:
+                await self.leases.leave()
+            except StoreError as exc:
+                log.warning("could not give up our leases (they expire on their own): %s", exc)
         for pool in (self._poll_clients, self._send_clients):
             if pool is not None:
                 await pool.aclose()
@@ -237,7 +253,11 @@ class Daemon:
                 return None
             if source.jitter.total_seconds() > 0:
                 await asyncio.sleep(self.rng.uniform(0, source.jitter.total_seconds()))
-            return await self._poll_now(source)
+            assert self.leases is not None  # noqa: S101
+            async with self.leases.polling(name) as token:
+                if token is None:
+                    return None  # another instance polls this source
+                return await self._poll_now(source, token)
         except StoreError as exc:
             # locked by another process, disk full...: the transaction rolled back whole
             log.warning(
@@ -276,9 +296,9 @@ class Daemon:
                 return s
         return None
 
-    async def _poll_now(self, source: SourceConfig) -> PollOutcome:
+    async def _poll_now(self, source: SourceConfig, lease_token: int | None = None) -> PollOutcome:
         assert self.pipeline is not None  # noqa: S101
-        outcome = await self.pipeline.poll(source)
+        outcome = await self.pipeline.poll(source, lease_token=lease_token)
         self.stats.last_outcomes[source.name] = outcome
         now = self.clock()
         self.metrics.observe_poll(
@@ -405,6 +425,9 @@ class Daemon:
         handlers: list[signal.Signals] = []
         assert self.dispatcher is not None  # noqa: S101
         dispatch = asyncio.create_task(self.dispatcher.run(), name="dispatcher")
+        assert self.leases is not None  # noqa: S101
+        self._spawn(self.leases.run(), "leases")
+        self._spawn(self.store.watch_deliveries(self.dispatcher.wake), "listen")
         try:
             await self._start_http(self.config)
             self._schedule()
@@ -471,15 +494,24 @@ class Daemon:
             self.scheduler.shutdown(wait=False)
         log.info("stopped")
 
+    async def _poll_if_ours(self, source: SourceConfig) -> PollOutcome | None:
+        assert self.leases is not None  # noqa: S101
+        async with self.leases.polling(source.name) as token:
+            if token is None:
+                log.info("source %s is polled by another instance; skipped", source.name)
+                return None
+            return await self._poll_now(source, token)
+
     async def run_once(self) -> int:
         """Poll every source once, deliver what is due, exit (0, 1 = a poll failed, 75 = pending)."""
         await self._start()
         try:
             assert self.pipeline is not None  # noqa: S101
             due = [s for s in self.config.sources if not await self._postponed(s, logging.INFO)]
-            outcomes = await asyncio.gather(
-                *(self._poll_now(s) for s in due), return_exceptions=False
+            polled = await asyncio.gather(
+                *(self._poll_if_ours(s) for s in due), return_exceptions=False
             )
+            outcomes = [o for o in polled if o is not None]
             assert self.dispatcher is not None  # noqa: S101
             await self.dispatcher.run_until_idle()
             pending = await self.store.pending_count([lst.name for lst in self.config.listeners])
@@ -772,6 +804,8 @@ class Daemon:
             list(new.listeners), ignore_paths={s.name: s.ignore_paths for s in new.sources}
         )
         self._refresh_clients(old, new)
+        if self.leases is not None:
+            self.leases.set_sources([s.name for s in new.sources])
         if self._hosts is not None:
             # [[hosts]] gaps apply at once; per_host_concurrency sizes semaphores: restart
             self._hosts.min_interval_s = {k.lower(): v for k, v in new.min_intervals_s().items()}
@@ -829,6 +863,8 @@ class Daemon:
 
     async def _apply_bridge(self, old: Config, new: Config) -> None:
         ob, nb = old.bridge, new.bridge
+        if ob.lease != nb.lease:
+            log.warning("[bridge] lease changed: applies after a restart")
         if (ob.log_level, ob.log_format) != (nb.log_level, nb.log_format):
             from bridge.logs import configure_logging
 

@@ -87,6 +87,8 @@ class Dispatcher:
         on_result: Callable[[ListenerConfig, Delivery, AttemptResult, str], None] | None = None,
         ignore_paths: Mapping[str, Sequence[JsonPath]] | None = None,
         redact: Callable[[str], str] = str,
+        owner: str = "local",
+        lease_s: float = 30.0,
     ):
         self.store = store
         self.redact = redact
@@ -96,6 +98,10 @@ class Dispatcher:
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not security
         self.on_result = on_result
         self._ignore: Mapping[str, Sequence[JsonPath]] = dict(ignore_paths or {})
+        # Deliveries are claimed in the store by ``owner`` (this instance) for at least the
+        # lease and twice the listener's timeout, so no other instance attempts them meanwhile.
+        self.owner = owner
+        self.lease_s = lease_s
         self._listeners = {lst.name: lst for lst in listeners}
         self._pace: dict[str, _Pace] = {}
         self._paused: set[str] = set()
@@ -269,7 +275,10 @@ class Dispatcher:
                     waits.append(pace.bucket.wait_s(mono))
                     continue
                 free = min(free, tokens)
-            due = await self.store.due_deliveries(name, now_s, free, exclude)
+            claim_s = max(self.lease_s, 2 * listener.timeout.total_seconds())
+            due = await self.store.claim_deliveries(
+                name, now_s, free, exclude, owner=self.owner, claim_s=claim_s
+            )
             for delivery in due:
                 self._start(listener, pace, delivery)
                 exclude.append(delivery.id)

@@ -165,6 +165,7 @@ class Pipeline:
         self._routes: list[ListenerRoute] = config.routes()
         self._hashes: dict[str, SnapshotHashes] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._lease_tokens: dict[str, int | None] = {}
 
     async def _route(
         self, source: str, changes: Sequence[Change], now: datetime
@@ -300,10 +301,16 @@ class Pipeline:
                 continue
             return _Pages(pages if pages else None, seen, len(seen))
 
-    async def poll(self, source: SourceConfig, *, commit: bool = True) -> PollOutcome:
-        """Poll ``source`` once. With ``commit`` the result is recorded; otherwise a dry run."""
+    async def poll(
+        self, source: SourceConfig, *, commit: bool = True, lease_token: int | None = None
+    ) -> PollOutcome:
+        """Poll ``source`` once. With ``commit`` the result is recorded; otherwise a dry run.
+
+        ``lease_token`` fences the commit: it is refused if the source's lease moved meanwhile.
+        """
         lock = self._locks.setdefault(source.name, asyncio.Lock())
         async with lock:
+            self._lease_tokens[source.name] = lease_token
             return await self._poll(source, commit)
 
     async def _poll(self, source: SourceConfig, commit: bool) -> PollOutcome:
@@ -562,6 +569,7 @@ class Pipeline:
                 result=result,
                 validators=ctx.validators,
                 expected_version=old.version,
+                lease_token=self._lease_tokens.get(source.name),
             )
         )
         hashes = dict(old.hashes)

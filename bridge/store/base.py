@@ -281,6 +281,7 @@ class Store(Protocol):
         pending deliveries went down.
         """
         ...
+
     async def claim_deliveries(
         self,
         listener: str,
