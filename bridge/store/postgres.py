@@ -309,6 +309,21 @@ class PostgresStore:
             raise StoreError(operation, _describe(exc), location=self.location) from exc
 
     async def open(self) -> None:
+        # One plain connection first: it fails fast with the server's own words, and migrates.
+        try:
+            conn = await psycopg.AsyncConnection.connect(
+                self._url, autocommit=True, row_factory=dict_row
+            )
+        except psycopg.Error as exc:
+            raise StoreError(
+                "open", f"cannot connect: {_describe(exc)}", location=self.location
+            ) from exc
+        try:
+            await self._migrate(conn)
+        except psycopg.Error as exc:
+            raise StoreError("migrate", _describe(exc), location=self.location) from exc
+        finally:
+            await conn.close()
         pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
             self._url,
             connection_class=psycopg.AsyncConnection[DictRow],
@@ -327,14 +342,9 @@ class PostgresStore:
                 "open", f"cannot connect: {_describe(exc)}", location=self.location
             ) from exc
         self._pool = pool
-        try:
-            await self._migrate()
-        except BaseException:
-            await self.close()
-            raise
 
-    async def _migrate(self) -> None:
-        async with self._connection("migrate") as conn, conn.transaction():
+    async def _migrate(self, conn: Conn) -> None:
+        async with conn.transaction():
             # Instances starting together must not migrate twice.
             await conn.execute(
                 "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"pollbridge:{self.schema}",)

@@ -173,7 +173,9 @@ async def test_stale_snapshot_refuses_the_commit(store: Store):
 async def test_deliveries_are_due_in_order_per_key(store: Store):
     """Only the oldest pending delivery of a key is due; the next one waits for it to finish."""
     a1, a2, b1 = item("a", v=1), item("a", v=2), item("b", v=1)
-    first = await store.commit_poll(commit("s", upserts=[a1, b1], changes=[created(a1), created(b1)]))
+    first = await store.commit_poll(
+        commit("s", upserts=[a1, b1], changes=[created(a1), created(b1)])
+    )
     second = await store.commit_poll(
         commit("s", at=T0 + timedelta(seconds=1), upserts=[a2], changes=[updated(a1, a2)])
     )
@@ -241,9 +243,7 @@ async def test_poll_failures_count_up_and_success_resets(store: Store):
         "boom again",
         until,
     )
-    await store.record_poll_unchanged(
-        "s", T0, 0.1, validators={"http://x/": {"etag": '"v1"'}}
-    )
+    await store.record_poll_unchanged("s", T0, 0.1, validators={"http://x/": {"etag": '"v1"'}})
     state = await store.get_source_state("s")
     assert state is not None
     assert (state.consecutive_failures, state.last_error, state.not_before) == (0, None, None)
@@ -252,7 +252,9 @@ async def test_poll_failures_count_up_and_success_resets(store: Store):
 
 async def test_update_source_state_checks_fields(store: Store):
     """update_source_state writes known fields and refuses unknown ones."""
-    await store.update_source_state("s", held_reason="too many deletes", held_polls=2, not_before=T0)
+    await store.update_source_state(
+        "s", held_reason="too many deletes", held_polls=2, not_before=T0
+    )
     state = await store.get_source_state("s")
     assert state is not None
     assert (state.held_reason, state.held_polls, state.not_before) == ("too many deletes", 2, T0)
