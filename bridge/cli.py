@@ -169,6 +169,87 @@ def cmd_run(args: argparse.Namespace) -> int:
     return asyncio.run(daemon.run_once() if args.once else daemon.run())
 
 
+def cmd_migrate_state(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from bridge.store import is_postgres_url
+
+    if not is_postgres_url(args.to):
+        print(f"pollbridge: --to must be a postgresql:// URL, got {args.to!r}", file=sys.stderr)
+        return EX_USAGE
+    path = Path(args.from_)
+    if not path.is_file():
+        raise StoreError("migrate-state", "no such SQLite state file", location=str(path))
+    return asyncio.run(_migrate_state(path, args.to))
+
+
+async def _migrate_state(path: Any, url: str) -> int:
+    from bridge.store.postgres import PostgresStore
+    from bridge.store.sqlite import SQLiteStore
+
+    lite = SQLiteStore(path)
+    lite.open_sync()  # brings an older state file to the current schema first, as `run` would
+    target = PostgresStore(url)
+    try:
+        await target.open()
+        counts = await target.import_sqlite(lite.conn)
+    finally:
+        lite.close_sync()
+        await target.close()
+    copied = ", ".join(f"{n} {table}" for table, n in counts.items())
+    print(f"copied {path} into {target.location}: {copied}")
+    print("now set [bridge] state to that URL and start the instances (docs/scaling.md)")
+    return 0
+
+
+def cmd_leases(args: argparse.Namespace) -> int:
+    config = _config(args)
+    return asyncio.run(_leases(config, args.json))
+
+
+async def _leases(config: Config, as_json: bool) -> int:
+    from bridge.store import create_store
+
+    store = create_store(config.state_location)
+    await store.open()
+    try:
+        report = await store.list_owners()
+    finally:
+        await store.close()
+    if as_json:
+        data = {
+            "instances": [
+                {
+                    "id": i.id,
+                    "host": i.host,
+                    "pid": i.pid,
+                    "alive": i.alive,
+                    "started_at": i.started_at.isoformat(),
+                    "last_seen": i.last_seen.isoformat(),
+                    "sources": list(i.sources),
+                    "claimed_deliveries": i.claimed_deliveries,
+                }
+                for i in report.instances
+            ],
+            "unowned_sources": report.unowned_sources,
+        }
+        sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return 0
+    if not report.instances and not report.unowned_sources:
+        print("no instance holds a lease (a SQLite state always has a single instance)")
+        return 0
+    for i in report.instances:
+        state = "alive" if i.alive else "gone"
+        print(
+            f"{i.id} ({state}, pid {i.pid} on {i.host}, last seen {i.last_seen:%Y-%m-%d %H:%M:%S}Z)"
+        )
+        print(f"  sources ({len(i.sources)}): {', '.join(i.sources) or '-'}")
+        print(f"  claimed deliveries: {i.claimed_deliveries}")
+    if report.unowned_sources:
+        print(f"unowned (taken at the next tick): {', '.join(report.unowned_sources)}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from bridge.demo import run_demo
     from bridge.logs import configure_logging
@@ -826,6 +907,16 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="poll every source once, deliver what is due, exit (1: a poll failed, 75: deliveries pending)",
     )
+    config_arg(p)
+    p = add(
+        "migrate-state",
+        cmd_migrate_state,
+        "copy a SQLite state (snapshots, events, deliveries) into an empty PostgreSQL database",
+    )
+    p.add_argument("--from", dest="from_", required=True, metavar="PATH", help="the SQLite file")
+    p.add_argument("--to", required=True, metavar="URL", help="postgresql://user@host/db")
+    p = add("leases", cmd_leases, "show which instance polls which source (PostgreSQL state)")
+    p.add_argument("--json", action="store_true", help="print JSON")
     config_arg(p)
     p = add("demo", cmd_demo, "offline demo: example API -> pollbridge -> verifying receiver")
     p.add_argument(
