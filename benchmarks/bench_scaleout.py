@@ -150,14 +150,15 @@ max_in_flight = {in_flight}
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--deliveries", type=int, default=3000)
-    parser.add_argument("--latency-ms", type=float, nargs="+", default=[0.0, 50.0])
+    parser.add_argument("--latency-ms", type=float, nargs="+", default=[0.0, 200.0])
     parser.add_argument("--in-flight", type=int, default=16, help="max_in_flight per instance")
     parser.add_argument("--instances", type=int, nargs="+", default=[1, 2, 3])
     args = parser.parse_args()
     dsn = os.environ.get("POLLBRIDGE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
     print(
         f"{args.deliveries} deliveries, max_in_flight {args.in_flight} per instance, "
-        f"{os.cpu_count()} CPU(s), PostgreSQL at {dsn.split('@')[-1]}"
+        f"{os.cpu_count()} CPU(s) (load average {os.getloadavg()[0]:.1f}), "
+        f"PostgreSQL at {dsn.split('@')[-1]}"
     )
     for latency_ms in args.latency_ms:
         ports: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
