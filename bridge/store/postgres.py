@@ -53,7 +53,7 @@ log = logging.getLogger("pollbridge.store")
 
 Conn = psycopg.AsyncConnection[DictRow]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """The PostgreSQL schema's own version (recorded in ``schema_version``)."""
 
 _MIGRATIONS: dict[int, str] = {
@@ -156,6 +156,10 @@ _MIGRATIONS: dict[int, str] = {
         expires_at timestamptz NOT NULL
     );
     """,
+    # `pollbridge accept NAME`: apply a held poll's result at the source's next poll
+    2: """
+    ALTER TABLE sources ADD COLUMN accept_requested boolean NOT NULL DEFAULT false;
+    """,
 }
 assert max(_MIGRATIONS) == SCHEMA_VERSION  # noqa: S101 - a programming error, caught by any test
 
@@ -173,6 +177,7 @@ _SOURCE_FIELDS = (
     "held_polls",
     "held_digest",
     "validators",
+    "accept_requested",
 )
 
 # Only the chain head of each (listener, source, key) may be attempted: per-key order.
@@ -267,6 +272,7 @@ def _row_to_source(row: Mapping[str, Any]) -> SourceState:
         held_polls=row["held_polls"],
         held_digest=row["held_digest"],
         validators=_loads(row["validators"]) or {},
+        accept_requested=bool(row["accept_requested"]),
     )
 
 
@@ -600,6 +606,7 @@ class PostgresStore:
             "held_reason": None,
             "held_polls": 0,
             "held_digest": None,
+            "accept_requested": False,
             "snapshot_version": version,
         }
         if commit.validators is not None:
@@ -672,7 +679,10 @@ class PostgresStore:
         unknown = set(fields) - set(_SOURCE_FIELDS)
         if unknown:
             raise ValueError(f"unknown source state fields: {sorted(unknown)}")
-        stored = {k: _dumps(v) if k == "validators" else v for k, v in fields.items()}
+        stored = {
+            k: _dumps(v) if k == "validators" else bool(v) if k == "accept_requested" else v
+            for k, v in fields.items()
+        }
         async with self._connection("update_source_state") as conn:
             await self._upsert_source(conn, source, stored)
 

@@ -253,11 +253,16 @@ async def test_poll_failures_count_up_and_success_resets(store: Store):
 async def test_update_source_state_checks_fields(store: Store):
     """update_source_state writes known fields and refuses unknown ones."""
     await store.update_source_state(
-        "s", held_reason="too many deletes", held_polls=2, not_before=T0
+        "s", held_reason="too many deletes", held_polls=2, not_before=T0, accept_requested=True
     )
     state = await store.get_source_state("s")
     assert state is not None
     assert (state.held_reason, state.held_polls, state.not_before) == ("too many deletes", 2, T0)
+    assert state.accept_requested is True
+    await store.commit_poll(commit("s"))
+    state = await store.get_source_state("s")
+    assert state is not None
+    assert (state.held_reason, state.accept_requested) == (None, False)
     with pytest.raises(ValueError, match="unknown"):
         await store.update_source_state("s", snapshot_version=9)
 

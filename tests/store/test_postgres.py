@@ -299,3 +299,21 @@ async def test_times_come_back_in_utc(open_store):
     state = await store.get_source_state("s")
     assert state is not None and state.last_poll_at == T0
     assert state.last_poll_at.utcoffset() == timedelta(0)
+
+
+async def test_an_older_schema_is_migrated_and_a_newer_one_refused(open_store, pg_url):
+    """Opening applies the missing numbered migrations; a schema from the future is refused."""
+    store = await open_store()
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("ALTER TABLE sources DROP COLUMN accept_requested")
+        conn.execute("DELETE FROM schema_version WHERE version = 2")
+    await store.close()
+    store = await open_store()
+    assert await store.schema_version() == SCHEMA_VERSION
+    await store.update_source_state("s", accept_requested=True)
+    state = await store.get_source_state("s")
+    assert state is not None and state.accept_requested
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (SCHEMA_VERSION + 1,))
+    with pytest.raises(StoreError, match="newer than this pollbridge"):
+        await open_store()
