@@ -142,7 +142,11 @@ class LeaseKeeper:
     @contextlib.asynccontextmanager
     async def polling(self, source: str) -> AsyncIterator[int | None]:
         """Hold ``source`` for one poll: yields its token (None: skip this tick)."""
-        token = await self.acquire(source)
+        try:
+            token = await self.acquire(source)
+        except StoreError as exc:
+            log.warning("poll %s skipped: %s", source, exc, extra={"source": source})
+            token = None
         if token is None:
             yield None
             return

@@ -101,3 +101,13 @@ async def test_a_dead_instances_sources_are_taken_even_at_full_share(pg_stores):
     taken = await tokens(alive)
     assert all(t is not None for t in taken.values())
     assert alive.held == frozenset(SOURCES)
+
+
+async def test_an_unreachable_store_skips_the_tick(caplog):
+    """When the store cannot be asked, the poll is skipped with a warning, not a traceback."""
+    unopened = PostgresStore("postgresql://nobody@127.0.0.1:1/none")
+    k = keeper(unopened, "me")
+    async with k.polling("a") as token:
+        assert token is None
+    assert "poll a skipped" in caplog.text
+    assert k.held == frozenset()
