@@ -308,7 +308,8 @@ class Store(Protocol):
         self, source: str, owner: str, ttl_s: float, *, orphans_only: bool = False
     ) -> int | None:
         """Take (or renew) the lease on ``source``; its fencing token, or None if another live
-        instance holds it. ``orphans_only``: take only leases whose owner stopped renewing."""
+        instance holds it. ``orphans_only``: take only leases whose owner stopped renewing or
+        left, not those released to balance the load."""
         ...
 
     async def release_source_leases(self, owner: str, sources: Sequence[str]) -> None: ...

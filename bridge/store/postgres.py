@@ -963,9 +963,10 @@ class PostgresStore:
 
     async def leave(self, owner: str) -> None:
         async with self._connection("leave") as conn, conn.transaction():
+            # Expired rather than released: to the others these are a departed owner's leases,
+            # which even an instance at its share takes (released ones are for balancing).
             await conn.execute(
-                "UPDATE source_leases SET owner = NULL, expires_at = clock_timestamp() "
-                "WHERE owner = %s",
+                "UPDATE source_leases SET expires_at = clock_timestamp() WHERE owner = %s",
                 (owner,),
             )
             cur = await conn.execute(

@@ -14,7 +14,7 @@ import orjson
 import psycopg
 import pytest
 
-from tests.support.daemon import DaemonProcess
+from tests.support.daemon import DaemonProcess, run_cli
 from tests.support.servers import Reply, Request, TestServer, serve
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.timeout(180)]
@@ -272,3 +272,76 @@ def _safe(db: DB, query: str) -> Any:
         return db.value(query)
     except psycopg.errors.UndefinedTable:
         return None  # the first instance has not created the schema yet
+
+
+def test_a_stopped_instance_hands_its_sources_over_at_once(
+    tmp_path, pg_url, changing_api, receiver
+):
+    """On SIGTERM an instance gives its leases back: the other takes them long before expiry."""
+    _api, api_server = changing_api
+    config = _config(tmp_path, pg_url, api_server, receiver)
+    # a lease far longer than the test may wait: only a clean hand-over can pass
+    config.write_text(config.read_text().replace(f'lease = "{LEASE_S:g}s"', 'lease = "120s"'))
+    db = DB(pg_url)
+    first = DaemonProcess(config, env={"PB_INSTANCE": "first"})
+    second = None
+    try:
+        db.wait_for(
+            "the first instance to own every source",
+            lambda: (
+                _safe(db, "SELECT count(*) FROM source_leases WHERE owner IS NOT NULL")
+                == len(SOURCES)
+            ),
+        )
+        second = DaemonProcess(config, env={"PB_INSTANCE": "second"})
+        db.wait_for(
+            "two live instances",
+            lambda: _safe(db, "SELECT count(*) FROM instances WHERE expires_at > now()") == 2,
+        )
+        assert first.terminate() == 0, first.output()
+        db.wait_for(
+            "the second instance to own every source",
+            lambda: (
+                db.value(
+                    "SELECT count(*) FROM source_leases l JOIN instances i ON i.id = l.owner "
+                    "WHERE l.expires_at > clock_timestamp()"
+                )
+                == len(SOURCES)
+                and db.value("SELECT count(*) FROM instances") == 1
+            ),
+            timeout_s=30,
+        )
+        assert second.terminate() == 0, second.output()
+        assert (
+            db.value("SELECT count(*) FROM source_leases WHERE expires_at > clock_timestamp()") == 0
+        )
+        assert db.value("SELECT count(*) FROM instances") == 0
+    finally:
+        for d in (first, second):
+            if d is not None:
+                d.__exit__(None, None, None)
+        db.close()
+
+
+def test_run_once_on_postgres_polls_delivers_and_leaves(tmp_path, pg_url, changing_api, receiver):
+    """``run --once`` works on PostgreSQL too and leaves no lease or claim behind."""
+    api, api_server = changing_api
+    config = _config(tmp_path, pg_url, api_server, receiver)
+    first = run_cli("run", "--once", "--config", str(config), env={"PB_INSTANCE": "once"})
+    assert first.returncode == 0, first.stderr
+    for _ in range(3):
+        api.mutate_once()
+    second = run_cli("run", "--once", "--config", str(config), env={"PB_INSTANCE": "once"})
+    assert second.returncode == 0, second.stderr
+    db = DB(pg_url)
+    try:
+        events = db.value("SELECT count(*) FROM events")
+        assert events >= 1
+        assert db.value("SELECT count(*) FROM deliveries WHERE state = 'delivered'") == events
+        assert len(receiver.requests) == events
+        assert (
+            db.value("SELECT count(*) FROM source_leases WHERE expires_at > clock_timestamp()") == 0
+        )
+        assert db.value("SELECT count(*) FROM deliveries WHERE claimed_by IS NOT NULL") == 0
+    finally:
+        db.close()
