@@ -43,6 +43,7 @@ from bridge.store.base import (
     InstanceInfo,
     InstanceStatus,
     LeaseLost,
+    MergeUpdates,
     OwnersReport,
     PollCommit,
     SnapshotHashes,
@@ -53,7 +54,7 @@ log = logging.getLogger("pollbridge.store")
 
 Conn = psycopg.AsyncConnection[DictRow]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """The PostgreSQL schema's own version (recorded in ``schema_version``)."""
 
 _MIGRATIONS: dict[int, str] = {
@@ -159,6 +160,11 @@ _MIGRATIONS: dict[int, str] = {
     # `pollbridge accept NAME`: apply a held poll's result at the source's next poll
     2: """
     ALTER TABLE sources ADD COLUMN accept_requested boolean NOT NULL DEFAULT false;
+    """,
+    # listeners: disable_after counts from failing_since; coalesced deliveries name their successor
+    3: """
+    ALTER TABLE listeners ADD COLUMN failing_since timestamptz;
+    ALTER TABLE deliveries ADD COLUMN coalesced_into bigint
     """,
 }
 assert max(_MIGRATIONS) == SCHEMA_VERSION  # noqa: S101 - a programming error, caught by any test
@@ -780,11 +786,14 @@ class PostgresStore:
         self, delivery_id: int, at: datetime, result: AttemptResult, *, next_at: float | None
     ) -> str:
         state = "delivered" if result.ok else ("pending" if next_at is not None else "dead")
-        touch = (
-            "last_success_at = excluded.last_success_at"
-            if result.ok
-            else "last_failure_at = excluded.last_failure_at, last_error = excluded.last_error"
-        )
+        if result.ok:
+            touch = "last_success_at = excluded.last_success_at, failing_since = NULL"
+        else:
+            touch = "last_failure_at = excluded.last_failure_at, last_error = excluded.last_error"
+            if result.sent:  # a failure that reached the receiver starts or extends the streak
+                touch += (
+                    ", failing_since = coalesce(listeners.failing_since, excluded.failing_since)"
+                )
         # One statement, one round trip. `state = 'pending'` keeps a late recorder (an instance
         # whose claim expired mid-send) from reviving what another instance already finished.
         async with self._connection("record_attempt") as conn:
@@ -801,8 +810,9 @@ class PostgresStore:
                     INSERT INTO attempts (delivery_id, at, status, duration_ms, error, response)
                     VALUES (%(id)s, %(at)s, %(status)s, %(duration_ms)s, %(error)s, %(response)s)
                 ), l AS (
-                    INSERT INTO listeners (name, last_success_at, last_failure_at, last_error)
-                    SELECT listener, %(success_at)s, %(failure_at)s, %(error)s
+                    INSERT INTO listeners (name, last_success_at, last_failure_at, last_error,
+                                           failing_since)
+                    SELECT listener, %(success_at)s, %(failure_at)s, %(error)s, %(failing_since)s
                     FROM deliveries WHERE id = %(id)s
                     ON CONFLICT (name) DO UPDATE SET {touch}
                 )
@@ -821,6 +831,7 @@ class PostgresStore:
                     "duration_ms": result.duration_s * 1000,
                     "success_at": at if result.ok else None,
                     "failure_at": None if result.ok else at,
+                    "failing_since": at if not result.ok and result.sent else None,
                 },
             )
             row = await cur.fetchone()
@@ -845,17 +856,121 @@ class PostgresStore:
             row = await cur.fetchone()
         return int(row["n"]) if row else 0
 
+    async def coalesce_pending(
+        self, listener: str, at: datetime, exclude_ids: Sequence[int], merge: MergeUpdates
+    ) -> int:
+        excluded = set(exclude_ids)
+        async with self._connection("coalesce_pending") as conn, conn.transaction():
+            # One coalescer per listener at a time across instances; keys in a fixed order.
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtext(%s))",
+                (f"pollbridge:{self.schema}:coalesce:{listener}",),
+            )
+            cur = await conn.execute(
+                "SELECT source, key_text FROM deliveries "
+                "WHERE listener = %s AND state = 'pending' AND attempts = 0 AND id <> ALL(%s) "
+                "GROUP BY source, key_text HAVING count(*) >= 2 ORDER BY source, key_text",
+                (listener, list(exclude_ids)),
+            )
+            merged = 0
+            for row in await cur.fetchall():
+                merged += await self._coalesce_key(
+                    conn, listener, row["source"], row["key_text"], at, excluded, merge
+                )
+        return merged
+
+    async def _coalesce_key(
+        self,
+        conn: Conn,
+        listener: str,
+        source: str,
+        key_text: str,
+        at: datetime,
+        excluded: set[int],
+        merge: MergeUpdates,
+    ) -> int:
+        # FOR UPDATE: another instance's claim (SKIP LOCKED) passes these rows by meanwhile.
+        cur = await conn.execute(
+            """
+            SELECT d.id AS delivery_id, d.attempts, d.next_at,
+                   coalesce(d.claimed_until > clock_timestamp(), false) AS claimed, e.*
+            FROM deliveries d JOIN events e ON e.seq = d.event_seq
+            WHERE d.listener = %s AND d.source = %s AND d.key_text = %s AND d.state = 'pending'
+            ORDER BY d.event_seq
+            FOR UPDATE OF d
+            """,
+            (listener, source, key_text),
+        )
+        chain = await cur.fetchall()
+        # Only the chain's tail, and nothing another instance is sending right now.
+        run: list[DictRow] = []
+        for row in reversed(chain):
+            if (
+                row["type"] != "updated"
+                or row["attempts"]
+                or row["claimed"]
+                or row["delivery_id"] in excluded
+            ):
+                break
+            run.append(row)
+        run.reverse()
+        if len(run) < 2:
+            return 0
+        events = [_row_to_event(r) for r in run]
+        changes = merge(events)
+        into: int | None = None
+        if changes is not None:
+            cur = await conn.execute(
+                "INSERT INTO events (id, source, key_text, key, type, timestamp, before, after, "
+                "changes) VALUES (%s, %s, %s, %s, 'updated', %s, %s, %s, %s) RETURNING seq",
+                (
+                    new_event_id(events[-1].timestamp),
+                    source,
+                    key_text,
+                    run[-1]["key"],
+                    run[-1]["timestamp"],
+                    run[0]["before"],
+                    run[-1]["after"],
+                    _dumps(changes),
+                ),
+            )
+            seq_row = await cur.fetchone()
+            assert seq_row is not None  # noqa: S101 - RETURNING always yields the row
+            cur = await conn.execute(
+                "INSERT INTO deliveries (event_seq, listener, source, key_text, next_at, "
+                "created_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id",
+                (
+                    seq_row["seq"],
+                    listener,
+                    source,
+                    key_text,
+                    min(r["next_at"] for r in run),
+                    at,
+                    at,
+                ),
+            )
+            id_row = await cur.fetchone()
+            assert id_row is not None  # noqa: S101
+            into = int(id_row["id"])
+        await conn.execute(
+            "UPDATE deliveries SET state = 'coalesced', coalesced_into = %s, updated_at = %s "
+            "WHERE id = ANY(%s)",
+            (into, at, [r["delivery_id"] for r in run]),
+        )
+        return len(run) - (0 if into is None else 1)
+
     # -- listeners --------------------------------------------------------------------------
 
     async def set_listener_paused(
         self, listener: str, paused: bool, reason: str | None, at: datetime
     ) -> None:
         async with self._connection("set_listener_paused") as conn:
+            # a resumed listener gets a fresh disable_after window
             await conn.execute(
                 "INSERT INTO listeners (name, paused, paused_reason, paused_at) "
                 "VALUES (%s, %s, %s, %s) ON CONFLICT (name) DO UPDATE SET "
                 "paused = excluded.paused, paused_reason = excluded.paused_reason, "
-                "paused_at = excluded.paused_at",
+                "paused_at = excluded.paused_at" + ("" if paused else ", failing_since = NULL"),
                 (listener, paused, reason, at if paused else None),
             )
             if not paused:
@@ -886,6 +1001,7 @@ class PostgresStore:
                     last_success_at=_utc(r["last_success_at"]) if r else None,
                     last_failure_at=_utc(r["last_failure_at"]) if r else None,
                     last_error=r["last_error"] if r else None,
+                    failing_since=_utc(r["failing_since"]) if r else None,
                 )
             )
         return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -286,3 +287,71 @@ async def test_a_lone_instance_gets_every_lease(store: Store):
     assert beat.tokens == {"s": token}
     assert beat.live_instances >= 1
     await store.leave(me.id)
+
+
+def _update(key: str, before: str, after: str) -> Change:
+    return Change(
+        "updated",
+        key,
+        key,
+        {"s": before},
+        {"s": after},
+        [{"op": "replace", "path": "/s", "value": after}],
+        "h",
+    )
+
+
+async def _updates(store: Store, key: str, states: str, start: int = 0) -> None:
+    for i, (a, b) in enumerate(itertools.pairwise(states)):
+        change = _update(key, a, b)
+        await store.commit_poll(
+            commit("s", at=T0 + timedelta(seconds=start + i), changes=[change], item_count=1)
+        )
+
+
+async def test_coalescing_merges_a_trailing_run_of_updates(store: Store):
+    """a->b->c->d waiting becomes one a->d delivery; a lone update and an excluded head stay."""
+    from bridge.core.coalesce import merged_changes
+
+    await _updates(store, "1", "abcd")
+    await _updates(store, "2", "xy", start=10)
+    assert await store.coalesce_pending("hooks", T0, [], merged_changes) == 2
+    later = (T0 + timedelta(days=1)).timestamp()
+    due = {d.event.key: d.event for d in await store.due_deliveries("hooks", later, 10, [])}
+    assert (due["1"].before, due["1"].after) == ({"s": "a"}, {"s": "d"})
+    assert due["1"].timestamp == T0 + timedelta(seconds=2)
+    assert (due["2"].before, due["2"].after) == ({"s": "x"}, {"s": "y"})
+    assert await store.pending_count(["hooks"]) == 2
+    assert await store.coalesce_pending("hooks", T0, [], merged_changes) == 0
+
+
+async def test_coalescing_keeps_an_excluded_head_and_drops_a_no_op(store: Store):
+    """An in-flight head keeps its identity; updates that cancel out leave nothing to send."""
+    from bridge.core.coalesce import merged_changes
+
+    await _updates(store, "1", "abcb")
+    later = (T0 + timedelta(days=1)).timestamp()
+    (head,) = await store.due_deliveries("hooks", later, 1, [])
+    assert await store.coalesce_pending("hooks", T0, [head.id], merged_changes) == 2
+    assert await store.pending_count(["hooks"]) == 1
+    await store.record_attempt(head.id, T0, OK, next_at=None)
+    assert await store.due_deliveries("hooks", later, 10, []) == []
+
+
+async def test_failing_since_marks_the_failure_streak(store: Store):
+    """A sent failure starts the streak, a local one does not, a success or a resume ends it."""
+    a, b = item("a", v=1), item("b", v=1)
+    await store.commit_poll(commit("s", upserts=[a, b], changes=[created(a), created(b)]))
+    ids = [d.id for d in await store.due_deliveries("hooks", 1e10, 10, [])]
+    local = AttemptResult(False, None, 0.0, "template error", retryable=False, sent=False)
+    await store.record_attempt(ids[0], T0, local, next_at=1)
+    assert (await store.list_listener_states())[0].failing_since is None
+    await store.record_attempt(ids[0], T0, FAILED, next_at=1)
+    await store.record_attempt(ids[0], T0 + timedelta(hours=1), FAILED, next_at=1)
+    assert (await store.list_listener_states())[0].failing_since == T0
+    await store.record_attempt(ids[0], T0 + timedelta(hours=2), OK, next_at=None)
+    assert (await store.list_listener_states())[0].failing_since is None
+    await store.record_attempt(ids[1], T0 + timedelta(hours=3), FAILED, next_at=1)
+    await store.set_listener_paused("hooks", True, "disabled", T0)
+    await store.set_listener_paused("hooks", False, None, T0)
+    assert (await store.list_listener_states())[0].failing_since is None

@@ -305,16 +305,35 @@ async def test_times_come_back_in_utc(open_store):
 async def test_an_older_schema_is_migrated_and_a_newer_one_refused(open_store, pg_url):
     """Opening applies the missing numbered migrations; a schema from the future is refused."""
     store = await open_store()
-    with psycopg.connect(pg_url, autocommit=True) as conn:
+    with psycopg.connect(pg_url, autocommit=True) as conn:  # back to version 1
         conn.execute("ALTER TABLE sources DROP COLUMN accept_requested")
-        conn.execute("DELETE FROM schema_version WHERE version = 2")
+        conn.execute("ALTER TABLE listeners DROP COLUMN failing_since")
+        conn.execute("ALTER TABLE deliveries DROP COLUMN coalesced_into")
+        conn.execute("DELETE FROM schema_version WHERE version > 1")
     await store.close()
     store = await open_store()
-    assert await store.schema_version() == SCHEMA_VERSION
+    assert await store.schema_version() == SCHEMA_VERSION == 3
     await store.update_source_state("s", accept_requested=True)
     state = await store.get_source_state("s")
     assert state is not None and state.accept_requested
+    await store.set_listener_paused("hooks", False, None, T0)
+    assert [s.failing_since for s in await store.list_listener_states()] == [None]
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (SCHEMA_VERSION + 1,))
     with pytest.raises(StoreError, match="newer than this pollbridge"):
         await open_store()
+
+
+async def test_coalescing_leaves_another_instances_claims_alone(open_store):
+    """A delivery claimed elsewhere (being sent now) is never merged into a newer one."""
+    from bridge.core.coalesce import merged_changes
+    from tests.store.test_contract import _updates
+
+    a, b = await open_store(), await open_store()
+    await _updates(a, "1", "abc")
+    later = T0.timestamp() + 3600
+    (head,) = await a.claim_deliveries("hooks", later, 1, [], owner="A", claim_s=30)
+    assert await b.coalesce_pending("hooks", T0, [], merged_changes) == 0
+    await a.record_attempt(head.id, T0, OK, next_at=None)
+    (second,) = await b.claim_deliveries("hooks", later, 10, [], owner="B", claim_s=30)
+    assert (second.event.before, second.event.after) == ({"s": "b"}, {"s": "c"})
