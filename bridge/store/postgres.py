@@ -228,8 +228,8 @@ def _utc(moment: datetime | None) -> datetime | None:
     return None if moment is None else moment.astimezone(UTC)
 
 
-def schema_of(url: str) -> str:
-    """The schema the store uses: the first ``search_path`` entry in the URL's options."""
+def schema_of(url: str) -> str | None:
+    """The schema named by the first ``search_path`` entry of the URL's options, if any."""
     try:
         options = conninfo_to_dict(url).get("options") or ""
     except psycopg.ProgrammingError as exc:
@@ -237,9 +237,7 @@ def schema_of(url: str) -> str:
             "open", f"invalid PostgreSQL URL: {exc}", location=redact_url(url)
         ) from exc
     match = re.search(r"-c\s*search_path\s*=\s*([^\s,]+)", str(options))
-    if match is None:
-        return "public"
-    return match.group(1).strip('"')
+    return None if match is None else match.group(1).strip('"')
 
 
 def redact_url(url: str) -> str:
@@ -313,12 +311,17 @@ class PostgresStore:
     def __init__(self, url: str, *, min_connections: int = 1, max_connections: int = 10):
         self.location = redact_url(url)
         self._url = url
-        self.schema = schema_of(url)
-        # NOTIFY channels are per database: name ours after the schema so schemas stay apart.
-        self.channel = f"pollbridge_{self.schema}"[:63]
+        self._url_schema = schema_of(url)
+        self.schema = self._url_schema or "public"
+        """The schema holding the tables (known for sure once open)."""
         self._min = min_connections
         self._max = max_connections
         self._pool: AsyncConnectionPool[Conn] | None = None
+
+    @property
+    def channel(self) -> str:
+        """The NOTIFY channel: channels are per database, so ours is named after the schema."""
+        return f"pollbridge_{self.schema}"[:63]
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -372,26 +375,30 @@ class PostgresStore:
         async with conn.transaction():
             # Instances starting together must not migrate twice.
             await conn.execute(
-                "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"pollbridge:{self.schema}",)
+                "SELECT pg_advisory_xact_lock(hashtext(%s))",
+                (f"pollbridge:{self._url_schema or ''}",),
             )
-            await conn.execute(
-                sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema))
-            )
-            await conn.execute(
-                sql.SQL(
-                    "CREATE TABLE IF NOT EXISTS {}.schema_version ("
-                    "version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
-                ).format(sql.Identifier(self.schema))
-            )
+            if self._url_schema is not None:
+                await conn.execute(
+                    sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
+                        sql.Identifier(self._url_schema)
+                    )
+                )
+            # Without a search_path in the URL, the role's own: "$user", public by default.
             cur = await conn.execute("SELECT current_schema() AS schema")
             row = await cur.fetchone()
-            if row is None or row["schema"] != self.schema:
+            if row is None or row["schema"] is None:
                 raise StoreError(
                     "open",
-                    f"search_path does not start with schema {self.schema!r} "
-                    f"(current schema: {row and row['schema']!r})",
+                    "no schema to create the tables in (no schema of the search_path exists); "
+                    "name one in the URL: ?options=-csearch_path%3Dpollbridge",
                     location=self.location,
                 )
+            self.schema = str(row["schema"])
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version ("
+                "version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
             cur = await conn.execute("SELECT coalesce(max(version), 0) AS v FROM schema_version")
             row = await cur.fetchone()
             current = int(row["v"]) if row else 0

@@ -64,7 +64,7 @@ def test_schema_comes_from_the_url_options():
     """The schema is the first search_path entry of the URL's options; passwords are redacted."""
     assert schema_of("postgresql://u@h/db?options=-csearch_path%3Dteam_a") == "team_a"
     assert schema_of("postgresql://u@h/db?options=-c%20search_path%3Dteam_b,public") == "team_b"
-    assert schema_of("postgresql://u@h/db") == "public"
+    assert schema_of("postgresql://u@h/db") is None  # the role's search_path decides
     assert redact_url("postgresql://u:s3cret@h/db") == "postgresql://u:***@h/db"
     assert "s3cret" not in redact_url("postgresql://h/db?password=s3cret&x=1")
 
@@ -337,3 +337,21 @@ async def test_coalescing_leaves_another_instances_claims_alone(open_store):
     await a.record_attempt(head.id, T0, OK, next_at=None)
     (second,) = await b.claim_deliveries("hooks", later, 10, [], owner="B", claim_s=30)
     assert (second.event.before, second.event.after) == ({"s": "b"}, {"s": "c"})
+
+
+async def test_without_a_schema_in_the_url_the_roles_search_path_decides(
+    pg_dsn, pg_schema, monkeypatch
+):
+    """No search_path in the URL: the tables go to the current schema, which must exist."""
+    monkeypatch.setenv("PGOPTIONS", f"-csearch_path={pg_schema}")
+    store = PostgresStore(pg_dsn)
+    with pytest.raises(StoreError, match="no schema to create the tables in"):
+        await store.open()
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(pg_schema)))
+    await store.open()
+    try:
+        assert (store.schema, store.channel) == (pg_schema, f"pollbridge_{pg_schema}")
+        assert await store.schema_version() == SCHEMA_VERSION
+    finally:
+        await store.close()
