@@ -1204,26 +1204,6 @@ class SQLiteStore:
                 (before, batch),
             ).rowcount
 
-
-def _row_to_delivery(r: Mapping[str, Any]) -> DeliveryInfo:
-    return DeliveryInfo(
-        id=r["id"],
-        event_id=r["event_id"],
-        listener=r["listener"],
-        source=r["source"],
-        key_text=r["key_text"],
-        type=r["type"],
-        state=r["state"],
-        attempts=r["attempts"],
-        next_at=(datetime.fromtimestamp(r["next_at"], UTC) if r["state"] == "pending" else None),
-        created_at=datetime.fromisoformat(r["created_at"]),
-        updated_at=datetime.fromisoformat(r["updated_at"]),
-        delivered_at=parse_iso(r["delivered_at"]),
-        last_status=r["last_status"],
-        last_error=r["last_error"],
-        last_response=r["last_response"],
-    )
-
     # -- instances and leases: one process owns a SQLite file, so it always owns everything --
 
     async def claim_deliveries(
@@ -1266,6 +1246,26 @@ def _rollback(conn: sqlite3.Connection) -> None:
     # "no transaction is active" and hide the error that matters.
     if conn.in_transaction:
         conn.execute("ROLLBACK")
+
+
+def _row_to_delivery(r: Mapping[str, Any]) -> DeliveryInfo:
+    return DeliveryInfo(
+        id=r["id"],
+        event_id=r["event_id"],
+        listener=r["listener"],
+        source=r["source"],
+        key_text=r["key_text"],
+        type=r["type"],
+        state=r["state"],
+        attempts=r["attempts"],
+        next_at=(datetime.fromtimestamp(r["next_at"], UTC) if r["state"] == "pending" else None),
+        created_at=datetime.fromisoformat(r["created_at"]),
+        updated_at=datetime.fromisoformat(r["updated_at"]),
+        delivered_at=parse_iso(r["delivered_at"]),
+        last_status=r["last_status"],
+        last_error=r["last_error"],
+        last_response=r["last_response"],
+    )
 
 
 def _describe(exc: sqlite3.Error) -> str:
