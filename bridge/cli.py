@@ -30,9 +30,11 @@ from bridge.store import (
     DeliveryInfo,
     DeliveryQuery,
     EventQuery,
+    OwnersReport,
     ReplayRequest,
     Store,
     create_store,
+    is_postgres_url,
 )
 
 EX_USAGE = 64
@@ -172,8 +174,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_migrate_state(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from bridge.store import is_postgres_url
-
     if not is_postgres_url(args.to):
         print(f"pollbridge: --to must be a postgresql:// URL, got {args.to!r}", file=sys.stderr)
         return EX_USAGE
@@ -203,19 +203,17 @@ async def _migrate_state(path: Any, url: str) -> int:
 
 
 def cmd_leases(args: argparse.Namespace) -> int:
-    config = _config(args)
-    return asyncio.run(_leases(config, args.json))
+    async def body(store: Store) -> int:
+        return _print_owners(await store.list_owners(), args.json)
+
+    def empty(location: str) -> int:
+        print(f"pollbridge: no state yet at {location} (no instance has run)", file=sys.stderr)
+        return 0
+
+    return _with_store(args, "read", body, empty)
 
 
-async def _leases(config: Config, as_json: bool) -> int:
-    from bridge.store import create_store
-
-    store = create_store(config.state_location)
-    await store.open()
-    try:
-        report = await store.list_owners()
-    finally:
-        await store.close()
+def _print_owners(report: OwnersReport, as_json: bool) -> int:
     if as_json:
         data = {
             "instances": [
@@ -286,6 +284,8 @@ def _now() -> datetime:
 
 def _state_location(args: argparse.Namespace) -> str:
     if getattr(args, "state", None):
+        if is_postgres_url(args.state):
+            return str(args.state)
         return str(Path(args.state).expanduser().absolute())
     return locate_state(args.config)
 

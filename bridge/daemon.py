@@ -34,8 +34,8 @@ from bridge.core.durations import format_duration
 from bridge.dispatcher import Dispatcher
 from bridge.errors import BridgeError, ConfigError, StoreError
 from bridge.httpd import Response, StatusServer
-from bridge.metrics import Metrics
 from bridge.leases import LeaseKeeper, this_instance
+from bridge.metrics import Metrics
 from bridge.models import AttemptResult, Delivery, Event
 from bridge.pipeline import Pipeline, PollOutcome, describe_outcome
 from bridge.poller import HostLimiter, Poller

@@ -10,6 +10,7 @@ import pytest
 
 from bridge.store import InstanceInfo
 from bridge.store.postgres import PostgresStore
+from bridge.store.sqlite import SQLiteStore
 from tests.support.daemon import run_cli
 
 
@@ -19,9 +20,17 @@ def _config(tmp_path: Path, state: str) -> Path:
     return path
 
 
-def test_a_sqlite_state_has_no_leases(tmp_path):
-    """With SQLite, leases says there is a single instance."""
-    result = run_cli("leases", "--config", str(_config(tmp_path, str(tmp_path / "s.db"))))
+async def test_a_sqlite_state_has_no_leases(tmp_path):
+    """With SQLite, leases says there is a single instance (and creates nothing without state)."""
+    config = str(_config(tmp_path, str(tmp_path / "s.db")))
+    missing = run_cli("leases", "--config", config)
+    assert missing.returncode == 0, missing.stderr
+    assert "no state yet" in missing.stderr
+    assert not (tmp_path / "s.db").exists()
+    store = SQLiteStore(tmp_path / "s.db")
+    await store.open()
+    await store.close()
+    result = run_cli("leases", "--config", config)
     assert result.returncode == 0, result.stderr
     assert "single instance" in result.stdout
 

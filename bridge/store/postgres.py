@@ -15,7 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import re
+import socket
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -29,7 +31,7 @@ from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from bridge.core.ids import new_event_id
-from bridge.errors import StoreError
+from bridge.errors import NoStateError, StoreError
 from bridge.models import (
     AttemptResult,
     Delivery,
@@ -39,6 +41,12 @@ from bridge.models import (
     SourceState,
 )
 from bridge.store.base import (
+    Access,
+    AttemptInfo,
+    DeliveryInfo,
+    DeliveryQuery,
+    EventQuery,
+    EventRecord,
     Heartbeat,
     InstanceInfo,
     InstanceStatus,
@@ -46,6 +54,9 @@ from bridge.store.base import (
     MergeUpdates,
     OwnersReport,
     PollCommit,
+    PruneResult,
+    ReplayRequest,
+    ReplayResult,
     SnapshotHashes,
     StaleSnapshot,
 )
@@ -54,7 +65,7 @@ log = logging.getLogger("pollbridge.store")
 
 Conn = psycopg.AsyncConnection[DictRow]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """The PostgreSQL schema's own version (recorded in ``schema_version``)."""
 
 _MIGRATIONS: dict[int, str] = {
@@ -166,6 +177,16 @@ _MIGRATIONS: dict[int, str] = {
     ALTER TABLE listeners ADD COLUMN failing_since timestamptz;
     ALTER TABLE deliveries ADD COLUMN coalesced_into bigint
     """,
+    # runtime status and operator control (meta); pruning and dead counts without full scans
+    4: """
+    CREATE TABLE meta (
+        key text PRIMARY KEY,
+        value text NOT NULL,
+        updated_at timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE INDEX deliveries_finished ON deliveries (updated_at) WHERE state <> 'pending';
+    CREATE INDEX deliveries_dead ON deliveries (listener) WHERE state = 'dead'
+    """,
 }
 assert max(_MIGRATIONS) == SCHEMA_VERSION  # noqa: S101 - a programming error, caught by any test
 
@@ -202,6 +223,12 @@ _IS_CHAIN_HEAD = """
 # What `pollbridge migrate-state` copies, parents first, with each table's identity column.
 _COPIED_TABLES = ("sources", "items", "events", "deliveries", "attempts", "listeners")
 _IDENTITY_COLUMNS = {"events": "seq", "deliveries": "id", "attempts": "id"}
+
+# delivery_counts: each state counted as a literal, so its partial index can serve it
+_COUNTED_STATES = ("pending", "dead", "delivered", "coalesced")
+
+# Runtime records of processes that stopped writing them are dropped after this long.
+_RUNTIME_KEEP = "1 day"
 
 # Instances that stopped heartbeating are kept this many leases long for `pollbridge leases`.
 _DEAD_INSTANCE_KEEP_LEASES = 20
@@ -295,6 +322,11 @@ def _describe(exc: psycopg.Error) -> str:
     return text
 
 
+async def _configure_read_only(conn: Conn) -> None:
+    await _configure(conn)
+    await conn.execute("SET default_transaction_read_only = on")
+
+
 async def _configure(conn: Conn) -> None:
     # Times come back in UTC whatever the server's TimeZone, as the SQLite store returns them.
     await conn.execute("SET TIME ZONE 'UTC'")
@@ -308,8 +340,16 @@ async def _configure(conn: Conn) -> None:
 class PostgresStore:
     """The PostgreSQL backend of :class:`bridge.store.base.Store` (psycopg 3, async, pooled)."""
 
-    def __init__(self, url: str, *, min_connections: int = 1, max_connections: int = 10):
+    def __init__(
+        self,
+        url: str,
+        *,
+        access: Access = "daemon",
+        min_connections: int = 1,
+        max_connections: int = 10,
+    ):
         self.location = redact_url(url)
+        self.access: Access = access
         self._url = url
         self._url_schema = schema_of(url)
         self.schema = self._url_schema or "public"
@@ -347,7 +387,10 @@ class PostgresStore:
                 "open", f"cannot connect: {_describe(exc)}", location=self.location
             ) from exc
         try:
-            await self._migrate(conn)
+            if self.access == "daemon":
+                await self._migrate(conn)
+            else:
+                await self._attach(conn)
         except psycopg.Error as exc:
             raise StoreError("migrate", _describe(exc), location=self.location) from exc
         finally:
@@ -356,7 +399,7 @@ class PostgresStore:
             self._url,
             connection_class=psycopg.AsyncConnection[DictRow],
             kwargs={"autocommit": True, "row_factory": dict_row},
-            configure=_configure,
+            configure=_configure_read_only if self.access == "read" else _configure,
             min_size=self._min,
             max_size=self._max,
             open=False,
@@ -415,6 +458,34 @@ class PostgresStore:
                         await conn.execute(statement.encode())
                 await conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (version,))
                 log.info("state %s: schema migrated to version %d", self.location, version)
+
+    async def _attach(self, conn: Conn) -> None:
+        """Beside a possibly running daemon: the schema must exist at our version already."""
+        cur = await conn.execute(
+            "SELECT current_schema() AS schema, to_regclass('schema_version') IS NOT NULL AS ok"
+        )
+        row = await cur.fetchone()
+        if row is None or row["schema"] is None or not row["ok"]:
+            raise NoStateError(self.location)
+        self.schema = str(row["schema"])
+        cur = await conn.execute("SELECT coalesce(max(version), 0) AS v FROM schema_version")
+        row = await cur.fetchone()
+        version = int(row["v"]) if row else 0
+        if version == 0:
+            raise NoStateError(self.location)
+        if version != SCHEMA_VERSION:
+            newer = version > SCHEMA_VERSION
+            raise StoreError(
+                "open",
+                f"the database has schema version {version}, this pollbridge reads version "
+                f"{SCHEMA_VERSION}; "
+                + (
+                    "upgrade pollbridge"
+                    if newer
+                    else "start a daemon once (it upgrades the schema), then try again"
+                ),
+                location=self.location,
+            )
 
     async def close(self) -> None:
         if self._pool is not None:
@@ -971,7 +1042,7 @@ class PostgresStore:
     async def set_listener_paused(
         self, listener: str, paused: bool, reason: str | None, at: datetime
     ) -> None:
-        async with self._connection("set_listener_paused") as conn:
+        async with self._connection("set_listener_paused") as conn, conn.transaction():
             # a resumed listener gets a fresh disable_after window
             await conn.execute(
                 "INSERT INTO listeners (name, paused, paused_reason, paused_at) "
@@ -981,7 +1052,14 @@ class PostgresStore:
                 (listener, paused, reason, at if paused else None),
             )
             if not paused:
+                # what waited for the listener goes now, not at its next scheduled retry
+                await conn.execute(
+                    "UPDATE deliveries SET next_at = least(next_at, %s) "
+                    "WHERE listener = %s AND state = 'pending'",
+                    (at.timestamp(), listener),
+                )
                 await conn.execute("SELECT pg_notify(%s, '')", (self.channel,))
+            await self._bump_control(conn)
 
     async def list_listener_states(self) -> list[ListenerState]:
         async with self._connection("list_listener_states") as conn:
@@ -1232,6 +1310,234 @@ class PostgresStore:
                 count += 1
         return count
 
+    # -- runtime status and control ---------------------------------------------------------
+
+    @staticmethod
+    async def _bump_control(conn: Conn) -> None:
+        await conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('control', '1') ON CONFLICT (key) "
+            "DO UPDATE SET value = (meta.value::bigint + 1)::text, updated_at = now()"
+        )
+
+    async def write_runtime(self, status: Mapping[str, Any]) -> None:
+        # One record per process: several instances share this database.
+        key = f"runtime:{socket.gethostname()}:{os.getpid()}"
+        async with self._connection("write_runtime") as conn:
+            await conn.execute(
+                "INSERT INTO meta (key, value, updated_at) VALUES (%s, %s, now()) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value, "
+                "updated_at = excluded.updated_at",
+                (key, _dumps(dict(status))),
+            )
+            await conn.execute(
+                "DELETE FROM meta WHERE key LIKE 'runtime:%%' "
+                "AND updated_at < now() - %s::interval",
+                (_RUNTIME_KEEP,),
+            )
+
+    async def read_runtime(self) -> dict[str, Any] | None:
+        """The freshest running instance's status, with every instance under ``instances``."""
+        async with self._connection("read_runtime") as conn:
+            cur = await conn.execute(
+                "SELECT key, value FROM meta WHERE key LIKE 'runtime:%%' ORDER BY updated_at DESC"
+            )
+            rows = await cur.fetchall()
+        records = []
+        for r in rows:
+            value = orjson.loads(r["value"])
+            if isinstance(value, dict):
+                value.setdefault("host", r["key"].split(":")[1])
+                records.append(value)
+        if not records:
+            return None
+        running = [r for r in records if r.get("stopped_at") is None]
+        chosen = dict((running or records)[0])
+        chosen["instances"] = [
+            {k: r.get(k) for k in ("host", "pid", "started_at", "heartbeat_at", "stopped_at")}
+            for r in records
+        ]
+        return chosen
+
+    async def control_version(self) -> int:
+        async with self._connection("control_version") as conn:
+            cur = await conn.execute("SELECT value FROM meta WHERE key = 'control'")
+            row = await cur.fetchone()
+        return 0 if row is None else int(row["value"])
+
+    # -- inspection -------------------------------------------------------------------------
+
+    async def list_events(self, query: EventQuery) -> list[EventRecord]:
+        where: list[sql.Composable] = [sql.SQL("true")]
+        params: dict[str, Any] = {"limit": query.limit}
+        for column, value in (
+            ("source", query.source),
+            ("key_text", query.key),
+            ("type", query.type),
+        ):
+            if value is not None:
+                where.append(
+                    sql.SQL("e.{} = %({})s").format(sql.Identifier(column), sql.SQL(column))
+                )
+                params[column] = value
+        if query.since is not None:
+            where.append(sql.SQL("e.timestamp >= %(since)s"))
+            params["since"] = query.since
+        async with self._connection("list_events") as conn:
+            cur = await conn.execute(
+                sql.SQL(
+                    "SELECT e.*, (SELECT json_object_agg(d.listener, d.state) FROM deliveries d "
+                    "WHERE d.event_seq = e.seq) AS delivery_states "
+                    "FROM events e WHERE {} ORDER BY e.seq DESC LIMIT %(limit)s"
+                ).format(sql.SQL(" AND ").join(where)),
+                params,
+            )
+            rows = await cur.fetchall()
+        return [EventRecord(_row_to_event(r), r["delivery_states"] or {}) for r in reversed(rows)]
+
+    async def get_event(self, event_id: str) -> Event | None:
+        async with self._connection("get_event") as conn:
+            cur = await conn.execute("SELECT * FROM events WHERE id = %s", (event_id,))
+            row = await cur.fetchone()
+        return None if row is None else _row_to_event(row)
+
+    async def list_deliveries(self, query: DeliveryQuery) -> list[DeliveryInfo]:
+        where: list[sql.Composable] = [sql.SQL("true")]
+        params: dict[str, Any] = {"limit": query.limit}
+        if query.listener is not None:
+            where.append(sql.SQL("d.listener = %(listener)s"))
+            params["listener"] = query.listener
+        if query.state is not None:
+            where.append(sql.SQL("d.state = %(state)s"))
+            params["state"] = query.state
+        if query.event_id is not None:
+            where.append(sql.SQL("e.id = %(event_id)s"))
+            params["event_id"] = query.event_id
+        if query.since is not None:
+            where.append(sql.SQL("d.updated_at >= %(since)s"))
+            params["since"] = query.since
+        async with self._connection("list_deliveries") as conn:
+            cur = await conn.execute(
+                sql.SQL(
+                    "SELECT d.*, e.id AS event_id, e.type FROM deliveries d "
+                    "JOIN events e ON e.seq = d.event_seq "
+                    "WHERE {} ORDER BY d.id DESC LIMIT %(limit)s"
+                ).format(sql.SQL(" AND ").join(where)),
+                params,
+            )
+            rows = await cur.fetchall()
+        return [_row_to_delivery_info(r) for r in reversed(rows)]
+
+    async def list_attempts(self, delivery_id: int) -> list[AttemptInfo]:
+        async with self._connection("list_attempts") as conn:
+            cur = await conn.execute(
+                "SELECT * FROM attempts WHERE delivery_id = %s ORDER BY id", (delivery_id,)
+            )
+            rows = await cur.fetchall()
+        return [
+            AttemptInfo(
+                at=r["at"].astimezone(UTC),
+                status=r["status"],
+                duration_ms=r["duration_ms"],
+                error=r["error"],
+                response=r["response"],
+            )
+            for r in rows
+        ]
+
+    async def delivery_counts(self, states: Sequence[str]) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        async with self._connection("delivery_counts") as conn:
+            for state in states:
+                if state not in _COUNTED_STATES:
+                    raise ValueError(f"unknown delivery state {state!r}")
+                # the state as a literal: a partial index cannot serve a bound parameter
+                cur = await conn.execute(
+                    sql.SQL(
+                        "SELECT listener, count(*) AS n FROM deliveries WHERE state = {} "
+                        "GROUP BY listener"
+                    ).format(sql.Literal(state))
+                )
+                for r in await cur.fetchall():
+                    out.setdefault(r["listener"], {})[state] = int(r["n"])
+        return out
+
+    # -- operator actions and maintenance ---------------------------------------------------
+
+    async def replay(self, request: ReplayRequest, at: datetime) -> ReplayResult:
+        where: list[sql.Composable] = []
+        params: dict[str, Any] = {"now": at.timestamp(), "at": at}
+        if request.event_ids:
+            params["ids"] = list(request.event_ids)
+            where.append(sql.SQL("event_seq IN (SELECT seq FROM events WHERE id = ANY(%(ids)s))"))
+        if request.dead:
+            where.append(sql.SQL("state = 'dead'"))
+        if not where:
+            raise ValueError("replay needs event ids or dead = True")
+        if request.listener is not None:
+            where.append(sql.SQL("listener = %(listener)s"))
+            params["listener"] = request.listener
+        if request.since is not None:
+            where.append(sql.SQL("updated_at >= %(since)s"))
+            params["since"] = request.since
+        unknown: list[str] = []
+        async with self._connection("replay") as conn, conn.transaction():
+            if request.event_ids:
+                cur = await conn.execute(
+                    "SELECT id FROM events WHERE id = ANY(%s)", (list(request.event_ids),)
+                )
+                found = {r["id"] for r in await cur.fetchall()}
+                unknown = [i for i in request.event_ids if i not in found]
+            # a claim in progress is left alone: its owner's record still lands (state pending)
+            cur = await conn.execute(
+                sql.SQL(
+                    "UPDATE deliveries SET state = 'pending', attempts = 0, next_at = %(now)s, "
+                    "updated_at = %(at)s, delivered_at = NULL WHERE {}"
+                ).format(sql.SQL(" AND ").join(where)),
+                params,
+            )
+            requeued = cur.rowcount
+            if requeued:
+                await self._bump_control(conn)
+                await conn.execute("SELECT pg_notify(%s, '')", (self.channel,))
+        return ReplayResult(requeued, tuple(unknown))
+
+    async def prune(self, before: datetime, *, batch: int = 5000) -> PruneResult:
+        # Small transactions: polls and deliveries interleave with a long prune.
+        deliveries = attempts = events = 0
+        async with self._connection("prune") as conn:
+            while True:
+                cur = await conn.execute(
+                    """
+                    WITH chosen AS (
+                        SELECT id FROM deliveries
+                        WHERE state <> 'pending' AND updated_at < %(before)s LIMIT %(batch)s
+                    ), a AS (
+                        DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM chosen)
+                        RETURNING 1
+                    ), d AS (
+                        DELETE FROM deliveries WHERE id IN (SELECT id FROM chosen) RETURNING 1
+                    )
+                    SELECT (SELECT count(*) FROM d) AS d, (SELECT count(*) FROM a) AS a
+                    """,
+                    {"before": before, "batch": batch},
+                )
+                row = await cur.fetchone()
+                d, a = (int(row["d"]), int(row["a"])) if row else (0, 0)
+                deliveries, attempts = deliveries + d, attempts + a
+                if d < batch:
+                    break
+            while True:
+                cur = await conn.execute(
+                    "DELETE FROM events WHERE seq IN (SELECT e.seq FROM events e "
+                    "WHERE e.timestamp < %s AND NOT EXISTS "
+                    "(SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq) LIMIT %s)",
+                    (before, batch),
+                )
+                events += cur.rowcount
+                if cur.rowcount < batch:
+                    break
+        return PruneResult(events=events, deliveries=deliveries, attempts=attempts)
+
 
 def _importer(pg_type: str) -> Callable[[Any], Any]:
     """How a SQLite value becomes a value of PostgreSQL type ``pg_type``."""
@@ -1240,3 +1546,23 @@ def _importer(pg_type: str) -> Callable[[Any], Any]:
     if pg_type == "boolean":
         return lambda v: None if v is None else bool(v)
     return lambda v: v
+
+
+def _row_to_delivery_info(r: Mapping[str, Any]) -> DeliveryInfo:
+    return DeliveryInfo(
+        id=r["id"],
+        event_id=r["event_id"],
+        listener=r["listener"],
+        source=r["source"],
+        key_text=r["key_text"],
+        type=r["type"],
+        state=r["state"],
+        attempts=r["attempts"],
+        next_at=(datetime.fromtimestamp(r["next_at"], UTC) if r["state"] == "pending" else None),
+        created_at=r["created_at"].astimezone(UTC),
+        updated_at=r["updated_at"].astimezone(UTC),
+        delivered_at=_utc(r["delivered_at"]),
+        last_status=r["last_status"],
+        last_error=r["last_error"],
+        last_response=r["last_response"],
+    )

@@ -13,7 +13,17 @@ import pytest
 from bridge.core.extract import key_text
 from bridge.core.hashing import hash_value
 from bridge.models import AttemptResult, Change, Item, ItemKey
-from bridge.store import InstanceInfo, PollCommit, StaleSnapshot, Store, create_store
+from bridge.store import (
+    DeliveryQuery,
+    EventQuery,
+    InstanceInfo,
+    PollCommit,
+    PruneResult,
+    ReplayRequest,
+    StaleSnapshot,
+    Store,
+    create_store,
+)
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 OK = AttemptResult(True, 204, 0.01)
@@ -355,3 +365,91 @@ async def test_failing_since_marks_the_failure_streak(store: Store):
     await store.set_listener_paused("hooks", True, "disabled", T0)
     await store.set_listener_paused("hooks", False, None, T0)
     assert (await store.list_listener_states())[0].failing_since is None
+
+
+# -- inspection, operator actions and retention (the CLI's calls) ------------------------------
+
+
+async def _finish_all(store: Store, listener: str, at: datetime, result: AttemptResult) -> None:
+    for d in await store.list_deliveries(DeliveryQuery(listener=listener, state="pending")):
+        await store.record_attempt(d.id, at, result, next_at=None)
+
+
+async def test_events_and_deliveries_can_be_listed_and_filtered(store: Store):
+    """list_events/get_event/list_deliveries/list_attempts answer what the CLI asks."""
+    a, b = item("a", v=1), item("b", v=1)
+    e1, e2 = await store.commit_poll(
+        commit("s", upserts=[a, b], changes=[created(a), created(b)], listeners=["x", "y"])
+    )
+    await _finish_all(store, "x", T0, OK)
+    records = await store.list_events(EventQuery())
+    assert [r.event.id for r in records] == [e1.id, e2.id]
+    assert records[0].deliveries == {"x": "delivered", "y": "pending"}
+    assert [r.event.id for r in await store.list_events(EventQuery(key="b"))] == [e2.id]
+    assert await store.list_events(EventQuery(since=T0 + timedelta(days=1))) == []
+    assert await store.get_event(e1.id) == e1
+    assert await store.get_event("evt_missing") is None
+    (d,) = await store.list_deliveries(DeliveryQuery(event_id=e1.id, listener="x"))
+    assert (d.state, d.attempts, d.delivered_at, d.next_at) == ("delivered", 1, T0, None)
+    (attempt,) = await store.list_attempts(d.id)
+    assert (attempt.at, attempt.status) == (T0, 204)
+    assert await store.delivery_counts(["pending", "dead"]) == {"y": {"pending": 2}}
+    assert await store.delivery_counts(["delivered"]) == {"x": {"delivered": 2}}
+
+
+async def test_replay_requeues_with_a_fresh_schedule_and_bumps_control(store: Store):
+    """replay --dead and replay by id make deliveries pending again, due at once."""
+    a = item("a", v=1)
+    (e1,) = await store.commit_poll(commit("s", upserts=[a], changes=[created(a)]))
+    await _finish_all(store, "hooks", T0, FAILED)
+    control = await store.control_version()
+    later = T0 + timedelta(hours=1)
+    result = await store.replay(ReplayRequest(dead=True), later)
+    assert result.requeued == 1
+    assert await store.control_version() > control
+    (d,) = await store.list_deliveries(DeliveryQuery(state="pending"))
+    assert (d.attempts, d.next_at) == (0, later)
+    result = await store.replay(ReplayRequest(event_ids=[e1.id, "evt_nope"]), later)
+    assert (result.requeued, list(result.unknown_event_ids)) == (1, ["evt_nope"])
+
+
+async def test_resume_makes_waiting_deliveries_due(store: Store):
+    """Unpausing a listener makes its pending deliveries due at once and bumps control."""
+    a = item("a", v=1)
+    await store.commit_poll(commit("s", upserts=[a], changes=[created(a)]))
+    (d,) = await store.list_deliveries(DeliveryQuery())
+    await store.record_attempt(d.id, T0, FAILED, next_at=(T0 + timedelta(hours=5)).timestamp())
+    await store.set_listener_paused("hooks", True, "gone", T0)
+    before = await store.control_version()
+    await store.set_listener_paused("hooks", False, None, T0 + timedelta(minutes=1))
+    assert await store.control_version() == before + 1
+    (d,) = await store.list_deliveries(DeliveryQuery())
+    assert d.next_at == T0 + timedelta(minutes=1)
+
+
+async def test_prune_keeps_pending_deliveries_and_snapshots(store: Store):
+    """Retention drops old finished deliveries with their attempts and now-orphan events."""
+    a, b = item("a", v=1), item("b", v=1)
+    _done, waiting = await store.commit_poll(
+        commit("s", upserts=[a, b], changes=[created(a), created(b)])
+    )
+    await _finish_all(store, "hooks", T0, OK)
+    await store.replay(ReplayRequest(event_ids=[waiting.id]), T0)
+    result = await store.prune(T0 + timedelta(days=14), batch=1)
+    assert (result.events, result.deliveries, result.attempts) == (1, 1, 1)
+    assert [r.event.id for r in await store.list_events(EventQuery())] == [waiting.id]
+    assert set((await store.load_hashes("s")).hashes) == {"a", "b"}
+    assert await store.prune(T0 + timedelta(days=14)) == PruneResult()
+
+
+async def test_runtime_status_round_trips(store: Store):
+    """write_runtime/read_runtime keep the daemon's JSON status."""
+    assert await store.read_runtime() is None
+    await store.write_runtime({"pid": 7, "stopped_at": None, "sources": {"s": {}}})
+    runtime = await store.read_runtime()
+    assert runtime is not None
+    assert {k: runtime[k] for k in ("pid", "stopped_at", "sources")} == {
+        "pid": 7,
+        "stopped_at": None,
+        "sources": {"s": {}},
+    }

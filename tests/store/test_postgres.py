@@ -11,7 +11,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from bridge.errors import StoreError
+from bridge.errors import NoStateError, StoreError
 from bridge.models import AttemptResult
 from bridge.store import InstanceInfo, LeaseLost, PollCommit, StaleSnapshot
 from bridge.store.postgres import SCHEMA_VERSION, PostgresStore, redact_url, schema_of
@@ -309,10 +309,13 @@ async def test_an_older_schema_is_migrated_and_a_newer_one_refused(open_store, p
         conn.execute("ALTER TABLE sources DROP COLUMN accept_requested")
         conn.execute("ALTER TABLE listeners DROP COLUMN failing_since")
         conn.execute("ALTER TABLE deliveries DROP COLUMN coalesced_into")
+        conn.execute("DROP TABLE meta")
+        conn.execute("DROP INDEX deliveries_finished, deliveries_dead")
         conn.execute("DELETE FROM schema_version WHERE version > 1")
     await store.close()
     store = await open_store()
-    assert await store.schema_version() == SCHEMA_VERSION == 3
+    assert await store.schema_version() == SCHEMA_VERSION == 4
+    await store.write_runtime({"pid": 1})
     await store.update_source_state("s", accept_requested=True)
     state = await store.get_source_state("s")
     assert state is not None and state.accept_requested
@@ -355,3 +358,31 @@ async def test_without_a_schema_in_the_url_the_roles_search_path_decides(
         assert await store.schema_version() == SCHEMA_VERSION
     finally:
         await store.close()
+
+
+async def test_cli_access_never_creates_or_migrates(pg_url, pg_dsn, pg_schema):
+    """read/write access: no schema yet is NoStateError and creates nothing; read cannot write."""
+    for access in ("read", "write"):
+        with pytest.raises(NoStateError):
+            await PostgresStore(pg_url, access=access).open()
+    with psycopg.connect(pg_dsn) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM information_schema.schemata WHERE schema_name = %s", (pg_schema,)
+        ).fetchone()
+    assert row == (0,)
+    daemon = PostgresStore(pg_url)
+    await daemon.open()
+    reader = PostgresStore(pg_url, access="read")
+    await reader.open()
+    try:
+        await daemon.write_runtime({"pid": 1})
+        assert (await reader.read_runtime() or {}).get("pid") == 1
+        with pytest.raises(StoreError, match="read-only"):
+            await reader.write_runtime({"pid": 2})
+    finally:
+        await reader.close()
+        await daemon.close()
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("DELETE FROM schema_version WHERE version > 1")
+    with pytest.raises(StoreError, match="schema version 1"):
+        await PostgresStore(pg_url, access="write").open()
