@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import multiprocessing
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -144,6 +145,7 @@ max_in_flight = {in_flight}
             p.wait(30)
         conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
         conn.close()
+        shutil.rmtree(tmp, ignore_errors=True)
     return elapsed
 
 
