@@ -1,0 +1,301 @@
+"""Benchmark 1: one full poll cycle (fetch, parse, extract, hash, diff, persist) against the floor.
+
+    python benchmarks/bench_poll.py                 # N = 1k, 10k, 100k, 1M (the 1M rows take minutes)
+    python benchmarks/bench_poll.py --max-n 100000  # skip 1M
+    python benchmarks/bench_poll.py --max-n 1000 --quick
+
+For each N a local API on 127.0.0.1 serves N items of ~200 B as one JSON array. A first process
+takes the baseline into a fresh SQLite state file; then each (N, k) case runs in its own fresh
+process (so peak RSS belongs to that case) holding the snapshot's hashes in memory, as a running
+daemon does after its previous poll, and polls once while the API has changed k items.
+
+Columns: wall and CPU time of the cycle; peak RSS of the process (interpreter and imports
+included) and its ratio to the body size; the floor (best of 3 plain ``orjson.loads`` of the
+same body) and cycle/floor; the event loop's longest stall during the cycle (a 1 ms ticker task);
+the bytes the cycle wrote to the SQLite WAL (writes should follow k, not N).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import _common  # noqa: F401 - puts the checkout first on sys.path
+import orjson
+from _common import machine_line, print_table
+
+NS = (1_000, 10_000, 100_000, 1_000_000)
+
+
+# -- the API ---------------------------------------------------------------------------------
+
+
+def make_items(n: int, k: int, version: int) -> list[dict[str, Any]]:
+    """N items of ~200 B; version 1 changes k of them, spread evenly."""
+    items = [
+        {
+            "id": f"item-{i:07d}",
+            "name": f"Product number {i}",
+            "sku": f"SKU-{i * 7919 % 1_000_003:07d}",
+            "price": round((i * 37 % 100_000) / 100, 2),
+            "currency": "EUR",
+            "stock": i % 500,
+            "tags": ["alpha", "beta"] if i % 2 else ["gamma"],
+            "active": i % 3 != 0,
+            "updated_at": "2026-11-23T12:00:00Z",
+        }
+        for i in range(n)
+    ]
+    if version == 1 and k:
+        step = n // k
+        for j in range(k):
+            item = items[j * step]
+            item["stock"] += 1
+            item["updated_at"] = "2026-11-23T12:05:00Z"
+    return items
+
+
+class _Bodies:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.cache: dict[tuple[int, int, int], bytes] = {}
+
+    def get(self, n: int, k: int, version: int) -> bytes:
+        key = (n, k if version else 0, version)
+        with self.lock:
+            body = self.cache.get(key)
+            if body is None:
+                if len(self.cache) > 2:
+                    self.cache.clear()
+                body = orjson.dumps(make_items(n, k, version))
+                self.cache[key] = body
+            return body
+
+
+def start_api(bodies: _Bodies) -> tuple[ThreadingHTTPServer, int]:
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            n = int(self.path.rsplit("/", 1)[1])
+            k = int(self.headers.get("x-bench-k") or 0)
+            version = int(self.headers.get("x-bench-version") or 0)
+            body = bodies.get(n, k, version)
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, server.server_address[1]
+
+
+# -- one case, in a child process ------------------------------------------------------------
+
+
+def _write_config(path: Path, db: Path, port: int, n: int, k: int, version: int) -> None:
+    path.write_text(
+        f"""
+[bridge]
+state = "{db}"
+log_level = "warning"
+
+[[sources]]
+name = "bench"
+url = "http://127.0.0.1:{port}/items/{n}"
+every = "1h"
+timeout = "600s"
+max_bytes = "4GiB"
+headers = {{ x-bench-version = "{version}", x-bench-k = "{k}" }}
+
+[[listeners]]
+name = "sink"
+url = "http://127.0.0.1:9/hook"
+secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+"""
+    )
+
+
+async def _child(args: argparse.Namespace) -> dict[str, Any]:
+    import httpx
+
+    from bridge.config import load_config
+    from bridge.daemon import utcnow
+    from bridge.pipeline import Pipeline
+    from bridge.poller import Poller
+    from bridge.store import create_store
+
+    db = Path(args.db)
+    cfg_path = db.with_suffix(f".{args.k}.toml")
+    version = 0 if args.mode == "prep" else 1
+    _write_config(cfg_path, db, args.port, args.n, args.k, version)
+    config = load_config(cfg_path, os.environ)
+    source = config.source("bench")
+    store = create_store(config.state_location)
+    await store.open()
+    client = httpx.AsyncClient()
+    pipeline = Pipeline(config, store, Poller(client), clock=utcnow)
+    try:
+        if args.mode == "prep":
+            outcome = await pipeline.poll(source)
+            assert outcome.result == "baseline", outcome
+            return {"items": outcome.item_count}
+        # A running daemon holds the hashes from its previous poll; so does this process.
+        t = time.perf_counter()
+        await pipeline._snapshot(source.name)
+        load_s = time.perf_counter() - t
+        wal = Path(f"{db}-wal")
+        wal_before = wal.stat().st_size if wal.exists() else 0
+        gc.collect()
+
+        loop = asyncio.get_running_loop()
+        stall = 0.0
+        stop = asyncio.Event()
+
+        async def ticker() -> None:
+            nonlocal stall
+            while not stop.is_set():
+                before = loop.time()
+                await asyncio.sleep(0.001)
+                stall = max(stall, loop.time() - before - 0.001)
+
+        tick = asyncio.create_task(ticker())
+        await asyncio.sleep(0.01)
+        stall = 0.0
+        r0 = resource.getrusage(resource.RUSAGE_SELF)
+        t0 = time.perf_counter()
+        outcome = await pipeline.poll(source)
+        wall = time.perf_counter() - t0
+        r1 = resource.getrusage(resource.RUSAGE_SELF)
+        stop.set()
+        await tick
+        expected = "unchanged" if args.k == 0 else "ok"
+        assert outcome.result == expected and len(outcome.changes) == args.k, outcome
+        wal_after = wal.stat().st_size if wal.exists() else 0
+        peak_mb = r1.ru_maxrss / 1024
+
+        response = await client.get(
+            str(source.url), headers=dict(source.headers), timeout=source.timeout.total_seconds()
+        )
+        body = response.content
+        floors = []
+        for _ in range(3):
+            gc.collect()
+            f0 = time.perf_counter()
+            orjson.loads(body)
+            floors.append(time.perf_counter() - f0)
+        return {
+            "wall_s": wall,
+            "cpu_s": (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime),
+            "peak_mb": peak_mb,
+            "body_mb": len(body) / 2**20,
+            "floor_s": min(floors),
+            "stall_ms": stall * 1000,
+            "wal_kb": max(0, wal_after - wal_before) / 1024,
+            "load_hashes_s": load_s,
+        }
+    finally:
+        await client.aclose()
+        await store.close()
+
+
+def _run_child(mode: str, n: int, k: int, port: int, db: Path) -> dict[str, Any]:
+    cmd = [sys.executable, __file__, "--child", mode, "--n", str(n), "--k", str(k)]
+    cmd += ["--port", str(port), "--db", str(db)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=1800)
+    if proc.returncode != 0:
+        raise SystemExit(f"case {mode} N={n} k={k} failed:\n{proc.stderr}")
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _ks(n: int, quick: bool) -> list[int]:
+    ks = [0, 10, max(1, n // 100)]
+    if n == 100_000 and not quick:
+        ks.insert(2, 100)  # the target case
+    return sorted(set(ks))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--max-n", type=int, default=NS[-1], help="largest N to run")
+    parser.add_argument("--quick", action="store_true", help="k = 0 and 1%% only")
+    parser.add_argument("--only-n", type=int, action="append", help="run only this N (repeatable)")
+    parser.add_argument("--child", choices=["prep", "cycle"], help=argparse.SUPPRESS)
+    parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--k", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--db", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        args.mode = args.child
+        print(json.dumps(asyncio.run(_child(args))))
+        return
+
+    print(f"# bench_poll: {machine_line()}", flush=True)
+    bodies = _Bodies()
+    server, port = start_api(bodies)
+    rows = []
+    headers = ["N", "k", "body MB", "wall s", "CPU s", "peak RSS MB", "RSS/body"]
+    headers += ["floor s", "cycle/floor", "max stall ms", "WAL KB"]
+    with tempfile.TemporaryDirectory(prefix="pollbridge-bench-") as tmp:
+        for n in args.only_n or [n for n in NS if n <= args.max_n]:
+            base = Path(tmp) / f"base-{n}.db"
+            t = time.perf_counter()
+            _run_child("prep", n, 0, port, base)
+            print(f"# N={n}: baseline taken in {time.perf_counter() - t:.1f}s", flush=True)
+            ks = [k for k in _ks(n, args.quick) if not args.quick or k in (0, max(1, n // 100))]
+            for k in ks:
+                db = Path(tmp) / f"case-{n}-{k}.db"
+                shutil.copyfile(base, db)
+                bodies.get(n, k, 1)  # encoded before the clock starts
+                r = _run_child("cycle", n, k, port, db)
+                rows.append(
+                    [
+                        f"{n:,}",
+                        k,
+                        r["body_mb"],
+                        r["wall_s"],
+                        r["cpu_s"],
+                        r["peak_mb"],
+                        r["peak_mb"] / r["body_mb"],
+                        r["floor_s"],
+                        r["wall_s"] / r["floor_s"],
+                        r["stall_ms"],
+                        r["wal_kb"],
+                    ]
+                )
+                print(
+                    f"# N={n} k={k}: {r['wall_s']:.3f}s (hashes loaded in "
+                    f"{r['load_hashes_s']:.3f}s before the cycle)",
+                    flush=True,
+                )
+                db.unlink()
+            base.unlink()
+    server.shutdown()
+    print()
+    print_table(headers, rows)
+
+
+if __name__ == "__main__":
+    main()
