@@ -71,8 +71,30 @@ def _kind(value: Any) -> str:
     return "an object"
 
 
-def _key_part(value: Any, path: JsonPath, index: int) -> str:
-    found = path.find(value) if isinstance(value, dict | list) else []
+_MISSING = object()
+
+
+def _plain_names(path: JsonPath) -> tuple[str, ...] | None:
+    """The steps of a path made only of object member names (``$.id``, ``$.a.b``), else None."""
+    steps = path.steps
+    if steps and all(isinstance(s, str) for s in steps):
+        return steps
+    return None
+
+
+def _key_part(value: Any, path: JsonPath, index: int, names: tuple[str, ...] | None = None) -> str:
+    if names is not None:
+        # The common key, a chain of member names: plain dict lookups, no match lists.
+        part = value
+        for name in names:
+            part = part.get(name, _MISSING) if isinstance(part, dict) else _MISSING
+            if part is _MISSING:
+                raise ExtractionFailed(f"item #{index} has no key at {path.text!r}")
+        if type(part) is str:
+            return part
+        found = [part]
+    else:
+        found = path.find(value) if isinstance(value, dict | list) else []
     if not found:
         raise ExtractionFailed(f"item #{index} has no key at {path.text!r}")
     if len(found) > 1:
@@ -128,15 +150,17 @@ def extract_items(doc: Any, spec: ItemSpec) -> list[Item]:
     raw = select_items(doc, spec.items)
     seen: dict[str, int] = {}
     out: list[Item] = []
-    composite = len(spec.key) > 1
+    key_paths = [(p, _plain_names(p)) for p in spec.key]
+    composite = len(key_paths) > 1
+    key_path, key_names = key_paths[0]
     for index, value in enumerate(raw):
         if spec.fields:
             value = project(value, spec.fields)
         if composite:
-            key: ItemKey = tuple(_key_part(value, p, index) for p in spec.key)
+            key: ItemKey = tuple(_key_part(value, p, index, names) for p, names in key_paths)
+            text = key_text(key)
         else:
-            key = _key_part(value, spec.key[0], index)
-        text = key_text(key)
+            key = text = _key_part(value, key_path, index, key_names)
         if text in seen:
             raise ExtractionFailed(
                 f"key {text!r} appears twice in one poll (items #{seen[text]} and #{index})"
@@ -152,5 +176,5 @@ def extract_items(doc: Any, spec: ItemSpec) -> list[Item]:
             raise ExtractionFailed(
                 f"item #{index} (key {text!r}) cannot be hashed and sent as a webhook: {why}"
             ) from exc
-        out.append(Item(key=key, key_text=text, value=value, hash=digest))
+        out.append(Item(key, text, value, digest))
     return out
