@@ -32,9 +32,10 @@ def machine_line() -> str:
                 break
     except OSError:
         pass
+    load = " ".join(f"{v:.1f}" for v in os.getloadavg())
     return (
         f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores ({model}), "
-        f"Python {platform.python_version()}"
+        f"Python {platform.python_version()}, load average {load} at start"
     )
 
 
