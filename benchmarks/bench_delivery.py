@@ -170,14 +170,16 @@ def _commit(config: Any, changes: list[Any]) -> Any:
     )
 
 
-def _sender_client(config: Any) -> Any:
-    """The send client as the daemon builds it."""
+def _sender_clients(config: Any) -> Any:
+    """The listener clients as the daemon builds them (a ClientPool; close it with aclose)."""
     import httpx
 
+    from bridge.transport import ClientPool
+
     in_flight = sum(lst.max_in_flight for lst in config.listeners) or 1
-    return httpx.AsyncClient(
-        follow_redirects=False,
-        limits=httpx.Limits(max_connections=in_flight, max_keepalive_connections=in_flight),
+    return ClientPool(
+        httpx.Limits(max_connections=in_flight, max_keepalive_connections=in_flight),
+        deny_private_targets=config.bridge.deny_private_targets,
     )
 
 
@@ -195,8 +197,12 @@ async def _throughput(
         await store.commit_poll(_commit(config, _changes(start, min(5000, events - start))))
     total = events * listeners
     receiver.reset()
-    client = _sender_client(config)
-    dispatcher = Dispatcher(store, Sender(client), list(config.listeners))
+    clients = _sender_clients(config)
+    dispatcher = Dispatcher(
+        store,
+        Sender(clients.get(), clients.for_endpoints(config.listeners, "listener")),
+        list(config.listeners),
+    )
     r0 = resource.getrusage(resource.RUSAGE_SELF)
     rc0 = receiver.cpu_s()
     t0 = time.monotonic()
@@ -212,7 +218,7 @@ async def _throughput(
     rc1 = receiver.cpu_s()
     await dispatcher.stop(5)
     await task
-    await client.aclose()
+    await clients.aclose()
     pending = await store.pending_count()
     await store.close()
     cpu = (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)
@@ -237,8 +243,12 @@ async def _latency(tmp: Path, receiver: Receiver, seconds: float, rate: float) -
     store = create_store(config.state_location)
     await store.open()
     receiver.reset()
-    client = _sender_client(config)
-    dispatcher = Dispatcher(store, Sender(client), list(config.listeners))
+    clients = _sender_clients(config)
+    dispatcher = Dispatcher(
+        store,
+        Sender(clients.get(), clients.for_endpoints(config.listeners, "listener")),
+        list(config.listeners),
+    )
     task = asyncio.create_task(dispatcher.run())
     committed: dict[str, float] = {}
     interval = 1 / rate
@@ -261,7 +271,7 @@ async def _latency(tmp: Path, receiver: Receiver, seconds: float, rate: float) -
     arrivals = receiver.arrivals()
     await dispatcher.stop(5)
     await task
-    await client.aclose()
+    await clients.aclose()
     await store.close()
     lat = sorted((arrivals[i] - t) * 1000 for i, t in committed.items() if i in arrivals)
     return {

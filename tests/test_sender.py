@@ -1,0 +1,98 @@
+"""The webhook sender over the daemon's listener client (httpx API, aiohttp transport)."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import httpx
+import respx
+from standardwebhooks.webhooks import Webhook
+
+from bridge.config import ListenerConfig
+from bridge.core.payload import build_payload
+from bridge.models import Event
+from bridge.sender import Sender
+from bridge.transport import ClientPool
+from tests.support.servers import Reply, serve
+
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+
+def _event() -> Event:
+    return Event(
+        id="evt_01JD0000000000000000000000",
+        seq=1,
+        source="orders",
+        key="42",
+        type="created",
+        timestamp=NOW,
+        before=None,
+        after={"id": "42", "n": 1},
+        changes=[{"op": "replace", "path": "", "value": {"id": "42", "n": 1}}],
+    )
+
+
+@contextlib.asynccontextmanager
+async def new_send_client(connections: int) -> AsyncIterator[httpx.AsyncClient]:
+    """The daemon's listener client (aiohttp transport), closed afterwards."""
+    pool = ClientPool(httpx.Limits(max_connections=connections))
+    try:
+        yield pool.get()
+    finally:
+        await pool.aclose()
+
+
+def _listener(url: str) -> ListenerConfig:
+    return ListenerConfig(name="hook", url=url, secret=SECRET, headers={"x-team": "ops"})
+
+
+async def test_send_client_delivers_a_verifiable_webhook() -> None:
+    """The body and headers that arrive verify with a Standard Webhooks library."""
+    with serve() as server:
+        async with new_send_client(4) as client:
+            result = await Sender(client).send(_listener(server.url("/h")), _event(), NOW)
+        (request,) = server.wait_count(1)
+    assert result.ok and result.status == 204
+    assert request.body == build_payload(_event())
+    assert request.headers["x-team"] == "ops"
+    headers = {k: request.headers[k] for k in ("webhook-id", "webhook-timestamp")}
+    headers["webhook-signature"] = request.headers["webhook-signature"]
+    # verify() checks the timestamp against the clock; the signature itself is what we pin
+    wh = Webhook(SECRET)
+    expected = wh.sign(headers["webhook-id"], NOW, request.body.decode())
+    assert expected in headers["webhook-signature"].split()
+
+
+async def test_send_client_reports_status_and_excerpt_of_a_failure() -> None:
+    """A non-2xx answer is a failed attempt with the status and the start of the body."""
+    with serve(lambda _r: Reply(503, "busy", {"retry-after": "7"})) as server:
+        async with new_send_client(1) as client:
+            result = await Sender(client).send(_listener(server.url("/h")), _event(), NOW)
+    assert not result.ok and result.status == 503
+    assert result.response_excerpt == "busy"
+    assert result.retry_after_s == 7
+
+
+async def test_refused_connection_is_described_as_a_connection_failure() -> None:
+    """A port nobody listens on reads as 'connection failed', not as a timeout."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    async with new_send_client(1) as client:
+        result = await Sender(client).send(_listener(f"http://127.0.0.1:{port}/h"), _event(), NOW)
+    assert not result.ok and result.status is None
+    assert result.error is not None and result.error.startswith("connection failed")
+
+
+async def test_sender_works_over_a_respx_mocked_plain_client() -> None:
+    """Sender takes any httpx client: tests mock sends with respx over httpx's own transport."""
+    async with respx.mock() as mock:
+        route = mock.post("http://hooks.test/h").mock(return_value=httpx.Response(202))
+        async with httpx.AsyncClient() as client:
+            result = await Sender(client).send(_listener("http://hooks.test/h"), _event(), NOW)
+    assert result.ok and result.status == 202
+    assert route.calls.last.request.headers["webhook-id"] == _event().id
