@@ -251,6 +251,10 @@ class SQLiteStore:
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
         self.db: sqlite_utils.Database | None = None
+        self._attempts: list[
+            tuple[int, datetime, AttemptResult, float | None, asyncio.Future[str]]
+        ] = []
+        self._attempts_writer: asyncio.Task[None] | None = None
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -735,7 +739,53 @@ class SQLiteStore:
     async def record_attempt(
         self, delivery_id: int, at: datetime, result: AttemptResult, *, next_at: float | None
     ) -> str:
-        return await self._run(self._record_attempt, delivery_id, at, result, next_at)
+        # Group commit: attempts that finish while a write is running are recorded together in
+        # the next transaction, instead of one transaction each; every attempt ends exactly as
+        # if recorded alone.
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[str] = loop.create_future()
+        self._attempts.append((delivery_id, at, result, next_at, done))
+        if self._attempts_writer is None or self._attempts_writer.done():
+            self._attempts_writer = loop.create_task(self._write_attempts())
+        return await done
+
+    async def _write_attempts(self) -> None:
+        while self._attempts:
+            batch, self._attempts = self._attempts, []
+            try:
+                states = await self._run(self._record_attempts, [a[:4] for a in batch])
+            except asyncio.CancelledError:
+                for *_, done in batch:
+                    done.cancel()
+                raise
+            except Exception as exc:
+                if len(batch) == 1:
+                    _settle(batch[0][4], exc)
+                    continue
+                # one bad attempt must not fail the others: record each on its own
+                for *attempt, done in batch:
+                    try:
+                        (state,) = await self._run(self._record_attempts, [tuple(attempt)])
+                    except Exception as single_exc:
+                        _settle(done, single_exc)
+                    else:
+                        _settle(done, state)
+                continue
+            for (*_, done), state in zip(batch, states, strict=True):
+                _settle(done, state)
+
+    def _record_attempts(
+        self, batch: list[tuple[int, datetime, AttemptResult, float | None]]
+    ) -> list[str]:
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            states = [self._record_attempt(*attempt) for attempt in batch]
+            conn.execute("COMMIT")
+        except BaseException:
+            _rollback(conn)
+            raise
+        return states
 
     def _record_attempt(
         self, delivery_id: int, at: datetime, result: AttemptResult, next_at: float | None
@@ -743,52 +793,46 @@ class SQLiteStore:
         conn = self.conn
         state = "delivered" if result.ok else ("pending" if next_at is not None else "dead")
         now = iso(at)
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            conn.execute(
-                "INSERT INTO attempts (delivery_id, at, status, duration_ms, error, response) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    delivery_id,
-                    now,
-                    result.status,
-                    result.duration_s * 1000,
-                    result.error,
-                    result.response_excerpt,
-                ),
-            )
-            conn.execute(
-                "UPDATE deliveries SET state = ?, attempts = attempts + 1, next_at = ?, "
-                "updated_at = ?, delivered_at = ?, last_status = ?, last_error = ?, "
-                "last_response = ? WHERE id = ?",
-                (
-                    state,
-                    next_at if next_at is not None else at.timestamp(),
-                    now,
-                    now if result.ok else None,
-                    result.status,
-                    result.error,
-                    result.response_excerpt,
-                    delivery_id,
-                ),
-            )
-            listener = conn.execute(
-                "SELECT listener FROM deliveries WHERE id = ?", (delivery_id,)
-            ).fetchone()[0]
-            if result.ok:
-                self._touch_listener(listener, {"last_success_at": now, "failing_since": None})
-            else:
-                self._touch_listener(listener, {"last_failure_at": now, "last_error": result.error})
-                if result.sent:
-                    conn.execute(
-                        "UPDATE listeners SET failing_since = COALESCE(failing_since, ?) "
-                        "WHERE name = ?",
-                        (now, listener),
-                    )
-            conn.execute("COMMIT")
-        except BaseException:
-            _rollback(conn)
-            raise
+        conn.execute(
+            "INSERT INTO attempts (delivery_id, at, status, duration_ms, error, response) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                delivery_id,
+                now,
+                result.status,
+                result.duration_s * 1000,
+                result.error,
+                result.response_excerpt,
+            ),
+        )
+        conn.execute(
+            "UPDATE deliveries SET state = ?, attempts = attempts + 1, next_at = ?, "
+            "updated_at = ?, delivered_at = ?, last_status = ?, last_error = ?, "
+            "last_response = ? WHERE id = ?",
+            (
+                state,
+                next_at if next_at is not None else at.timestamp(),
+                now,
+                now if result.ok else None,
+                result.status,
+                result.error,
+                result.response_excerpt,
+                delivery_id,
+            ),
+        )
+        listener = conn.execute(
+            "SELECT listener FROM deliveries WHERE id = ?", (delivery_id,)
+        ).fetchone()[0]
+        if result.ok:
+            self._touch_listener(listener, {"last_success_at": now, "failing_since": None})
+        else:
+            self._touch_listener(listener, {"last_failure_at": now, "last_error": result.error})
+            if result.sent:
+                conn.execute(
+                    "UPDATE listeners SET failing_since = COALESCE(failing_since, ?) "
+                    "WHERE name = ?",
+                    (now, listener),
+                )
         return state
 
     def _touch_listener(self, listener: str, fields: Mapping[str, Any]) -> None:
@@ -1266,6 +1310,15 @@ def _row_to_delivery(r: Mapping[str, Any]) -> DeliveryInfo:
         last_error=r["last_error"],
         last_response=r["last_response"],
     )
+
+
+def _settle(done: asyncio.Future[str], outcome: str | Exception) -> None:
+    if done.done():  # the caller was cancelled; the attempt is recorded all the same
+        return
+    if isinstance(outcome, Exception):
+        done.set_exception(outcome)
+    else:
+        done.set_result(outcome)
 
 
 def _describe(exc: sqlite3.Error) -> str:

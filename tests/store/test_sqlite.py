@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
 import stat
@@ -375,6 +376,55 @@ async def test_listener_states_count_outcomes(store: SQLiteStore) -> None:
     assert hook.last_success_at == T0
     assert hook.last_failure_at == T0 + timedelta(seconds=1)
     assert hook.last_error == "HTTP 503"
+
+
+async def test_concurrent_attempts_are_each_recorded(store: SQLiteStore, db_path: Path) -> None:
+    """Attempts finishing together (one group commit) end exactly as recorded one by one."""
+    keys = [f"k{i}" for i in range(20)]
+    await store.commit_poll(
+        commit(changes=[change("created", k, after={"k": k}) for k in keys], item_count=20)
+    )
+    now = T0.timestamp()
+    due = await store.due_deliveries("hook", now, 50, [])
+    outcomes = [
+        (ok_result(), None) if i % 3 == 0 else (failed_result(), now + 60 if i % 3 == 1 else None)
+        for i in range(len(due))
+    ]
+
+    states = await asyncio.gather(
+        *(
+            store.record_attempt(d.id, T0, result, next_at=next_at)
+            for d, (result, next_at) in zip(due, outcomes, strict=True)
+        )
+    )
+
+    expected = [
+        "delivered" if i % 3 == 0 else "pending" if i % 3 == 1 else "dead" for i in range(20)
+    ]
+    assert states == expected
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        rows = dict(conn.execute("SELECT id, state FROM deliveries WHERE attempts = 1"))
+    assert [rows[d.id] for d in due] == expected
+    assert count_rows(db_path, "attempts") == 20
+
+
+async def test_a_failing_attempt_does_not_fail_the_others(
+    store: SQLiteStore, db_path: Path
+) -> None:
+    """An attempt that cannot be recorded raises alone; attempts sharing its commit are kept."""
+    await baseline(store)
+    a, b = await store.due_deliveries("hook", T0.timestamp(), 10, [])
+
+    results = await asyncio.gather(
+        store.record_attempt(a.id, T0, ok_result(), next_at=None),
+        store.record_attempt(10_000, T0, ok_result(), next_at=None),  # no such delivery
+        store.record_attempt(b.id, T0, ok_result(), next_at=None),
+        return_exceptions=True,
+    )
+
+    assert results[0] == "delivered" and results[2] == "delivered"
+    assert isinstance(results[1], Exception)
+    assert count_rows(db_path, "attempts") == 2
 
 
 # --- the file ------------------------------------------------------------------------------
