@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 
 import httpx
@@ -46,6 +47,14 @@ def webhook_headers(
     return headers
 
 
+@dataclass(frozen=True)
+class _Route:
+    url: httpx.URL
+    default_headers: dict[str, str]
+    transport: httpx.AsyncBaseTransport | None
+    """None when the URL carries credentials: such a send goes through client.send."""
+
+
 class Sender:
     """Delivers events over a shared ``httpx.AsyncClient`` (redirects never followed).
 
@@ -57,6 +66,23 @@ class Sender:
     ):
         self.client = client
         self.clients = dict(clients or {})
+        self._routes: dict[tuple[httpx.AsyncClient, str], _Route] = {}
+
+    def _route(self, client: httpx.AsyncClient, url_text: str) -> _Route:
+        # Per client and listener URL, once: the parsed URL, the client's default headers and
+        # the transport the client picks for the URL (its own, or a proxy's from the
+        # environment). A send hands its request straight to that transport: client.send's
+        # auth, redirect, cookie and hook machinery, none of which a webhook uses (redirects
+        # are never followed, a receiver's cookies never sent back), cost ~40% of a send's CPU,
+        # and build_request's URL parsing and header merging another quarter.
+        route = self._routes.get((client, url_text))
+        if route is None:
+            url = httpx.URL(url_text)
+            # credentials in the URL become a header only in the client's auth flow
+            transport = None if url.userinfo else client._transport_for_url(url)
+            route = _Route(url, dict(client.headers), transport)
+            self._routes[(client, url_text)] = route
+        return route
 
     async def send(self, listener: ListenerConfig, event: Event, now: datetime) -> AttemptResult:
         """One attempt: success is a 2xx within the listener's timeout; nothing raises.
@@ -101,10 +127,18 @@ class Sender:
         now: datetime,
     ) -> AttemptResult:
         client = self.clients.get(listener.name, self.client)
-        request = client.build_request(
-            "POST", listener.url, content=body, headers=headers, timeout=timeout_s
+        route = self._route(client, listener.url)
+        request = httpx.Request(
+            "POST",
+            route.url,
+            content=body,
+            headers={**route.default_headers, **headers},
+            extensions={"timeout": httpx.Timeout(timeout_s).as_dict()},
         )
-        response = await client.send(request, stream=True, follow_redirects=False)
+        if route.transport is None:
+            response = await client.send(request, stream=True, follow_redirects=False)
+        else:
+            response = await route.transport.handle_async_request(request)
         try:
             excerpt = await _read_excerpt(response)
         finally:
@@ -139,6 +173,8 @@ class Sender:
 
 async def _read_excerpt(response: httpx.Response) -> bytes:
     # Read at most the excerpt and drop the rest: a never-ending or huge body costs nothing.
+    if response.is_stream_consumed:  # built in memory (a mock transport): already read
+        return response.content[:RESPONSE_EXCERPT_BYTES]
     buf = bytearray()
     async for chunk in response.aiter_raw():
         buf.extend(chunk)
