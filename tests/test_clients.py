@@ -1,0 +1,82 @@
+"""The daemon's HTTP clients (aiohttp transport): requests arrive as httpx would send them."""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import socket
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import httpx
+import orjson
+import pytest
+
+from bridge.errors import PollError
+from bridge.poller import Poller
+from bridge.transport import ClientPool
+from tests.support.servers import Reply, serve
+
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+
+@contextlib.asynccontextmanager
+async def new_poll_client() -> AsyncIterator[httpx.AsyncClient]:
+    """The daemon's poll client (aiohttp transport), closed afterwards."""
+    pool = ClientPool(httpx.Limits(max_connections=100, max_keepalive_connections=20))
+    try:
+        yield pool.get()
+    finally:
+        await pool.aclose()
+
+
+async def test_poll_client_sends_path_and_query_unchanged() -> None:
+    """Encoded paths and query values reach the API byte for byte (no re-quoting)."""
+    with serve(lambda _r: Reply(200, [{"id": 1}])) as server:
+        async with new_poll_client() as client:
+            fetched = await Poller(client).fetch(
+                "s",
+                server.url("/a%2Fb/c d"),
+                params={"q": "x y&z", "t": True, "sep": "a+b/c"},
+                timeout_s=5,
+                max_bytes=1000,
+                now=NOW,
+            )
+        (request,) = server.requests
+    assert orjson.loads(fetched.body) == [{"id": 1}]
+    assert request.path == "/a%2Fb/c%20d"
+    assert request.query == {"q": ["x y&z"], "t": ["true"], "sep": ["a+b/c"]}
+
+
+async def test_poll_client_decodes_a_gzip_body() -> None:
+    """A gzip-encoded response is decoded before parsing, as with httpx's own transport."""
+    body = gzip.compress(b'[{"id": 7}]')
+    with serve(lambda _r: Reply(200, body, {"content-encoding": "gzip"})) as server:
+        async with new_poll_client() as client:
+            fetched = await Poller(client).fetch(
+                "s", server.url("/x"), timeout_s=5, max_bytes=1000, now=NOW
+            )
+    assert orjson.loads(fetched.body) == [{"id": 7}]
+
+
+async def test_url_credentials_are_sent_as_basic_auth_only() -> None:
+    """user:password in a source URL arrives as one Authorization header, not in the URL."""
+    with serve(lambda _r: Reply(200, [])) as server:
+        url = server.url("/x").replace("http://", "http://ann:s%40cret@")
+        async with new_poll_client() as client:
+            await Poller(client).fetch("s", url, timeout_s=5, max_bytes=1000, now=NOW)
+        (request,) = server.requests
+    assert request.headers["authorization"] == httpx.BasicAuth("ann", "s@cret")._auth_header
+    assert request.path == "/x"
+
+
+async def test_refused_poll_is_a_connection_failure() -> None:
+    """A port nobody listens on reads as 'connection failed', not as a timeout."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    async with new_poll_client() as client:
+        with pytest.raises(PollError, match="connection failed"):
+            await Poller(client).fetch(
+                "s", f"http://127.0.0.1:{port}/x", timeout_s=5, max_bytes=1000, now=NOW
+            )
