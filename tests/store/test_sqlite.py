@@ -393,8 +393,8 @@ async def test_concurrent_attempts_are_each_recorded(store: SQLiteStore, db_path
 
     states = await asyncio.gather(
         *(
-            store.record_attempt(d.id, T0, result, next_at=next_at)
-            for d, (result, next_at) in zip(due, outcomes, strict=True)
+            store.record_attempt(d.id, T0 + timedelta(seconds=i), result, next_at=next_at)
+            for i, (d, (result, next_at)) in enumerate(zip(due, outcomes, strict=True))
         )
     )
 
@@ -406,6 +406,10 @@ async def test_concurrent_attempts_are_each_recorded(store: SQLiteStore, db_path
         rows = dict(conn.execute("SELECT id, state FROM deliveries WHERE attempts = 1"))
     assert [rows[d.id] for d in due] == expected
     assert count_rows(db_path, "attempts") == 20
+    (hook,) = await store.list_listener_states()
+    assert hook.last_success_at == T0 + timedelta(seconds=18)
+    assert hook.last_failure_at == T0 + timedelta(seconds=19)
+    assert hook.last_error == "HTTP 503"
 
 
 async def test_a_failing_attempt_does_not_fail_the_others(
