@@ -96,3 +96,19 @@ async def test_sender_works_over_a_respx_mocked_plain_client() -> None:
             result = await Sender(client).send(_listener("http://hooks.test/h"), _event(), NOW)
     assert result.ok and result.status == 202
     assert route.calls.last.request.headers["webhook-id"] == _event().id
+
+
+async def test_sender_uses_the_transport_the_client_mounts_for_the_url() -> None:
+    """Sends go through the client's transport for the URL (mounts, env proxies), not around it."""
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(204)
+
+    mounts = {"http://hooks.test": httpx.MockTransport(handler)}
+    async with httpx.AsyncClient(mounts=mounts) as client:
+        result = await Sender(client).send(_listener("http://hooks.test/h"), _event(), NOW)
+    assert result.ok and result.status == 204
+    assert [r.url.path for r in seen] == ["/h"]
+    assert seen[0].content == build_payload(_event())
