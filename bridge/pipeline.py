@@ -168,6 +168,20 @@ def _analyse_pages(pages: list[list[Item]], source: SourceConfig, old: SnapshotH
     return _Analysis(items, plan, upserts)
 
 
+_FREE_SLICE = 5000
+
+
+def _release(lists: list[list[Item]]) -> None:
+    """Drop a response's items a slice at a time, off the event loop.
+
+    The last reference to 100k items going at once frees them all in one C call that holds the
+    GIL, and so stalls the event loop, for ~130 ms (560 ms at 1M).
+    """
+    for items in lists:
+        while items:
+            del items[-_FREE_SLICE:]
+
+
 def _conditional(source: SourceConfig) -> bool:
     # If-None-Match on a POST is a write precondition, not a cache validator
     return source.conditional and source.method == "GET"
@@ -402,9 +416,12 @@ class Pipeline:
                 return await self._unchanged(ctx, state.item_count if state else 0, True)
             old = await self._snapshot(source.name)
             analysis = await asyncio.to_thread(_analyse, pages.items, source, old)
-            if first or rebaseline:
-                return await self._baseline(ctx, analysis, old, rebaseline)
-            return await self._diff(ctx, analysis, old)
+            try:
+                if first or rebaseline:
+                    return await self._baseline(ctx, analysis, old, rebaseline)
+                return await self._diff(ctx, analysis, old)
+            finally:
+                await asyncio.to_thread(_release, [*pages.items, analysis.items])
         except PollError as exc:
             return await self._failed(source, state, exc, now, started, commit)
         except StaleSnapshot as exc:
