@@ -139,12 +139,14 @@ secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 
 async def _child(args: argparse.Namespace) -> dict[str, Any]:
-    from bridge.clients import new_poll_client
+    import httpx
+
     from bridge.config import load_config
     from bridge.daemon import utcnow
     from bridge.pipeline import Pipeline
     from bridge.poller import Poller
     from bridge.store import create_store
+    from bridge.transport import ClientPool
 
     db = Path(args.db)
     cfg_path = db.with_suffix(f".{args.k}.toml")
@@ -154,7 +156,9 @@ async def _child(args: argparse.Namespace) -> dict[str, Any]:
     source = config.source("bench")
     store = create_store(config.state_location)
     await store.open()
-    client = new_poll_client()
+    # the daemon's poll client: a ClientPool client (aiohttp transport)
+    clients = ClientPool(httpx.Limits(max_connections=100, max_keepalive_connections=20))
+    client = clients.get()
     pipeline = Pipeline(config, store, Poller(client), clock=utcnow)
     try:
         if args.mode == "prep":
@@ -227,7 +231,7 @@ async def _child(args: argparse.Namespace) -> dict[str, Any]:
             "load_hashes_s": load_s,
         }
     finally:
-        await client.aclose()
+        await clients.aclose()
         await store.close()
 
 

@@ -84,7 +84,11 @@ class API:
 
 
 def write_config(path: Path, port: int, sources: int, schedule: str) -> None:
-    lines = [f'[bridge]\nstate = "{path.parent}/state.db"\nlog_level = "warning"\n']
+    # every source is on one local host: allow the pool's worth of requests to it at once
+    lines = [
+        f'[bridge]\nstate = "{path.parent}/state.db"\nlog_level = "warning"\n'
+        "per_host_concurrency = 100\n"
+    ]
     for i in range(sources):
         lines.append(
             f'[[sources]]\nname = "s{i:04d}"\nurl = "http://127.0.0.1:{port}/items/s{i:04d}"\n'
