@@ -19,6 +19,21 @@ INT_MAX = 2**64 - 1
 # A number token of 19+ digits (2**63 has 19): the only kind that can fall outside the range.
 _LONG_NUMBER = re.compile(rb"(?:^|[\[:,])\s*-?\d{19,}")
 
+# Any 19 digits in a row, found with C-speed translate and find before the regex runs at all:
+# the regex alone took 4x as long as orjson.loads on a 17.8 MB body (345 ms at 100k items).
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_DIGIT_RUN = b"0" * 19
+_SCAN_CHUNK = 1 << 20
+
+
+def _has_digit_run(text: bytes) -> bool:
+    """Whether ``text`` holds 19 digits in a row (read in 1 MiB chunks, overlapping by 18)."""
+    for start in range(0, len(text), _SCAN_CHUNK):
+        chunk = text[start : start + _SCAN_CHUNK + len(_DIGIT_RUN) - 1]
+        if _DIGIT_RUN in chunk.translate(_DIGITS_AS_ZERO):
+            return True
+    return False
+
 
 def oversized_integer(text: bytes) -> str | None:
     """Why the JSON ``text`` cannot be carried exactly, or None (the common case, found fast).
@@ -26,7 +41,7 @@ def oversized_integer(text: bytes) -> str | None:
     Call it only on text orjson accepted; only bodies with a 19+ digit number token are re-read,
     with the exact (arbitrary-precision) stdlib parser.
     """
-    if not _LONG_NUMBER.search(text):
+    if not _has_digit_run(text) or not _LONG_NUMBER.search(text):
         return None
     try:
         exact = json.loads(text)
