@@ -27,15 +27,18 @@ ENVELOPE_DEPTH = 4
 def hash_item(value: Any) -> str:
     """:func:`hash_value` of an item, which also proves it fits in a webhook body.
 
-    orjson encodes at most 254 levels of nesting. Encoding the item wrapped in
-    ``ENVELOPE_DEPTH`` arrays fails (TypeError) for an item too deep to be sent; when it succeeds
-    the wrapped bytes are the canonical JSON plus brackets, so the hash costs nothing extra.
+    orjson encodes at most 254 levels of nesting, so an item nesting more than
+    ``254 - ENVELOPE_DEPTH`` levels could never be sent: TypeError. Only a text with that many
+    opening brackets can nest that deep, so only such an item pays for the full check.
     """
-    wrapped: Any = value
-    for _ in range(ENVELOPE_DEPTH):
-        wrapped = [wrapped]
-    text = memoryview(orjson.dumps(wrapped, option=_SORTED))
-    return hashlib.blake2b(text[ENVELOPE_DEPTH:-ENVELOPE_DEPTH], digest_size=16).hexdigest()
+    text = orjson.dumps(value, option=_SORTED)
+    if text.count(b"[") + text.count(b"{") > _NESTABLE_LEVELS:
+        check_nestable(value)
+    return hashlib.blake2b(text, digest_size=16).hexdigest()
+
+
+_NESTABLE_LEVELS = 254 - ENVELOPE_DEPTH - 10
+"""Below orjson's limit less the envelope, with a margin: more brackets run the full check."""
 
 
 def check_nestable(value: Any) -> None:
