@@ -6,12 +6,13 @@ import argparse
 import asyncio
 import os
 import sys
+import tempfile
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -36,6 +37,9 @@ from bridge.store import (
     create_store,
     is_postgres_url,
 )
+
+if TYPE_CHECKING:
+    from bridge.pipeline import PollOutcome
 
 EX_USAGE = 64
 EX_IOERR = 74
@@ -66,26 +70,45 @@ def cmd_poll(args: argparse.Namespace) -> int:
     return asyncio.run(_poll(config, source, args.commit))
 
 
-async def _poll(config: Config, source: Any, commit: bool) -> int:
+async def _open_for_dry_run(location: str, scratch: Path) -> Store:
+    """The state, read-only; with no state yet, an empty one in ``scratch``: a dry run must
+    not create a state file (nor change one the daemon is using)."""
+    store = create_store(location, access="read")
+    try:
+        await store.open()
+    except NoStateError:
+        store = create_store(str(scratch / "dry-run.db"))
+        await store.open()
+    return store
+
+
+async def _poll_with(config: Config, source: Any, commit: bool, store: Store) -> PollOutcome:
     import httpx
 
     from bridge.daemon import utcnow
     from bridge.pipeline import Pipeline
     from bridge.poller import HostLimiter, Poller
-    from bridge.store import create_store
     from bridge.transport import ClientPool
 
-    store = create_store(config.state_location)
-    await store.open()
     clients = ClientPool(httpx.Limits())
     try:
         hosts = HostLimiter(config.bridge.per_host_concurrency, config.min_intervals_s())
         poller = Poller(clients.get(), hosts, clients=clients.for_endpoints([source], "source"))
         pipeline = Pipeline(config, store, poller, clock=utcnow)
-        outcome = await pipeline.poll(source, commit=commit)
+        return await pipeline.poll(source, commit=commit)
     finally:
         await clients.aclose()
         await store.close()
+
+
+async def _poll(config: Config, source: Any, commit: bool) -> int:
+    with tempfile.TemporaryDirectory(prefix="pollbridge-dry-run-") as scratch:
+        if commit:
+            store = create_store(config.state_location)
+            await store.open()
+        else:
+            store = await _open_for_dry_run(config.state_location, Path(scratch))
+        outcome = await _poll_with(config, source, commit, store)
     if not outcome.ok:
         print(f"pollbridge: {config.redact(outcome.error or 'poll failed')}", file=sys.stderr)
         return 1

@@ -85,8 +85,7 @@ def test_poll_dry_run_then_commit_then_changes(tmp_path, items_api):
     assert dry.returncode == 0, dry.stderr
     assert dry.stdout == ""
     assert "would record 2 item(s)" in dry.stderr
-    with sqlite3.connect(tmp_path / "state.db") as conn:
-        assert conn.execute("SELECT COUNT(*) FROM items").fetchone()[0] == 0
+    assert not (tmp_path / "state.db").exists()  # a dry run creates no state file
     first = run_cli("poll", "orders", "--commit", "--config", str(config))
     assert first.returncode == 0, first.stderr
     api.set({"id": 1, "s": "b"}, {"id": 3, "s": "a"})
@@ -103,6 +102,23 @@ def test_poll_dry_run_then_commit_then_changes(tmp_path, items_api):
     assert lines[2]["after"] is None
     with sqlite3.connect(tmp_path / "state.db") as conn:
         assert conn.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 0
+
+
+def test_poll_dry_run_leaves_an_existing_state_untouched(tmp_path, items_api):
+    """A dry run reads the state read-only: the file is not written to."""
+    api, server = items_api
+    api.set({"id": 1})
+    config = _source_config(tmp_path, server.url("/orders"))
+    assert run_cli("poll", "orders", "--commit", "--config", str(config)).returncode == 0
+    api.set({"id": 1}, {"id": 2})
+    state = tmp_path / "state.db"
+    before = (state.read_bytes(), state.stat().st_mtime_ns)
+    dry = run_cli("poll", "orders", "--config", str(config))
+    assert dry.returncode == 0, dry.stderr
+    assert [json.loads(line)["key"] for line in dry.stdout.splitlines()] == ["2"]
+    assert (state.read_bytes(), state.stat().st_mtime_ns) == before
+    wal = tmp_path / "state.db-wal"
+    assert not wal.exists() or wal.stat().st_size == 0
 
 
 def test_poll_commit_queues_deliveries(tmp_path, items_api):
