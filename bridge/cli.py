@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import orjson
 
@@ -276,7 +276,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from bridge.logs import configure_logging
 
     configure_logging("warning")
-    duration = None if args.duration is None else parse_duration(args.duration).total_seconds()
+    try:
+        duration = None if args.duration is None else parse_duration(args.duration).total_seconds()
+    except ValueError as exc:
+        raise UsageError(f"--duration: {exc}") from None
     try:
         return run_demo(duration)
     except KeyboardInterrupt:
@@ -324,7 +327,7 @@ def _since(text: str | None, now: datetime) -> datetime | None:
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise BridgeError(
+        raise UsageError(
             f"--since {text!r}: expected a duration (30m, 1h, 2d) or a time (2026-11-23T12:00:00Z)"
         ) from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
@@ -593,7 +596,7 @@ def _event_type(text: str | None) -> str | None:
         return None
     value = text.removeprefix("item.")
     if value not in CHANGE_TYPES:
-        raise BridgeError(f"--type {text!r}: expected one of {', '.join(CHANGE_TYPES)}")
+        raise UsageError(f"--type {text!r}: expected one of {', '.join(CHANGE_TYPES)}")
     return value
 
 
@@ -884,8 +887,30 @@ class UsageError(BridgeError):
     """The command line asks for something impossible (exit 64)."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a wrong command line exits 64 (EX_USAGE) like pollbridge's own checks."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EX_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _int_between(low: int, high: int | None = None) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            expected = f"from {low} to {high}" if high is not None else f"{low} or more"
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
+        return value
+
+    return parse
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="pollbridge",
         description="Poll REST APIs, detect created/updated/deleted items, send signed webhooks.",
     )
@@ -947,7 +972,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p = add("secret", cmd_secret, "print a fresh Standard Webhooks secret (whsec_...)")
     p.add_argument(
-        "--bytes", type=int, default=32, choices=range(24, 65), metavar="N", help="24-64"
+        "--bytes", type=_int_between(24, 64), default=32, metavar="N", help="24-64 (default 32)"
     )
     p.add_argument(
         "--asymmetric",
@@ -974,16 +999,25 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--type", metavar="T", help="created, updated or deleted")
     p.add_argument("--since", metavar="WHEN", help="e.g. 1h, 2d, or 2026-11-23T12:00:00Z")
-    p.add_argument("--limit", type=int, default=50, metavar="N", help="at most N (default 50)")
+    p.add_argument(
+        "--limit", type=_int_between(1), default=50, metavar="N", help="at most N (default 50)"
+    )
     state_args(p)
     p = add("show", cmd_show, "one event with every delivery attempt")
     p.add_argument("event_id", metavar="EVENT_ID")
     state_args(p)
     p = add("deliveries", cmd_deliveries, "list deliveries, newest last")
     p.add_argument("--listener", metavar="L", help="only this listener")
-    p.add_argument("--state", dest="state_filter", choices=["pending", "dead", "delivered"])
+    p.add_argument(
+        "--state",
+        dest="state_filter",
+        choices=["pending", "dead", "delivered", "coalesced"],
+        help="only deliveries in this state (coalesced: merged by coalesce = true)",
+    )
     p.add_argument("--since", metavar="WHEN", help="changed since, e.g. 1h or 2d")
-    p.add_argument("--limit", type=int, default=50, metavar="N", help="at most N (default 50)")
+    p.add_argument(
+        "--limit", type=_int_between(1), default=50, metavar="N", help="at most N (default 50)"
+    )
     state_args(p)
     p = add("replay", cmd_replay, "queue deliveries again (same event ids, so receivers dedupe)")
     p.add_argument("event_ids", nargs="*", metavar="EVENT_ID")
@@ -996,10 +1030,19 @@ def _parser() -> argparse.ArgumentParser:
     state_args(p)
     p = add("listen", cmd_listen, "a local webhook receiver printing what arrives (debugging)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8787, help="port (default 8787; 0 picks one)")
+    p.add_argument(
+        "--port",
+        type=_int_between(0, 65535),
+        default=8787,
+        help="port (default 8787; 0 picks one)",
+    )
     p.add_argument("--secret", metavar="whsec_…", help="verify signatures with this secret")
     p.add_argument(
-        "--status", type=int, default=204, metavar="CODE", help="answer with this HTTP status"
+        "--status",
+        type=_int_between(200, 599),
+        default=204,
+        metavar="CODE",
+        help="answer with this HTTP status (default 204)",
     )
     p.add_argument("--json", action="store_true", help="one JSON line per webhook")
     p = add("init", cmd_init, "write a commented starter configuration")

@@ -6,6 +6,8 @@ import json
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from bridge import __version__
 from bridge.core.signing import decode_secret
 from tests.support.daemon import run_cli
@@ -159,3 +161,24 @@ def test_poll_unknown_source(tmp_path):
     res = run_cli("poll", "nope", "--config", str(config))
     assert res.returncode == 78
     assert "no source named 'nope'" in res.stderr and "orders" in res.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["demo", "--duration", "soon"], "--duration: invalid duration 'soon'"),
+        (["events", "--since", "yesterday"], "--since 'yesterday': expected a duration"),
+        (["events", "--type", "changed"], "--type 'changed': expected one of"),
+        (["events", "--limit", "0"], "--limit: expected 1 or more, got 0"),
+        (["secret", "--bytes", "10"], "--bytes: expected from 24 to 64, got 10"),
+        (["listen", "--status", "999"], "--status: expected from 200 to 599, got 999"),
+        (["deliveries", "--state", "lost"], "invalid choice: 'lost'"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+    ],
+)
+def test_a_wrong_command_line_exits_64_naming_the_option(args, expected):
+    """Every wrong command line (argparse's or pollbridge's own checks) is exit 64, no traceback."""
+    res = run_cli(*args)
+    assert res.returncode == 64, res.stderr
+    assert expected in res.stderr
+    assert "Traceback" not in res.stderr and "unexpected error" not in res.stderr
