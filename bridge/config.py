@@ -927,16 +927,20 @@ def _interpolate(
     file: str,
     sensitive: set[str],
     root: Any = None,
+    missing: list[tuple[str, str]] | None = None,
 ) -> Any:
+    """``${VAR}`` and ``${VAR:-default}`` replaced throughout ``value``. An unset variable
+    raises ConfigError, or with ``missing`` is collected there as (name, where) so that every
+    missing variable can be named at once."""
     root = value if root is None else root
     if isinstance(value, dict):
         return {
-            k: _interpolate(v, env, f"{where}.{k}" if where else k, file, sensitive, root)
+            k: _interpolate(v, env, f"{where}.{k}" if where else k, file, sensitive, root, missing)
             for k, v in value.items()
         }
     if isinstance(value, list):
         return [
-            _interpolate(v, env, f"{where}[{i}]", file, sensitive, root)
+            _interpolate(v, env, f"{where}[{i}]", file, sensitive, root, missing)
             for i, v in enumerate(value)
         ]
     if not isinstance(value, str) or "$" not in value:
@@ -948,6 +952,9 @@ def _interpolate(
         name, default = m.group(1), m.group(2)
         found = _lookup(name, env)
         if found is None:
+            if default is None and missing is not None:
+                missing.append((name, _readable_where(where, root)))
+                return ""
             if default is None:
                 raise ConfigError(
                     f"${{{name}}} is not set in the environment (nor in $CREDENTIALS_DIRECTORY); "
@@ -961,6 +968,28 @@ def _interpolate(
         return found
 
     return _VAR.sub(repl, value)
+
+
+def _interpolate_file(path: Path, env: Mapping[str, str], sensitive: set[str]) -> Any:
+    """The file's TOML with its variables replaced; every unset one is named in one error."""
+    missing: list[tuple[str, str]] = []
+    data = _interpolate(_read_toml(path), env, "", str(path), sensitive, missing=missing)
+    if len(missing) == 1:
+        name, where = missing[0]
+        raise ConfigError(
+            f"${{{name}}} is not set in the environment (nor in $CREDENTIALS_DIRECTORY); "
+            f"set it, or write ${{{name}:-default}}",
+            file=str(path),
+            where=where,
+        )
+    if missing:
+        lines = "".join(f"\n  ${{{name}}}: {where}" for name, where in missing)
+        raise ConfigError(
+            f"{len(missing)} variables are not set in the environment (nor in "
+            f"$CREDENTIALS_DIRECTORY); set them, or write ${{VAR:-default}}:{lines}",
+            file=str(path),
+        )
+    return data
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -1007,7 +1036,10 @@ def _format_validation(
     data: Mapping[str, Any],
     origin: Mapping[str, list[str]],
     loc_prefix: tuple[str, ...] = (),
+    from_env: Mapping[str, str] | None = None,
 ) -> str:
+    """One line per error; ``from_env`` maps [bridge] fields set by the environment to the
+    variable that set them, so an error names the variable, not a file that lacks the key."""
     lines = []
     for err in exc.errors(include_url=False):
         loc = [*loc_prefix, *err["loc"]]
@@ -1026,6 +1058,10 @@ def _format_validation(
         elif loc and loc[0] == "bridge":
             where = "[bridge]"
             loc = loc[1:]
+            variable = (from_env or {}).get(str(loc[0])) if loc else None
+            if variable is not None:
+                where = f"${variable} (overrides [bridge] {loc[0]})"
+                loc = []
         loc = _untag(loc)
         msg = err["msg"]
         if err["type"] in ("union_tag_not_found", "union_tag_invalid") and loc:
@@ -1092,7 +1128,7 @@ def load_config(
     env = os.environ if env is None else env
     main_path = resolve_config_path(path, env)
     sensitive: set[str] = set()
-    data = _interpolate(_read_toml(main_path), env, "", str(main_path), sensitive)
+    data = _interpolate_file(main_path, env, sensitive)
     files = [str(main_path)]
     origin_of: dict[tuple[str, str], str] = {}
     for table in ("sources", "listeners"):
@@ -1102,7 +1138,7 @@ def load_config(
     conf_d = main_path.parent / "conf.d"
     if conf_d.is_dir():
         for extra_path in sorted(conf_d.glob("*.toml")):
-            extra = _interpolate(_read_toml(extra_path), env, "", str(extra_path), sensitive)
+            extra = _interpolate_file(extra_path, env, sensitive)
             for table in ("sources", "listeners"):
                 for entry in extra.get(table, []) if isinstance(extra.get(table), list) else []:
                     name = entry.get("name") if isinstance(entry, dict) else None
@@ -1156,7 +1192,10 @@ def load_config(
         )
     except ValidationError as exc:
         # an error may quote the value it refused, and that value may be an interpolated secret
-        detail = _redact(_format_validation(exc, data, entry_origin, loc_prefix), sensitive)
+        detail = _redact(
+            _format_validation(exc, data, entry_origin, loc_prefix, _bridge_env_overrides()),
+            sensitive,
+        )
         raise ConfigError(
             f"{exc.error_count()} problem(s):\n  {detail}", file=str(main_path)
         ) from None
@@ -1171,6 +1210,17 @@ def load_config(
     config._sensitive = frozenset(_with_encodings(v for v in sensitive if len(v) >= 4))
     config._state_location = _resolve_state(config.bridge.state, env)
     return config
+
+
+def _bridge_env_overrides() -> dict[str, str]:
+    """[bridge] field -> the ``POLLBRIDGE_<FIELD>`` variable that sets it (pydantic-settings
+    reads ``os.environ``, matching names case-insensitively)."""
+    present = {name.upper(): name for name in os.environ}
+    return {
+        field: present[f"POLLBRIDGE_{field.upper()}"]
+        for field in BridgeSettings.model_fields
+        if f"POLLBRIDGE_{field.upper()}" in present
+    }
 
 
 def _resolve_template_files(

@@ -233,6 +233,26 @@ def test_unset_variable_names_file_entry_and_field(write_files: WriteFiles) -> N
     )
 
 
+def test_every_unset_variable_is_named_at_once(write_files: WriteFiles) -> None:
+    """Several unset variables are listed together, each with where it is used, so a new user
+    does not discover them one run at a time."""
+    path = write_files(
+        VALID
+        + """
+[[listeners]]
+name = "crm"
+url = "${CRM_URL}"
+secret = "${CRM_SECRET}"
+"""
+    )
+    error = load_error(path, {})
+    assert error.file == str(path)
+    assert "3 variables are not set in the environment" in str(error)
+    assert '${API_TOKEN}: sources "orders" (sources[0]), field headers.Authorization' in str(error)
+    assert "${CRM_URL}: listeners " in str(error) and "field url" in str(error)
+    assert "${CRM_SECRET}: listeners " in str(error) and "field secret" in str(error)
+
+
 @pytest.mark.parametrize(
     ("template", "env", "expected"),
     [
@@ -303,11 +323,22 @@ def test_environment_overrides_bridge_table(
 def test_bad_environment_override_is_a_config_error(
     write_files: WriteFiles, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """An invalid POLLBRIDGE_LOG_LEVEL is reported against [bridge] log_level."""
+    """An invalid POLLBRIDGE_LOG_LEVEL is reported against the variable, not the file (which
+    may not even have the key), and says which [bridge] key it overrides."""
     monkeypatch.setenv("POLLBRIDGE_LOG_LEVEL", "chatty")
-    message = str(load_error(write_files("")))
-    assert "[bridge], field log_level" in message
+    message = str(load_error(write_files('[bridge]\nlog_level = "info"\n')))
+    assert "$POLLBRIDGE_LOG_LEVEL (overrides [bridge] log_level)" in message
     assert "got 'chatty'" in message
+    assert "field log_level" not in message
+
+
+def test_bad_bridge_key_in_the_file_is_reported_against_the_file(
+    write_files: WriteFiles, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without an override, a bad [bridge] value names the table and the field."""
+    monkeypatch.setenv("POLLBRIDGE_LOG_LEVEL", "debug")  # another field's override is no excuse
+    message = str(load_error(write_files('[bridge]\nshutdown_grace = "soon"\n')))
+    assert "[bridge], field shutdown_grace: invalid duration 'soon'" in message
 
 
 # --- conf.d --------------------------------------------------------------------------------
