@@ -538,7 +538,12 @@ class Daemon:
                 version = await self.store.control_version()
                 if version != self._control_seen:
                     if self._control_seen is not None and self.dispatcher is not None:
-                        log.info("an operator changed the state (resume/replay): dispatching")
+                        # our own pauses (410, disable_after) move the counter too, so this
+                        # is no evidence of an operator: say what happened, quietly
+                        log.debug(
+                            "the state's control counter moved (a pause, resume or replay): "
+                            "re-reading paused listeners and dispatching"
+                        )
                         await self.dispatcher.refresh_paused(force=True)
                         self.dispatcher.wake()
                     self._control_seen = version
