@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 
 from bridge.errors import StoreError
-from bridge.store import InstanceInfo, Store
+from bridge.store import InstanceInfo, Store, is_postgres_url
 
 log = logging.getLogger("pollbridge.leases")
 
@@ -61,6 +61,8 @@ class LeaseKeeper:
         """Sources we let go, not retaken until the monotonic time given (others take them)."""
         self._share = max(1, len(self._sources))
         self.live_instances = 1
+        # a single-instance store (SQLite) grants every lease: saying so is noise there
+        self._lease_log_level = logging.INFO if is_postgres_url(store.location) else logging.DEBUG
 
     @property
     def interval_s(self) -> float:
@@ -135,7 +137,12 @@ class LeaseKeeper:
             self._held.pop(source, None)
             return None
         if held is None:
-            log.info("took the lease on source %s", source, extra={"source": source})
+            log.log(
+                self._lease_log_level,
+                "took the lease on source %s",
+                source,
+                extra={"source": source},
+            )
         self._held[source] = (token, now + self.lease_s * _LOCAL_VALIDITY)
         return token
 

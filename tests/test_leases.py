@@ -57,6 +57,22 @@ async def test_a_lone_sqlite_instance_polls_everything(tmp_path: Path):
         await store.close()
 
 
+async def test_a_lone_sqlite_instance_does_not_announce_its_leases(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    """SQLite grants every lease, so taking one is logged at debug, not once per source at info."""
+    store = SQLiteStore(tmp_path / "state.db")
+    await store.open()
+    try:
+        with caplog.at_level("DEBUG", logger="pollbridge.leases"):
+            await tokens(keeper(store, "solo"))
+    finally:
+        await store.close()
+    took = [r for r in caplog.records if r.getMessage().startswith("took the lease")]
+    assert len(took) == len(SOURCES)
+    assert {r.levelname for r in took} == {"DEBUG"}
+
+
 @pytest.mark.postgres
 async def test_a_second_instance_gets_half_of_the_sources(pg_stores):
     """The first instance lets go of its surplus; the newcomer takes it; nobody polls twice."""
