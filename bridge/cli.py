@@ -495,6 +495,12 @@ def _status_doc(
 def _status_text(doc: dict[str, Any], now: datetime) -> str:
     out = []
     daemon = doc["daemon"]
+    # the state knows a listener once the daemon ran with it or a delivery was queued for it
+    not_run_yet = (
+        " (the daemon has not run on this state; `pollbridge check` lists the configured ones)"
+        if daemon is None
+        else ""
+    )
     if daemon is None:
         out.append("daemon:  no record (it has not run since this state was created)")
     elif daemon["running"]:
@@ -523,7 +529,8 @@ def _status_text(doc: dict[str, Any], now: datetime) -> str:
             state = f"held: {s['held_reason']}"
         elif state == "backoff":
             state = (
-                f"backoff until {until(_parse_time(s['backoff_until']), now)}: {s['last_error']}"
+                f"backoff (next poll {until(_parse_time(s['backoff_until']), now)}): "
+                f"{s['last_error']}"
             )
         elif state == "failing":
             state = f"failing ({s['consecutive_failures']}x): {s['last_error']}"
@@ -548,7 +555,7 @@ def _status_text(doc: dict[str, Any], now: datetime) -> str:
             max_cell=80,
         )
         if rows
-        else "no sources yet"
+        else "no sources yet" + not_run_yet
     )
     out.append("")
     rows = []
@@ -579,7 +586,7 @@ def _status_text(doc: dict[str, Any], now: datetime) -> str:
             max_cell=70,
         )
         if rows
-        else "no listeners yet"
+        else "no listeners yet" + not_run_yet
     )
     return "\n".join(out)
 

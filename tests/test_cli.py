@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from bridge import __version__
+from bridge.cli import _status_doc, _status_text
 from bridge.core.signing import decode_secret
+from bridge.models import SourceState
 from tests.support.daemon import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -182,3 +185,28 @@ def test_a_wrong_command_line_exits_64_naming_the_option(args, expected):
     assert res.returncode == 64, res.stderr
     assert expected in res.stderr
     assert "Traceback" not in res.stderr and "unexpected error" not in res.stderr
+
+
+def test_status_text_says_when_a_backing_off_source_polls_next():
+    """A source in backoff reads 'backoff (next poll in 2m): <error>', not 'until in 2m'."""
+    now = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+    source = SourceState(
+        "orders",
+        last_poll_at=now - timedelta(seconds=5),
+        last_result="error",
+        last_error="HTTP 503",
+        consecutive_failures=3,
+        not_before=now + timedelta(minutes=2),
+    )
+    text = _status_text(_status_doc("/s.db", None, [source], [], now), now)
+    assert "backoff (next poll in 2m): HTTP 503" in text
+    assert "until in" not in text
+
+
+def test_status_text_without_a_daemon_run_explains_the_empty_listener_table():
+    """Before the daemon ever ran, an empty table says why instead of 'no listeners yet'."""
+    now = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+    text = _status_text(_status_doc("/s.db", None, [], [], now), now)
+    assert "no listeners yet (the daemon has not run on this state" in text
+    ran = _status_text(_status_doc("/s.db", {"sources": {}, "listeners": {}}, [], [], now), now)
+    assert "no listeners yet" in ran and "has not run" not in ran
