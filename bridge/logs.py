@@ -38,7 +38,14 @@ class RedactingFilter(logging.Filter):
 
 
 class TextFormatter(logging.Formatter):
-    """``time level logger: message key=value…`` — readable in a terminal and in journald."""
+    """``time level logger: message key=value…`` — readable in a terminal and in journald.
+
+    The time is UTC (``2026-11-23 12:00:05.120Z``), as in the JSON lines and in every CLI
+    table, so a log line and ``pollbridge events`` can be matched on a server in any zone."""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        moment = datetime.fromtimestamp(record.created, UTC)
+        return f"{moment:%Y-%m-%d %H:%M:%S}.{int(record.msecs):03d}Z"
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)

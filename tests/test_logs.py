@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+import time
 
 import pytest
 
@@ -54,3 +56,22 @@ def test_text_lines_append_fields(capsys, restore_logging):
     logging.getLogger("pollbridge.test").info("hi %s", "hunter2", extra={"source": "s1"})
     err = capsys.readouterr().err
     assert "INFO pollbridge.test: hi *** source=s1" in err
+
+
+def test_text_lines_are_stamped_in_utc_like_the_cli(capsys, restore_logging, monkeypatch):
+    """A text line's time is UTC with a Z, whatever the machine's zone, matching the tables."""
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        configure_logging("info", None, "text")
+        record = logging.LogRecord("pollbridge.test", logging.INFO, "", 0, "hi", None, None)
+        record.created, record.msecs = (
+            1795435205.12,
+            120.0,
+        )  # 2026-11-23 12:00:05.120 UTC, 07:00 in New York
+        logging.getLogger("pollbridge").handlers[0].handle(record)
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+    line = capsys.readouterr().err.strip()
+    assert re.fullmatch(r"2026-11-23 12:00:05\.120Z INFO pollbridge\.test: hi", line), line
