@@ -1065,6 +1065,28 @@ def _explain(exc: BaseException, config: Config | None) -> str:
     return text
 
 
+def _access_hint(exc: StoreError) -> str:
+    """Why SQLite's "unable to open database file" happened, when it is file permissions: the
+    state of a systemd service (DynamicUser) belongs to a user the operator's shell is not."""
+    if not exc.location or is_postgres_url(exc.location):
+        return ""
+    path = Path(exc.location)
+    blocked = next(
+        (
+            p
+            for p in (path, path.parent)
+            if p.exists() and not os.access(p, os.R_OK | os.W_OK if p.is_dir() else os.R_OK)
+        ),
+        None,
+    )
+    if blocked is None:
+        return ""
+    return (
+        f"\n(this user may not {'read' if blocked == path else 'write in'} {blocked}; "
+        "run the command as the state's owner, e.g. with sudo)"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -1084,7 +1106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         return EX_CONFIG
     except StoreError as exc:
-        print(f"pollbridge: {exc}", file=sys.stderr)
+        print(f"pollbridge: {exc}{_access_hint(exc)}", file=sys.stderr)
         if debug:
             traceback.print_exc()
         return EX_IOERR

@@ -210,3 +210,19 @@ def test_status_text_without_a_daemon_run_explains_the_empty_listener_table():
     assert "no listeners yet (the daemon has not run on this state" in text
     ran = _status_text(_status_doc("/s.db", {"sources": {}, "listeners": {}}, [], [], now), now)
     assert "no listeners yet" in ran and "has not run" not in ran
+
+
+def test_an_unreadable_state_gets_a_permission_hint(tmp_path, monkeypatch):
+    """SQLite's bare 'unable to open database file' is followed by who may not read what."""
+    from bridge import cli
+    from bridge.errors import StoreError
+
+    state = tmp_path / "state.db"
+    state.write_bytes(b"")
+    error = StoreError("open", "unable to open database file", location=str(state))
+    assert cli._access_hint(error) == ""  # readable: nothing to add
+    monkeypatch.setattr(cli.os, "access", lambda path, mode: Path(path) != state)
+    assert f"this user may not read {state}" in cli._access_hint(error)
+    assert "sudo" in cli._access_hint(error)
+    pg = StoreError("open", "refused", location="postgresql://u@h/db")
+    assert cli._access_hint(pg) == ""
