@@ -654,7 +654,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         if args.json:
             doc = _event_doc(event)
             doc["deliveries"] = [
-                {**_delivery_doc(d), "attempts": [asdict(a) for a in attempts[d.id]]}
+                # "attempts" stays the count, as in `deliveries --json`
+                {**_delivery_doc(d), "attempt_history": [asdict(a) for a in attempts[d.id]]}
                 for d in deliveries
             ]
             print(dumps(doc))

@@ -117,8 +117,12 @@ retry = ["100ms"]
             assert '"op":"replace","path":"/status"' in shown.stdout
             detail = _cli_json("show", event_id, "--json", *c)
             by_listener = {d["listener"]: d for d in detail["deliveries"]}
-            assert [a["status"] for a in by_listener["broken"]["attempts"]] == [500, 500]
-            assert [a["status"] for a in by_listener["hooks"]["attempts"]] == [204]
+            history = {
+                n: [a["status"] for a in d["attempt_history"]] for n, d in by_listener.items()
+            }
+            assert history == {"broken": [500, 500], "hooks": [204]}
+            # "attempts" is the count, as in `deliveries --json`
+            assert by_listener["broken"]["attempts"] == 2 and by_listener["hooks"]["attempts"] == 1
 
             broken.handler = lambda _r: Reply(204)
             before = len(broken.requests)
