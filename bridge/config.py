@@ -413,11 +413,36 @@ class SourceConfig(_Strict):
             _check_path(p)
         return v
 
-    @field_validator("ignore", "fields")
+    @field_validator("ignore")
     @classmethod
     def _paths(cls, v: list[str]) -> list[str]:
         for p in v:
             _check_path(p)
+        return v
+
+    @field_validator("fields")
+    @classmethod
+    def _fields(cls, v: list[str]) -> list[str]:
+        for p in v:
+            _check_path(p)
+            cp = compile_path(p)
+            if cp.steps is None or not all(isinstance(s, str) for s in cp.steps) or not cp.steps:
+                raise ValueError(f"{p!r} must be a plain path of names, e.g. $.a.b")
+        return v
+
+    @field_validator("delimiter")
+    @classmethod
+    def _delimiter(cls, v: str) -> str:
+        try:
+            FormatOptions(delimiter=v)
+        except ValueError as exc:
+            raise ValueError(str(exc).removeprefix("delimiter ")) from None
+        return v
+
+    @field_validator("encoding")
+    @classmethod
+    def _encoding(cls, v: str) -> str:
+        FormatOptions(encoding=v)
         return v
 
     @model_validator(mode="after")
@@ -431,12 +456,7 @@ class SourceConfig(_Strict):
             "auto",
         ):
             raise ValueError("'delimiter' and 'encoding' apply only to format = \"csv\"")
-        FormatOptions(delimiter=self.delimiter, encoding=self.encoding)
         _check_tls(self.ca_file, self.tls_verify)
-        for p in self.fields:
-            cp = compile_path(p)
-            if cp.steps is None or not all(isinstance(s, str) for s in cp.steps) or not cp.steps:
-                raise ValueError(f"fields: {p!r} must be a plain path of names, e.g. $.a.b")
         return self
 
     def model_post_init(self, context: Any, /) -> None:
