@@ -1,4 +1,5 @@
-"""systemd/pollbridge.service: hardened (exposure <= 1.5) and clean for systemd-analyze."""
+"""systemd/pollbridge.service and the template pollbridge@.service: hardened (exposure <= 1.5)
+and clean for systemd-analyze."""
 
 from __future__ import annotations
 
@@ -10,13 +11,14 @@ from pathlib import Path
 import pytest
 
 UNIT = Path(__file__).resolve().parents[1] / "systemd" / "pollbridge.service"
+TEMPLATE = UNIT.with_name("pollbridge@.service")
 ANALYZE = shutil.which("systemd-analyze")
 needs_analyze = pytest.mark.skipif(ANALYZE is None, reason="systemd-analyze is not installed")
 
 
-def _keys() -> dict[str, list[str]]:
+def _keys(unit: Path = UNIT) -> dict[str, list[str]]:
     keys: dict[str, list[str]] = {}
-    for line in UNIT.read_text().splitlines():
+    for line in unit.read_text().splitlines():
         if "=" in line and not line.startswith(("#", "[")):
             key, value = line.split("=", 1)
             keys.setdefault(key.strip(), []).append(value.strip())
@@ -38,29 +40,46 @@ def test_unit_has_the_service_contract():
     assert "#LoadCredential=" in UNIT.read_text()
 
 
+def test_template_unit_is_the_service_without_a_state_directory():
+    """pollbridge@.service (docs/scaling.md) runs like pollbridge.service: same contract and
+    sandbox, no StateDirectory (the state is in PostgreSQL), the database password loaded."""
+    single, template = _keys(UNIT), _keys(TEMPLATE)
+    assert "StateDirectory" not in template
+    for key in ("Type", "ExecStart", "ExecReload", "Restart", "RestartPreventExitStatus"):
+        assert template[key] == single[key], key
+    assert template["WatchdogSec"] == single["WatchdogSec"]
+    assert template["LoadCredential"] == ["pg_password:/etc/pollbridge/credentials/pg-password"]
+    sandbox = {k: v for k, v in single.items() if k.startswith(("Protect", "Private", "Restrict"))}
+    assert {k: template.get(k) for k in sandbox} == sandbox
+
+
 @needs_analyze
-def test_security_exposure_is_at_most_1_5():
+@pytest.mark.parametrize("unit", [UNIT, TEMPLATE], ids=["service", "template"])
+def test_security_exposure_is_at_most_1_5(unit: Path, tmp_path: Path):
     """systemd-analyze security --offline=true rates the unit 1.5 or better."""
+    instance = tmp_path / unit.name.replace("@.", "@1.")
+    instance.write_text(unit.read_text())
     result = subprocess.run(
-        [ANALYZE, "security", "--offline=true", "--no-pager", str(UNIT)],
+        [ANALYZE, "security", "--offline=true", "--no-pager", str(instance)],
         capture_output=True,
         text=True,
         check=False,
     )
-    match = re.search(r"Overall exposure level for pollbridge.service: ([\d.]+)", result.stdout)
+    match = re.search(r"Overall exposure level for \S+\.service: ([\d.]+)", result.stdout)
     assert match, result.stdout + result.stderr
     assert float(match.group(1)) <= 1.5, result.stdout
 
 
 @needs_analyze
-def test_verify_is_clean(tmp_path):
+@pytest.mark.parametrize("unit_file", [UNIT, TEMPLATE], ids=["service", "template"])
+def test_verify_is_clean(tmp_path: Path, unit_file: Path):
     """systemd-analyze verify reports nothing (ExecStart pointed at an executable that exists
     here, since /opt/pollbridge is not installed on a test machine)."""
     program = tmp_path / "pollbridge"
     program.write_text("#!/bin/sh\n")
     program.chmod(0o755)
-    unit = tmp_path / "pollbridge.service"
-    unit.write_text(UNIT.read_text().replace("/opt/pollbridge/bin/pollbridge", str(program)))
+    unit = tmp_path / unit_file.name.replace("@.", "@1.")
+    unit.write_text(unit_file.read_text().replace("/opt/pollbridge/bin/pollbridge", str(program)))
     result = subprocess.run(
         [ANALYZE, "verify", "--man=no", str(unit)], capture_output=True, text=True, check=False
     )
