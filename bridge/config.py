@@ -1357,6 +1357,22 @@ def iter_summary(config: Config) -> Iterable[str]:
     yield f"listeners ({len(config.listeners)}):"
     for lst in config.listeners:
         yield f"  - {lst.name}: POST {config.redact(safe_url(lst.url))} <- {_listener_summary(lst)}"
+    # valid, but rarely what a new user meant: say so rather than leave them wondering later
+    if not config.sources:
+        yield "note: no [[sources]]: `pollbridge run` has nothing to poll"
+    routed = {
+        name
+        for lst in config.listeners
+        for name in (lst.sources if lst.sources is not None else [s.name for s in config.sources])
+    }
+    unrouted = [s.name for s in config.sources if s.name not in routed]
+    if config.sources and not config.listeners:
+        yield "note: no [[listeners]]: changes are recorded, but sent nowhere"
+    elif unrouted:
+        yield (
+            f"note: no listener takes source(s) {', '.join(unrouted)}: their changes are "
+            "recorded, but sent nowhere"
+        )
 
 
 def _listener_summary(lst: ListenerConfig) -> str:

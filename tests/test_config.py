@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from bridge.config import DEFAULT_CONFIG_PATH, load_config, resolve_config_path
+from bridge.config import DEFAULT_CONFIG_PATH, iter_summary, load_config, resolve_config_path
 from bridge.core.signing import decode_secret, generate_secret
 from bridge.errors import ConfigError
 
@@ -463,3 +463,33 @@ def test_generated_secret_is_accepted(write_files: WriteFiles) -> None:
     text = LISTENER.format(name="hook", url="https://h.example") + f'secret = "{secret}"\n'
     config = load_config(write_files(text), {})
     assert config.listeners[0].signing_keys == [decode_secret(secret)]
+
+
+def test_summary_notes_sources_that_go_nowhere(tmp_path: Path) -> None:
+    """`check` still passes, but notes a source no listener takes, or a config without any."""
+    two = """
+[[sources]]
+name = "a"
+url = "https://api.example.com/a"
+every = "1m"
+[[sources]]
+name = "b"
+url = "https://api.example.com/b"
+every = "1m"
+"""
+    path = tmp_path / "p.toml"
+    path.write_text(two)
+    assert "note: no [[listeners]]: changes are recorded, but sent nowhere" in list(
+        iter_summary(load_config(path, {}))
+    )
+    path.write_text(two + '[[listeners]]\nname = "l"\nurl = "https://h.example.com/"\n')
+    assert not [line for line in iter_summary(load_config(path, {})) if line.startswith("note")]
+    path.write_text(two + '[[listeners]]\nname = "l"\nurl = "https://h/"\nsources = ["a"]\n')
+    notes = [line for line in iter_summary(load_config(path, {})) if line.startswith("note")]
+    assert notes == [
+        "note: no listener takes source(s) b: their changes are recorded, but sent nowhere"
+    ]
+    path.write_text("")
+    assert "note: no [[sources]]: `pollbridge run` has nothing to poll" in list(
+        iter_summary(load_config(path, {}))
+    )
