@@ -726,13 +726,15 @@ def cmd_deliveries(args: argparse.Namespace) -> int:
             print("no deliveries match", file=sys.stderr)
             return 0
         now = _now()
+        paused = {s.name for s in await store.list_listener_states() if s.paused}
         rows = []
         for d in rows_in:
-            when = (
-                until(d.next_at, now)
-                if d.state == "pending"
-                else ago(d.delivered_at or d.updated_at, now)
-            )
+            if d.state == "pending" and d.listener in paused:
+                when = "listener paused"  # not "due": nothing is sent until it is resumed
+            elif d.state == "pending":
+                when = until(d.next_at, now)
+            else:
+                when = ago(d.delivered_at or d.updated_at, now)
             last = d.last_error or (f"HTTP {d.last_status}" if d.last_status else None)
             rows.append(
                 [
@@ -785,7 +787,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         elif result.requeued:
             print(
                 f"queued {result.requeued} delivery(ies) again (same event ids, fresh retry "
-                "schedule); a running daemon sends them within a few seconds"
+                f"schedule); {await _who_sends(store, 'within a few seconds')}"
             )
         else:
             print("nothing to replay", file=sys.stderr)
@@ -802,6 +804,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
         return 1 if args.event_ids else 0
 
     return _with_store(args, "write", body, empty)
+
+
+async def _who_sends(store: Store, how_soon: str) -> str:
+    """Who will send what an operator just queued: the running daemon, or nobody yet."""
+    daemon = _daemon_view(await store.read_runtime(), _now())
+    if daemon is not None and daemon["running"]:
+        return f"a running daemon sends them {how_soon}"
+    return "no daemon is running on this state: `pollbridge run` sends them when it starts"
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -823,8 +833,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
             f"{args.listener}: resumed (was paused: {state.paused_reason or 'no reason recorded'})"
         )
         print(
-            f"{args.listener}: {state.pending} delivery(ies) pending; a running daemon sends "
-            "them within seconds"
+            f"{args.listener}: {state.pending} delivery(ies) pending; "
+            f"{await _who_sends(store, 'within seconds')}"
         )
         return 0
 
@@ -1054,7 +1064,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="one JSON line per webhook")
     p = add("init", cmd_init, "write a commented starter configuration")
-    p.add_argument("path", nargs="?", default="pollbridge.toml", metavar="PATH")
+    p.add_argument(
+        "path",
+        nargs="?",
+        default="pollbridge.toml",
+        metavar="PATH",
+        help="where to write it (default pollbridge.toml)",
+    )
     p.add_argument("--force", action="store_true", help="overwrite an existing file")
     return parser
 

@@ -226,3 +226,18 @@ def test_an_unreadable_state_gets_a_permission_hint(tmp_path, monkeypatch):
     assert "sudo" in cli._access_hint(error)
     pg = StoreError("open", "refused", location="postgresql://u@h/db")
     assert cli._access_hint(pg) == ""
+
+
+def test_replay_without_a_running_daemon_says_who_will_send(tmp_path, items_api):
+    """Replaying with no daemon running does not promise a send 'within a few seconds'."""
+    api, server = items_api
+    api.set({"id": 1})
+    config = _source_config(tmp_path, server.url("/orders"))
+    assert run_cli("poll", "orders", "--commit", "--config", str(config)).returncode == 0
+    api.set({"id": 1}, {"id": 2})
+    assert run_cli("poll", "orders", "--commit", "--config", str(config)).returncode == 0
+    (event,) = json.loads(run_cli("events", "--json", "--config", str(config)).stdout)
+    res = run_cli("replay", event["id"], "--config", str(config))
+    assert res.returncode == 0, res.stderr
+    assert "queued 1 delivery(ies) again" in res.stdout
+    assert "no daemon is running on this state: `pollbridge run` sends them" in res.stdout

@@ -129,6 +129,7 @@ retry = ["100ms"]
             replayed = run_cli("replay", "--dead", "--listener", "broken", *c)
             assert replayed.returncode == 0, replayed.stderr
             assert "queued 3 delivery(ies) again" in replayed.stdout
+            assert "a running daemon sends them" in replayed.stdout
             resent = broken.wait_count(before + 3)[before:]
             assert sorted(r.headers["webhook-id"] for r in resent) == sorted(
                 e["id"] for e in events
@@ -174,6 +175,8 @@ url = "{gone.url("/hooks")}"
             )
             (row,) = status["listeners"]
             assert row["state"] == "paused" and "410" in row["paused_reason"]
+            waiting = run_cli("deliveries", "--state", "pending", *c).stdout.splitlines()[1:]
+            assert len(waiting) == 2 and all("listener paused" in line for line in waiting)
             assert len(gone.requests) == 1
             gone.handler = lambda _r: Reply(204)
             resumed = run_cli("resume", "gone", *c)
