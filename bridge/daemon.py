@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 import random
@@ -40,7 +41,7 @@ from bridge.models import AttemptResult, Delivery, Event
 from bridge.pipeline import Pipeline, PollOutcome, describe_outcome
 from bridge.poller import HostLimiter, Poller
 from bridge.sender import Sender
-from bridge.store import Store, create_store
+from bridge.store import Store, create_store, is_postgres_url
 from bridge.systemd import Notifier
 from bridge.transport import ClientPool
 
@@ -106,6 +107,40 @@ def _schedule_key(source: SourceConfig) -> tuple[Any, ...]:
     return (source.every, source.cron)
 
 
+def claim_sqlite_state(location: str) -> int | None:
+    """Hold an exclusive lock on ``<state>.lock`` for as long as this daemon runs, so a second
+    daemon (or ``run --once``) on the same SQLite state is refused instead of polling and
+    delivering everything a second time. None for PostgreSQL, where instances share work.
+
+    The lock is on a file of its own: closing any descriptor of the database file would drop
+    SQLite's own POSIX locks on it."""
+    if is_postgres_url(location):
+        return None
+    path = f"{location}.lock"
+    try:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise StoreError(
+            "open", f"cannot create the state's lock file: {exc}", location=location
+        ) from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        os.close(fd)
+        raise StoreError(
+            "open",
+            f"another pollbridge daemon{f' (pid {holder})' if holder.isdigit() else ''} is "
+            "using this state, and only one may (`pollbridge status` shows it; several "
+            "instances need a PostgreSQL state, docs/scaling.md)",
+            location=location,
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
 class Daemon:
     """Owns the store, the HTTP clients, the scheduler, the pipeline and the dispatcher."""
 
@@ -154,6 +189,7 @@ class Daemon:
         # several instances on one store: who we are and our source leases
         self.instance = this_instance(clock())
         self.leases: LeaseKeeper | None = None
+        self._state_lock: int | None = None
 
     def redact(self, text: str) -> str:
         """``text`` with every secret of every configuration this daemon has run replaced."""
@@ -164,7 +200,12 @@ class Daemon:
     # -- set-up -----------------------------------------------------------------------------
 
     async def _start(self) -> None:
-        await self.store.open()
+        self._state_lock = claim_sqlite_state(self.store.location)
+        try:
+            await self.store.open()
+        except BaseException:
+            self._release_state()
+            raise
         lease_s = self.config.bridge.lease.total_seconds()
         self.leases = LeaseKeeper(
             self.store, self.instance, [s.name for s in self.config.sources], lease_s
@@ -235,6 +276,12 @@ class Daemon:
             if pool is not None:
                 await pool.aclose()
         await self.store.close()
+        self._release_state()
+
+    def _release_state(self) -> None:
+        if self._state_lock is not None:
+            os.close(self._state_lock)  # closing the descriptor drops the flock
+            self._state_lock = None
 
     # -- polling ----------------------------------------------------------------------------
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 
-from bridge.daemon import Daemon
+import pytest
+
+from bridge.daemon import Daemon, claim_sqlite_state
+from bridge.errors import StoreError
 from tests.support.fake_apis import FakeAPI
 from tests.support.pipelines import FixedClock, make_config
 from tests.support.servers import serve
@@ -51,3 +55,18 @@ async def test_run_once_skips_postponed_sources(tmp_path):
         code = await Daemon(config, clock=clock).run_once()
     assert code == 0
     assert server.requests == []
+
+
+async def test_a_second_daemon_on_one_sqlite_state_is_refused(tmp_path):
+    """Two daemons on one SQLite file would poll and deliver everything twice: the second is
+    refused with the first one's pid, and may start once the first has stopped."""
+    config = make_config(tmp_path, "")
+    first = Daemon(config)
+    await first._start()
+    try:
+        with pytest.raises(StoreError, match=rf"another pollbridge daemon \(pid {os.getpid()}\)"):
+            await Daemon(config).run_once()
+    finally:
+        await first._close()
+    assert await Daemon(config).run_once() == 0
+    assert claim_sqlite_state("postgresql://u@h/db") is None

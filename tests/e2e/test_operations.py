@@ -188,6 +188,9 @@ url = "{gone.url("/hooks")}"
             assert "gone: was not paused" in again.stdout
             unknown = run_cli("resume", "nobody", *c)
             assert unknown.returncode == 1 and "no listener named 'nobody'" in unknown.stderr
+            second = run_cli("run", "--once", *c)  # a second daemon on one SQLite state
+            assert second.returncode == 74, second.stderr
+            assert f"another pollbridge daemon (pid {daemon.proc.pid}) is using" in second.stderr
             assert daemon.terminate() == 0, daemon.output()
         # the control counter moving (our own 410 pause, then the resume) is debug only: the
         # pause has its own warning, and it was no operator
