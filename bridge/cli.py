@@ -149,7 +149,18 @@ async def _poll(config: Config, source: Any, commit: bool) -> int:
             file=sys.stderr,
         )
     if commit and outcome.events:
-        print(f"{len(outcome.events)} event(s) queued for delivery", file=sys.stderr)
+        from bridge.core.routing import route_change
+
+        routes = config.routes()
+        queued = sum(
+            len(route_change(source.name, change, routes, event.timestamp))
+            for change, event in zip(outcome.changes, outcome.events, strict=False)
+        )
+        print(
+            f"{len(outcome.events)} event(s) recorded, {queued} delivery(ies) queued"
+            + ("" if queued else " (no listener takes them)"),
+            file=sys.stderr,
+        )
     return 0
 
 

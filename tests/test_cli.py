@@ -135,6 +135,7 @@ def test_poll_commit_queues_deliveries(tmp_path, items_api):
     api.set({"id": 1}, {"id": 2})
     res = run_cli("poll", "orders", "--commit", "--config", str(config))
     assert res.returncode == 0, res.stderr
+    assert "1 event(s) recorded, 1 delivery(ies) queued\n" in res.stderr
     with sqlite3.connect(tmp_path / "state.db") as conn:
         assert conn.execute("SELECT type, key FROM events").fetchall() == [("created", '"2"')]
         assert conn.execute("SELECT listener, state FROM deliveries").fetchall() == [
@@ -241,3 +242,18 @@ def test_replay_without_a_running_daemon_says_who_will_send(tmp_path, items_api)
     assert res.returncode == 0, res.stderr
     assert "queued 1 delivery(ies) again" in res.stdout
     assert "no daemon is running on this state: `pollbridge run` sends them" in res.stdout
+
+
+def test_poll_commit_says_when_no_listener_takes_the_events(tmp_path, items_api):
+    """Events no listener takes are reported as recorded, not as 'queued for delivery'."""
+    api, server = items_api
+    api.set({"id": 1})
+    config = _source_config(tmp_path, server.url("/orders"))
+    config.write_text(
+        config.read_text().replace('name = "hooks"', 'name = "hooks"\nevents = ["deleted"]')
+    )
+    assert run_cli("poll", "orders", "--commit", "--config", str(config)).returncode == 0
+    api.set({"id": 1}, {"id": 2})
+    res = run_cli("poll", "orders", "--commit", "--config", str(config))
+    assert res.returncode == 0, res.stderr
+    assert "1 event(s) recorded, 0 delivery(ies) queued (no listener takes them)" in res.stderr
