@@ -132,14 +132,17 @@ async def _poll(config: Config, source: Any, commit: bool) -> int:
         )
         return 0
     if outcome.result in ("baseline", "rebaseline"):
-        how = (
-            "with a created event each"
-            if source.baseline == "emit"
-            else 'silently (baseline = "silent")'
+        key = outcome.result  # the setting that decides: baseline, or rebaseline
+        mode = source.baseline if key == "baseline" else source.rebaseline
+        how = "with a created event each" if mode == "emit" else f'silently ({key} = "silent")'
+        why = (
+            "no snapshot yet"
+            if key == "baseline"
+            else "what defines its items changed (url, params, body, items, key, ignore, "
+            "fields, format or paginate)"
         )
         print(
-            f"{source.name}: no snapshot yet; the {outcome.result} {verb} "
-            f"{outcome.item_count} item(s) {how}",
+            f"{source.name}: {why}; the {key} {verb} {outcome.item_count} item(s) {how}",
             file=sys.stderr,
         )
     else:

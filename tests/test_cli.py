@@ -257,3 +257,19 @@ def test_poll_commit_says_when_no_listener_takes_the_events(tmp_path, items_api)
     res = run_cli("poll", "orders", "--commit", "--config", str(config))
     assert res.returncode == 0, res.stderr
     assert "1 event(s) recorded, 0 delivery(ies) queued (no listener takes them)" in res.stderr
+
+
+def test_poll_after_a_change_of_items_explains_the_rebaseline(tmp_path, items_api):
+    """A re-baseline is not reported as 'no snapshot yet' under the baseline setting."""
+    api, server = items_api
+    api.set({"id": 1})
+    config = _source_config(tmp_path, server.url("/orders"), 'rebaseline = "emit"')
+    assert run_cli("poll", "orders", "--commit", "--config", str(config)).returncode == 0
+    config.write_text(
+        config.read_text().replace('rebaseline = "emit"', 'rebaseline = "emit"\nignore = ["$.x"]')
+    )
+    res = run_cli("poll", "orders", "--config", str(config))
+    assert res.returncode == 0, res.stderr
+    assert "orders: what defines its items changed" in res.stderr
+    assert "the rebaseline would record 1 item(s) with a created event each" in res.stderr
+    assert "no snapshot yet" not in res.stderr
