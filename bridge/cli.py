@@ -995,9 +995,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--from", dest="from_", required=True, metavar="PATH", help="the SQLite file")
     p.add_argument("--to", required=True, metavar="URL", help="postgresql://user@host/db")
+
+    def state_args(p: argparse.ArgumentParser, json_help: str = "print JSON for scripts") -> None:
+        config_arg(p)
+        p.add_argument(
+            "--state-file",
+            dest="state",
+            metavar="PATH",
+            help="the state file (default: [bridge] state of the configuration)",
+        )
+        p.add_argument("--json", action="store_true", help=json_help)
+
     p = add("leases", cmd_leases, "show which instance polls which source (PostgreSQL state)")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    config_arg(p)
+    state_args(p)
     p = add("demo", cmd_demo, "offline demo: example API -> pollbridge -> verifying receiver")
     p.add_argument(
         "--duration", metavar="DURATION", help="stop after e.g. 30s (default: until Ctrl-C)"
@@ -1011,16 +1021,6 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print an ed25519 key pair instead: signing_key (whsk_...) and public key (whpk_...)",
     )
-
-    def state_args(p: argparse.ArgumentParser, json_help: str = "print JSON for scripts") -> None:
-        config_arg(p)
-        p.add_argument(
-            "--state-file",
-            dest="state",
-            metavar="PATH",
-            help="the state file (default: [bridge] state of the configuration)",
-        )
-        p.add_argument("--json", action="store_true", help=json_help)
 
     p = add("status", cmd_status, "what every source and listener is doing (safe while running)")
     state_args(p)

@@ -273,3 +273,10 @@ def test_poll_after_a_change_of_items_explains_the_rebaseline(tmp_path, items_ap
     assert "orders: what defines its items changed" in res.stderr
     assert "the rebaseline would record 1 item(s) with a created event each" in res.stderr
     assert "no snapshot yet" not in res.stderr
+
+
+def test_leases_takes_state_file_like_the_other_inspection_verbs(tmp_path):
+    """`leases --state-file` works as for status/events, without a configuration."""
+    res = run_cli("leases", "--state-file", str(tmp_path / "none.db"))
+    assert res.returncode == 0, res.stderr
+    assert f"no state yet at {tmp_path / 'none.db'}" in res.stderr
