@@ -32,7 +32,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from bridge.core.durations import parse_duration
+from bridge.core.durations import format_duration, parse_duration
 from bridge.core.extract import ItemSpec
 from bridge.core.formats import FormatOptions
 from bridge.core.guards import DeleteLimit, parse_delete_limit
@@ -449,6 +449,12 @@ class SourceConfig(_Strict):
     def _schedule(self) -> SourceConfig:
         if (self.every is None) == (self.cron is None):
             raise ValueError("give exactly one of 'every' (e.g. \"30s\") or 'cron'")
+        if self.every is not None and self.jitter >= self.every:
+            # the delayed poll would still be running at the next tick, which is then skipped
+            raise ValueError(
+                f"'jitter' ({format_duration(self.jitter)}) must be shorter than 'every' "
+                f"({format_duration(self.every)})"
+            )
         if self.body is not None and self.method != "POST":
             raise ValueError("'body' is sent only with method = \"POST\"")
         if (self.delimiter != "," or self.encoding != "utf-8") and self.format not in (
