@@ -1024,7 +1024,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
             return tomllib.load(fh)
     except FileNotFoundError as exc:
         raise ConfigError(
-            "configuration file not found (give --config PATH or set POLLBRIDGE_CONFIG)",
+            "configuration file not found (give --config PATH or set POLLBRIDGE_CONFIG); "
+            "`pollbridge init PATH` writes a commented starter",
             file=str(path),
         ) from exc
     except PermissionError as exc:

@@ -206,10 +206,12 @@ def test_every_problem_is_reported_at_once(write_files: WriteFiles) -> None:
 
 
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
-    """A configuration path that does not exist names itself and how to give another."""
+    """A configuration path that does not exist names itself, how to give another, and how to
+    write one."""
     error = load_error(tmp_path / "absent.toml")
     assert str(error).startswith(str(tmp_path / "absent.toml"))
     assert "not found (give --config PATH or set POLLBRIDGE_CONFIG)" in str(error)
+    assert "`pollbridge init PATH` writes a commented starter" in str(error)
 
 
 def test_directory_instead_of_file_is_a_config_error(tmp_path: Path) -> None:
