@@ -1354,7 +1354,8 @@ def iter_summary(config: Config) -> Iterable[str]:
     yield f"sources ({len(config.sources)}):"
     for s in config.sources:
         when = f"every {_fmt(s.every)}" if s.every else f"cron {s.cron!r}"
-        yield f"  - {s.name}: {s.method} {config.redact(safe_url(s.url))} {when}, items {s.items}, key {s.key}"
+        fmt = "" if s.format == "json" else f", format {s.format}"
+        yield f"  - {s.name}: {s.method} {config.redact(safe_url(s.url))} {when}{fmt}, items {s.items}, key {s.key}"
         if s.paginate is not None:
             yield f"      paginate: {s.paginate.kind}, at most {s.paginate.max_pages} pages"
         if s.auth is not None:

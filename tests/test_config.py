@@ -495,3 +495,14 @@ every = "1m"
     assert "note: no [[sources]]: `pollbridge run` has nothing to poll" in list(
         iter_summary(load_config(path, {}))
     )
+
+
+def test_summary_names_a_source_format_other_than_json(tmp_path: Path) -> None:
+    """`check` shows that a source is read as a feed, CSV, ... (JSON, the default, goes unsaid)."""
+    path = tmp_path / "p.toml"
+    path.write_text(
+        '[[sources]]\nname = "rel"\nurl = "https://x.example/r.atom"\nevery = "15m"\n'
+        'format = "rss"\n'
+    )
+    (line,) = [x for x in iter_summary(load_config(path, {})) if x.startswith("  - rel:")]
+    assert "every 15m, format rss, items $[*]" in line
