@@ -221,18 +221,25 @@ def cmd_migrate_state(args: argparse.Namespace) -> int:
 
 
 async def _migrate_state(path: Any, url: str) -> int:
+    from bridge.daemon import claim_sqlite_state
     from bridge.store.postgres import PostgresStore
     from bridge.store.sqlite import SQLiteStore
 
-    lite = SQLiteStore(path)
-    lite.open_sync()  # brings an older state file to the current schema first, as `run` would
-    target = PostgresStore(url)
+    # a daemon still running on the file would go on committing polls that are not copied
+    lock = claim_sqlite_state(str(path))
     try:
-        await target.open()
-        counts = await target.import_sqlite(lite.conn)
+        lite = SQLiteStore(path)
+        lite.open_sync()  # brings an older state file to the current schema first, as `run` would
+        target = PostgresStore(url)
+        try:
+            await target.open()
+            counts = await target.import_sqlite(lite.conn)
+        finally:
+            lite.close_sync()
+            await target.close()
     finally:
-        lite.close_sync()
-        await target.close()
+        if lock is not None:
+            os.close(lock)
     copied = ", ".join(f"{n} {table}" for table, n in counts.items())
     print(f"copied {path} into {target.location}: {copied}")
     print("now set [bridge] state to that URL and start the instances (docs/scaling.md)")

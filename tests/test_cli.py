@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from bridge import __version__
 from bridge.cli import _status_doc, _status_text
 from bridge.core.signing import decode_secret
+from bridge.daemon import claim_sqlite_state
 from bridge.models import SourceState
 from tests.support.daemon import run_cli
 
@@ -280,3 +282,19 @@ def test_leases_takes_state_file_like_the_other_inspection_verbs(tmp_path):
     res = run_cli("leases", "--state-file", str(tmp_path / "none.db"))
     assert res.returncode == 0, res.stderr
     assert f"no state yet at {tmp_path / 'none.db'}" in res.stderr
+
+
+def test_migrate_state_refuses_a_state_a_daemon_is_running_on(tmp_path):
+    """Copying a state while a daemon still commits to it would lose those commits: refused."""
+    state = tmp_path / "state.db"
+    state.write_bytes(b"")
+    lock = claim_sqlite_state(str(state))  # stands in for the running daemon
+    try:
+        res = run_cli(
+            "migrate-state", "--from", str(state), "--to", "postgresql://u@127.0.0.1:1/db"
+        )
+    finally:
+        assert lock is not None
+        os.close(lock)
+    assert res.returncode == 74
+    assert f"another pollbridge daemon (pid {os.getpid()}) is using this state" in res.stderr
