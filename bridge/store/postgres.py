@@ -40,6 +40,15 @@ from bridge.models import (
     ListenerState,
     SourceState,
 )
+from bridge.store._rows import (
+    SOURCE_FIELDS,
+    delivery_info_from_row,
+    dumps,
+    event_from_row,
+    key_from_json,
+    key_json,
+    source_from_row,
+)
 from bridge.store.base import (
     Access,
     AttemptInfo,
@@ -190,23 +199,6 @@ _MIGRATIONS: dict[int, str] = {
 }
 assert max(_MIGRATIONS) == SCHEMA_VERSION  # noqa: S101 - a programming error, caught by any test
 
-_SOURCE_FIELDS = (
-    "last_poll_at",
-    "last_success_at",
-    "last_result",
-    "last_error",
-    "last_duration_s",
-    "item_count",
-    "fingerprint",
-    "consecutive_failures",
-    "not_before",
-    "held_reason",
-    "held_polls",
-    "held_digest",
-    "validators",
-    "accept_requested",
-)
-
 # Only the chain head of each (listener, source, key) may be attempted: per-key order.
 # OFFSET 0 keeps the planner from turning this into an anti-join over every pending delivery
 # (it did, on fresh tables: 0.7 s for 1000 rows); as a per-row probe of deliveries_order it lets
@@ -234,23 +226,6 @@ _RUNTIME_KEEP = "1 day"
 _DEAD_INSTANCE_KEEP_LEASES = 20
 
 
-def _dumps(value: Any) -> str:
-    return orjson.dumps(value).decode()
-
-
-def _loads(text: str | None) -> Any:
-    return None if text is None else orjson.loads(text)
-
-
-def _key_json(key: ItemKey) -> str:
-    return _dumps(key if isinstance(key, str) else list(key))
-
-
-def _key_from_json(text: str) -> ItemKey:
-    value = orjson.loads(text)
-    return value if isinstance(value, str) else tuple(value)
-
-
 def _utc(moment: datetime | None) -> datetime | None:
     return None if moment is None else moment.astimezone(UTC)
 
@@ -274,37 +249,11 @@ def redact_url(url: str) -> str:
 
 
 def _row_to_event(row: Mapping[str, Any]) -> Event:
-    return Event(
-        id=row["id"],
-        seq=row["seq"],
-        source=row["source"],
-        key=_key_from_json(row["key"]),
-        type=row["type"],
-        timestamp=row["timestamp"].astimezone(UTC),
-        before=_loads(row["before"]),
-        after=_loads(row["after"]),
-        changes=orjson.loads(row["changes"]),
-    )
+    return event_from_row(row, _utc)
 
 
 def _row_to_source(row: Mapping[str, Any]) -> SourceState:
-    return SourceState(
-        name=row["name"],
-        last_poll_at=_utc(row["last_poll_at"]),
-        last_success_at=_utc(row["last_success_at"]),
-        last_result=row["last_result"],
-        last_error=row["last_error"],
-        last_duration_s=row["last_duration_s"],
-        item_count=row["item_count"],
-        fingerprint=row["fingerprint"],
-        consecutive_failures=row["consecutive_failures"],
-        not_before=_utc(row["not_before"]),
-        held_reason=row["held_reason"],
-        held_polls=row["held_polls"],
-        held_digest=row["held_digest"],
-        validators=_loads(row["validators"]) or {},
-        accept_requested=bool(row["accept_requested"]),
-    )
+    return source_from_row(row, _utc)
 
 
 def _row_to_delivery(row: Mapping[str, Any]) -> Delivery:
@@ -547,7 +496,7 @@ class PostgresStore:
                 (source, list(key_texts)),
             )
             rows = await cur.fetchall()
-        return {r["key_text"]: (_key_from_json(r["key"]), orjson.loads(r["item"])) for r in rows}
+        return {r["key_text"]: (key_from_json(r["key"]), orjson.loads(r["item"])) for r in rows}
 
     async def commit_poll(self, commit: PollCommit) -> list[Event]:
         async with self._connection("commit_poll") as conn, conn.transaction():
@@ -604,9 +553,9 @@ class PostgresStore:
                     commit.source,
                     commit.polled_at,
                     [it.key_text for it in commit.upserts],
-                    [_key_json(it.key) for it in commit.upserts],
+                    [key_json(it.key) for it in commit.upserts],
                     [it.hash for it in commit.upserts],
-                    [_dumps(it.value) for it in commit.upserts],
+                    [dumps(it.value) for it in commit.upserts],
                 ),
             )
         if commit.deletes:
@@ -629,11 +578,11 @@ class PostgresStore:
                 commit.polled_at,
                 ids,
                 [c.key_text for c in commit.changes],
-                [_key_json(c.key) for c in commit.changes],
+                [key_json(c.key) for c in commit.changes],
                 [c.type for c in commit.changes],
-                [None if c.before is None else _dumps(c.before) for c in commit.changes],
-                [None if c.after is None else _dumps(c.after) for c in commit.changes],
-                [_dumps(c.changes) for c in commit.changes],
+                [None if c.before is None else dumps(c.before) for c in commit.changes],
+                [None if c.after is None else dumps(c.after) for c in commit.changes],
+                [dumps(c.changes) for c in commit.changes],
             ),
         )
         seqs = {r["id"]: int(r["seq"]) for r in await cur.fetchall()}
@@ -694,7 +643,7 @@ class PostgresStore:
             "snapshot_version": version,
         }
         if commit.validators is not None:
-            fields["validators"] = _dumps(commit.validators)
+            fields["validators"] = dumps(commit.validators)
         fields.update(commit.extra_state)
         return fields
 
@@ -755,16 +704,16 @@ class PostgresStore:
             "not_before": None,
         }
         if validators is not None:
-            fields["validators"] = _dumps(validators)
+            fields["validators"] = dumps(validators)
         async with self._connection("record_poll_unchanged") as conn:
             await self._upsert_source(conn, source, fields)
 
     async def update_source_state(self, source: str, **fields: Any) -> None:
-        unknown = set(fields) - set(_SOURCE_FIELDS)
+        unknown = set(fields) - set(SOURCE_FIELDS)
         if unknown:
             raise ValueError(f"unknown source state fields: {sorted(unknown)}")
         stored = {
-            k: _dumps(v) if k == "validators" else bool(v) if k == "accept_requested" else v
+            k: dumps(v) if k == "validators" else bool(v) if k == "accept_requested" else v
             for k, v in fields.items()
         }
         async with self._connection("update_source_state") as conn:
@@ -1009,7 +958,7 @@ class PostgresStore:
                     run[-1]["timestamp"],
                     run[0]["before"],
                     run[-1]["after"],
-                    _dumps(changes),
+                    dumps(changes),
                 ),
             )
             seq_row = await cur.fetchone()
@@ -1327,7 +1276,7 @@ class PostgresStore:
                 "INSERT INTO meta (key, value, updated_at) VALUES (%s, %s, now()) "
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value, "
                 "updated_at = excluded.updated_at",
-                (key, _dumps(dict(status))),
+                (key, dumps(dict(status))),
             )
             await conn.execute(
                 "DELETE FROM meta WHERE key LIKE 'runtime:%%' "
@@ -1425,7 +1374,7 @@ class PostgresStore:
                 params,
             )
             rows = await cur.fetchall()
-        return [_row_to_delivery_info(r) for r in reversed(rows)]
+        return [delivery_info_from_row(r, _utc) for r in reversed(rows)]
 
     async def list_attempts(self, delivery_id: int) -> list[AttemptInfo]:
         async with self._connection("list_attempts") as conn:
@@ -1546,23 +1495,3 @@ def _importer(pg_type: str) -> Callable[[Any], Any]:
     if pg_type == "boolean":
         return lambda v: None if v is None else bool(v)
     return lambda v: v
-
-
-def _row_to_delivery_info(r: Mapping[str, Any]) -> DeliveryInfo:
-    return DeliveryInfo(
-        id=r["id"],
-        event_id=r["event_id"],
-        listener=r["listener"],
-        source=r["source"],
-        key_text=r["key_text"],
-        type=r["type"],
-        state=r["state"],
-        attempts=r["attempts"],
-        next_at=(datetime.fromtimestamp(r["next_at"], UTC) if r["state"] == "pending" else None),
-        created_at=r["created_at"].astimezone(UTC),
-        updated_at=r["updated_at"].astimezone(UTC),
-        delivered_at=_utc(r["delivered_at"]),
-        last_status=r["last_status"],
-        last_error=r["last_error"],
-        last_response=r["last_response"],
-    )

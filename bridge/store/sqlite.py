@@ -28,6 +28,14 @@ from bridge.models import (
     ListenerState,
     SourceState,
 )
+from bridge.store._rows import (
+    SOURCE_FIELDS,
+    delivery_info_from_row,
+    dumps,
+    event_from_row,
+    key_from_json,
+    source_from_row,
+)
 from bridge.store.base import (
     SCHEMA_VERSION,
     Access,
@@ -161,23 +169,6 @@ _STATE_INDEX = {
 }
 """The index that counts each delivery state without reading the others."""
 
-_SOURCE_FIELDS = (
-    "last_poll_at",
-    "last_success_at",
-    "last_result",
-    "last_error",
-    "last_duration_s",
-    "item_count",
-    "fingerprint",
-    "consecutive_failures",
-    "not_before",
-    "held_reason",
-    "held_polls",
-    "held_digest",
-    "validators",
-    "accept_requested",
-)
-
 
 def iso(moment: datetime | None) -> str | None:
     """Stored form of a time: ISO 8601 in UTC."""
@@ -188,51 +179,12 @@ def parse_iso(text: str | None) -> datetime | None:
     return None if text is None else datetime.fromisoformat(text)
 
 
-def _dumps(value: Any) -> str:
-    return orjson.dumps(value).decode()
-
-
-def _key_from_json(text: str) -> ItemKey:
-    value = orjson.loads(text)
-    return value if isinstance(value, str) else tuple(value)
-
-
-def _loads(text: str | None) -> Any:
-    return None if text is None else orjson.loads(text)
-
-
 def row_to_event(row: Mapping[str, Any]) -> Event:
-    return Event(
-        id=row["id"],
-        seq=row["seq"],
-        source=row["source"],
-        key=_key_from_json(row["key"]),
-        type=row["type"],
-        timestamp=datetime.fromisoformat(row["timestamp"]),
-        before=_loads(row["before"]),
-        after=_loads(row["after"]),
-        changes=orjson.loads(row["changes"]),
-    )
+    return event_from_row(row, parse_iso)
 
 
 def _row_to_source(row: Mapping[str, Any]) -> SourceState:
-    return SourceState(
-        name=row["name"],
-        last_poll_at=parse_iso(row["last_poll_at"]),
-        last_success_at=parse_iso(row["last_success_at"]),
-        last_result=row["last_result"],
-        last_error=row["last_error"],
-        last_duration_s=row["last_duration_s"],
-        item_count=row["item_count"],
-        fingerprint=row["fingerprint"],
-        consecutive_failures=row["consecutive_failures"],
-        not_before=parse_iso(row["not_before"]),
-        held_reason=row["held_reason"],
-        held_polls=row["held_polls"],
-        held_digest=row["held_digest"],
-        validators=_loads(row["validators"]) or {},
-        accept_requested=bool(row["accept_requested"]),
-    )
+    return source_from_row(row, parse_iso)
 
 
 class SQLiteStore:
@@ -460,10 +412,10 @@ class SQLiteStore:
             rows = self.conn.execute(
                 "SELECT key_text, key, item FROM items WHERE source = ? AND key_text IN "
                 "(SELECT value FROM json_each(?))",
-                (source, _dumps(chunk)),
+                (source, dumps(chunk)),
             )
             for key_text, key, item in rows:
-                out[key_text] = (_key_from_json(key), orjson.loads(item))
+                out[key_text] = (key_from_json(key), orjson.loads(item))
         return out
 
     async def commit_poll(self, commit: PollCommit) -> list[Event]:
@@ -501,9 +453,9 @@ class SQLiteStore:
                     (
                         commit.source,
                         it.key_text,
-                        _dumps(it.key if isinstance(it.key, str) else list(it.key)),
+                        dumps(it.key if isinstance(it.key, str) else list(it.key)),
                         it.hash,
-                        _dumps(it.value),
+                        dumps(it.value),
                         now,
                     )
                     for it in commit.upserts
@@ -523,7 +475,7 @@ class SQLiteStore:
         cur = self.conn.cursor()
         for change in commit.changes:
             event_id = new_event_id(commit.polled_at)
-            key_json = _dumps(change.key if isinstance(change.key, str) else list(change.key))
+            key_json = dumps(change.key if isinstance(change.key, str) else list(change.key))
             cur.execute(
                 "INSERT INTO events (id, source, key_text, key, type, timestamp, before, after, "
                 "changes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -534,9 +486,9 @@ class SQLiteStore:
                     key_json,
                     change.type,
                     ts,
-                    None if change.before is None else _dumps(change.before),
-                    None if change.after is None else _dumps(change.after),
-                    _dumps(change.changes),
+                    None if change.before is None else dumps(change.before),
+                    None if change.after is None else dumps(change.after),
+                    dumps(change.changes),
                 ),
             )
             seq = cur.lastrowid
@@ -589,7 +541,7 @@ class SQLiteStore:
             "snapshot_version": version,
         }
         if commit.validators is not None:
-            fields["validators"] = _dumps(commit.validators)
+            fields["validators"] = dumps(commit.validators)
         fields.update(commit.extra_state)
         self._upsert_source(commit.source, fields)
 
@@ -670,15 +622,15 @@ class SQLiteStore:
             "not_before": None,
         }
         if validators is not None:
-            fields["validators"] = _dumps(validators)
+            fields["validators"] = dumps(validators)
         await self._run(self._upsert_source, source, fields)
 
     async def update_source_state(self, source: str, **fields: Any) -> None:
-        unknown = set(fields) - set(_SOURCE_FIELDS)
+        unknown = set(fields) - set(SOURCE_FIELDS)
         if unknown:
             raise ValueError(f"unknown source state fields: {sorted(unknown)}")
         stored = {
-            k: iso(v) if isinstance(v, datetime) else _dumps(v) if k == "validators" else v
+            k: iso(v) if isinstance(v, datetime) else dumps(v) if k == "validators" else v
             for k, v in fields.items()
         }
         await self._run(self._upsert_source, source, stored)
@@ -708,7 +660,7 @@ class SQLiteStore:
             ORDER BY d.next_at, d.id
             LIMIT :limit
             """,
-            {"listener": listener, "now": now, "limit": limit, "exclude": _dumps(exclude_ids)},
+            {"listener": listener, "now": now, "limit": limit, "exclude": dumps(exclude_ids)},
         ).fetchall()
         return [
             Delivery(r["delivery_id"], r["listener"], row_to_event(r), r["attempts"], r["next_at"])
@@ -732,7 +684,7 @@ class SQLiteStore:
                   AND p.key_text = d.key_text AND p.state = 'pending'
                   AND p.event_seq < d.event_seq)
             """,
-            {"listeners": _dumps(listeners), "exclude": _dumps(exclude_ids)},
+            {"listeners": dumps(listeners), "exclude": dumps(exclude_ids)},
         ).fetchone()
         return None if row[0] is None else float(row[0])
 
@@ -853,7 +805,7 @@ class SQLiteStore:
             row = self.conn.execute(
                 "SELECT COUNT(*) FROM deliveries WHERE state = 'pending' AND listener IN "
                 "(SELECT value FROM json_each(?))",
-                (_dumps(listeners),),
+                (dumps(listeners),),
             )
         return int(row.fetchone()[0])
 
@@ -876,7 +828,7 @@ class SQLiteStore:
                   AND id NOT IN (SELECT value FROM json_each(:exclude))
                 GROUP BY source, key_text HAVING COUNT(*) >= 2
                 """,
-                {"listener": listener, "exclude": _dumps(exclude_ids)},
+                {"listener": listener, "exclude": dumps(exclude_ids)},
             ).fetchall()
             merged = 0
             for source, key_text in keys:
@@ -932,7 +884,7 @@ class SQLiteStore:
                     run[-1]["timestamp"],
                     run[0]["before"],
                     run[-1]["after"],
-                    _dumps(changes),
+                    dumps(changes),
                 ),
             )
             cur = self.conn.execute(
@@ -952,7 +904,7 @@ class SQLiteStore:
         self.conn.execute(
             "UPDATE deliveries SET state = 'coalesced', coalesced_into = ?, updated_at = ? "
             "WHERE id IN (SELECT value FROM json_each(?))",
-            (into, now, _dumps([r["delivery_id"] for r in run])),
+            (into, now, dumps([r["delivery_id"] for r in run])),
         )
         return len(run) - (0 if into is None else 1)
 
@@ -1036,7 +988,7 @@ class SQLiteStore:
         )
 
     async def write_runtime(self, status: Mapping[str, Any]) -> None:
-        await self._run(self._write_runtime, _dumps(dict(status)))
+        await self._run(self._write_runtime, dumps(dict(status)))
 
     def _write_runtime(self, text: str) -> None:
         self.conn.execute(
@@ -1122,7 +1074,7 @@ class SQLiteStore:
             f"WHERE {' AND '.join(where)} ORDER BY d.id DESC LIMIT :limit",
             params,
         ).fetchall()
-        return [_row_to_delivery(r) for r in reversed(rows)]
+        return [delivery_info_from_row(r, parse_iso) for r in reversed(rows)]
 
     async def list_attempts(self, delivery_id: int) -> list[AttemptInfo]:
         return await self._run(self._list_attempts, delivery_id)
@@ -1171,7 +1123,7 @@ class SQLiteStore:
         params: dict[str, Any] = {"now": at.timestamp(), "at": iso(at)}
         unknown: list[str] = []
         if request.event_ids:
-            params["ids"] = _dumps(list(request.event_ids))
+            params["ids"] = dumps(list(request.event_ids))
             found = {
                 r[0]
                 for r in self.conn.execute(
@@ -1229,7 +1181,7 @@ class SQLiteStore:
             ]
             if not ids:
                 return 0, 0
-            chosen = _dumps(ids)
+            chosen = dumps(ids)
             attempts = conn.execute(
                 "DELETE FROM attempts WHERE delivery_id IN (SELECT value FROM json_each(?))",
                 (chosen,),
@@ -1290,26 +1242,6 @@ def _rollback(conn: sqlite3.Connection) -> None:
     # "no transaction is active" and hide the error that matters.
     if conn.in_transaction:
         conn.execute("ROLLBACK")
-
-
-def _row_to_delivery(r: Mapping[str, Any]) -> DeliveryInfo:
-    return DeliveryInfo(
-        id=r["id"],
-        event_id=r["event_id"],
-        listener=r["listener"],
-        source=r["source"],
-        key_text=r["key_text"],
-        type=r["type"],
-        state=r["state"],
-        attempts=r["attempts"],
-        next_at=(datetime.fromtimestamp(r["next_at"], UTC) if r["state"] == "pending" else None),
-        created_at=datetime.fromisoformat(r["created_at"]),
-        updated_at=datetime.fromisoformat(r["updated_at"]),
-        delivered_at=parse_iso(r["delivered_at"]),
-        last_status=r["last_status"],
-        last_error=r["last_error"],
-        last_response=r["last_response"],
-    )
 
 
 def _settle(done: asyncio.Future[str], outcome: str | Exception) -> None:
