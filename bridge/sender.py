@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -133,7 +134,7 @@ class Sender:
             route.url,
             content=body,
             headers={**route.default_headers, **headers},
-            extensions={"timeout": httpx.Timeout(timeout_s).as_dict()},
+            extensions={"timeout": _timeout_extension(timeout_s)},
         )
         if route.transport is None:
             response = await client.send(request, stream=True, follow_redirects=False)
@@ -171,10 +172,18 @@ class Sender:
         )
 
 
+@functools.cache
+def _timeout_extension(timeout_s: float) -> dict[str, float | None]:
+    # one per distinct listener timeout; the transports only read it
+    return httpx.Timeout(timeout_s).as_dict()
+
+
 async def _read_excerpt(response: httpx.Response) -> bytes:
     # Read at most the excerpt and drop the rest: a never-ending or huge body costs nothing.
     if response.is_stream_consumed:  # built in memory (a mock transport): already read
         return response.content[:RESPONSE_EXCERPT_BYTES]
+    if response.headers.get("content-length") == "0":
+        return b""  # the usual 2xx: nothing to read, and iterating the stream costs ~10% of a send
     buf = bytearray()
     async for chunk in response.aiter_raw():
         buf.extend(chunk)
