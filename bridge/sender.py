@@ -51,6 +51,8 @@ def webhook_headers(
 @dataclass(frozen=True)
 class _Route:
     url: httpx.URL
+    host: str
+    """The Host header: the URL's host, and its port unless the scheme's default."""
     default_headers: dict[str, str]
     transport: httpx.AsyncBaseTransport | None
     """None when the URL carries credentials: such a send goes through client.send."""
@@ -81,7 +83,7 @@ class Sender:
             url = httpx.URL(url_text)
             # credentials in the URL become a header only in the client's auth flow
             transport = None if url.userinfo else client._transport_for_url(url)
-            route = _Route(url, dict(client.headers), transport)
+            route = _Route(url, url.netloc.decode("ascii"), dict(client.headers), transport)
             self._routes[(client, url_text)] = route
         return route
 
@@ -132,10 +134,11 @@ class Sender:
         request = httpx.Request(
             "POST",
             route.url,
-            content=body,
-            headers={**route.default_headers, **headers},
+            headers=_request_headers(route, headers, body),
+            stream=httpx.ByteStream(body),
             extensions={"timeout": _timeout_extension(timeout_s)},
         )
+        request.read()  # as content= would: the body is in memory, the transports read it
         if route.transport is None:
             response = await client.send(request, stream=True, follow_redirects=False)
         else:
@@ -170,6 +173,20 @@ class Sender:
             retry_after_s=retry_after,
             gone=status == 410,
         )
+
+
+def _request_headers(route: _Route, headers: dict[str, str], body: bytes) -> dict[str, str]:
+    # The headers httpx.Request(content=body) would send (Host and Content-Length unless
+    # given), merged here in one dict: its own merge builds three Headers objects per send.
+    merged = {**route.default_headers, **headers}  # every key is lower case
+    out = {} if "host" in merged else {"Host": route.host}
+    out.update(merged)
+    if body:
+        if "content-length" not in merged:
+            out["Content-Length"] = str(len(body))
+    elif "content-length" not in merged and "transfer-encoding" not in merged:
+        out["Content-Length"] = "0"
+    return out
 
 
 @functools.cache
