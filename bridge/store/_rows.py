@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from bridge.models import Event, ItemKey, SourceState
+from bridge.models import Event, ItemKey, ListenerState, SourceState
 from bridge.store.base import DeliveryInfo
 
 ToTime = Callable[[Any], datetime | None]
@@ -113,3 +113,33 @@ def delivery_info_from_row(r: Mapping[str, Any], to_time: ToTime) -> DeliveryInf
         last_error=r["last_error"],
         last_response=r["last_response"],
     )
+
+
+def listener_states(
+    counts: Mapping[str, Mapping[str, int]],
+    rows: Mapping[str, Mapping[str, Any]],
+    to_time: ToTime,
+) -> list[ListenerState]:
+    """Every listener that has deliveries or a ``listeners`` row, by name.
+
+    ``counts`` maps listener -> state -> number of deliveries; ``rows`` the ``listeners`` rows.
+    """
+    out = []
+    for name in sorted(set(counts) | set(rows)):
+        r = rows.get(name)
+        c = counts.get(name, {})
+        out.append(
+            ListenerState(
+                name=name,
+                paused=bool(r["paused"]) if r else False,
+                paused_reason=r["paused_reason"] if r else None,
+                pending=c.get("pending", 0),
+                dead=c.get("dead", 0),
+                delivered=c.get("delivered", 0),
+                last_success_at=to_time(r["last_success_at"]) if r else None,
+                last_failure_at=to_time(r["last_failure_at"]) if r else None,
+                last_error=r["last_error"] if r else None,
+                failing_since=to_time(r["failing_since"]) if r else None,
+            )
+        )
+    return out

@@ -47,6 +47,7 @@ from bridge.store._rows import (
     event_from_row,
     key_from_json,
     key_json,
+    listener_states,
     source_from_row,
 )
 from bridge.store.base import (
@@ -1020,25 +1021,7 @@ class PostgresStore:
                 counts.setdefault(c_row["listener"], {})[c_row["state"]] = int(c_row["n"])
             cur = await conn.execute("SELECT * FROM listeners")
             rows = {r["name"]: r for r in await cur.fetchall()}
-        out = []
-        for name in sorted(set(counts) | set(rows)):
-            r = rows.get(name)
-            c = counts.get(name, {})
-            out.append(
-                ListenerState(
-                    name=name,
-                    paused=bool(r["paused"]) if r else False,
-                    paused_reason=r["paused_reason"] if r else None,
-                    pending=c.get("pending", 0),
-                    dead=c.get("dead", 0),
-                    delivered=c.get("delivered", 0),
-                    last_success_at=_utc(r["last_success_at"]) if r else None,
-                    last_failure_at=_utc(r["last_failure_at"]) if r else None,
-                    last_error=r["last_error"] if r else None,
-                    failing_since=_utc(r["failing_since"]) if r else None,
-                )
-            )
-        return out
+        return listener_states(counts, rows, _utc)
 
     # -- instances and leases ---------------------------------------------------------------
 

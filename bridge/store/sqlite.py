@@ -34,6 +34,7 @@ from bridge.store._rows import (
     dumps,
     event_from_row,
     key_from_json,
+    listener_states,
     source_from_row,
 )
 from bridge.store.base import (
@@ -948,25 +949,7 @@ class SQLiteStore:
         ):
             counts.setdefault(listener, {})[state] = n
         rows = {r["name"]: r for r in self.conn.execute("SELECT * FROM listeners")}
-        out = []
-        for name in sorted(set(counts) | set(rows)):
-            r = rows.get(name)
-            c = counts.get(name, {})
-            out.append(
-                ListenerState(
-                    name=name,
-                    paused=bool(r["paused"]) if r else False,
-                    paused_reason=r["paused_reason"] if r else None,
-                    pending=c.get("pending", 0),
-                    dead=c.get("dead", 0),
-                    delivered=c.get("delivered", 0),
-                    last_success_at=parse_iso(r["last_success_at"]) if r else None,
-                    last_failure_at=parse_iso(r["last_failure_at"]) if r else None,
-                    last_error=r["last_error"] if r else None,
-                    failing_since=parse_iso(r["failing_since"]) if r else None,
-                )
-            )
-        return out
+        return listener_states(counts, rows, parse_iso)
 
     # -- runtime status and control -----------------------------------------------------------
 
