@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from bridge.models import Event, ItemKey, ListenerState, SourceState
-from bridge.store.base import DeliveryInfo
+from bridge.store.base import DeliveryInfo, DeliveryQuery, EventQuery
 
 ToTime = Callable[[Any], datetime | None]
 
@@ -143,3 +143,29 @@ def listener_states(
             )
         )
     return out
+
+
+Filter = tuple[str, str, str, Any]
+"""One bound condition of an inspection query: (column, operator, parameter name, value)."""
+
+
+def event_filters(query: EventQuery) -> list[Filter]:
+    """The conditions ``list_events`` applies, whatever the backend's placeholder style."""
+    wanted = [
+        ("e.source", "=", "source", query.source),
+        ("e.key_text", "=", "key", query.key),
+        ("e.type", "=", "type", query.type),
+        ("e.timestamp", ">=", "since", query.since),
+    ]
+    return [f for f in wanted if f[3] is not None]
+
+
+def delivery_filters(query: DeliveryQuery) -> list[Filter]:
+    """The conditions ``list_deliveries`` applies, whatever the backend's placeholder style."""
+    wanted = [
+        ("d.listener", "=", "listener", query.listener),
+        ("d.state", "=", "state", query.state),
+        ("e.id", "=", "event_id", query.event_id),
+        ("d.updated_at", ">=", "since", query.since),
+    ]
+    return [f for f in wanted if f[3] is not None]

@@ -42,8 +42,11 @@ from bridge.models import (
 )
 from bridge.store._rows import (
     SOURCE_FIELDS,
+    Filter,
+    delivery_filters,
     delivery_info_from_row,
     dumps,
+    event_filters,
     event_from_row,
     key_from_json,
     key_json,
@@ -1299,28 +1302,14 @@ class PostgresStore:
     # -- inspection -------------------------------------------------------------------------
 
     async def list_events(self, query: EventQuery) -> list[EventRecord]:
-        where: list[sql.Composable] = [sql.SQL("true")]
-        params: dict[str, Any] = {"limit": query.limit}
-        for column, value in (
-            ("source", query.source),
-            ("key_text", query.key),
-            ("type", query.type),
-        ):
-            if value is not None:
-                where.append(
-                    sql.SQL("e.{} = %({})s").format(sql.Identifier(column), sql.SQL(column))
-                )
-                params[column] = value
-        if query.since is not None:
-            where.append(sql.SQL("e.timestamp >= %(since)s"))
-            params["since"] = query.since
+        where, params = _where(event_filters(query), query.limit)
         async with self._connection("list_events") as conn:
             cur = await conn.execute(
                 sql.SQL(
                     "SELECT e.*, (SELECT json_object_agg(d.listener, d.state) FROM deliveries d "
                     "WHERE d.event_seq = e.seq) AS delivery_states "
                     "FROM events e WHERE {} ORDER BY e.seq DESC LIMIT %(limit)s"
-                ).format(sql.SQL(" AND ").join(where)),
+                ).format(where),
                 params,
             )
             rows = await cur.fetchall()
@@ -1333,27 +1322,14 @@ class PostgresStore:
         return None if row is None else _row_to_event(row)
 
     async def list_deliveries(self, query: DeliveryQuery) -> list[DeliveryInfo]:
-        where: list[sql.Composable] = [sql.SQL("true")]
-        params: dict[str, Any] = {"limit": query.limit}
-        if query.listener is not None:
-            where.append(sql.SQL("d.listener = %(listener)s"))
-            params["listener"] = query.listener
-        if query.state is not None:
-            where.append(sql.SQL("d.state = %(state)s"))
-            params["state"] = query.state
-        if query.event_id is not None:
-            where.append(sql.SQL("e.id = %(event_id)s"))
-            params["event_id"] = query.event_id
-        if query.since is not None:
-            where.append(sql.SQL("d.updated_at >= %(since)s"))
-            params["since"] = query.since
+        where, params = _where(delivery_filters(query), query.limit)
         async with self._connection("list_deliveries") as conn:
             cur = await conn.execute(
                 sql.SQL(
                     "SELECT d.*, e.id AS event_id, e.type FROM deliveries d "
                     "JOIN events e ON e.seq = d.event_seq "
                     "WHERE {} ORDER BY d.id DESC LIMIT %(limit)s"
-                ).format(sql.SQL(" AND ").join(where)),
+                ).format(where),
                 params,
             )
             rows = await cur.fetchall()
@@ -1469,6 +1445,16 @@ class PostgresStore:
                 if cur.rowcount < batch:
                     break
         return PruneResult(events=events, deliveries=deliveries, attempts=attempts)
+
+
+def _where(filters: list[Filter], limit: int) -> tuple[sql.Composable, dict[str, Any]]:
+    """A WHERE clause with named placeholders, and its parameters."""
+    parts = [
+        sql.SQL("{} " + op + " {}").format(sql.SQL(col), sql.Placeholder(name))
+        for col, op, name, _ in filters
+    ]
+    params: dict[str, Any] = {"limit": limit, **{name: value for _, _, name, value in filters}}
+    return (sql.SQL(" AND ").join(parts) if parts else sql.SQL("true")), params
 
 
 def _importer(pg_type: str) -> Callable[[Any], Any]:

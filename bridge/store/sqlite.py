@@ -30,8 +30,11 @@ from bridge.models import (
 )
 from bridge.store._rows import (
     SOURCE_FIELDS,
+    Filter,
+    delivery_filters,
     delivery_info_from_row,
     dumps,
+    event_filters,
     event_from_row,
     key_from_json,
     listener_states,
@@ -1001,24 +1004,11 @@ class SQLiteStore:
         return await self._run(self._list_events, query)
 
     def _list_events(self, query: EventQuery) -> list[EventRecord]:
-        where = ["1 = 1"]
-        params: dict[str, Any] = {"limit": query.limit}
-        if query.source is not None:
-            where.append("e.source = :source")
-            params["source"] = query.source
-        if query.key is not None:
-            where.append("e.key_text = :key")
-            params["key"] = query.key
-        if query.type is not None:
-            where.append("e.type = :type")
-            params["type"] = query.type
-        if query.since is not None:
-            where.append("e.timestamp >= :since")
-            params["since"] = iso(query.since)
+        where, params = _where(event_filters(query), query.limit)
         rows = self.conn.execute(
             "SELECT e.*, (SELECT json_group_object(d.listener, d.state) FROM deliveries d "  # noqa: S608 - fixed clauses, values bound
             "WHERE d.event_seq = e.seq) AS delivery_states "
-            f"FROM events e WHERE {' AND '.join(where)} ORDER BY e.seq DESC LIMIT :limit",
+            f"FROM events e WHERE {where} ORDER BY e.seq DESC LIMIT :limit",
             params,
         ).fetchall()
         return [
@@ -1037,24 +1027,11 @@ class SQLiteStore:
         return await self._run(self._list_deliveries, query)
 
     def _list_deliveries(self, query: DeliveryQuery) -> list[DeliveryInfo]:
-        where = ["1 = 1"]
-        params: dict[str, Any] = {"limit": query.limit}
-        if query.listener is not None:
-            where.append("d.listener = :listener")
-            params["listener"] = query.listener
-        if query.state is not None:
-            where.append("d.state = :state")
-            params["state"] = query.state
-        if query.event_id is not None:
-            where.append("e.id = :event_id")
-            params["event_id"] = query.event_id
-        if query.since is not None:
-            where.append("d.updated_at >= :since")
-            params["since"] = iso(query.since)
+        where, params = _where(delivery_filters(query), query.limit)
         rows = self.conn.execute(
             "SELECT d.*, e.id AS event_id, e.type FROM deliveries d "  # noqa: S608 - fixed clauses, values bound
             "JOIN events e ON e.seq = d.event_seq "
-            f"WHERE {' AND '.join(where)} ORDER BY d.id DESC LIMIT :limit",
+            f"WHERE {where} ORDER BY d.id DESC LIMIT :limit",
             params,
         ).fetchall()
         return [delivery_info_from_row(r, parse_iso) for r in reversed(rows)]
@@ -1218,6 +1195,15 @@ class SQLiteStore:
 
     async def list_owners(self) -> OwnersReport:
         return OwnersReport(instances=[], unowned_sources=[])
+
+
+def _where(filters: list[Filter], limit: int) -> tuple[str, dict[str, Any]]:
+    """A WHERE clause with named placeholders, and its parameters (times stored as ISO text)."""
+    clause = " AND ".join(f"{col} {op} :{name}" for col, op, name, _ in filters) or "1 = 1"
+    params: dict[str, Any] = {"limit": limit}
+    for _, _, name, value in filters:
+        params[name] = iso(value) if isinstance(value, datetime) else value
+    return clause, params
 
 
 def _rollback(conn: sqlite3.Connection) -> None:
