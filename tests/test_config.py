@@ -169,10 +169,32 @@ def test_unknown_source_lookup_names_the_known_ones(write_files: WriteFiles) -> 
         config.source("nope")
 
 
-def test_empty_file_is_a_valid_configuration(write_files: WriteFiles) -> None:
-    """An empty file gives defaults: no sources, no listeners, info logging."""
-    config = load_config(write_files(""), {})
-    assert (config.sources, config.listeners, config.bridge.log_level) == ([], [], "info")
+def test_defaults_of_a_minimal_file(write_files: WriteFiles) -> None:
+    """A file with one source and nothing else gives defaults: no listeners, info logging."""
+    config = load_config(write_files(SOURCE.format(name="s")), {})
+    assert (config.listeners, config.bridge.log_level) == ([], "info")
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "[bridge]\nlog_level = 'debug'\n", LISTENER.format(name="l", url="https://h.example")],
+    ids=["empty", "bridge-only", "listener-only"],
+)
+def test_a_configuration_without_sources_is_refused(text: str, write_files: WriteFiles) -> None:
+    """No [[sources]] means nothing would ever run: refused at load (so at start and reload)."""
+    path = write_files(text)
+    error = load_error(path)
+    assert error.file == str(path)
+    assert "no sources: there is no [[sources]] table in this file" in str(error)
+
+
+def test_sources_may_come_from_conf_d_alone(write_files: WriteFiles, tmp_path: Path) -> None:
+    """A main file with only [bridge] is fine when conf.d holds the sources; an empty conf.d
+    is named in the refusal."""
+    config = load_config(write_files("", extra=SOURCE.format(name="s")), {})
+    assert [s.name for s in config.sources] == ["s"]
+    (tmp_path / "conf.d" / "extra.toml").write_text("")
+    assert "nor in conf.d/*.toml" in str(load_error(tmp_path / "pollbridge.toml"))
 
 
 # --- validation errors ---------------------------------------------------------------------
@@ -462,7 +484,11 @@ def test_load_config_uses_pollbridge_config_variable(write_files: WriteFiles) ->
 def test_generated_secret_is_accepted(write_files: WriteFiles) -> None:
     """A secret from `pollbridge secret` validates as a listener secret."""
     secret = generate_secret()
-    text = LISTENER.format(name="hook", url="https://h.example") + f'secret = "{secret}"\n'
+    text = (
+        SOURCE.format(name="s")
+        + LISTENER.format(name="hook", url="https://h.example")
+        + f'secret = "{secret}"\n'
+    )
     config = load_config(write_files(text), {})
     assert config.listeners[0].signing_keys == [decode_secret(secret)]
 
@@ -491,10 +517,9 @@ every = "1m"
     assert notes == [
         "note: no listener takes source(s) b: their changes are recorded, but sent nowhere"
     ]
-    path.write_text("")
-    assert "note: no [[sources]]: `pollbridge run` has nothing to poll" in list(
-        iter_summary(load_config(path, {}))
-    )
+    path.write_text("")  # no sources at all: refused by the loader, see above
+    with pytest.raises(ConfigError, match="no sources"):
+        load_config(path, {})
 
 
 def test_summary_names_a_source_format_other_than_json(tmp_path: Path) -> None:
