@@ -54,10 +54,21 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from bridge.config import risky_settings, summary_doc
+
     config = _config(args)
-    for line in iter_summary(config):
-        print(line)
-    print("configuration OK")
+    warnings = risky_settings(config)
+    if args.json:
+        print(dumps(summary_doc(config, warnings)))
+    else:
+        for line in iter_summary(config):
+            print(line)
+        for warning in warnings:
+            print(f"warning: {warning}")
+        print(f"configuration OK{f' ({len(warnings)} warning(s))' if warnings else ''}")
+    if args.strict and warnings:
+        print(f"pollbridge check: {len(warnings)} warning(s) and --strict", file=sys.stderr)
+        return EX_CONFIG
     return 0
 
 
@@ -976,6 +987,8 @@ def _parser() -> argparse.ArgumentParser:
         )
 
     p = add("check", cmd_check, "validate the configuration and print a summary")
+    p.add_argument("--strict", action="store_true", help="exit 78 when there is any warning")
+    p.add_argument("--json", action="store_true", help="the summary and warnings as JSON")
     config_arg(p)
     p = add("poll", cmd_poll, "poll one source now and print its changes as JSON lines")
     p.add_argument("name", help="the source's name")

@@ -212,6 +212,8 @@ def test_invalid_configuration_names_file_entry_and_field(
     assert error.file == str(path)
     missing = [fragment for fragment in case["expect"] if fragment not in message]
     assert not missing, f"{missing} not in:\n{message}"
+    said = [fragment for fragment in case.get("absent", []) if fragment in message]
+    assert not said, f"{said} should not be in:\n{message}"
 
 
 def test_every_problem_is_reported_at_once(write_files: WriteFiles) -> None:
@@ -344,6 +346,36 @@ def test_environment_overrides_bridge_table(
     assert getattr(config.bridge, field) == expected
 
 
+@pytest.mark.parametrize(
+    ("var", "value", "field", "expected"),
+    [
+        ("POLLBRIDGE_DENY_PRIVATE_TARGETS", "true", "deny_private_targets", True),
+        ("POLLBRIDGE_PER_HOST_CONCURRENCY", "4", "per_host_concurrency", 4),
+    ],
+)
+def test_environment_overrides_are_read_as_their_type(
+    var: str,
+    value: str,
+    field: str,
+    expected: object,
+    write_files: WriteFiles,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The environment holds text: strict [bridge] fields still take "true" and "4" from it."""
+    monkeypatch.setenv(var, value)
+    assert getattr(load_config(write_files(SOURCE.format(name="s")), {}).bridge, field) == expected
+
+
+def test_environment_override_of_the_wrong_type_names_the_variable(
+    write_files: WriteFiles, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """POLLBRIDGE_PER_HOST_CONCURRENCY=many is refused, naming the variable."""
+    monkeypatch.setenv("POLLBRIDGE_PER_HOST_CONCURRENCY", "many")
+    message = str(load_error(write_files(SOURCE.format(name="s"))))
+    assert "$POLLBRIDGE_PER_HOST_CONCURRENCY (overrides [bridge] per_host_concurrency)" in message
+    assert 'expected a whole number, got "many"' in message
+
+
 def test_bad_environment_override_is_a_config_error(
     write_files: WriteFiles, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -438,6 +470,19 @@ def test_error_in_conf_d_names_that_file(
     message = str(load_error(path))
     assert f"{tmp_path / 'conf.d' / 'late.toml'}, {entry}" in message
     assert field in message
+
+
+def test_unknown_source_in_a_conf_d_listener_names_that_file(
+    write_files: WriteFiles, tmp_path: Path
+) -> None:
+    """A conf.d listener naming an unknown source is blamed on its conf.d file, not the main one."""
+    late = LISTENER.format(name="late", url="https://h.example") + 'sources = ["nosuch"]\n'
+    path = write_files(SOURCE.format(name="orders"), late=late)
+    message = str(load_error(path))
+    assert (
+        f'{tmp_path / "conf.d" / "late.toml"}, listeners "late" (listeners[0]), field sources: '
+        "unknown source 'nosuch' (known: orders)"
+    ) in message
 
 
 def test_conf_d_may_not_hold_bridge_settings(write_files: WriteFiles, tmp_path: Path) -> None:
