@@ -213,8 +213,16 @@ DeleteLimitText = Annotated[str | int, BeforeValidator(_delete_limit)]
 # --- headers -------------------------------------------------------------------------------------
 
 FRAMING_HEADERS = frozenset(
-    {"content-length", "transfer-encoding", "host", "connection", "upgrade", "te", "trailer"}
-    | {"keep-alive"}
+    [
+        "content-length",
+        "transfer-encoding",
+        "host",
+        "connection",
+        "upgrade",
+        "te",
+        "trailer",
+        "keep-alive",
+    ]
 )
 """Hop-by-hop and framing headers: HTTP itself sets them from the request; a configured value
 could make the receiver read another body length than was sent (request smuggling)."""
