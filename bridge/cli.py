@@ -65,10 +65,11 @@ def cmd_check(args: argparse.Namespace) -> int:
             print(line)
         for warning in warnings:
             print(f"warning: {warning}")
-        print(f"configuration OK{f' ({len(warnings)} warning(s))' if warnings else ''}")
     if args.strict and warnings:
-        print(f"pollbridge check: {len(warnings)} warning(s) and --strict", file=sys.stderr)
+        print(f"pollbridge check: {len(warnings)} warning(s), refused by --strict", file=sys.stderr)
         return EX_CONFIG
+    if not args.json:
+        print(f"configuration OK{f' ({len(warnings)} warning(s))' if warnings else ''}")
     return 0
 
 

@@ -166,7 +166,8 @@ def test_check_prints_warnings_and_strict_exits_78(tmp_path: Path) -> None:
     assert "configuration OK (1 warning(s))" in res.stdout
     strict = run_cli("check", "--strict", "--config", config, env=ENV)
     assert strict.returncode == 78
-    assert "1 warning(s) and --strict" in strict.stderr
+    assert "1 warning(s), refused by --strict" in strict.stderr
+    assert "configuration OK" not in strict.stdout
 
 
 def test_check_strict_passes_a_safe_configuration(tmp_path: Path) -> None:
@@ -193,7 +194,7 @@ def test_check_json_prints_summary_and_warnings(tmp_path: Path) -> None:
     assert doc["sources"][0]["schedule"] == "every 1m"
     assert doc["listeners"][0]["signed"] is True
     assert [w["code"] for w in doc["warnings"]] == ["plain-http-listener"]
-    assert doc["warnings"][0]["where"] == 'listeners "crm" (listeners[0])'
+    assert doc["warnings"][0]["where"] == 'listeners "crm" (listeners[0]), field url'
     assert ENV["ORDERS_TOKEN"] not in res.stdout and SECRET not in res.stdout
 
 

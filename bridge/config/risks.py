@@ -87,8 +87,8 @@ def risky_settings(config: Config) -> list[ConfigWarning]:
     """Every risky setting of ``config``, in file order."""
     found: list[ConfigWarning] = []
 
-    def warn(code: str, table: str, index: int, name: str, message: str) -> None:
-        where = _label(table, index, name)
+    def warn(code: str, table: str, index: int, name: str, message: str, field: str = "") -> None:
+        where = _label(table, index, name) + (f", field {field}" if field else "")
         found.append(ConfigWarning(code, where, message, config.origin(table, name)))
 
     entries: list[tuple[str, int, SourceConfig | ListenerConfig]] = [
@@ -102,8 +102,9 @@ def risky_settings(config: Config) -> list[ConfigWarning]:
                 table,
                 i,
                 entry.name,
-                "tls_verify = false: anyone on the path can read and change this traffic; "
-                "give ca_file for a private CA instead",
+                "anyone on the path can read and change this traffic; give ca_file for a "
+                "private CA instead",
+                "tls_verify",
             )
         for field, value in _credentials(entry):
             if value in PUBLISHED_SECRETS:
@@ -112,8 +113,9 @@ def risky_settings(config: Config) -> list[ConfigWarning]:
                     table,
                     i,
                     entry.name,
-                    f"field {field}: this secret is published in pollbridge's examples; "
-                    "make your own with `pollbridge secret`",
+                    "this secret is published in pollbridge's examples; make your own with "
+                    "`pollbridge secret`",
+                    field,
                 )
             elif field not in ("secret", "signing_key") and _PLACEHOLDER.search(value):
                 warn(
@@ -121,8 +123,9 @@ def risky_settings(config: Config) -> list[ConfigWarning]:
                     table,
                     i,
                     entry.name,
-                    f"field {field}: looks like a placeholder (change-me, your-token, ...); "
-                    "set the real value, e.g. with ${VAR} and LoadCredential=",
+                    "looks like a placeholder (change-me, your-token, ...); set the real "
+                    "value, e.g. with ${VAR} and LoadCredential=",
+                    field,
                 )
     public_listener = False
     for i, lst in enumerate(config.listeners):
@@ -134,8 +137,9 @@ def risky_settings(config: Config) -> list[ConfigWarning]:
                 "listeners",
                 i,
                 lst.name,
-                "the URL is plain http:// to another host: webhooks (and their signatures) "
-                "travel unencrypted; use https://",
+                "plain http:// to another host: webhooks (and their signatures) travel "
+                "unencrypted; use https://",
+                "url",
             )
         if not lst.keys:
             warn(
@@ -150,10 +154,9 @@ def risky_settings(config: Config) -> list[ConfigWarning]:
         found.append(
             ConfigWarning(
                 "private-targets-allowed",
-                "[bridge]",
-                "deny_private_targets is off while a listener's URL is a public name: if it "
-                "resolves (or redirects) to an internal address, webhooks go there; set "
-                "deny_private_targets = true",
+                "[bridge], field deny_private_targets",
+                "off while a listener's URL is a public name: if it resolves (or redirects) "
+                "to an internal address, webhooks go there; set deny_private_targets = true",
                 config.files[0] if config.files else "",
             )
         )
