@@ -297,6 +297,11 @@ class Store(Protocol):
         until the attempt is recorded or the claim expires."""
         ...
 
+    async def release_claims(self, delivery_ids: Sequence[int], *, owner: str) -> None:
+        """Give back deliveries ``owner`` claimed but did not attempt: due again at once, with
+        no attempt used up (their listener's breaker opened before they could start)."""
+        ...
+
     # instances and leases (several instances on one store)
     async def heartbeat(
         self, instance: InstanceInfo, held: Sequence[str], ttl_s: float

@@ -1174,6 +1174,9 @@ class SQLiteStore:
     ) -> list[Delivery]:
         return await self.due_deliveries(listener, now, limit, exclude_ids)
 
+    async def release_claims(self, delivery_ids: Sequence[int], *, owner: str) -> None:
+        return None  # a single instance: a claim is the dispatcher's in-flight set, not a row
+
     async def heartbeat(
         self, instance: InstanceInfo, held: Sequence[str], ttl_s: float
     ) -> Heartbeat:
