@@ -406,6 +406,8 @@ def _daemon_view(runtime: dict[str, Any] | None, now: datetime) -> dict[str, Any
         "http": runtime.get("http"),
         "config_files": runtime.get("config_files", []),
         "last_reload": runtime.get("last_reload"),
+        "problems": runtime.get("problems", []) if running else [],
+        "internal_errors": runtime.get("internal_errors", 0),
     }
 
 
@@ -538,6 +540,9 @@ def _status_text(doc: dict[str, Any], now: datetime) -> str:
             f"daemon:  NOT RESPONDING (pid {daemon['pid']}, last heartbeat "
             f"{ago(_parse_time(daemon['heartbeat_at']), now)}; crashed or killed?)"
         )
+    problems = (daemon or {}).get("problems") or []
+    if problems:
+        out.append(f"health:  UNHEALTHY: {'; '.join(problems)}")
     reload = (daemon or {}).get("last_reload")
     if reload and not reload.get("ok"):
         out.append(f"reload:  FAILED {ago(_parse_time(reload['at']), now)}: {reload['error']}")

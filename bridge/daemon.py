@@ -49,6 +49,7 @@ log = logging.getLogger("pollbridge.daemon")
 
 EXIT_OK = 0
 EXIT_POLL_FAILED = 1
+EXIT_FAILED = 1  # a vital task (the delivery loop, the heartbeat...) ended before the stop
 EXIT_PENDING = 75  # EX_TEMPFAIL: deliveries are still waiting for a retry
 
 CONTROL_CHECK_S = 2.0
@@ -166,6 +167,8 @@ class Daemon:
         self._stop = asyncio.Event()
         self._polls: set[asyncio.Task[Any]] = set()
         self._background: set[asyncio.Task[Any]] = set()
+        self._vital: dict[str, asyncio.Task[Any]] = {}
+        """Tasks that must run as long as the daemon does; one that ends makes it unhealthy."""
         self._poll_clients: ClientPool | None = None
         self._hosts: HostLimiter | None = None
         self._send_clients: ClientPool | None = None
@@ -233,6 +236,7 @@ class Daemon:
             clock=self.clock,
             ignore_paths={s.name: s.ignore_paths for s in self.config.sources},
             on_result=self._on_delivery,
+            on_internal_error=self.metrics.internal_error,
             redact=self.redact,
             owner=self.instance.id,
             lease_s=lease_s,
@@ -316,6 +320,7 @@ class Daemon:
             self.stats.polls_failed += 1
             return None
         except Exception:
+            self.metrics.internal_error("poll")
             log.exception("poll of %s: unexpected error", name, extra={"source": name})
             self.stats.polls_failed += 1
             return None
@@ -465,6 +470,34 @@ class Daemon:
         task.add_done_callback(self._background.discard)
         return task
 
+    @property
+    def _died(self) -> list[str]:
+        """The vital tasks that ended by themselves (not at the stop)."""
+        return [
+            what
+            for what, task in self._vital.items()
+            if task.done() and not task.cancelled() and task.exception() is not None
+        ]
+
+    def _watch(self, what: str, task: asyncio.Task[Any]) -> None:
+        """``task`` must run until the daemon stops: if it ends sooner, say why, count it and
+        report the daemon unhealthy (``/healthz`` 503, no watchdog ping, ``status``)."""
+        self._vital[what] = task
+
+        def ended(done: asyncio.Task[Any]) -> None:
+            if self._stop.is_set() or done.cancelled():
+                return
+            exc = done.exception()
+            self.metrics.internal_error(done.get_name())
+            log.critical(
+                "%s stopped unexpectedly%s; the daemon is unhealthy until restarted",
+                what,
+                f": {exc!r}" if exc is not None else "",
+                exc_info=exc,
+            )
+
+        task.add_done_callback(ended)
+
     async def run(self) -> int:
         """Run until stopped; return the exit code."""
         await self._start()
@@ -472,8 +505,9 @@ class Daemon:
         handlers: list[signal.Signals] = []
         assert self.dispatcher is not None  # noqa: S101
         dispatch = asyncio.create_task(self.dispatcher.run(), name="dispatcher")
+        self._watch("the delivery loop", dispatch)
         assert self.leases is not None  # noqa: S101
-        self._spawn(self.leases.run(), "leases")
+        self._watch("the lease keeper", self._spawn(self.leases.run(), "leases"))
         self._spawn(self.store.watch_deliveries(self.dispatcher.wake), "listen")
         try:
             await self._start_http(self.config)
@@ -487,7 +521,7 @@ class Daemon:
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.add_signal_handler(sig, handler)
                     handlers.append(sig)
-            self._spawn(self._heartbeat_loop(), "heartbeat")
+            self._watch("the heartbeat", self._spawn(self._heartbeat_loop(), "heartbeat"))
             if self.notifier.watchdog_interval_s is not None:
                 self._spawn(self._watchdog_loop(self.notifier.watchdog_interval_s), "watchdog")
             log.info(
@@ -520,7 +554,7 @@ class Daemon:
                     await self.store.write_runtime(self._runtime_status(stopped=True))
             await self._close()
             self.notifier.close()
-        return EXIT_OK
+        return EXIT_FAILED if self._died else EXIT_OK
 
     async def _shutdown(self, dispatch: asyncio.Task[None]) -> None:
         grace_s = self.config.bridge.shutdown_grace.total_seconds()
@@ -535,7 +569,8 @@ class Daemon:
         assert self.dispatcher is not None  # noqa: S101
         remaining = max(0.0, deadline - asyncio.get_running_loop().time())
         await self.dispatcher.stop(remaining)
-        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+        # a loop that died has been logged and reported already (see _watch)
+        with contextlib.suppress(Exception, asyncio.CancelledError):
             await asyncio.wait_for(dispatch, timeout=1.0)
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=False)
@@ -565,6 +600,12 @@ class Daemon:
         finally:
             await self._close()
         if any(not o.ok for o in outcomes):
+            return EXIT_POLL_FAILED
+        if self._internal_errors():
+            log.error(
+                "%d unexpected internal error(s) during this run (see the tracebacks above)",
+                self._internal_errors(),
+            )
             return EXIT_POLL_FAILED
         if pending:
             log.warning("%d delivery(ies) still pending (retries scheduled)", pending)
@@ -612,6 +653,7 @@ class Daemon:
                 log.error("the state store is not healthy: %s", text)
             self._store_error = text
         except Exception:
+            self.metrics.internal_error("heartbeat")
             log.exception("heartbeat: unexpected error")
 
     def _update_status(self, counts: Mapping[str, Mapping[str, int]]) -> None:
@@ -654,6 +696,10 @@ class Daemon:
         problems = []
         if self.scheduler is None or self.scheduler.state != STATE_RUNNING:
             problems.append("the scheduler is not running")
+        for what, task in self._vital.items():
+            if task.done() and not self._stop.is_set():
+                exc = None if task.cancelled() else task.exception()
+                problems.append(f"{what} stopped" + (f" ({exc!r})" if exc is not None else ""))
         if self._store_ok_at is None:
             problems.append("the state store has not been written yet")
         elif time.monotonic() - self._store_ok_at > self.store_healthy_s:
@@ -695,7 +741,20 @@ class Daemon:
             "sources": sources,
             "listeners": listeners,
             "last_reload": self._last_reload,
+            "problems": [] if stopped else self.health()[1],
+            "internal_errors": self._internal_errors(),
         }
+
+    def _internal_errors(self) -> int:
+        """Unexpected errors caught since start, in every component."""
+        return int(
+            sum(
+                sample.value
+                for metric in self.metrics.internal_errors.collect()
+                for sample in metric.samples
+                if sample.name.endswith("_total")
+            )
+        )
 
     # -- /metrics and /healthz --------------------------------------------------------------
 
@@ -720,6 +779,14 @@ class Daemon:
         )
 
     async def _serve(self, path: str, headers: Mapping[str, str]) -> Response:
+        try:
+            return await self._answer(path, headers)
+        except Exception:
+            self.metrics.internal_error("http")
+            log.exception("http endpoint: unexpected error answering %s", path)
+            return Response(500, b"internal error: see the daemon's log\n")
+
+    async def _answer(self, path: str, headers: Mapping[str, str]) -> Response:
         if path == "/metrics":
             await self._refresh_gauges()
             # rendering hundreds of series takes a while: keep it off the event loop

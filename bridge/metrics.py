@@ -108,6 +108,13 @@ class Metrics:
             ["listener"],
             registry=r,
         )
+        self.internal_errors = Counter(
+            "pollbridge_internal_errors",
+            "Unexpected errors caught inside the daemon (a bug: each is logged with its "
+            "traceback), by component.",
+            ["component"],
+            registry=r,
+        )
 
     # -- feeding ----------------------------------------------------------------------------
 
@@ -178,6 +185,10 @@ class Metrics:
             self.in_flight.labels(name).set(in_flight.get(name, 0))
             self.listener_paused.labels(name).set(1 if name in paused_set else 0)
             self.listener_breaker_open.labels(name).set(1 if name in open_set else 0)
+
+    def internal_error(self, component: str) -> None:
+        """An unexpected exception was caught (and logged) in ``component``."""
+        self.internal_errors.labels(component).inc()
 
     # -- reload -----------------------------------------------------------------------------
 
