@@ -83,21 +83,13 @@ async def _open_for_dry_run(location: str, scratch: Path) -> Store:
 
 
 async def _poll_with(config: Config, source: Any, commit: bool, store: Store) -> PollOutcome:
-    import httpx
+    from bridge.runtime import Services
 
-    from bridge.daemon import utcnow
-    from bridge.pipeline import Pipeline
-    from bridge.poller import HostLimiter, Poller
-    from bridge.transport import ClientPool
-
-    clients = ClientPool(httpx.Limits())
+    services = Services(config, store, deliver=False)
     try:
-        hosts = HostLimiter(config.bridge.per_host_concurrency, config.min_intervals_s())
-        poller = Poller(clients.get(), hosts, clients=clients.for_endpoints([source], "source"))
-        pipeline = Pipeline(config, store, poller, clock=utcnow)
-        return await pipeline.poll(source, commit=commit)
+        return await services.pipeline.poll(source, commit=commit)
     finally:
-        await clients.aclose()
+        await services.aclose()
         await store.close()
 
 

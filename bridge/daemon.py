@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
 import orjson
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -39,11 +38,9 @@ from bridge.leases import LeaseKeeper, this_instance
 from bridge.metrics import Metrics
 from bridge.models import AttemptResult, Delivery, Event
 from bridge.pipeline import Pipeline, PollOutcome, describe_outcome
-from bridge.poller import HostLimiter, Poller
-from bridge.sender import Sender
+from bridge.runtime import Hooks, Services, utcnow
 from bridge.store import Store, create_store, is_postgres_url
 from bridge.systemd import Notifier
-from bridge.transport import ClientPool
 
 log = logging.getLogger("pollbridge.daemon")
 
@@ -61,10 +58,6 @@ STORE_HEALTHY_S = 30.0
 STORE_CALL_TIMEOUT_S = 20.0
 RETENTION_EVERY = timedelta(days=1)
 RETENTION_FIRST_AFTER = timedelta(minutes=10)
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass
@@ -169,9 +162,7 @@ class Daemon:
         self._background: set[asyncio.Task[Any]] = set()
         self._vital: dict[str, asyncio.Task[Any]] = {}
         """Tasks that must run as long as the daemon does; one that ends makes it unhealthy."""
-        self._poll_clients: ClientPool | None = None
-        self._hosts: HostLimiter | None = None
-        self._send_clients: ClientPool | None = None
+        self.services: Services | None = None
         self._http: StatusServer | None = None
         self._reload_lock = asyncio.Lock()
         self._started_at = self.clock()
@@ -214,44 +205,20 @@ class Daemon:
             self.store, self.instance, [s.name for s in self.config.sources], lease_s
         )
         await self.leases.beat()
-        self._poll_clients = ClientPool(
-            httpx.Limits(max_connections=100, max_keepalive_connections=20)
-        )
-        in_flight = sum(lst.max_in_flight for lst in self.config.listeners) or 1
-        self._send_clients = ClientPool(
-            httpx.Limits(max_connections=in_flight, max_keepalive_connections=in_flight),
-            deny_private_targets=self.config.bridge.deny_private_targets,
-        )
-        sender = Sender(
-            self._send_clients.get(),
-            self._send_clients.for_endpoints(self.config.listeners, "listener"),
-        )
-        self._hosts = HostLimiter(
-            self.config.bridge.per_host_concurrency, self.config.min_intervals_s()
-        )
-        self.dispatcher = Dispatcher(
-            self.store,
-            sender,
-            list(self.config.listeners),
-            clock=self.clock,
-            ignore_paths={s.name: s.ignore_paths for s in self.config.sources},
-            on_result=self._on_delivery,
-            on_internal_error=self.metrics.internal_error,
-            redact=self.redact,
-            owner=self.instance.id,
-            lease_s=lease_s,
-        )
-        self.pipeline = Pipeline(
+        self.services = Services(
             self.config,
             self.store,
-            Poller(
-                self._poll_clients.get(),
-                self._hosts,
-                clients=self._poll_clients.for_endpoints(self.config.sources, "source"),
-            ),
             clock=self.clock,
-            on_commit=self._on_commit,
+            hooks=Hooks(
+                on_commit=self._on_commit,
+                on_delivery=self._on_delivery,
+                on_internal_error=self.metrics.internal_error,
+                redact=self.redact,
+            ),
+            owner=self.instance.id,
         )
+        self.pipeline = self.services.pipeline
+        self.dispatcher = self.services.dispatcher
         configured = {s.name for s in self.config.sources}
         for state in await self.store.list_source_states():
             if state.last_success_at is not None:
@@ -276,9 +243,8 @@ class Daemon:
                 await self.leases.leave()
             except StoreError as exc:
                 log.warning("could not give up our leases (they expire on their own): %s", exc)
-        for pool in (self._poll_clients, self._send_clients):
-            if pool is not None:
-                await pool.aclose()
+        if self.services is not None:
+            await self.services.aclose()
         await self.store.close()
         self._release_state()
 
@@ -917,19 +883,10 @@ class Daemon:
                 old.redact(old.state_location),
             )
         self.config = new
-        assert self.pipeline is not None and self.dispatcher is not None  # noqa: S101
-        self.pipeline.reconfigure(new)
-        self.dispatcher.set_listeners(
-            list(new.listeners), ignore_paths={s.name: s.ignore_paths for s in new.sources}
-        )
-        self._refresh_clients(old, new)
+        assert self.services is not None  # noqa: S101
+        self.services.reconfigure(new)
         if self.leases is not None:
             self.leases.set_sources([s.name for s in new.sources])
-        if self._hosts is not None:
-            # [[hosts]] gaps apply at once; per_host_concurrency sizes semaphores: restart
-            self._hosts.min_interval_s = {k.lower(): v for k, v in new.min_intervals_s().items()}
-            if new.bridge.per_host_concurrency != old.bridge.per_host_concurrency:
-                log.warning("[bridge] per_host_concurrency changed: applies after a restart")
         now = self.clock()
         scheduler = self.scheduler
         removed = sorted(set(old_sources) - set(new_sources))
@@ -968,17 +925,6 @@ class Daemon:
             f" -{len(set(old_listeners) - set(new_listeners))} ~{len(listeners_changed)}"
             f" ({_names(sorted(set(new_listeners) - set(old_listeners)), sorted(set(old_listeners) - set(new_listeners)), listeners_changed)})"
         )
-
-    def _refresh_clients(self, old: Config, new: Config) -> None:
-        """Give each source and listener the HTTP client of its (possibly new) TLS settings."""
-        if self._poll_clients is not None and self.pipeline is not None:
-            self.pipeline.poller.clients = self._poll_clients.for_endpoints(new.sources, "source")
-        if self._send_clients is not None and self.dispatcher is not None:
-            self.dispatcher.sender.clients = self._send_clients.for_endpoints(
-                new.listeners, "listener"
-            )
-        if new.bridge.deny_private_targets != old.bridge.deny_private_targets:
-            log.warning("[bridge] deny_private_targets changed: applies after a restart")
 
     async def _apply_bridge(self, old: Config, new: Config) -> None:
         ob, nb = old.bridge, new.bridge
