@@ -48,6 +48,7 @@ EXIT_OK = 0
 EXIT_POLL_FAILED = 1
 EXIT_FAILED = 1  # a vital task (the delivery loop, the heartbeat...) ended before the stop
 EXIT_PENDING = 75  # EX_TEMPFAIL: deliveries are still waiting for a retry
+EXIT_STATE_LOST = 74  # EX_IOERR: the state file was deleted or replaced under the daemon
 
 CONTROL_CHECK_S = 2.0
 """How often the daemon looks for operator actions (resume, replay) in the store."""
@@ -184,6 +185,9 @@ class Daemon:
         self.instance = this_instance(clock())
         self.leases: LeaseKeeper | None = None
         self._state_lock: int | None = None
+        self._state_location = config.state_location
+        """The state this daemon opened; a reload cannot move it."""
+        self._state_lost: str | None = None
 
     def redact(self, text: str) -> str:
         """``text`` with every secret of every configuration this daemon has run replaced."""
@@ -520,6 +524,8 @@ class Daemon:
                     await self.store.write_runtime(self._runtime_status(stopped=True))
             await self._close()
             self.notifier.close()
+        if self._state_lost is not None:
+            return EXIT_STATE_LOST
         return EXIT_FAILED if self._died else EXIT_OK
 
     async def _shutdown(self, dispatch: asyncio.Task[None]) -> None:
@@ -610,6 +616,7 @@ class Daemon:
                     self._store_ok_at = time.monotonic()
                     counts = await self.store.delivery_counts(["pending", "dead"])
                     self._update_status(counts)
+                await self._check_state_location()
             if self._store_error is not None:
                 log.info("the state store is writable again")
             self._store_error = None
@@ -621,6 +628,24 @@ class Daemon:
         except Exception:
             self.metrics.internal_error("heartbeat")
             log.exception("heartbeat: unexpected error")
+
+    async def _check_state_location(self) -> None:
+        """Stop, loudly, when the state file was deleted or replaced: every poll and delivery
+        would go on being recorded where nobody can see it, and be lost at the next start."""
+        if self._state_lost is not None:
+            return
+        problem = await self.store.location_problem()
+        if problem is None:
+            return
+        self._state_lost = problem
+        log.critical(
+            "%s (%s): stopping now, so that nothing more is recorded in a file nobody can see. "
+            "Restore the file from a backup (docs/deployment.md) or start afresh; pending "
+            "deliveries recorded only in the lost file cannot be recovered by pollbridge",
+            problem,
+            self.redact(self._state_location),
+        )
+        self.request_stop()
 
     def _update_status(self, counts: Mapping[str, Mapping[str, int]]) -> None:
         line = self._summary(counts)
@@ -662,6 +687,8 @@ class Daemon:
         problems = []
         if self.scheduler is None or self.scheduler.state != STATE_RUNNING:
             problems.append("the scheduler is not running")
+        if self._state_lost is not None:
+            problems.append(self._state_lost)
         for what, task in self._vital.items():
             if task.done() and not self._stop.is_set():
                 exc = None if task.cancelled() else task.exception()
@@ -877,10 +904,10 @@ class Daemon:
         new_sources = {s.name: s for s in new.sources}
         old_listeners = {lst.name: lst for lst in old.listeners}
         new_listeners = {lst.name: lst for lst in new.listeners}
-        if new.state_location != old.state_location:
+        if new.state_location != self._state_location:
             log.warning(
                 "[bridge] state changed: still using %s until the next restart",
-                old.redact(old.state_location),
+                self.redact(new.redact(self._state_location)),
             )
         self.config = new
         assert self.services is not None  # noqa: S101
