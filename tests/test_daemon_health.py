@@ -47,20 +47,20 @@ async def test_healthz_and_watchdog_follow_store_health(tmp_path, write_config):
     with notify_socket() as ns:
         notifier = Notifier({"NOTIFY_SOCKET": str(ns.path), "WATCHDOG_USEC": "100000"})
         daemon = Daemon(config, store=store, notifier=notifier)  # type: ignore[arg-type]
-        daemon.control_check_s = daemon.runtime_write_s = 0.05
-        daemon.store_healthy_s = 0.5
+        daemon.heartbeat.control_check_s = daemon.heartbeat.runtime_write_s = 0.05
+        daemon.health.store_healthy_s = 0.5
         run = asyncio.create_task(daemon.run())
         try:
             ready = await asyncio.to_thread(ns.wait_for, lambda m: m.get("READY") == "1")
             await asyncio.to_thread(ns.wait_for, lambda m: "WATCHDOG" in m, after=ready)
-            retention = daemon.scheduler.get_job("retention")
+            retention = daemon.schedule.scheduler.get_job("retention")
             assert retention.trigger.interval == timedelta(days=1)
-            ok = await daemon._serve("/healthz", {})
+            ok = await daemon.endpoint.serve("/healthz", {})
             assert ok.status == 200 and json.loads(ok.body)["status"] == "ok"
 
             store.broken = True
-            await _wait(lambda: not daemon.health()[0])
-            bad = await daemon._serve("/healthz", {})
+            await _wait(lambda: daemon.health.problems())
+            bad = await daemon.endpoint.serve("/healthz", {})
             doc = json.loads(bad.body)
             assert bad.status == 503 and doc["status"] == "unhealthy"
             assert doc["store"]["writable"] is False and "disk I/O error" in doc["store"]["error"]
@@ -70,9 +70,9 @@ async def test_healthz_and_watchdog_follow_store_health(tmp_path, write_config):
             assert not any("WATCHDOG" in m for m in ns.messages[quiet_from:])
 
             store.broken = False
-            await _wait(lambda: daemon.health()[0])
+            await _wait(lambda: not daemon.health.problems())
             await asyncio.to_thread(ns.wait_for, lambda m: "WATCHDOG" in m, after=quiet_from)
-            assert (await daemon._serve("/healthz", {})).status == 200
+            assert (await daemon.endpoint.serve("/healthz", {})).status == 200
         finally:
             daemon.request_stop()
             assert await run == 0
@@ -82,10 +82,10 @@ async def test_healthz_is_503_before_the_scheduler_runs(tmp_path, write_config):
     """A daemon that has not started its scheduler is not healthy."""
     config = load_config(write_config(f'[bridge]\nstate = "{tmp_path}/state.db"\n'), env={})
     daemon = Daemon(config)
-    reply = await daemon._serve("/healthz", {})
+    reply = await daemon.endpoint.serve("/healthz", {})
     assert reply.status == 503
     assert "the scheduler is not running" in json.loads(reply.body)["problems"]
-    assert (await daemon._serve("/other", {})).status == 404
+    assert (await daemon.endpoint.serve("/other", {})).status == 404
 
 
 async def test_a_delivery_loop_that_ends_makes_the_daemon_unhealthy(
@@ -105,12 +105,12 @@ async def test_a_delivery_loop_that_ends_makes_the_daemon_unhealthy(
     with notify_socket() as ns:
         notifier = Notifier({"NOTIFY_SOCKET": str(ns.path), "WATCHDOG_USEC": "100000"})
         daemon = Daemon(config, notifier=notifier)
-        daemon.control_check_s = daemon.runtime_write_s = 0.05
+        daemon.heartbeat.control_check_s = daemon.heartbeat.runtime_write_s = 0.05
         run = asyncio.create_task(daemon.run())
         try:
             await asyncio.to_thread(ns.wait_for, lambda m: m.get("READY") == "1")
-            await _wait(lambda: not daemon.health()[0])
-            reply = await daemon._serve("/healthz", {})
+            await _wait(lambda: daemon.health.problems())
+            reply = await daemon.endpoint.serve("/healthz", {})
             doc = json.loads(reply.body)
             assert reply.status == 503
             assert any("the delivery loop stopped" in p for p in doc["problems"])
