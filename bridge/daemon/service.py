@@ -28,7 +28,7 @@ from bridge.daemon.heartbeat import Heartbeat
 from bridge.daemon.lock import claim_sqlite_state, release_sqlite_state
 from bridge.daemon.polling import RunStats, report_poll
 from bridge.daemon.reload import ConfigDiff
-from bridge.daemon.schedule import Schedule, schedule_text, stale_after_s
+from bridge.daemon.schedule import Schedule, schedule_text, source_period_s, stale_after_s
 from bridge.daemon.status import ListenerRuntime, RuntimeStatus, SourceRuntime
 from bridge.dispatcher import Dispatcher
 from bridge.errors import BridgeError, ConfigError, StoreError
@@ -140,6 +140,10 @@ class Daemon:
         )
         self.pipeline = self.services.pipeline
         self.dispatcher = self.heartbeat.dispatcher = self.services.dispatcher
+        self.metrics.reloaded(True, self._started_at)
+        now = self.clock()
+        for source in self.config.sources:
+            self.metrics.set_source_interval(source.name, source_period_s(source, now))
         configured = {s.name for s in self.config.sources}
         for state in await self.store.list_source_states():
             if state.last_success_at is not None:
@@ -562,7 +566,7 @@ class Daemon:
             except ConfigError as exc:
                 message = self.redact(str(exc))
                 log.error("reload rejected; still running the previous configuration: %s", message)
-                self._last_reload = {"at": self.clock().isoformat(), "ok": False, "error": message}
+                self._reloaded(False, message)
                 self.notifier.ready(f"reload failed (previous configuration kept): {message}")
                 await self.heartbeat.beat(force_write=True)
                 return False
@@ -570,15 +574,20 @@ class Daemon:
                 summary = await self._apply(new)
             except Exception as exc:
                 log.exception("reload: applying the new configuration failed")
-                self._last_reload = {"at": self.clock().isoformat(), "ok": False, "error": str(exc)}
+                self._reloaded(False, str(exc))
                 self.notifier.ready(f"reload failed: {exc}")
                 return False
-            self._last_reload = {"at": self.clock().isoformat(), "ok": True, "error": None}
+            self._reloaded(True, None)
             log.info("configuration reloaded: %s", summary)
             self._status_line = self._summary(None)
             self.notifier.ready(self._status_line)
             await self.heartbeat.beat(force_write=True)  # publish the new sources and listeners
             return True
+
+    def _reloaded(self, ok: bool, error: str | None) -> None:
+        at = self.clock()
+        self._last_reload = {"at": at.isoformat(), "ok": ok, "error": error}
+        self.metrics.reloaded(ok, at)
 
     async def _apply(self, new: Config) -> str:
         old = self.config
@@ -605,6 +614,7 @@ class Daemon:
                 self.schedule.add(source, now)
             elif source.name in diff.sources.changed:
                 self.schedule.reschedule(old_sources[source.name], source, now)
+            self.metrics.set_source_interval(source.name, source_period_s(source, now))
         for name in diff.listeners.removed:
             self.metrics.forget_listener(name)
         await self._apply_bridge(old, new)
