@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import random
 import signal
 import time
@@ -19,17 +18,22 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
-from bridge import __version__
 from bridge.config import Config, ListenerConfig, SourceConfig, load_config
-from bridge.core.durations import format_duration
 from bridge.daemon.endpoint import Endpoint
 from bridge.daemon.health import Health
 from bridge.daemon.heartbeat import Heartbeat
 from bridge.daemon.lock import claim_sqlite_state, release_sqlite_state
 from bridge.daemon.polling import RunStats, report_poll
 from bridge.daemon.reload import ConfigDiff
-from bridge.daemon.schedule import Schedule, schedule_text, source_period_s, stale_after_s
-from bridge.daemon.status import ListenerRuntime, RuntimeStatus, SourceRuntime
+from bridge.daemon.report import (
+    health_document,
+    refresh_listener_gauges,
+    runtime_status,
+    status_line,
+)
+from bridge.daemon.retention import prune_history
+from bridge.daemon.schedule import Schedule, source_period_s
+from bridge.daemon.status import RuntimeStatus
 from bridge.dispatcher import Dispatcher
 from bridge.errors import BridgeError, ConfigError, StoreError
 from bridge.leases import LeaseKeeper, this_instance
@@ -260,25 +264,7 @@ class Daemon:
 
     async def prune_history(self) -> None:
         """Delete events and finished deliveries older than ``[bridge] retention``; never raises."""
-        retention = self.config.bridge.retention
-        if retention is None:
-            return
-        cutoff = self.clock() - retention
-        try:
-            result = await self.store.prune(cutoff)
-        except StoreError as exc:
-            log.error("retention: pruning failed, trying again tomorrow: %s", exc)
-            return
-        level = logging.INFO if result.events or result.deliveries else logging.DEBUG
-        log.log(
-            level,
-            "retention: pruned %d event(s), %d finished delivery(ies) and %d attempt(s) "
-            "older than %s",
-            result.events,
-            result.deliveries,
-            result.attempts,
-            format_duration(retention),
-        )
+        await prune_history(self.store, self.config.bridge.retention, self.clock())
 
     # -- running ----------------------------------------------------------------------------
 
@@ -420,20 +406,7 @@ class Daemon:
             self.notifier.status(line)
 
     def _summary(self, counts: Mapping[str, Mapping[str, int]] | None) -> str:
-        text = f"{len(self.config.sources)} source(s), {len(self.config.listeners)} listener(s)"
-        if counts is not None:
-            pending = sum(c.get("pending", 0) for c in counts.values())
-            dead = sum(c.get("dead", 0) for c in counts.values())
-            text += f"; {pending} pending, {dead} dead"
-        failing = self.stats.failing({s.name for s in self.config.sources})
-        if failing:
-            text += f"; failing: {', '.join(failing)}"
-        paused = sorted(self.dispatcher.paused) if self.dispatcher is not None else []
-        if paused:
-            text += f"; paused: {', '.join(paused)}"
-        if self._last_reload is not None and not self._last_reload["ok"]:
-            text += "; last reload FAILED, previous configuration kept (see the journal)"
-        return text
+        return status_line(self.config, self.stats, self.dispatcher, counts, self._last_reload)
 
     async def _watchdog_loop(self, interval_s: float) -> None:
         while True:
@@ -445,36 +418,16 @@ class Daemon:
             await asyncio.sleep(interval_s)
 
     def _runtime_status(self, *, stopped: bool = False) -> RuntimeStatus:
-        now = self.clock()
-        sources = {}
-        for s in self.config.sources:
-            next_at = self.schedule.next_poll_at(s.name)
-            sources[s.name] = SourceRuntime(
-                schedule=schedule_text(s),
-                interval_s=s.interval_s,
-                next_poll_at=None if next_at is None or stopped else next_at.isoformat(),
-            )
-        dispatcher = self.dispatcher
-        listeners = {
-            lst.name: ListenerRuntime(
-                in_flight=0 if dispatcher is None else dispatcher.inflight_for(lst.name),
-                paused=dispatcher is not None and lst.name in dispatcher.paused,
-                state="active" if dispatcher is None else dispatcher.listener_state(lst.name),
-            )
-            for lst in self.config.listeners
-        }
-        return RuntimeStatus(
-            pid=os.getpid(),
-            version=__version__,
-            started_at=self._started_at.isoformat(),
-            heartbeat_at=now.isoformat(),
-            stopped_at=now.isoformat() if stopped else None,
-            config_files=list(self.config.files),
+        return runtime_status(
+            self.config,
+            self.schedule,
+            self.dispatcher,
+            now=self.clock(),
+            started_at=self._started_at,
+            stopped=stopped,
             http=self.endpoint.url,
-            sources=sources,
-            listeners=listeners,
             last_reload=self._last_reload,
-            problems=[] if stopped else self.health.problems(),
+            problems=self.health.problems(),
             internal_errors=self._internal_errors(),
         )
 
@@ -490,68 +443,20 @@ class Daemon:
         )
 
     async def _refresh_gauges(self) -> None:
-        dispatcher = self.dispatcher
-        try:
-            async with asyncio.timeout(5):
-                counts = await self.store.delivery_counts(["pending", "dead"])
-        except (StoreError, TimeoutError) as exc:
-            log.warning("metrics: cannot count deliveries: %s", exc)
-            return
-        names = [lst.name for lst in self.config.listeners]
-        self.metrics.set_listener_gauges(
-            names,
-            counts,
-            paused=dispatcher.paused if dispatcher is not None else (),
-            in_flight={n: dispatcher.inflight_for(n) for n in names} if dispatcher else {},
-            breaker_open=[
-                n for n in names if dispatcher and dispatcher.listener_state(n) == "breaker_open"
-            ],
-        )
+        await refresh_listener_gauges(self.metrics, self.store, self.config, self.dispatcher)
 
     def health_report(self) -> tuple[bool, dict[str, Any]]:
-        """The ``/healthz`` document; healthy when the scheduler runs and the store is writable.
-
-        Per-source staleness is reported but does not make the daemon unhealthy: a failing API
-        is not cured by restarting pollbridge.
-        """
-        problems = self.health.problems()
-        now = self.clock()
-        sources = {}
-        for s in self.config.sources:
-            last = self.stats.last_success.get(s.name)
-            age_s = (now - (last or self._started_at)).total_seconds()
-            outcome = self.stats.last_outcomes.get(s.name)
-            sources[s.name] = {
-                "last_success_at": None if last is None else last.isoformat(),
-                "age_s": None if last is None else round(age_s, 3),
-                "stale_after_s": stale_after_s(s, now),
-                "stale": age_s > stale_after_s(s, now),
-                "last_result": None if outcome is None else outcome.result,
-            }
-        dispatcher = self.dispatcher
-        listeners = {
-            lst.name: {
-                "state": "active" if dispatcher is None else dispatcher.listener_state(lst.name),
-                "in_flight": 0 if dispatcher is None else dispatcher.inflight_for(lst.name),
-            }
-            for lst in self.config.listeners
-        }
-        store_age = self.health.store_age_s()
-        doc = {
-            "status": "unhealthy" if problems else "ok",
-            "problems": problems,
-            "version": __version__,
-            "uptime_s": round(time.monotonic() - self._started_mono, 3),
-            "scheduler": "running" if self.schedule.running else "stopped",
-            "store": {
-                "writable": store_age is not None and not any("store" in p for p in problems),
-                "last_write_age_s": None if store_age is None else round(store_age, 3),
-                "error": self.health.store_error,
-            },
-            "sources": sources,
-            "listeners": listeners,
-        }
-        return not problems, doc
+        """The ``/healthz`` document (see :func:`bridge.daemon.report.health_document`)."""
+        return health_document(
+            self.config,
+            self.health,
+            self.stats,
+            self.dispatcher,
+            now=self.clock(),
+            started_at=self._started_at,
+            uptime_s=time.monotonic() - self._started_mono,
+            scheduler_running=self.schedule.running,
+        )
 
     # -- reload -----------------------------------------------------------------------------
 
