@@ -29,6 +29,7 @@ from bridge.core.durations import format_duration
 from bridge.core.paths import JsonPath
 from bridge.core.ratelimit import TokenBucket
 from bridge.core.retry import next_delivery_delay
+from bridge.delivery_log import log_attempt, log_transition
 from bridge.errors import StoreError
 from bridge.models import AttemptResult, Delivery, Event
 from bridge.sender import Sender
@@ -79,7 +80,13 @@ class _Pace:
 
 
 class Dispatcher:
-    """Runs the delivery loop for every configured listener."""
+    """Runs the delivery loop for every configured listener.
+
+    One class on purpose: claiming, pacing (bucket, breaker, pause, coalescing), starting
+    and accounting for attempts share the in-flight set and each listener's pace, and the
+    per-key order and no-retry-burned rules are readable only where all of them are in view.
+    What it logs lives in :mod:`bridge.delivery_log`.
+    """
 
     def __init__(
         self,
@@ -370,7 +377,7 @@ class Dispatcher:
         if pace.breaker is not None:
             probe, transition = pace.breaker.start(mono)
             if transition is not None:
-                self._log_transition(listener, transition)
+                log_transition(listener, transition)
         task = asyncio.create_task(self._attempt(listener, delivery, probe))
         self._inflight.setdefault(listener.name, {})[delivery.id] = task
         return True
@@ -426,7 +433,9 @@ class Dispatcher:
                     # 410: the listener says it is gone; keep its deliveries waiting
                     next_at = self.clock().timestamp() if next_at is None else next_at
             state = await self._record(delivery, result, next_at)
-            self._report(listener, delivery, result, state, next_at)
+            log_attempt(listener, delivery, result, state, next_at, self.clock().timestamp())
+            if self.on_result is not None:
+                self.on_result(listener, delivery, result, state)
             settled = await self._account(listener, result, probe)
             if result.gone and listener.name not in self._paused:
                 await self._pause(listener.name, "the listener answered 410 Gone")
@@ -473,7 +482,7 @@ class Dispatcher:
             if pace.breaker is not None:
                 transition = pace.breaker.record_failure(mono, probe=probe)
         if transition is not None:
-            self._log_transition(listener, transition)
+            log_transition(listener, transition)
         if not result.ok:
             await self._maybe_disable(listener, pace, now)
         return True
@@ -510,37 +519,6 @@ class Dispatcher:
         self._paused_checked = self.monotonic()
         await self.store.set_listener_paused(name, True, reason, self.clock())
 
-    def _log_transition(self, listener: ListenerConfig, t: Transition) -> None:
-        extra = {"listener": listener.name, "breaker": t.new}
-        if t.new == "open" and t.old == "closed":
-            log.warning(
-                "listener %s: circuit breaker OPEN after %d consecutive failed attempts; "
-                "its deliveries wait %s (no retries used up), then one probe request",
-                listener.name,
-                t.failures,
-                format_duration(timedelta(seconds=t.cooldown_s)),
-                extra=extra,
-            )
-        elif t.new == "open":
-            log.warning(
-                "listener %s: probe failed; circuit breaker OPEN again for %s",
-                listener.name,
-                format_duration(timedelta(seconds=t.cooldown_s)),
-                extra=extra,
-            )
-        elif t.new == "half-open":
-            log.warning(
-                "listener %s: circuit breaker HALF-OPEN: sending one probe request",
-                listener.name,
-                extra=extra,
-            )
-        else:
-            log.warning(
-                "listener %s: probe succeeded; circuit breaker CLOSED, deliveries resume",
-                listener.name,
-                extra=extra,
-            )
-
     def _redacted(self, result: AttemptResult) -> AttemptResult:
         # a listener may echo the headers it was sent (tokens) in its error response
         return replace(
@@ -564,51 +542,6 @@ class Dispatcher:
                 log.warning("recording delivery %s: %s; retrying", delivery.id, exc)
                 await asyncio.sleep(pause_s)
         return await self.store.record_attempt(delivery.id, self.clock(), result, next_at=next_at)
-
-    def _report(
-        self,
-        listener: ListenerConfig,
-        delivery: Delivery,
-        result: AttemptResult,
-        state: str,
-        next_at: float | None,
-    ) -> None:
-        extra = {
-            "listener": listener.name,
-            "event": delivery.event.id,
-            "source": delivery.event.source,
-        }
-        if result.ok:
-            log.debug(
-                "delivered %s to %s (HTTP %s, %.0f ms)",
-                delivery.event.id,
-                listener.name,
-                result.status,
-                result.duration_s * 1000,
-                extra=extra,
-            )
-        elif state == "dead":
-            log.error(
-                "delivery of %s to %s is dead after %d attempts: %s",
-                delivery.event.id,
-                listener.name,
-                delivery.attempts + 1,
-                result.error,
-                extra=extra,
-            )
-        else:
-            wait = (next_at or 0) - self.clock().timestamp()
-            log.warning(
-                "delivery of %s to %s failed (attempt %d): %s; next attempt in %.1fs",
-                delivery.event.id,
-                listener.name,
-                delivery.attempts + 1,
-                result.error,
-                max(0.0, wait),
-                extra=extra,
-            )
-        if self.on_result is not None:
-            self.on_result(listener, delivery, result, state)
 
     # -- stopping ---------------------------------------------------------------------------
 
