@@ -128,8 +128,19 @@ def with_store(
     return asyncio.run(go())
 
 
-def no_state(args: argparse.Namespace, json_empty: Any) -> Callable[[str], int]:
+def no_state(
+    args: argparse.Namespace,
+    json_empty: Any,
+    *,
+    source: str | None = None,
+    listener: str | None = None,
+) -> Callable[[str], int]:
+    """The answer of a read verb with no state yet: a note, and ``json_empty`` for ``--json``;
+    a ``source`` / ``listener`` filter is checked against the configuration first."""
+
     def answer(location: str) -> int:
+        require_configured(args, "source", source)
+        require_configured(args, "listener", listener)
         print(f"pollbridge: no state yet at {location} (the daemon has not run)", file=sys.stderr)
         if getattr(args, "json", False):
             print(dumps(json_empty))

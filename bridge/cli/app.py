@@ -13,7 +13,7 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from bridge import __version__
 from bridge.cli._common import settle_config
@@ -42,6 +42,11 @@ EX_SIGPIPE = 128 + 13
 class _Parser(argparse.ArgumentParser):
     """argparse, but a wrong command line exits 64 (EX_USAGE) like pollbridge's own checks."""
 
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.verbs: list[str] = []
+        """The verbs added with :func:`build_parser`, in help order."""
+
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
         self.exit(EX_USAGE, f"{self.prog}: error: {message}\n")
@@ -61,7 +66,7 @@ def _int_between(low: int, high: int | None = None) -> Callable[[str], int]:
     return parse
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> _Parser:
     """The whole command line: every verb, its options and its help."""
     parser = _Parser(
         prog="pollbridge",
@@ -75,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
         name: str, fn: Callable[[argparse.Namespace], int], help: str
     ) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)
+        parser.verbs.append(name)
         p.set_defaults(func=fn)
         p.add_argument(
             "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS

@@ -320,7 +320,7 @@ def cmd_events(args: argparse.Namespace) -> int:
         print(table(["TIME", "EVENT", "SOURCE", "KEY", "TYPE", "DELIVERIES"], rows))
         return 0
 
-    return with_store(args, "read", body, no_state(args, []))
+    return with_store(args, "read", body, no_state(args, [], source=args.source))
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -439,7 +439,7 @@ def cmd_deliveries(args: argparse.Namespace) -> int:
         )
         return 0
 
-    return with_store(args, "read", body, no_state(args, []))
+    return with_store(args, "read", body, no_state(args, [], listener=args.listener))
 
 
 def cmd_leases(args: argparse.Namespace) -> int:
