@@ -229,7 +229,7 @@ async def _send_test(
         else sample_event(source, change_type, now)
     )
     origin = (
-        f"from {source}'s stored item {key_text(event.key)}"
+        f"built from the stored item {key_text(event.key)} of {source}"
         if stored is not None
         else "a sample (no stored item yet)"
     )
@@ -257,7 +257,8 @@ async def _send_test(
         head = f"-> FAILED after {took}: {result.error}"
     print(redact(head))
     if result.response_excerpt:
-        print(f"   response: {redact(_excerpt(result.response_excerpt, EXCERPT_CHARS))}")
+        excerpt = " ".join(result.response_excerpt.split())  # an HTML page on one line
+        print(f"   response: {redact(_excerpt(excerpt, EXCERPT_CHARS))}")
     timeout = format_duration(listener.timeout)
     print(f"(listener {listener.name}: format {listener.format}, timeout {timeout})")
     return 0 if result.ok else 1
