@@ -240,6 +240,10 @@ class Receiver:
                 )
         except TimeoutError:
             error = f"no answer within {FORWARD_TIMEOUT_S:g}s"
+        except aiohttp.ClientConnectorError as exc:
+            # in our words: aiohttp's own text names its TLS context even for http://
+            reason = exc.os_error.strerror or str(exc.os_error)
+            error = f"cannot reach {exc.host}:{exc.port}: {reason}"
         except aiohttp.ClientError as exc:
             error = f"cannot reach it: {exc}"
         return Forwarded(url, None, time.monotonic() - started, error=error)
