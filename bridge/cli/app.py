@@ -300,8 +300,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
-        if isinstance(exc.__context__, BrokenPipeError):
-            return _closed_stdout()
         print(
             f"pollbridge: unexpected error: {type(exc).__name__}: {exc}\n"
             "(run with --debug for the traceback, and please report it)",
