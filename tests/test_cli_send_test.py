@@ -105,3 +105,19 @@ def test_send_test_unknown_listener(tmp_path):
     res = run_cli("send-test", "nosuch", "--config", str(config))
     assert res.returncode == 1
     assert "no listener named 'nosuch' (known: hooks)" in res.stderr
+
+
+def test_send_test_renders_the_listeners_template(tmp_path, receiver):
+    """A template listener gets its own rendered body and content type, as the daemon sends."""
+    extra = (
+        'content_type = "text/plain"\ntemplate = "Order {{ key }} is now {{ data.after.status }}"'
+    )
+    config = _config(
+        tmp_path, "http://127.0.0.1:9/o", receiver.url("/hooks"), generate_secret(), extra
+    )
+    res = run_cli("send-test", "hooks", "--config", str(config))
+    assert res.returncode == 0, res.stderr
+    (req,) = receiver.requests
+    assert req.body == b"Order sample-1 is now paid"
+    assert req.headers["content-type"] == "text/plain"
+    assert "(listener hooks: template, timeout 7s)" in res.stdout

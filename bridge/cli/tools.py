@@ -259,8 +259,9 @@ async def _send_test(
     if result.response_excerpt:
         excerpt = " ".join(result.response_excerpt.split())  # an HTML page on one line
         print(f"   response: {redact(_excerpt(excerpt, EXCERPT_CHARS))}")
-    timeout = format_duration(listener.timeout)
-    print(f"(listener {listener.name}: format {listener.format}, timeout {timeout})")
+    fmt = listener.body_format
+    shape = fmt.label if fmt.kind == "template" else f"format {fmt.kind}"
+    print(f"(listener {listener.name}: {shape}, timeout {format_duration(listener.timeout)})")
     return 0 if result.ok else 1
 
 
