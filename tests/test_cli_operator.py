@@ -231,3 +231,16 @@ def test_status_calls_a_304_poll_unchanged_like_healthz(tmp_path):
         assert server.requests[-1].headers.get("if-none-match") == '"v1"'
     doc = json.loads(run_cli("status", "--json", "--config", str(config)).stdout)
     assert doc["sources"][0]["last_result"] == "unchanged"
+
+
+def test_resume_takes_json(tmp_path, capsys):
+    """`resume --json` answers in JSON like the inspection verbs, paused or not."""
+    config = _config(tmp_path)
+    _empty_state(tmp_path / "state.db")
+    assert main(["resume", "hooks", "--json", "--config", str(config)]) == 0
+    assert json.loads(capsys.readouterr().out) == {
+        "listener": "hooks",
+        "resumed": False,
+        "paused_reason": None,
+        "pending": 0,
+    }

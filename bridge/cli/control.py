@@ -69,26 +69,46 @@ async def who_sends(store: Store, how_soon: str) -> str:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    async def body(store: Store) -> int:
-        await require_known(store, args, "listener", args.listener)
-        states = {s.name: s for s in await store.list_listener_states()}
-        state = states.get(args.listener)
-        if state is None or not state.paused:
-            print(f"{args.listener}: was not paused")
-            return 0
-        await store.set_listener_paused(args.listener, False, None, now_utc())
-        print(
-            f"{args.listener}: resumed (was paused: {state.paused_reason or 'no reason recorded'})"
-        )
-        print(
-            f"{args.listener}: {state.pending} delivery(ies) pending; "
-            f"{await who_sends(store, 'within seconds')}"
-        )
+    name = args.listener
+
+    def answer(resumed: bool, reason: str | None, pending: int, text: list[str]) -> int:
+        if args.json:
+            print(
+                dumps(
+                    {
+                        "listener": name,
+                        "resumed": resumed,
+                        "paused_reason": reason,
+                        "pending": pending,
+                    }
+                )
+            )
+        else:
+            print("\n".join(text))
         return 0
 
+    async def body(store: Store) -> int:
+        await require_known(store, args, "listener", name)
+        states = {s.name: s for s in await store.list_listener_states()}
+        state = states.get(name)
+        if state is None or not state.paused:
+            return answer(
+                False, None, 0 if state is None else state.pending, [f"{name}: was not paused"]
+            )
+        await store.set_listener_paused(name, False, None, now_utc())
+        return answer(
+            True,
+            state.paused_reason,
+            state.pending,
+            [
+                f"{name}: resumed (was paused: {state.paused_reason or 'no reason recorded'})",
+                f"{name}: {state.pending} delivery(ies) pending; "
+                f"{await who_sends(store, 'within seconds')}",
+            ],
+        )
+
     def empty(location: str) -> int:
-        require_configured(args, "listener", args.listener)
-        print(f"{args.listener}: was not paused (no state yet at {location})")
-        return 0
+        require_configured(args, "listener", name)
+        return answer(False, None, 0, [f"{name}: was not paused (no state yet at {location})"])
 
     return with_store(args, "write", body, empty)
