@@ -7,40 +7,33 @@ dict lookup, so those are evaluated by hand and everything else goes to jsonpath
 from __future__ import annotations
 
 import copy
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from jsonpath_ng import jsonpath
 from jsonpath_ng.exceptions import JsonPathLexerError, JsonPathParserError
-from jsonpath_ng.ext.filter import Filter
 from jsonpath_ng.ext.parser import parse as _ext_parse
 
+from bridge.core._pathsyntax import PathSyntaxError, Segment, parse_segments, render_for_jsonpath_ng
+
+_BLANKS = " \t\n\r"
+
 _WILDCARD = object()
-_NAME = r"[A-Za-z_][A-Za-z0-9_\-]*"
-_STEP = re.compile(rf"\.({_NAME})|\[\*\]|\[(\d+)\]|\['([^'\\]*)'\]|\[\"([^\"\\]*)\"\]")
 
 
-def _fast_steps(text: str) -> tuple[Any, ...] | None:
-    if not text.startswith("$"):
-        return None
+def _fast_steps(segments: list[Segment]) -> tuple[Any, ...] | None:
+    """The steps of a path made of names, non-negative indices and ``[*]``, else None."""
     steps: list[Any] = []
-    pos = 1
-    while pos < len(text):
-        m = _STEP.match(text, pos)
-        if not m:
+    for seg in segments:
+        if seg.descendant:
             return None
-        if m.group(1) is not None:
-            steps.append(m.group(1))
-        elif m.group(2) is not None:
-            steps.append(int(m.group(2)))
-        elif m.group(3) is not None:
-            steps.append(m.group(3))
-        elif m.group(4) is not None:
-            steps.append(m.group(4))
-        else:
+        if seg.kind == "name":
+            steps.append(seg.value)
+        elif seg.kind == "index" and isinstance(seg.value, int) and seg.value >= 0:
+            steps.append(seg.value)
+        elif seg.kind == "wildcard" and seg.bracketed:
             steps.append(_WILDCARD)
-        pos = m.end()
+        else:
+            return None
     return tuple(steps)
 
 
@@ -51,6 +44,7 @@ class JsonPath:
     text: str
     steps: tuple[Any, ...] | None = field(repr=False)
     expr: Any = field(repr=False, compare=False)
+    segments: tuple[Segment, ...] = field(default=(), repr=False, compare=False)
 
     def find(self, doc: Any) -> list[Any]:
         """Every value the path matches in ``doc``, in document order."""
@@ -77,15 +71,15 @@ class JsonPath:
         return self.steps is not None
 
     def container(self) -> JsonPath | None:
-        """For a path ending in ``[*]`` or a filter, the path of the array it selects from."""
-        if self.steps is not None:
-            if self.steps and self.steps[-1] is _WILDCARD:
-                return JsonPath(self.text.removesuffix("[*]"), self.steps[:-1], None)
+        """For a path ending in ``[*]``, a slice or a filter, the path of the array it reads."""
+        if not self.segments:
             return None
-        node = self.expr
-        if isinstance(node, jsonpath.Child) and isinstance(node.right, jsonpath.Slice | Filter):
-            return JsonPath(str(node.left), None, node.left)
-        return None
+        last = self.segments[-1]
+        if last.descendant or not (
+            last.kind in ("slice", "filter") or (last.kind == "wildcard" and last.bracketed)
+        ):
+            return None
+        return compile_path(self.text[: last.start].rstrip(_BLANKS))
 
     def remove_from(self, doc: Any) -> Any:
         """A copy of ``doc`` with every match of this path removed; ``doc`` is left untouched."""
@@ -109,13 +103,19 @@ def _remove_fields(doc: Any, steps: tuple[Any, ...]) -> Any:
 
 
 def compile_path(text: str) -> JsonPath:
-    """Compile a JSONPath once; raise ValueError with the reason when it is not valid."""
-    if not isinstance(text, str) or not text.strip().startswith("$"):
-        raise ValueError(f"invalid JSONPath {text!r}: it must start with '$'")
-    text = text.strip()
+    """Compile a JSONPath once; raise ValueError naming the path and what is wrong with it.
+
+    The dialect is RFC 9535 without unions, ``!`` and function extensions (refused with a
+    message saying so), filters evaluated by jsonpath-ng; see docs/configuration.md.
+    """
+    if not isinstance(text, str):
+        raise ValueError(f"invalid JSONPath {text!r}: it must be a string")
     try:
-        expr = _ext_parse(text)
+        segments = parse_segments(text)
+    except PathSyntaxError as exc:
+        raise ValueError(f"invalid JSONPath {text!r}: {exc}") from exc
+    try:
+        expr = _ext_parse(render_for_jsonpath_ng(segments))
     except (JsonPathLexerError, JsonPathParserError, Exception) as exc:
         raise ValueError(f"invalid JSONPath {text!r}: {exc}") from exc
-    steps = _fast_steps(text)
-    return JsonPath(text, steps, expr)
+    return JsonPath(text, _fast_steps(segments), expr, tuple(segments))
