@@ -11,7 +11,9 @@ function extensions (``length()``, ``match()`` ...) in filters.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Final, Literal
 
 MAX_INDEX: Final = 2**53 - 1
@@ -20,6 +22,10 @@ MAX_INDEX: Final = 2**53 - 1
 _BLANKS: Final = " \t\n\r"
 _ESCAPES: Final = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "/": "/", "\\": "\\"}
 _FUNCTIONS: Final = "function extensions (length(), count(), match(), search(), value())"
+
+_OPERATORS: Final = ("==", "!=", "<=", ">=", "<", ">", "&&", "||")
+_NUMBER: Final = re.compile(r"-?\d+(?:\.\d+)?([eE][-+]?\d+)?")
+_LEADING_ZERO: Final = re.compile(r"-?0\d")
 
 SelectorKind = Literal["name", "wildcard", "index", "slice", "filter"]
 
@@ -60,19 +66,17 @@ def render_for_jsonpath_ng(segments: list[Segment]) -> str:
     out = ["$"]
     for seg in segments:
         prefix = ".." if seg.descendant else ""
-        if seg.kind == "name":
-            assert isinstance(seg.value, str)
+        if seg.kind == "name" and isinstance(seg.value, str):
             out.append(f"{prefix}[{quote_for_jsonpath_ng(seg.value)}]")
         elif seg.kind == "wildcard":
             out.append(f"{prefix}[*]" if seg.bracketed or not prefix else "..*")
-        elif seg.kind == "index":
-            out.append(f"{prefix}[{seg.value}]")
-        elif seg.kind == "slice":
-            assert isinstance(seg.value, tuple)
+        elif seg.kind == "slice" and isinstance(seg.value, tuple):
             parts = ["" if v is None else str(v) for v in seg.value]
             out.append(f"{prefix}[{':'.join(parts)}]")
-        else:
+        elif seg.kind == "filter":
             out.append(f"{prefix}[?{seg.value}]")
+        else:
+            out.append(f"{prefix}[{seg.value}]")
     return "".join(out)
 
 
@@ -82,7 +86,9 @@ def quote_for_jsonpath_ng(name: str) -> str:
 
 
 def _name_first(ch: str) -> bool:
-    return ch.isascii() and (ch.isalpha() or ch == "_") or (ch >= "\x80" and not _surrogate(ch))
+    if ch.isascii():
+        return ch.isalpha() or ch == "_"
+    return ch >= "\x80" and not _surrogate(ch)
 
 
 def _name_char(ch: str) -> bool:
@@ -211,7 +217,9 @@ class _Reader:
                 step = self.integer() if _number_start(self.peek()) else None
             return "slice", (first, end, step)
         found = repr(ch) if ch else "the end"
-        raise self.fail(f"expected a selector (a quoted name, *, an index, a slice or ?), found {found}")
+        raise self.fail(
+            f"expected a selector (a quoted name, *, an index, a slice or ?), found {found}"
+        )
 
     def integer(self) -> int:
         start = self.pos
@@ -284,48 +292,96 @@ class _Reader:
         return int(digits, 16)
 
     def filter(self) -> str:
-        """Read a filter up to its closing ']', re-rendering strings and names for jsonpath-ng."""
-        out: list[str] = []
+        """Read a filter up to its closing ']', checked and rendered again for jsonpath-ng.
+
+        Tokens are joined by single spaces: jsonpath-ng reads spaces and tabs but not line
+        breaks, and knows neither exponents in numbers nor the names a filter's queries use.
+        """
+        tokens: list[tuple[str, str, int]] = []  # (kind, rendered text, offset)
         depth = 0
         while True:
-            ch = self.peek()
+            self.blanks()
+            ch, at = self.peek(), self.pos
             if not ch:
                 raise self.fail("unterminated filter: expected ']'")
+            if ch in "]," and depth == 0:
+                break  # a "," is a union after the filter, which bracketed() refuses
             if ch in "'\"":
-                out.append(quote_for_jsonpath_ng(self.string()))
-                continue
-            if ch in "([":
+                tokens.append(("literal", quote_for_jsonpath_ng(self.string()), at))
+            elif ch in "@$":
+                tokens.append(self.query())
+            elif _number_start(ch):
+                tokens.append(("literal", self.number(), at))
+            elif self.text.startswith(_OPERATORS, at):
+                op = next(o for o in _OPERATORS if self.text.startswith(o, at))
+                self.pos += len(op)
+                tokens.append(("compare" if op not in ("&&", "||") else "logic", op, at))
+            elif ch == "!":
+                raise self.limit("the '!' (not) operator in filters", at)
+            elif ch == "(":
                 depth += 1
-            elif ch in ")]":
-                if depth == 0:
-                    if ch == ")":
-                        raise self.fail("unbalanced ')' in the filter")
-                    break
-                depth -= 1
-            elif ch == ",":
-                if depth == 0:
-                    break  # a union after the filter; bracketed() refuses it
-                raise self.limit(_FUNCTIONS, self.pos)
-            elif ch == "!" and self.peek(1) != "=":
-                raise self.limit("the '!' (not) operator in filters", self.pos)
-            elif ch == "." and (self.peek(1) == "." or _name_first(self.peek(1))):
-                if self.peek(1) == ".":
-                    raise self.limit("descendant segments (..) inside filters", self.pos)
                 self.pos += 1
-                out.append(f"[{quote_for_jsonpath_ng(self.shorthand())}]")
-                continue
+                tokens.append(("open", ch, at))
+            elif ch == ")":
+                if depth == 0:
+                    raise self.fail("unbalanced ')' in the filter")
+                depth -= 1
+                self.pos += 1
+                tokens.append(("close", ch, at))
             elif _name_first(ch):
-                word_start = self.pos
                 word = self.shorthand()
-                rest = self.pos
                 self.blanks()
                 if self.peek() == "(":
-                    raise self.limit(_FUNCTIONS, word_start)
-                out.append(word + self.text[rest : self.pos])
-                continue
-            out.append(ch)
-            self.pos += 1
-        rendered = "".join(out).strip()
-        if not rendered:
+                    raise self.limit(_FUNCTIONS, at)
+                if word not in ("true", "false", "null"):
+                    raise self.fail(f"unknown word {word!r} in the filter", at)
+                tokens.append(("literal", word, at))
+            else:
+                raise self.fail(f"unexpected {ch!r} in the filter")
+        if depth:
+            raise self.fail("unbalanced '(' in the filter")
+        if not tokens:
             raise self.fail("empty filter: expected an expression after '?'")
-        return rendered
+        for i, (kind, _, at) in enumerate(tokens):
+            compared = (i > 0 and tokens[i - 1][0] == "compare") or (
+                i + 1 < len(tokens) and tokens[i + 1][0] == "compare"
+            )
+            if kind == "literal" and not compared:
+                raise self.fail("a literal in a filter must be compared with something", at)
+            if kind == "query-multi" and compared:
+                raise self.fail(
+                    "a query compared in a filter must select at most one value "
+                    "(names and indices only)",
+                    at,
+                )
+        return " ".join(text for _, text, _ in tokens)
+
+    def query(self) -> tuple[str, str, int]:
+        """A query inside a filter (``@.a``, ``$.b[0]``), rendered with its names quoted."""
+        start = self.pos
+        root = self.peek()
+        self.pos += 1
+        segments: list[Segment] = []
+        while True:
+            before = self.pos
+            self.blanks()
+            if self.peek() not in (".", "[") or not self.peek():
+                self.pos = before
+                break
+            segments.append(self.segment())
+        singular = all(not s.descendant and s.kind in ("name", "index") for s in segments)
+        rendered = root + render_for_jsonpath_ng(segments)[1:]
+        return ("query" if singular else "query-multi", rendered, start)
+
+    def number(self) -> str:
+        """An RFC 9535 number, rendered without an exponent (jsonpath-ng cannot read one)."""
+        match = _NUMBER.match(self.text, self.pos)
+        if match is None:
+            raise self.fail("expected a number")
+        raw = match.group(0)
+        if _LEADING_ZERO.match(raw):
+            raise self.fail(f"{raw!r} is not an RFC 9535 number (no leading zeros)")
+        self.pos = match.end()
+        if not match.group(1):
+            return raw
+        return f"{Decimal(raw):f}"

@@ -26,9 +26,8 @@ def _fast_steps(segments: list[Segment]) -> tuple[Any, ...] | None:
     for seg in segments:
         if seg.descendant:
             return None
-        if seg.kind == "name":
-            steps.append(seg.value)
-        elif seg.kind == "index" and isinstance(seg.value, int) and seg.value >= 0:
+        plain_index = seg.kind == "index" and isinstance(seg.value, int) and seg.value >= 0
+        if seg.kind == "name" or plain_index:
             steps.append(seg.value)
         elif seg.kind == "wildcard" and seg.bracketed:
             steps.append(_WILDCARD)
