@@ -23,7 +23,8 @@ _BLANKS: Final = " \t\n\r"
 _ESCAPES: Final = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "/": "/", "\\": "\\"}
 _FUNCTIONS: Final = "function extensions (length(), count(), match(), search(), value())"
 
-_OPERATORS: Final = ("==", "!=", "<=", ">=", "<", ">", "&&", "||")
+# "=~" (a regular expression match) is jsonpath-ng's, not RFC 9535's; listeners use it
+_OPERATORS: Final = ("==", "!=", "=~", "<=", ">=", "<", ">", "&&", "||")
 _NUMBER: Final = re.compile(r"-?\d+(?:\.\d+)?([eE][-+]?\d+)?")
 _LEADING_ZERO: Final = re.compile(r"-?0\d")
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
+from jsonpath_ng import jsonpath
 from jsonpath_ng.exceptions import JsonPathLexerError, JsonPathParserError
 from jsonpath_ng.ext.parser import parse as _ext_parse
 
@@ -71,6 +73,10 @@ class JsonPath:
 
     def container(self) -> JsonPath | None:
         """For a path ending in ``[*]``, a slice or a filter, the path of the array it reads."""
+        return self._container
+
+    @cached_property
+    def _container(self) -> JsonPath | None:
         if not self.segments:
             return None
         last = self.segments[-1]
@@ -80,6 +86,15 @@ class JsonPath:
             return None
         return compile_path(self.text[: last.start].rstrip(_BLANKS))
 
+    def locate(self, doc: Any) -> list[tuple[str | int, ...]]:
+        """Where each match is: the member names and array indices leading to it from ``doc``.
+
+        Indices are those of the real arrays, never negative.
+        """
+        if self.steps is not None:
+            return _locate_steps(doc, self.steps)
+        return [_location(match) for match in self.expr.find(doc)]
+
     def remove_from(self, doc: Any) -> Any:
         """A copy of ``doc`` with every match of this path removed; ``doc`` is left untouched."""
         if self.steps is not None and self.steps and all(isinstance(s, str) for s in self.steps):
@@ -87,6 +102,45 @@ class JsonPath:
         if not self.find(doc):
             return doc
         return self.expr.filter(lambda _v: True, copy.deepcopy(doc))
+
+
+def _locate_steps(doc: Any, steps: tuple[Any, ...]) -> list[tuple[str | int, ...]]:
+    current: list[tuple[tuple[str | int, ...], Any]] = [((), doc)]
+    for step in steps:
+        nxt: list[tuple[tuple[str | int, ...], Any]] = []
+        for where, value in current:
+            if step is _WILDCARD:
+                if isinstance(value, list):
+                    nxt.extend(((*where, i), v) for i, v in enumerate(value))
+                elif isinstance(value, dict):
+                    nxt.extend(((*where, k), v) for k, v in value.items())
+            elif isinstance(step, int):
+                if isinstance(value, list) and step < len(value):
+                    nxt.append(((*where, step), value[step]))
+            elif isinstance(value, dict) and step in value:
+                nxt.append(((*where, step), value[step]))
+        current = nxt
+    return [where for where, _ in current]
+
+
+def _location(match: Any) -> tuple[str | int, ...]:
+    """The steps from the root to a jsonpath-ng match, read from its chain of contexts."""
+    steps: list[str | int] = []
+    datum = match
+    while datum is not None and datum.context is not None:
+        parent = datum.context.value
+        steps[:0] = _node_steps(datum.path, parent)
+        datum = datum.context
+    return tuple(steps)
+
+
+def _node_steps(node: Any, parent: Any) -> list[str | int]:
+    if isinstance(node, jsonpath.Index):
+        index: int = node.indices[0]  # one index: unions are refused at compile
+        return [index + len(parent) if index < 0 else index]
+    if isinstance(node, jsonpath.Fields):
+        return [node.fields[0]]
+    return []
 
 
 def _remove_fields(doc: Any, steps: tuple[Any, ...]) -> Any:
