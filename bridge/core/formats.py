@@ -514,17 +514,17 @@ def _feed_encodings(body: bytes, content_type: str | None) -> list[str]:
     declared = _DECLARED_ENCODING.match(head)
     charset = None
     for param in (content_type or "").split(";")[1:]:
-        name, _, value = param.partition("=")
-        if name.strip().lower() == "charset":
+        key, _, value = param.partition("=")
+        if key.strip().lower() == "charset":
             charset = value.strip().strip("\"'")
     found = [charset, declared.group(1) if declared else None, sniffed, "utf-8", "windows-1252"]
     out: list[str] = []
-    for name in found:
-        if not name:
+    for candidate in found:
+        if not candidate:
             continue
-        name = "gb18030" if name.lower() == "gb2312" else name  # as feedparser does
+        label = "gb18030" if candidate.lower() == "gb2312" else candidate  # as feedparser does
         try:
-            canonical = codecs.lookup(name).name
+            canonical = codecs.lookup(label).name
         except LookupError:
             continue  # no reader can decode it either
         if canonical not in out:
