@@ -503,6 +503,11 @@ _SNIFFED: Final = (
 )
 
 
+# Stateless encodings in which an ASCII character is always that byte and no other sequence
+# decodes to one (unlike UTF-7 or ISO-2022-JP, which must be decoded to be checked)
+_ASCII_BYTES_ENCODINGS: Final = frozenset({"utf-8", "cp1252", "iso8859-1", "iso8859-2", "ascii"})
+
+
 def _feed_encodings(body: bytes, content_type: str | None) -> list[str]:
     """Every encoding feedparser may decode ``body`` in, most likely first.
 
@@ -536,6 +541,8 @@ def _refuse_declarations(body: bytes, content_type: str | None, fmt: str) -> str
     """Refuse an entity declaration in any encoding a reader may pick; the text, if it decodes."""
     text = None
     for encoding in _feed_encodings(body, content_type):
+        if text is not None and encoding in _ASCII_BYTES_ENCODINGS:
+            continue  # the byte scan below sees "<!ENTITY" in these as it is
         decoded = body.decode(encoding, errors="replace")
         if "<!ENTITY" in decoded:
             raise FormatError(

@@ -50,6 +50,18 @@ def test_entity_declarations_are_refused_in_every_encoding(
         parse_document(body, fmt, content_type=content_type)
 
 
+def test_a_declaration_split_by_stateful_encoding_escapes_is_refused() -> None:
+    """ISO-2022-JP can put a mode switch inside '<!ENTITY'; it is decoded before the check."""
+    body = (
+        b'<?xml version="1.0" encoding="iso-2022-jp"?>'
+        b'<!DOCTYPE rss [<\x1b(B!ENTITY x "INJECTED">]><rss version="2.0"><channel>'
+        b"<item><guid>1</guid><title>&x;</title></item></channel></rss>"
+    )
+    assert b"<!ENTITY" not in body
+    with pytest.raises(FormatError, match="entity declarations are refused"):
+        parse_document(body, "rss")
+
+
 @pytest.mark.parametrize("encoding", ["cp037", "cp1140"])
 @pytest.mark.timeout(2)
 def test_nested_entities_in_ebcdic_never_expand(encoding: str) -> None:
