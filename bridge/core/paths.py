@@ -1,7 +1,9 @@
 """JSONPath compiled once, with a fast path of plain dict/list access for simple paths.
 
-jsonpath-ng's ``find`` costs microseconds per call; ``$.id`` or ``$.data[*]`` need only a
-dict lookup, so those are evaluated by hand and everything else goes to jsonpath-ng.
+A path is first read against the RFC 9535 grammar (bridge/core/_pathsyntax.py), which decodes
+its names and refuses what is invalid or unsupported, then handed to jsonpath-ng in a form it
+reads exactly. jsonpath-ng's ``find`` costs microseconds per call; ``$.id`` or ``$.data[*]``
+need only a dict lookup, so those are evaluated by hand and everything else by jsonpath-ng.
 """
 
 from __future__ import annotations
