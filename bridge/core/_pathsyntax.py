@@ -119,7 +119,7 @@ class _Reader:
 
     def limit(self, what: str, offset: int) -> PathSyntaxError:
         return PathSyntaxError(
-            f"{what} are valid RFC 9535 but not supported by pollbridge (a known limitation)",
+            f"{what}: valid RFC 9535, but not supported by pollbridge (a known limitation)",
             offset,
             limitation=True,
         )
