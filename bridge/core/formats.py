@@ -157,9 +157,8 @@ def parse_document(
     with the root element as its one key. Raises FormatError when the body does not parse.
     """
     if fmt == "json":
-        body = body.removeprefix(
-            codecs.BOM_UTF8
-        )  # RFC 8259 lets a parser skip it; some APIs send it
+        # RFC 8259 lets a parser skip a UTF-8 byte order mark, and some APIs send one
+        body = body.removeprefix(codecs.BOM_UTF8)
         try:
             doc = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
