@@ -328,6 +328,7 @@ class Pipeline:
                     now=now,
                     accept_not_modified=known is not None,
                     auth=auth,
+                    redirect_headers=source.redirect_headers,
                 )
                 if fetched.not_modified:
                     assert known is not None  # noqa: S101 - a 304 is accepted only then

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,6 +23,9 @@ if TYPE_CHECKING:
     from bridge.auth import Authenticator
 
 MAX_REDIRECTS = 5
+_CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
+"""Never sent to another origin after a redirect, whoever set them (a source's ``headers``,
+the client's cookie jar), unless a source names them in ``redirect_headers``."""
 USER_AGENT = f"pollbridge/{__version__}"
 
 
@@ -118,11 +121,14 @@ class Poller:
         now: datetime,
         accept_not_modified: bool = False,
         auth: Authenticator | None = None,
+        redirect_headers: Collection[str] = (),
     ) -> Fetched:
         """Fetch ``url``; raise PollError for a non-2xx status, a timeout or an oversized body.
 
         Redirects are followed up to 5 times, never from https to http, and credentials are
-        sent only to ``url``'s origin. The whole exchange, including a slow body, must finish
+        sent only to ``url``'s origin: a hop to another origin carries none of ``headers``
+        but those named in ``redirect_headers``, and never ``Authorization``,
+        ``Proxy-Authorization`` or ``Cookie`` unless named there. The whole exchange, including a slow body, must finish
         within ``timeout_s`` (waiting for the host's turn is not counted). After a 401, an
         authenticator that can renew its credentials gets one more try.
         """
@@ -143,6 +149,7 @@ class Poller:
                             now,
                             accept_not_modified,
                             auth,
+                            redirect_headers,
                         )
                 except TimeoutError as exc:
                     raise PollError(source, f"timed out after {timeout_s:g}s", url=url) from exc
@@ -166,25 +173,35 @@ class Poller:
         now: datetime,
         accept_not_modified: bool,
         auth: Authenticator | None,
+        redirect_headers: Collection[str],
     ) -> Fetched:
-        request_headers = {"user-agent": USER_AGENT, "accept": "application/json, */*;q=0.5"}
-        request_headers.update(headers or {})
+        base_headers = {"user-agent": USER_AGENT, "accept": "application/json, */*;q=0.5"}
+        own_headers = {**base_headers, **(headers or {})}
+        kept = {name.lower() for name in redirect_headers}
+        foreign_headers = {
+            **base_headers,
+            **{k: v for k, v in (headers or {}).items() if k.lower() in kept},
+        }
         client = self.clients.get(source, self.client)
         current_url = url
         current_method = method
         current_params: Mapping[str, Any] | None = params
         for _hop in range(MAX_REDIRECTS + 1):
+            home = same_origin(current_url, url)
             request = client.build_request(
                 current_method,
                 current_url,
                 params=_stringify(current_params),
-                headers=request_headers,
+                headers=own_headers if home else foreign_headers,
                 json=json_body if current_method == "POST" else None,
                 timeout=timeout_s,
             )
             shown_url = str(request.url)  # before credentials: never a secret in a message
-            if auth is not None and same_origin(shown_url, url):
+            if auth is not None and home:
                 await auth.apply(request, source, timeout_s)
+            if not home:
+                for name in _CREDENTIAL_HEADERS - kept:
+                    request.headers.pop(name, None)
             response = await client.send(request, stream=True)
             try:
                 if response.is_redirect and "location" in response.headers:

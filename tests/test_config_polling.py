@@ -199,7 +199,7 @@ def test_pagination_is_part_of_the_fingerprint_only_when_set(write_config):
 )
 def test_sub_second_intervals_are_shown_as_they_are_used(write_config, every, shown, seconds):
     """`every = "1.5s"` is honoured by the scheduler, and `check` shows 1.5s, not 1s."""
-    from bridge.daemon import build_trigger
+    from bridge.daemon.schedule import build_trigger
 
     path = write_config(f'[[sources]]\nname = "s"\nurl = "https://x.example/"\nevery = "{every}"\n')
     config = load_config(path, {})

@@ -214,6 +214,8 @@ class SourceConfig(StrictModel):
     method: Literal["GET", "POST"] = "GET"
     body: Any = None
     headers: dict[str, str] = Field(default_factory=dict)
+    redirect_headers: list[str] = Field(default_factory=list)
+    """Names of ``headers`` still sent after a redirect to another origin (none by default)."""
     params: dict[str, ParamValue] = Field(default_factory=dict)
     items: str = "$[*]"
     key: JsonPaths = "$.id"

@@ -787,6 +787,19 @@ class PostgresStore:
             rows = await cur.fetchall()
         return sorted((_row_to_delivery(r) for r in rows), key=lambda d: (d.next_at, d.id))
 
+    async def location_problem(self) -> str | None:
+        return None  # a database server has no file to lose under us
+
+    async def release_claims(self, delivery_ids: Sequence[int], *, owner: str) -> None:
+        if not delivery_ids:
+            return
+        async with self._connection("release_claims") as conn:
+            await conn.execute(
+                "UPDATE deliveries SET claimed_by = NULL, claimed_until = NULL "
+                "WHERE id = ANY(%s) AND claimed_by = %s AND state = 'pending'",
+                (list(delivery_ids), owner),
+            )
+
     async def next_due_at(
         self, listeners: Sequence[str], exclude_ids: Sequence[int]
     ) -> float | None:

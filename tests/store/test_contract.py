@@ -222,6 +222,17 @@ async def test_claimed_deliveries_keep_per_key_order(store: Store):
     assert [d.event.type for d in claimed] == ["updated"]
 
 
+async def test_released_claims_are_due_again_with_no_attempt_used(store: Store):
+    """A claim given back unattempted makes the delivery due again at once, attempts unchanged."""
+    a = item("a", v=1)
+    await store.commit_poll(commit("s", upserts=[a], changes=[created(a)]))
+    now = (T0 + timedelta(seconds=1)).timestamp()
+    (claimed,) = await store.claim_deliveries("hooks", now, 10, [], owner="me", claim_s=30)
+    await store.release_claims([claimed.id], owner="me")
+    (again,) = await store.claim_deliveries("hooks", now, 10, [], owner="other", claim_s=30)
+    assert (again.id, again.attempts) == (claimed.id, 0)
+
+
 @pytest.mark.parametrize(
     ("result", "next_at", "state"),
     [(OK, None, "delivered"), (FAILED, 9e9, "pending"), (FAILED, None, "dead")],
