@@ -105,7 +105,8 @@ async def test_a_delivery_loop_that_ends_makes_the_daemon_unhealthy(
 
     monkeypatch.setattr(Dispatcher, "run", dies)
     config = load_config(
-        write_config(f'[bridge]\nstate = "{tmp_path}/state.db"\nhttp = "127.0.0.1:0"\n'), env={}
+        write_config(f'[bridge]\nstate = "{tmp_path}/state.db"\nhttp = "127.0.0.1:0"\n{IDLE}'),
+        env={},
     )
     with notify_socket() as ns:
         notifier = Notifier({"NOTIFY_SOCKET": str(ns.path), "WATCHDOG_USEC": "100000"})
