@@ -77,7 +77,8 @@ class Daemon:
         self.notifier = notifier or Notifier()
         self.rng = random.Random()  # noqa: S311 - jitter, not security
         self.log_level_override = log_level_override
-        self._sensitive: set[str] = set(config.sensitive_values)
+        self._redactor = config.redactor
+        """Every secret of every configuration this daemon has run (a reload only adds)."""
         self._stop = asyncio.Event()
         self._polls: set[asyncio.Task[Any]] = set()
         self._background: set[asyncio.Task[Any]] = set()
@@ -109,10 +110,9 @@ class Daemon:
         self.leases: LeaseKeeper | None = None
 
     def redact(self, text: str) -> str:
-        """``text`` with every secret of every configuration this daemon has run replaced."""
-        for value in sorted(self._sensitive, key=len, reverse=True):
-            text = text.replace(value, "***")
-        return text
+        """``text`` with every secret of every configuration this daemon has run, and every URL
+        password, replaced by ``***``."""
+        return self._redactor.redact(text)
 
     # -- set-up -----------------------------------------------------------------------------
 
@@ -314,7 +314,7 @@ class Daemon:
                 "pollbridge running: %d source(s), %d listener(s), state %s",
                 len(self.config.sources),
                 len(self.config.listeners),
-                self.config.redact(self.config.state_location),
+                self.redact(self.config.state_location),
             )
             self._status_line = self._summary(None)
             self.notifier.ready(self._status_line)
@@ -496,12 +496,12 @@ class Daemon:
 
     async def _apply(self, new: Config) -> str:
         old = self.config
-        self._sensitive |= new.sensitive_values
+        self._redactor = self._redactor.with_secrets(new.sensitive_values)
         diff = ConfigDiff.of(old, new)
         if new.state_location != self._state_location:
             log.warning(
                 "[bridge] state changed: still using %s until the next restart",
-                self.redact(new.redact(self._state_location)),
+                self.redact(self._state_location),
             )
         self.config = new
         assert self.services is not None  # noqa: S101
