@@ -174,7 +174,7 @@ def _sender_clients(config: Any) -> Any:
     """The listener clients as the daemon builds them (a ClientPool; close it with aclose)."""
     import httpx
 
-    from bridge.transport import ClientPool
+    from bridge.http.connections import ClientPool
 
     in_flight = sum(lst.max_in_flight for lst in config.listeners) or 1
     return ClientPool(
@@ -187,7 +187,7 @@ async def _throughput(
     tmp: Path, receiver: Receiver, listeners: int, events: int, in_flight: int | None
 ) -> dict[str, Any]:
     from bridge.dispatcher import Dispatcher
-    from bridge.sender import Sender
+    from bridge.http.sender import Sender
     from bridge.store import create_store
 
     config = _config(tmp, receiver.url, listeners, in_flight)
@@ -236,7 +236,7 @@ async def _throughput(
 
 async def _latency(tmp: Path, receiver: Receiver, seconds: float, rate: float) -> dict[str, Any]:
     from bridge.dispatcher import Dispatcher
-    from bridge.sender import Sender
+    from bridge.http.sender import Sender
     from bridge.store import create_store
 
     config = _config(tmp, receiver.url, 1, None)

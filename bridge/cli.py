@@ -86,9 +86,9 @@ async def _poll_with(config: Config, source: Any, commit: bool, store: Store) ->
     import httpx
 
     from bridge.daemon import utcnow
+    from bridge.http.connections import ClientPool
+    from bridge.http.poller import HostLimiter, Poller
     from bridge.pipeline import Pipeline
-    from bridge.poller import HostLimiter, Poller
-    from bridge.transport import ClientPool
 
     clients = ClientPool(httpx.Limits())
     try:

@@ -34,16 +34,16 @@ from bridge.config import Config, ListenerConfig, SourceConfig, load_config
 from bridge.core.durations import format_duration
 from bridge.dispatcher import Dispatcher
 from bridge.errors import BridgeError, ConfigError, StoreError
+from bridge.http.connections import ClientPool
+from bridge.http.poller import HostLimiter, Poller
+from bridge.http.sender import Sender
 from bridge.httpd import Response, StatusServer
 from bridge.leases import LeaseKeeper, this_instance
 from bridge.metrics import Metrics
 from bridge.models import AttemptResult, Delivery, Event
 from bridge.pipeline import Pipeline, PollOutcome, describe_outcome
-from bridge.poller import HostLimiter, Poller
-from bridge.sender import Sender
 from bridge.store import Store, create_store, is_postgres_url
 from bridge.systemd import Notifier
-from bridge.transport import ClientPool
 
 log = logging.getLogger("pollbridge.daemon")
 

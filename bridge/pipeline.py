@@ -16,7 +16,6 @@ from typing import Any
 
 import httpx
 
-from bridge.auth import Authenticators
 from bridge.config import Config, SourceConfig
 from bridge.core.diff import DiffPlan, build_changes, plan_diff
 from bridge.core.extract import ExtractionFailed, extract_items
@@ -35,8 +34,9 @@ from bridge.core.pagination import (
 from bridge.core.retry import MAX_RETRY_AFTER_S, poll_backoff
 from bridge.core.routing import ListenerRoute, route_change
 from bridge.errors import ExtractError, PollError
+from bridge.http.auth import Authenticators
+from bridge.http.poller import Fetched, Poller
 from bridge.models import Change, Event, Item, SourceState
-from bridge.poller import Fetched, Poller
 from bridge.store import PollCommit, SnapshotHashes, StaleSnapshot, Store
 
 log = logging.getLogger("pollbridge.poll")

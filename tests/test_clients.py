@@ -13,8 +13,8 @@ import orjson
 import pytest
 
 from bridge.errors import PollError
-from bridge.poller import Poller
-from bridge.transport import ClientPool
+from bridge.http.connections import ClientPool
+from bridge.http.poller import Poller
 from tests.support.servers import Reply, serve
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)

@@ -13,9 +13,9 @@ from standardwebhooks.webhooks import Webhook
 
 from bridge.config import ListenerConfig
 from bridge.core.payload import build_payload
+from bridge.http.connections import ClientPool
+from bridge.http.sender import Sender
 from bridge.models import Event
-from bridge.sender import Sender
-from bridge.transport import ClientPool
 from tests.support.servers import Reply, serve
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

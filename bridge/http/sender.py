@@ -16,8 +16,8 @@ from bridge.config import ListenerConfig
 from bridge.core.render import RenderFailed, render_body
 from bridge.core.retry import parse_retry_after
 from bridge.core.signing import signature_header
+from bridge.http.connections import describe_http_error
 from bridge.models import AttemptResult, Event
-from bridge.transport import describe_http_error
 
 RESPONSE_EXCERPT_BYTES = 4096
 USER_AGENT = f"pollbridge/{__version__}"
