@@ -3,20 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 
+import aiohttp
 import httpx
+from yarl import URL
 
 from bridge import __version__
 from bridge.config import ListenerConfig
 from bridge.core.render import RenderFailed, render_body
 from bridge.core.retry import parse_retry_after
 from bridge.core.signing import signature_header
-from bridge.http.connections import describe_http_error
+from bridge.http.connections import (
+    AIOHTTP_ERRORS,
+    StackClient,
+    describe_aiohttp_error,
+    describe_http_error,
+)
 from bridge.models import AttemptResult, Event
 
 RESPONSE_EXCERPT_BYTES = 4096
@@ -48,20 +57,36 @@ def webhook_headers(
     return headers
 
 
+RENDER_TIMEOUT_S = 2.0
+"""A template render still running after this long fails its delivery (no retry)."""
+_NO_TIMEOUT = aiohttp.ClientTimeout(total=None)  # the listener's timeout bounds the whole send
+_RENDER_THREADS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pollbridge-render")
+
+
 @dataclass(frozen=True)
 class _Route:
-    url: httpx.URL
-    host: str
-    """The Host header: the URL's host, and its port unless the scheme's default."""
-    default_headers: dict[str, str]
-    transport: httpx.AsyncBaseTransport | None
-    """None when the URL carries credentials: such a send goes through client.send."""
+    url: URL
+    """The URL as httpx would send it, without credentials."""
+    authorization: str | None
+    """The Basic credentials of a URL with user:password (they win over a listener header)."""
+
+
+@dataclass(frozen=True)
+class _Answer:
+    status: int
+    reason: str
+    location: str | None
+    retry_after: str | None
+    excerpt: bytes
 
 
 class Sender:
-    """Delivers events over a shared ``httpx.AsyncClient`` (redirects never followed).
+    """Delivers events over the pool's aiohttp sessions (redirects never followed).
 
-    ``clients`` maps a listener name to its own client when its TLS settings differ.
+    ``clients`` maps a listener name to its own client when its TLS settings differ. A client
+    from a :class:`~bridge.http.connections.ClientPool` is sent through its aiohttp session
+    directly (the httpx request and response model cost more than aiohttp itself); any other
+    ``httpx.AsyncClient`` (tests with respx or a mock transport) through ``client.send``.
     """
 
     def __init__(
@@ -69,32 +94,29 @@ class Sender:
     ):
         self.client = client
         self.clients = dict(clients or {})
-        self._routes: dict[tuple[httpx.AsyncClient, str], _Route] = {}
+        self._routes: dict[str, _Route] = {}
 
-    def _route(self, client: httpx.AsyncClient, url_text: str) -> _Route:
-        # Per client and listener URL, once: the parsed URL, the client's default headers and
-        # the transport the client picks for the URL (its own, or a proxy's from the
-        # environment). A send hands its request straight to that transport: client.send's
-        # auth, redirect, cookie and hook machinery, none of which a webhook uses (redirects
-        # are never followed, a receiver's cookies never sent back), cost ~40% of a send's CPU,
-        # and build_request's URL parsing and header merging another quarter.
-        route = self._routes.get((client, url_text))
+    def _route(self, url_text: str) -> _Route:
+        route = self._routes.get(url_text)
         if route is None:
             url = httpx.URL(url_text)
-            # credentials in the URL become a header only in the client's auth flow
-            transport = None if url.userinfo else client._transport_for_url(url)
-            route = _Route(url, url.netloc.decode("ascii"), dict(client.headers), transport)
-            self._routes[(client, url_text)] = route
+            authorization = None
+            if url.userinfo:
+                userinfo = f"{url.username}:{url.password}".encode()
+                authorization = "Basic " + base64.b64encode(userinfo).decode("ascii")
+                url = url.copy_with(username=None, password=None)
+            route = self._routes[url_text] = _Route(URL(str(url), encoded=True), authorization)
         return route
 
     async def send(self, listener: ListenerConfig, event: Event, now: datetime) -> AttemptResult:
         """One attempt: success is a 2xx within the listener's timeout; nothing raises.
 
-        A body that cannot be built (a template failing on this event) is a failure that no
-        retry can fix: ``retryable`` and ``sent`` are False.
+        A body that cannot be built (a template failing on this event, or running past
+        :data:`RENDER_TIMEOUT_S`) is a failure that no retry can fix: ``retryable`` and
+        ``sent`` are False.
         """
         try:
-            body = render_body(listener.body_format, event)
+            body = await _render(listener, event)
         except RenderFailed as exc:
             return AttemptResult(
                 False,
@@ -106,101 +128,131 @@ class Sender:
             )
         timestamp_s = int(now.timestamp())
         headers = webhook_headers(listener, event, body, timestamp_s)
+        route = self._route(listener.url)
+        if route.authorization is not None:
+            headers["authorization"] = route.authorization
+        client = self.clients.get(listener.name, self.client)
         timeout_s = listener.timeout.total_seconds()
         started = time.monotonic()
         try:
             async with asyncio.timeout(timeout_s):
-                return await self._post(listener, body, headers, timeout_s, started, now)
+                if isinstance(client, StackClient):
+                    answer = await _post_aiohttp(client.session, route.url, headers, body)
+                else:
+                    answer = await _post_httpx(client, route.url, headers, body, timeout_s)
         except TimeoutError:
             return AttemptResult(
                 False, None, time.monotonic() - started, error=f"timed out after {timeout_s:g}s"
+            )
+        except AIOHTTP_ERRORS as exc:
+            return AttemptResult(
+                False, None, time.monotonic() - started, error=describe_aiohttp_error(exc)
             )
         except httpx.HTTPError as exc:
             return AttemptResult(
                 False, None, time.monotonic() - started, error=describe_http_error(exc)
             )
+        return _result(answer, time.monotonic() - started, now)
 
-    async def _post(
-        self,
-        listener: ListenerConfig,
-        body: bytes,
-        headers: dict[str, str],
-        timeout_s: float,
-        started: float,
-        now: datetime,
-    ) -> AttemptResult:
-        client = self.clients.get(listener.name, self.client)
-        route = self._route(client, listener.url)
-        request = httpx.Request(
-            "POST",
-            route.url,
-            headers=_request_headers(route, headers, body),
-            stream=httpx.ByteStream(body),
-            extensions={"timeout": _timeout_extension(timeout_s)},
-        )
-        request.read()  # as content= would: the body is in memory, the transports read it
-        if route.transport is None:
-            response = await client.send(request, stream=True, follow_redirects=False)
+
+async def _render(listener: ListenerConfig, event: Event) -> bytes:
+    if listener.body_format.kind != "template":
+        return render_body(listener.body_format, event)  # our own code: fast and bounded
+    # A template is someone's code: it runs in a thread, so the event loop (every other
+    # listener, /healthz, signals) goes on while it runs, and stops at its deadline.
+    deadline = time.monotonic() + RENDER_TIMEOUT_S
+    future = asyncio.get_running_loop().run_in_executor(
+        _RENDER_THREADS,
+        functools.partial(render_body, listener.body_format, event, deadline=deadline),
+    )
+    try:
+        async with asyncio.timeout(RENDER_TIMEOUT_S + 0.5):
+            return await asyncio.shield(future)
+    except TimeoutError:
+        raise RenderFailed(
+            f"{listener.body_format.label or 'template'}: rendering took longer than "
+            f"{RENDER_TIMEOUT_S:g}s"
+        ) from None
+
+
+async def _post_aiohttp(
+    session: aiohttp.ClientSession, url: URL, headers: dict[str, str], body: bytes
+) -> _Answer:
+    response = await session.post(
+        url, data=body, headers=headers, allow_redirects=False, timeout=_NO_TIMEOUT
+    )
+    try:
+        if response.headers.get("content-length") == "0":
+            excerpt = b""  # the usual 2xx: nothing to read
         else:
-            response = await route.transport.handle_async_request(request)
-        try:
-            excerpt = await _read_excerpt(response)
-        finally:
-            await response.aclose()
-        duration = time.monotonic() - started
-        status = response.status_code
-        text = excerpt.decode("utf-8", "replace") if excerpt else None
-        if 200 <= status < 300:
-            return AttemptResult(True, status, duration, response_excerpt=text)
-        if 300 <= status < 400:
-            location = response.headers.get("location", "?")
-            return AttemptResult(
-                False,
-                status,
-                duration,
-                error=f"HTTP {status}: redirects are not followed (Location: {location})",
-                response_excerpt=text,
-            )
-        retry_after = None
-        if status in (429, 503):
-            retry_after = parse_retry_after(response.headers.get("retry-after"), now)
+            excerpt = await response.content.read(RESPONSE_EXCERPT_BYTES)
+            while excerpt and len(excerpt) < RESPONSE_EXCERPT_BYTES:
+                more = await response.content.read(RESPONSE_EXCERPT_BYTES - len(excerpt))
+                if not more:
+                    break
+                excerpt += more
+    finally:
+        response.release()  # an unread rest closes the connection instead of pooling it
+    return _Answer(
+        response.status,
+        response.reason or "",
+        response.headers.get("location"),
+        response.headers.get("retry-after"),
+        excerpt,
+    )
+
+
+async def _post_httpx(
+    client: httpx.AsyncClient, url: URL, headers: dict[str, str], body: bytes, timeout_s: float
+) -> _Answer:
+    request = client.build_request(
+        "POST", str(url), headers=headers, content=body, timeout=timeout_s
+    )
+    response = await client.send(request, stream=True, follow_redirects=False)
+    try:
+        excerpt = await _read_excerpt(response)
+    finally:
+        await response.aclose()
+    return _Answer(
+        response.status_code,
+        response.reason_phrase,
+        response.headers.get("location"),
+        response.headers.get("retry-after"),
+        excerpt,
+    )
+
+
+def _result(answer: _Answer, duration: float, now: datetime) -> AttemptResult:
+    status = answer.status
+    text = answer.excerpt.decode("utf-8", "replace") if answer.excerpt else None
+    if 200 <= status < 300:
+        return AttemptResult(True, status, duration, response_excerpt=text)
+    if 300 <= status < 400:
         return AttemptResult(
             False,
             status,
             duration,
-            error=f"HTTP {status} {response.reason_phrase}".rstrip(),
+            error=f"HTTP {status}: redirects are not followed (Location: {answer.location or '?'})",
             response_excerpt=text,
-            retry_after_s=retry_after,
-            gone=status == 410,
         )
-
-
-def _request_headers(route: _Route, headers: dict[str, str], body: bytes) -> dict[str, str]:
-    # The headers httpx.Request(content=body) would send (Host and Content-Length unless
-    # given), merged here in one dict: its own merge builds three Headers objects per send.
-    merged = {**route.default_headers, **headers}  # every key is lower case
-    out = {} if "host" in merged else {"Host": route.host}
-    out.update(merged)
-    if body:
-        if "content-length" not in merged:
-            out["Content-Length"] = str(len(body))
-    elif "content-length" not in merged and "transfer-encoding" not in merged:
-        out["Content-Length"] = "0"
-    return out
-
-
-@functools.cache
-def _timeout_extension(timeout_s: float) -> dict[str, float | None]:
-    # one per distinct listener timeout; the transports only read it
-    return httpx.Timeout(timeout_s).as_dict()
+    retry_after = None
+    if status in (429, 503):
+        retry_after = parse_retry_after(answer.retry_after, now)
+    return AttemptResult(
+        False,
+        status,
+        duration,
+        error=f"HTTP {status} {answer.reason}".rstrip(),
+        response_excerpt=text,
+        retry_after_s=retry_after,
+        gone=status == 410,
+    )
 
 
 async def _read_excerpt(response: httpx.Response) -> bytes:
     # Read at most the excerpt and drop the rest: a never-ending or huge body costs nothing.
     if response.is_stream_consumed:  # built in memory (a mock transport): already read
         return response.content[:RESPONSE_EXCERPT_BYTES]
-    if response.headers.get("content-length") == "0":
-        return b""  # the usual 2xx: nothing to read, and iterating the stream costs ~10% of a send
     buf = bytearray()
     async for chunk in response.aiter_raw():
         buf.extend(chunk)
