@@ -16,7 +16,7 @@ import httpx
 from yarl import URL
 
 from bridge import __version__
-from bridge.config import ListenerConfig
+from bridge.config import ListenerConfig, SigningKeys
 from bridge.core.render import RenderFailed, render_body
 from bridge.core.retry import parse_retry_after
 from bridge.core.signing import signature_header
@@ -32,29 +32,38 @@ RESPONSE_EXCERPT_BYTES = 4096
 USER_AGENT = f"pollbridge/{__version__}"
 
 
+def listener_headers(listener: ListenerConfig) -> dict[str, str]:
+    """The headers every request of ``listener`` carries: its own, then content type and agent.
+
+    The content type comes from the listener's format (or its ``content_type``).
+    """
+    headers = {k.lower(): v for k, v in listener.headers.items()}
+    headers["content-type"] = listener.body_format.content_type
+    headers["user-agent"] = USER_AGENT
+    return headers
+
+
 def webhook_headers(
     listener: ListenerConfig, event: Event, body: bytes, timestamp_s: int
 ) -> dict[str, str]:
     """The request headers: listener's own first, then the Standard Webhooks ones (which win).
 
-    The content type comes from the listener's format (or its ``content_type``); the signature
-    holds one ``v1`` per secret and one ``v1a`` per ed25519 key.
+    The signature holds one ``v1`` per secret and one ``v1a`` per ed25519 key.
     """
-    headers = {k.lower(): v for k, v in listener.headers.items()}
-    headers.update(
-        {
-            "content-type": listener.body_format.content_type,
-            "user-agent": USER_AGENT,
-            "webhook-id": event.id,
-            "webhook-timestamp": str(timestamp_s),
-        }
-    )
-    keys = listener.keys
+    headers = listener_headers(listener)
+    _sign(headers, listener.keys, event.id, body, timestamp_s)
+    return headers
+
+
+def _sign(
+    headers: dict[str, str], keys: SigningKeys, event_id: str, body: bytes, timestamp_s: int
+) -> None:
+    headers["webhook-id"] = event_id
+    headers["webhook-timestamp"] = str(timestamp_s)
     if keys:
         headers["webhook-signature"] = signature_header(
-            keys.secrets, event.id, timestamp_s, body, keys.ed25519
+            keys.secrets, event_id, timestamp_s, body, keys.ed25519
         )
-    return headers
 
 
 RENDER_TIMEOUT_S = 2.0
@@ -65,10 +74,18 @@ _RENDER_THREADS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pollbrid
 
 @dataclass(frozen=True)
 class _Route:
+    """What a send to one listener over one client needs, worked out once."""
+
+    listener: ListenerConfig
+    client: httpx.AsyncClient
     url: URL
     """The URL as httpx would send it, without credentials."""
-    authorization: str | None
-    """The Basic credentials of a URL with user:password (they win over a listener header)."""
+    headers: dict[str, str]
+    """The listener's headers, content type, agent and the Basic credentials of a URL with
+    user:password (which win over a listener's own Authorization)."""
+    proxy: str | None
+    """The proxy from the environment for this URL (aiohttp clients only)."""
+    timeout_s: float
 
 
 @dataclass(frozen=True)
@@ -94,18 +111,27 @@ class Sender:
     ):
         self.client = client
         self.clients = dict(clients or {})
-        self._routes: dict[str, _Route] = {}
+        self._routes: dict[int, _Route] = {}
 
-    def _route(self, url_text: str) -> _Route:
-        route = self._routes.get(url_text)
-        if route is None:
-            url = httpx.URL(url_text)
-            authorization = None
+    def _route(self, listener: ListenerConfig) -> _Route:
+        # once per listener object and client (a reload brings new listener objects)
+        client = self.clients.get(listener.name, self.client)
+        route = self._routes.get(id(listener))
+        if route is None or route.listener is not listener or route.client is not client:
+            url = httpx.URL(listener.url)
+            headers = listener_headers(listener)
             if url.userinfo:
                 userinfo = f"{url.username}:{url.password}".encode()
-                authorization = "Basic " + base64.b64encode(userinfo).decode("ascii")
+                headers["authorization"] = "Basic " + base64.b64encode(userinfo).decode("ascii")
                 url = url.copy_with(username=None, password=None)
-            route = self._routes[url_text] = _Route(URL(str(url), encoded=True), authorization)
+            target = URL(str(url), encoded=True)
+            proxy = client.proxies.for_url(target) if isinstance(client, StackClient) else None
+            if len(self._routes) > 4 * len(self.clients) + 100:
+                self._routes.clear()  # listeners of configurations reloaded away
+            route = _Route(
+                listener, client, target, headers, proxy, listener.timeout.total_seconds()
+            )
+            self._routes[id(listener)] = route
         return route
 
     async def send(self, listener: ListenerConfig, event: Event, now: datetime) -> AttemptResult:
@@ -126,18 +152,16 @@ class Sender:
                 retryable=False,
                 sent=False,
             )
-        timestamp_s = int(now.timestamp())
-        headers = webhook_headers(listener, event, body, timestamp_s)
-        route = self._route(listener.url)
-        if route.authorization is not None:
-            headers["authorization"] = route.authorization
-        client = self.clients.get(listener.name, self.client)
-        timeout_s = listener.timeout.total_seconds()
+        route = self._route(listener)
+        headers = dict(route.headers)
+        _sign(headers, listener.keys, event.id, body, int(now.timestamp()))
+        client = route.client
+        timeout_s = route.timeout_s
         started = time.monotonic()
         try:
             async with asyncio.timeout(timeout_s):
                 if isinstance(client, StackClient):
-                    answer = await _post_aiohttp(client.session, route.url, headers, body)
+                    answer = await _post_aiohttp(client.session, route, headers, body)
                 else:
                     answer = await _post_httpx(client, route.url, headers, body, timeout_s)
         except TimeoutError:
@@ -176,10 +200,15 @@ async def _render(listener: ListenerConfig, event: Event) -> bytes:
 
 
 async def _post_aiohttp(
-    session: aiohttp.ClientSession, url: URL, headers: dict[str, str], body: bytes
+    session: aiohttp.ClientSession, route: _Route, headers: dict[str, str], body: bytes
 ) -> _Answer:
     response = await session.post(
-        url, data=body, headers=headers, allow_redirects=False, timeout=_NO_TIMEOUT
+        route.url,
+        data=body,
+        headers=headers,
+        allow_redirects=False,
+        timeout=_NO_TIMEOUT,
+        proxy=route.proxy,
     )
     try:
         if response.headers.get("content-length") == "0":
