@@ -13,9 +13,10 @@ from datetime import UTC, datetime
 import httpx
 import orjson
 import pytest
+from yarl import URL
 
 from bridge.errors import PollError
-from bridge.http.connections import ClientPool
+from bridge.http.connections import ClientPool, EnvironmentProxies
 from bridge.http.poller import Poller
 from tests.support.servers import Reply, serve
 
@@ -146,3 +147,34 @@ async def test_connection_errors_are_in_our_words_without_ssl_default() -> None:
     assert f"connection failed: cannot connect to 127.0.0.1:{port}: connection refused" in str(
         failed.value
     )
+
+
+def test_environment_proxies_are_read_once_and_honour_no_proxy() -> None:
+    """HTTP(S)_PROXY apply by scheme; NO_PROXY hosts and their subdomains go direct."""
+    proxies = EnvironmentProxies(
+        {
+            "http": "http://proxy:3128",
+            "https": "http://tls-proxy:3128",
+            "no": "internal.example, .corp",
+        }
+    )
+    assert proxies.for_url(URL("http://api.example.com/x")) == "http://proxy:3128"
+    assert proxies.for_url(URL("https://api.example.com/x")) == "http://tls-proxy:3128"
+    assert proxies.for_url(URL("https://internal.example/x")) is None
+    assert proxies.for_url(URL("https://a.b.corp/x")) is None
+    assert EnvironmentProxies.none().for_url(URL("http://api.example.com/")) is None
+
+
+async def test_poll_client_goes_through_the_environment_proxy(monkeypatch) -> None:
+    """A poll client made with HTTP_PROXY set sends its requests to the proxy."""
+    with serve(lambda _r: Reply(200, [{"id": 1}])) as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url())
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        async with new_poll_client() as client:
+            fetched = await Poller(client).fetch(
+                "s", "http://api.invalid/items?x=1", timeout_s=5, max_bytes=1000, now=NOW
+            )
+        (request,) = proxy.requests
+    assert orjson.loads(fetched.body) == [{"id": 1}]
+    assert request.headers["host"] == "api.invalid"

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import socket
+import threading
 import tracemalloc
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -19,6 +21,7 @@ from bridge.core.payload import build_payload
 from bridge.http import sender as sender_module
 from bridge.http.connections import ClientPool
 from bridge.http.sender import Sender
+from bridge.http.templates import RENDER_THREADS
 from bridge.models import Event
 from tests.support.servers import Reply, serve
 
@@ -185,3 +188,24 @@ async def test_a_template_past_its_deadline_fails_while_the_loop_runs(monkeypatc
     assert not result.ok and not result.retryable
     assert result.error is not None and "longer than" in result.error
     assert ticks > 0  # the loop ran while the template did
+
+
+async def test_a_loop_the_sandbox_cannot_see_is_stopped_at_the_deadline(monkeypatch) -> None:
+    """Nested loops over the event's own lists are stopped in their thread, not left running."""
+    monkeypatch.setattr(sender_module, "RENDER_TIMEOUT_S", 0.3)
+    event = dataclasses.replace(_event(), after={"id": "42", "n": 1, "tags": list(range(2000))})
+    template = (
+        "{% for a in data.after.tags %}{% for b in data.after.tags %}{% for c in data.after.tags %}"
+        "{% endfor %}{% endfor %}{% endfor %}"
+    )
+    with serve() as server:
+        async with new_send_client(1) as client:
+            result = await Sender(client).send(
+                _template_listener(server.url("/h"), template), event, NOW
+            )
+    assert not result.ok and not result.retryable
+    assert result.error is not None and "longer than 0.3s" in result.error
+    # both render threads are free again: two jobs that wait for each other both finish
+    barrier = threading.Barrier(2, timeout=10)
+    both = [RENDER_THREADS.submit(barrier.wait) for _ in range(2)]
+    assert sorted(f.result(timeout=15) for f in both) == [0, 1]

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import functools
 import time
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -26,6 +24,7 @@ from bridge.http.connections import (
     describe_aiohttp_error,
     describe_http_error,
 )
+from bridge.http.templates import render_in_thread
 from bridge.models import AttemptResult, Event
 
 RESPONSE_EXCERPT_BYTES = 4096
@@ -69,7 +68,6 @@ def _sign(
 RENDER_TIMEOUT_S = 2.0
 """A template render still running after this long fails its delivery (no retry)."""
 _NO_TIMEOUT = aiohttp.ClientTimeout(total=None)  # the listener's timeout bounds the whole send
-_RENDER_THREADS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pollbridge-render")
 
 
 @dataclass(frozen=True)
@@ -182,21 +180,7 @@ class Sender:
 async def _render(listener: ListenerConfig, event: Event) -> bytes:
     if listener.body_format.kind != "template":
         return render_body(listener.body_format, event)  # our own code: fast and bounded
-    # A template is someone's code: it runs in a thread, so the event loop (every other
-    # listener, /healthz, signals) goes on while it runs, and stops at its deadline.
-    deadline = time.monotonic() + RENDER_TIMEOUT_S
-    future = asyncio.get_running_loop().run_in_executor(
-        _RENDER_THREADS,
-        functools.partial(render_body, listener.body_format, event, deadline=deadline),
-    )
-    try:
-        async with asyncio.timeout(RENDER_TIMEOUT_S + 0.5):
-            return await asyncio.shield(future)
-    except TimeoutError:
-        raise RenderFailed(
-            f"{listener.body_format.label or 'template'}: rendering took longer than "
-            f"{RENDER_TIMEOUT_S:g}s"
-        ) from None
+    return await render_in_thread(listener.body_format, event, RENDER_TIMEOUT_S)
 
 
 async def _post_aiohttp(
