@@ -88,3 +88,7 @@ class NoStateError(StoreError):
 
     def __init__(self, location: str, cause: str = "no state yet (the daemon has not run)"):
         super().__init__("open", cause, location=location)
+
+
+class UsageError(BridgeError):
+    """The command line asks for something impossible (the CLI exits 64, EX_USAGE)."""

@@ -302,6 +302,11 @@ class Store(Protocol):
         no attempt used up (their listener's breaker opened before they could start)."""
         ...
 
+    async def location_problem(self) -> str | None:
+        """Why the state at the configured location is no longer the one this store has open
+        (its file deleted or replaced while running), or None while all is well."""
+        ...
+
     # instances and leases (several instances on one store)
     async def heartbeat(
         self, instance: InstanceInfo, held: Sequence[str], ttl_s: float

@@ -787,6 +787,9 @@ class PostgresStore:
             rows = await cur.fetchall()
         return sorted((_row_to_delivery(r) for r in rows), key=lambda d: (d.next_at, d.id))
 
+    async def location_problem(self) -> str | None:
+        return None  # a database server has no file to lose under us
+
     async def release_claims(self, delivery_ids: Sequence[int], *, owner: str) -> None:
         if not delivery_ids:
             return

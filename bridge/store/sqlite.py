@@ -206,6 +206,8 @@ class SQLiteStore:
         self._busy_timeout_s = busy_timeout_s
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
+        self._identity: tuple[int, int] | None = None
+        """The open database file's (device, inode), to notice it deleted or replaced."""
         self.db: sqlite_utils.Database | None = None
         self._attempts: list[
             tuple[int, datetime, AttemptResult, float | None, asyncio.Future[str]]
@@ -271,6 +273,7 @@ class SQLiteStore:
             path, timeout=self._busy_timeout_s, isolation_level=None, check_same_thread=False
         )
         conn.row_factory = sqlite3.Row
+        self._identity = _file_identity(path)
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA foreign_keys = ON")
@@ -1177,6 +1180,16 @@ class SQLiteStore:
     async def release_claims(self, delivery_ids: Sequence[int], *, owner: str) -> None:
         return None  # a single instance: a claim is the dispatcher's in-flight set, not a row
 
+    async def location_problem(self) -> str | None:
+        if self._identity is None:
+            return None
+        now = _file_identity(Path(self.location))
+        if now is None:
+            return "the state file was deleted while the daemon was using it"
+        if now != self._identity:
+            return "the state file was replaced by another file while the daemon was using it"
+        return None
+
     async def heartbeat(
         self, instance: InstanceInfo, held: Sequence[str], ttl_s: float
     ) -> Heartbeat:
@@ -1207,6 +1220,15 @@ def _where(filters: list[Filter], limit: int) -> tuple[str, dict[str, Any]]:
     for _, _, name, value in filters:
         params[name] = iso(value) if isinstance(value, datetime) else value
     return clause, params
+
+
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    """The (device, inode) of ``path``, which every name of one file shares; None if absent."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def _rollback(conn: sqlite3.Connection) -> None:

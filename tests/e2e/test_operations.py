@@ -107,7 +107,11 @@ retry = ["100ms"]
             updated = _cli_json("events", "--type", "updated", "--json", *c)
             assert [e["key"] for e in updated] == ["1"]
             assert _cli_json("events", "--key", "3", "--since", "1h", "--json", *c)[0]["key"] == "3"
-            assert _cli_json("events", "--source", "nope", "--json", *c) == []
+            # an unknown name is exit 1 naming the known ones; a known one matching nothing is 0
+            unknown_source = run_cli("events", "--source", "nope", "--json", *c)
+            assert unknown_source.returncode == 1
+            assert "no source named 'nope' (known: orders)" in unknown_source.stderr
+            assert _cli_json("events", "--source", "orders", "--key", "999", "--json", *c) == []
 
             event_id = updated[0]["id"]
             shown = run_cli("show", event_id, *c)
@@ -192,6 +196,9 @@ url = "{gone.url("/hooks")}"
             assert second.returncode == 74, second.stderr
             assert f"another pollbridge daemon (pid {daemon.proc.pid}) is using" in second.stderr
             assert daemon.terminate() == 0, daemon.output()
+        # a 410 is said once, as a pause: not also as a failed attempt with a next try
+        assert daemon.output().count("answered 410 Gone: paused") == 1
+        assert "failed (attempt" not in daemon.output()
         # the control counter moving (our own 410 pause, then the resume) is debug only: the
         # pause has its own warning, and it was no operator
         assert "operator" not in daemon.output() and "control counter" not in daemon.output()
