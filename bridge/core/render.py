@@ -30,6 +30,7 @@ from jinja2.compiler import CodeGenerator, Frame
 from jinja2.nodes import Concat
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.utils import generate_lorem_ipsum
 
 from bridge.core.payload import (
     CLOUDEVENTS_CONTENT_TYPE,
@@ -84,6 +85,10 @@ def _check_printf(template: str) -> None:
 
 
 def _bounded_multiply(left: Any, right: Any) -> Any:
+    if isinstance(left, int) and isinstance(right, int):
+        bits = left.bit_length() + right.bit_length()
+        if bits > MAX_POWER_BITS:
+            raise RenderLimit(f"a product of ~{bits:,} bits, over {MAX_POWER_BITS:,}")
     for seq, times in ((left, right), (right, left)):
         size = _length(seq)
         if size is not None and isinstance(times, int):
@@ -151,6 +156,7 @@ class _BoundedSandbox(ImmutableSandboxedEnvironment):
             {"*": _bounded_multiply, "**": _bounded_power, "%": _bounded_modulo, "+": _bounded_add}
         )
         self.globals["range"] = _bounded_range
+        self.globals["lipsum"] = _bounded_lipsum
         for name, bound in _BOUNDED_FILTERS.items():
             inner = self.filters[name]
             self.filters[name] = bound(inner)
@@ -162,8 +168,10 @@ class _BoundedSandbox(ImmutableSandboxedEnvironment):
 
     def call(self, context: Context, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
         _DEADLINE.check()
-        owner = getattr(obj, "__self__", None)
-        name = getattr(obj, "__name__", "")
+        # the sandbox hands out str.format wrapped (functools.wraps: __wrapped__ is the method)
+        method = getattr(obj, "__wrapped__", obj)
+        owner = getattr(method, "__self__", None)
+        name = getattr(method, "__name__", "")
         if isinstance(owner, str | bytes):
             numbers = [a for a in (*args, *kwargs.values()) if isinstance(a, int)]
             if name in _WIDTH_METHODS and numbers:
@@ -172,10 +180,12 @@ class _BoundedSandbox(ImmutableSandboxedEnvironment):
                 _check_size(len(owner) * (1 + len(args[1])), "str.replace")
             elif name == "join" and args:
                 _check_size(len(owner) * max(len(list(args[0])) - 1, 0), "str.join")
-            elif name == "format":
-                _check_size(len(owner) + sum(len(str(a)) for a in args), "str.format")
-                if re.search(r"\d{7,}", str(owner)):
-                    raise RenderLimit("a format width over the limit")
+            elif name in ("format", "format_map"):
+                _check_size(len(owner) + sum(len(str(a)) for a in args), f"str.{name}")
+                if re.search(r"\d{7,}|:[^{}]*\{", str(owner)):
+                    raise RenderLimit(
+                        "a format width over the limit, or one taken from an argument"
+                    )
         return super().call(context, obj, *args, **kwargs)
 
 
@@ -217,11 +227,53 @@ def _bound_format(inner: Callable[..., Any]) -> Callable[..., Any]:
     return bounded
 
 
+def _bound_join(inner: Callable[..., Any]) -> Callable[..., Any]:
+    def bounded(eval_ctx: Any, value: Any, d: Any = "", attribute: Any = None) -> Any:
+        items = list(value)
+        sizes = 0 if attribute is not None else sum(len(str(i)) for i in items)
+        _check_size(sizes + len(str(d)) * max(len(items) - 1, 0), "join")
+        return inner(eval_ctx, items, d, attribute)
+
+    bounded.jinja_pass_arg = inner.jinja_pass_arg  # type: ignore[attr-defined]
+    return bounded
+
+
+def _bound_tojson(inner: Callable[..., Any]) -> Callable[..., Any]:
+    def bounded(eval_ctx: Any, value: Any, indent: Any = None) -> Any:
+        if (isinstance(indent, int) and indent > 64) or (
+            isinstance(indent, str) and len(indent) > 64
+        ):
+            raise RenderLimit(f"tojson indent {indent!r} is over 64")
+        return inner(eval_ctx, value, indent)
+
+    bounded.jinja_pass_arg = inner.jinja_pass_arg  # type: ignore[attr-defined]
+    return bounded
+
+
+def _bound_count(inner: Callable[..., Any]) -> Callable[..., Any]:
+    def bounded(value: Any, count: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(count, int) and count > MAX_RANGE:
+            raise RenderLimit(f"a batch or slice count of {count:,}, over {MAX_RANGE:,}")
+        return inner(value, count, *args, **kwargs)
+
+    return bounded
+
+
+def _bounded_lipsum(n: int = 5, html: bool = True, min: int = 20, max: int = 100) -> Any:
+    if n > 100 or max > 1000:
+        raise RenderLimit("lipsum() of more than 100 paragraphs or 1,000 words each")
+    return generate_lorem_ipsum(n=n, html=html, min=min, max=max)
+
+
 _BOUNDED_FILTERS: dict[str, Callable[[Callable[..., Any]], Callable[..., Any]]] = {
     "center": _bound_width,
     "indent": _bound_width,
     "replace": _bound_replace,
     "format": _bound_format,
+    "join": _bound_join,
+    "tojson": _bound_tojson,
+    "batch": _bound_count,
+    "slice": _bound_count,
 }
 
 # ChainableUndefined: a missing field renders as "" (also ``a.b.c`` below a missing ``a``), so a
