@@ -31,6 +31,10 @@ class BreakableStore:
         await self.inner.write_runtime(status)
 
 
+# a configuration needs a source; this one is never due while a test runs
+IDLE = '[[sources]]\nname = "idle"\nurl = "https://api.example.com/idle"\ncron = "0 0 1 1 *"\n'
+
+
 async def _wait(predicate, timeout_s: float = 10) -> None:
     async with asyncio.timeout(timeout_s):
         while not predicate():
@@ -41,7 +45,8 @@ async def test_healthz_and_watchdog_follow_store_health(tmp_path, write_config):
     """While the store takes writes: /healthz 200 and WATCHDOG=1 pings; when writes fail: 503
     naming the store and no pings; when they work again: healthy again."""
     config = load_config(
-        write_config(f'[bridge]\nstate = "{tmp_path}/state.db"\nhttp = "127.0.0.1:0"\n'), env={}
+        write_config(f'[bridge]\nstate = "{tmp_path}/state.db"\nhttp = "127.0.0.1:0"\n{IDLE}'),
+        env={},
     )
     store = BreakableStore(SQLiteStore(config.state_location))
     with notify_socket() as ns:
@@ -80,7 +85,7 @@ async def test_healthz_and_watchdog_follow_store_health(tmp_path, write_config):
 
 async def test_healthz_is_503_before_the_scheduler_runs(tmp_path, write_config):
     """A daemon that has not started its scheduler is not healthy."""
-    config = load_config(write_config(f'[bridge]\nstate = "{tmp_path}/state.db"\n'), env={})
+    config = load_config(write_config(f'[bridge]\nstate = "{tmp_path}/state.db"\n{IDLE}'), env={})
     daemon = Daemon(config)
     reply = await daemon.endpoint.serve("/healthz", {})
     assert reply.status == 503
@@ -100,7 +105,8 @@ async def test_a_delivery_loop_that_ends_makes_the_daemon_unhealthy(
 
     monkeypatch.setattr(Dispatcher, "run", dies)
     config = load_config(
-        write_config(f'[bridge]\nstate = "{tmp_path}/state.db"\nhttp = "127.0.0.1:0"\n'), env={}
+        write_config(f'[bridge]\nstate = "{tmp_path}/state.db"\nhttp = "127.0.0.1:0"\n{IDLE}'),
+        env={},
     )
     with notify_socket() as ns:
         notifier = Notifier({"NOTIFY_SOCKET": str(ns.path), "WATCHDOG_USEC": "100000"})
