@@ -21,8 +21,8 @@ import pytest
 
 from bridge.config import load_config
 from bridge.daemon import utcnow
+from bridge.http.poller import Poller
 from bridge.pipeline import Pipeline, PollOutcome
-from bridge.poller import Poller
 from bridge.store import create_store
 from tests.support.daemon import run_cli
 from tests.support.rawserver import RawHandler, RawRequest, http_response, reply, serve_raw
