@@ -38,6 +38,7 @@ class Run:
     broken: TestServer
     broken_fixed: threading.Event
     slow: TestServer
+    gone: TestServer
     catalog: ItemsAPI
 
     @property
@@ -68,9 +69,12 @@ def _run(tmp_path: Path, items_api, receiver, *, token: bool = True) -> Iterator
     env = {"API_TOKEN": API_TOKEN, "HOOK_SECRET": generate_secret()}
     if token:
         env["CONSOLE_TOKEN"] = CONSOLE_TOKEN
-    with serve(catalog) as catalog_server, serve(broken_reply) as broken, serve(
-        lambda _r: Reply(200, [])
-    ) as slow:
+    with (
+        serve(catalog) as catalog_server,
+        serve(broken_reply) as broken,
+        serve(lambda _r: Reply(200, [])) as slow,
+        serve(lambda _r: Reply(410, "gone")) as gone,
+    ):
         config = tmp_path / "pollbridge.toml"
         config.write_text(
             f"""
@@ -111,6 +115,11 @@ name = "broken"
 url = "{broken.url("/hooks")}"
 retry = ["100ms"]
 sources = ["orders"]
+
+[[listeners]]
+name = "gone"
+url = "{gone.url("/hooks")}"
+sources = ["orders"]
 """
         )
         with DaemonProcess(config, env=env) as daemon:
@@ -120,13 +129,17 @@ sources = ["orders"]
             api.set({"id": 1, "status": "shipped", "total": 10}, {"id": 3, "status": "new"})
             catalog.set({"id": 1, "name": "product 1"})  # 11 of 12 deleted: held
             receiver.wait_count(3)
-            run = Run(daemon, base, config, env, receiver, broken, fixed, slow, catalog)
+            run = Run(daemon, base, config, env, receiver, broken, fixed, slow, gone, catalog)
 
             def settled() -> bool:
                 doc = httpx.get(base + "/ui/?format=json").json()
                 sources = {s["name"]: s for s in doc["sources"]}
                 listeners = {lst["name"]: lst for lst in doc["listeners"]}
-                return sources["catalog"]["state"] == "held" and listeners["broken"]["dead"] == 3
+                return (
+                    sources["catalog"]["state"] == "held"
+                    and listeners["broken"]["dead"] == 3
+                    and listeners["gone"]["state"] == "paused"
+                )
 
             eventually(settled, what="a held catalog and 3 dead deliveries", context=daemon.output)
             yield run
@@ -151,10 +164,11 @@ def test_every_page_and_its_json_twin(tmp_path, items_api, receiver):
         overview = httpx.get(base + "/ui/")
         assert overview.status_code == 200
         html = overview.text
-        for name in ("orders", "catalog", "slow", "hooks", "broken"):
+        for name in ("orders", "catalog", "slow", "hooks", "broken", "gone"):
             assert f'data-name="{name}"' in html
         assert "held: " in html and "would delete 11 of 12 items" in html
         assert re.search(r'state=dead">3</a>', html)  # broken's dead count, linked
+        assert "paused: the listener answered 410 Gone" in html
         assert "<svg" in html and "polls in the last 24 h" in html
         assert "Log in to act" in html  # a token is set, but this client is not logged in
         assert 'action="/ui/sources/' not in html  # no action buttons before logging in
@@ -168,8 +182,14 @@ def test_every_page_and_its_json_twin(tmp_path, items_api, receiver):
         for key in ("sources", "listeners"):
             mine = {r["name"]: r for r in status[key]}
             theirs = {r["name"]: r for r in cli_status[key]}
-            assert set(mine) == set(theirs) == (
-                {"orders", "catalog", "slow"} if key == "sources" else {"hooks", "broken"}
+            assert (
+                set(mine)
+                == set(theirs)
+                == (
+                    {"orders", "catalog", "slow"}
+                    if key == "sources"
+                    else {"hooks", "broken", "gone"}
+                )
             )
             for name, row in mine.items():
                 assert row.keys() == theirs[name].keys()
@@ -200,6 +220,7 @@ def test_every_page_and_its_json_twin(tmp_path, items_api, receiver):
         assert {d["listener"]: d["state"] for d in show["deliveries"]} == {
             "hooks": "delivered",
             "broken": "dead",
+            "gone": "pending",
         }
         assert httpx.get(base + "/ui/events/evt_nope").status_code == 404
 
@@ -208,7 +229,7 @@ def test_every_page_and_its_json_twin(tmp_path, items_api, receiver):
         assert deliveries.text.count('class="pill dead"') == 3
         twin = httpx.get(base + "/ui/deliveries?format=json").json()
         assert twin == run.cli_json("deliveries", "--limit", "200")
-        assert len(twin) == 6  # each of the 3 events to hooks and to broken
+        assert len(twin) == 9  # each of the 3 events to hooks, broken and gone
         assert httpx.get(base + "/ui/deliveries?state=bogus").status_code == 400
         assert httpx.get(base + "/ui/events?since=yesterday-ish").status_code == 400
 
@@ -231,3 +252,127 @@ def test_every_page_and_its_json_twin(tmp_path, items_api, receiver):
         css = httpx.get(base + "/ui/static/console.css")
         assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
         assert run.daemon.terminate() == 0, run.daemon.output()
+
+
+def _csrf(html: str) -> str:
+    found = re.search(r'name="csrf" value="([0-9a-f]+)"', html)
+    assert found, "no CSRF token on the page"
+    return found.group(1)
+
+
+def test_actions_need_the_token_and_the_csrf_token(tmp_path, items_api, receiver):
+    """Without a login every action is 403; a logged-in form POST without the CSRF token, or
+    from another origin, is 403; with both, replay-dead, replay, resume, accept, poll and
+    send-test do what the CLI verbs do, and the bearer token works for scripts."""
+    with _run(tmp_path, items_api, receiver) as run:
+        base = run.base
+        origin = {"Origin": base}
+        dead_path = base + "/ui/listeners/broken/replay-dead"
+        attempts = len(run.broken.requests)
+        refused = httpx.post(dead_path, data={"next": "/ui/"}, headers=origin)
+        assert refused.status_code == 403 and "log in first" in refused.text
+        wrong = httpx.post(base + "/ui/events/x/replay", headers={"Authorization": "Bearer no"})
+        assert wrong.status_code == 403 and wrong.json()["ok"] is False
+
+        with httpx.Client(base_url=base) as browser:
+            assert (
+                browser.post("/ui/login", data={"token": "guess"}, headers=origin).status_code
+                == 403
+            )
+            login = browser.post(
+                "/ui/login", data={"token": CONSOLE_TOKEN, "next": "/ui/"}, headers=origin
+            )
+            assert login.status_code == 303 and login.headers["location"] == "/ui/"
+            cookie = login.headers["set-cookie"]
+            assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+            assert CONSOLE_TOKEN not in cookie
+            overview = browser.get("/ui/")
+            assert 'action="/ui/listeners/broken/replay-dead"' in overview.text
+            assert 'action="/ui/sources/catalog/accept"' in overview.text
+            csrf = _csrf(overview.text)
+
+            no_csrf = browser.post("/ui/listeners/broken/replay-dead", data={}, headers=origin)
+            assert no_csrf.status_code == 403 and "anti-CSRF" in no_csrf.text
+            cross = browser.post(
+                "/ui/listeners/broken/replay-dead",
+                data={"csrf": csrf},
+                headers={"Origin": "http://evil.example"},
+            )
+            assert cross.status_code == 403 and "cross-origin" in cross.text
+            no_origin = browser.post("/ui/listeners/broken/replay-dead", data={"csrf": csrf})
+            assert no_origin.status_code == 403
+            assert len(run.broken.requests) == attempts  # nothing was replayed by those
+
+            run.broken_fixed.set()
+            replayed = browser.post(
+                "/ui/listeners/broken/replay-dead",
+                data={"csrf": csrf, "next": "/ui/"},
+                headers=origin,
+            )
+            assert replayed.status_code == 303
+            notice = browser.get("/ui/")
+            assert "broken: queued 3 dead delivery(ies) again" in notice.text
+            run.broken.wait_count(attempts + 3)
+            eventually(
+                lambda: not run.cli_json("deliveries", "--state", "dead"),
+                what="no dead delivery left",
+            )
+
+            # replay one event by its id: the same webhook-id again, to both of its listeners
+            event_id = _event_ids(run, "orders")[0]
+            got = len(run.receiver.requests)
+            again = browser.post(
+                f"/ui/events/{event_id}/replay",
+                data={"csrf": csrf, "next": f"/ui/events/{event_id}"},
+                headers=origin,
+            )
+            assert (
+                again.status_code == 303 and again.headers["location"] == f"/ui/events/{event_id}"
+            )
+            requests = run.receiver.wait_count(got + 1)
+            assert requests[-1].headers["webhook-id"] == event_id
+
+            # accept the held poll: the catalog's 11 deletions become events
+            accepted = browser.post(
+                "/ui/sources/catalog/accept", data={"csrf": csrf}, headers=origin
+            )
+            assert accepted.status_code == 303
+            eventually(lambda: len(_event_ids(run, "catalog")) == 11, what="the accepted deletions")
+
+        # scripts: the bearer token, JSON answers
+        bearer = {"Authorization": f"Bearer {CONSOLE_TOKEN}"}
+        polls = len(run.slow.requests)
+        poll = httpx.post(base + "/ui/sources/slow/poll", headers=bearer)
+        assert poll.status_code == 200 and poll.json()["ok"] is True
+        run.slow.wait_count(polls + 1)  # an hourly source, polled now
+        knocks = len(run.gone.requests)
+        resumed = httpx.post(base + "/ui/listeners/gone/resume", headers=bearer)
+        assert resumed.status_code == 200 and "resumed (was paused: " in resumed.json()["message"]
+        run.gone.wait_count(knocks + 1)  # the daemon sends to it again (and is told 410 again)
+        not_paused = httpx.post(base + "/ui/listeners/hooks/resume", headers=bearer)
+        assert not_paused.status_code == 409 and "was not paused" in not_paused.json()["message"]
+        unknown = httpx.post(base + "/ui/sources/nope/poll", headers=bearer)
+        assert unknown.status_code == 404
+
+        got = len(run.receiver.requests)
+        test = httpx.post(base + "/ui/listeners/hooks/send-test", headers=bearer)
+        assert test.status_code == 200, test.text
+        assert "answered HTTP 204" in test.json()["message"]
+        sent = run.receiver.wait_count(got + 1)[-1]
+        body = sent.json()
+        assert body["key"] == "pollbridge-test" and body["type"] == "item.updated"
+        assert verify(
+            decode_secret(run.env["HOOK_SECRET"]),
+            sent.headers["webhook-id"],
+            int(sent.headers["webhook-timestamp"]),
+            sent.body,
+            sent.headers["webhook-signature"],
+            now_s=int(sent.headers["webhook-timestamp"]),
+        )
+        events = run.cli_json("events", "--limit", "1000")
+        assert body["id"] not in {e["id"] for e in events}  # the test event is not recorded
+
+        for path in ("/ui/", "/ui/events", "/ui/deliveries", f"/ui/events/{event_id}"):
+            _no_secret(run, httpx.get(base + path).text)
+        assert run.daemon.terminate() == 0, run.daemon.output()
+        _no_secret(run, run.daemon.output())
