@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
 import orjson
@@ -18,17 +18,32 @@ from aiohttp import web
 
 from bridge.console.app import Console, add_console
 from bridge.console.security import SECURITY_HEADERS
+from bridge.errors import StoreError
 
 log = logging.getLogger("pollbridge.http")
 
 MAX_BODY_BYTES = 64 * 1024
-KEEPALIVE_TIMEOUT_S = 15.0
+KEEPALIVE_TIMEOUT_S = 10.0
+"""An idle connection, or one whose request head is still incomplete, is closed after this."""
 SHUTDOWN_TIMEOUT_S = 2.0
 
 MetricsRenderer = Callable[[str], Awaitable[tuple[bytes, str]]]
 """Accept header -> (body, content type) of ``/metrics``."""
 HealthReport = Callable[[], tuple[bool, Mapping[str, Any]]]
 """-> (healthy, the ``/healthz`` document)."""
+
+
+class _ClientErrors(logging.Logger):
+    """aiohttp's log of requests it could not parse: the client's problem, not ours, and a
+    hostile client must not fill the journal with tracebacks. Logged at debug level."""
+
+    def exception(self, msg: object, *args: object, **kwargs: Any) -> None:
+        kwargs["exc_info"] = False
+        self.debug(msg, *args, **kwargs)
+
+
+_client_errors = _ClientErrors("pollbridge.http.client")
+_client_errors.parent = log
 
 
 @web.middleware
@@ -38,13 +53,21 @@ async def _headers(
     try:
         response = await handler(request)
     except web.HTTPException as exc:
-        response = exc
+        _secure(exc.headers)
+        raise  # aiohttp answers it (returning one is deprecated)
+    except StoreError as exc:
+        log.warning("http: %s %s: %s", request.method, request.path, exc)
+        response = web.Response(status=503, text="the state store is not answering: see the log\n")
     except Exception:
         log.exception("http: unexpected error while answering %s %s", request.method, request.path)
         response = web.Response(status=500, text="internal error (see the daemon's log)\n")
-    for name, value in SECURITY_HEADERS.items():
-        response.headers.setdefault(name, value)
+    _secure(response.headers)
     return response
+
+
+def _secure(headers: MutableMapping[str, str]) -> None:
+    for name, value in SECURITY_HEADERS.items():
+        headers.setdefault(name, value)
 
 
 def create_app(
@@ -100,6 +123,7 @@ class HttpServer:
         runner = web.AppRunner(
             self.app,
             access_log=None,
+            logger=_client_errors,
             handle_signals=False,
             keepalive_timeout=KEEPALIVE_TIMEOUT_S,
             shutdown_timeout=SHUTDOWN_TIMEOUT_S,
