@@ -376,3 +376,45 @@ def test_actions_need_the_token_and_the_csrf_token(tmp_path, items_api, receiver
             _no_secret(run, httpx.get(base + path).text)
         assert run.daemon.terminate() == 0, run.daemon.output()
         _no_secret(run, run.daemon.output())
+
+
+def test_without_a_token_the_console_is_read_only(tmp_path, items_api, receiver):
+    """No http_token: the pages say read-only and show no action; every action POST is 403,
+    whatever credentials it brings."""
+    with _run(tmp_path, items_api, receiver, token=False) as run:
+        overview = httpx.get(run.base + "/ui/")
+        assert overview.status_code == 200 and "read-only" in overview.text
+        assert '<form method="post"' not in overview.text
+        event_id = _event_ids(run, "orders")[0]
+        assert "Replay this event" not in httpx.get(run.base + f"/ui/events/{event_id}").text
+        origin = {"Origin": run.base}
+        for path in (
+            f"/ui/events/{event_id}/replay",
+            "/ui/listeners/broken/replay-dead",
+            "/ui/listeners/gone/resume",
+            "/ui/listeners/hooks/send-test",
+            "/ui/sources/catalog/accept",
+            "/ui/sources/orders/poll",
+        ):
+            for headers in (origin, {"Authorization": "Bearer anything"}):
+                reply = httpx.post(run.base + path, headers=headers)
+                assert reply.status_code == 403, path
+                assert "read-only" in reply.text
+        login = httpx.post(run.base + "/ui/login", data={"token": ""}, headers=origin)
+        assert login.status_code == 403
+        assert run.daemon.terminate() == 0, run.daemon.output()
+
+
+def test_check_warns_of_a_console_open_to_the_network(write_config):
+    """`check` (and the daemon at start) warn when [bridge] http is not loopback-only and
+    http_token is not set; with a token, or on 127.0.0.1, they do not."""
+
+    def check(bridge: str) -> str:
+        result = run_cli("check", "--config", str(write_config(f"[bridge]\n{bridge}\n")))
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    assert "warning: [bridge] http listens on 0.0.0.0" in check('http = ":9464"')
+    assert "http_token" in check('http = "192.168.7.7:9464"')
+    assert "warning" not in check('http = "127.0.0.1:9464"')
+    assert "warning" not in check('http = ":9464"\nhttp_token = "long-enough-token"')
