@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import html as html_lib
 import json
+import os
 import re
+import shutil
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -418,3 +420,141 @@ def test_check_warns_of_a_console_open_to_the_network(write_config):
     assert "http_token" in check('http = "192.168.7.7:9464"')
     assert "warning" not in check('http = "127.0.0.1:9464"')
     assert "warning" not in check('http = ":9464"\nhttp_token = "long-enough-token"')
+
+
+# -- a real browser ------------------------------------------------------------------------
+
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
+SCREENSHOTS_ENV = "POLLBRIDGE_CONSOLE_SCREENSHOTS"
+"""A directory (e.g. ``docs``) to copy the browser test's screenshots into."""
+
+
+def _chromium(profile: Path):
+    webdriver = pytest.importorskip("selenium.webdriver")
+    binary, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if binary is None or driver is None:
+        pytest.skip("needs Debian's chromium and chromium-driver packages")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={profile}")
+    options.add_argument("--window-size=1280,900")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(options=options, service=Service(executable_path=driver))
+
+
+def _console_errors(browser) -> list[dict]:
+    return [e for e in browser.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
+
+
+def _shoot(browser, path: Path, width: int) -> None:
+    # the whole page's height, so a screenshot shows every table
+    height = browser.execute_script("return document.documentElement.scrollHeight")
+    browser.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": width, "height": max(600, height), "deviceScaleFactor": 1, "mobile": width < 600},
+    )
+    path.write_bytes(browser.get_screenshot_as_png())
+
+
+def _fits(browser, width: int) -> None:
+    """The page renders at ``width`` without a horizontal scroll bar (tables scroll inside)."""
+    browser.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": width < 600},
+    )
+    scroll_width = browser.execute_script("return document.documentElement.scrollWidth")
+    wide = browser.execute_script(
+        "return [...document.querySelectorAll('body *')]"
+        ".filter(e => e.getBoundingClientRect().right > arguments[0]"
+        " && !e.parentElement.closest('.scroll'))"
+        ".map(e => e.tagName + '.' + e.className + ':' + Math.round(e.getBoundingClientRect().right))"
+        ".slice(0, 8)",
+        width,
+    )
+    assert scroll_width <= width, f"{browser.current_url}: {scroll_width} px at {width}: {wide}"
+
+
+def test_a_browser_finds_a_failed_event_and_replays_it(tmp_path, items_api, receiver):
+    """Headless Chromium logs in, goes from the overview to the events and to a failed event,
+    and replays it; every page renders at 1280 and 390 px wide with no console error (a CSP
+    violation would be one), styled by the console's CSS, with its script running."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    browser = _chromium(tmp_path / "chromium-profile")
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    try:
+        with _run(tmp_path, items_api, receiver) as run:
+            wait = WebDriverWait(browser, 15)
+            browser.get(run.base + "/ui/login?next=/ui/")
+            browser.find_element(By.NAME, "token").send_keys(CONSOLE_TOKEN)
+            browser.find_element(By.CSS_SELECTOR, "form.login button").click()
+            wait.until(expected_conditions.url_to_be(run.base + "/ui/"))
+            assert browser.find_element(By.CSS_SELECTOR, 'tr[data-name="broken"]').is_displayed()
+            header = browser.find_element(By.CSS_SELECTOR, "header.top")
+            assert header.value_of_css_property("background-color") == "rgba(23, 32, 43, 1)"
+            assert browser.find_element(By.ID, "auto-refresh").is_displayed()  # the script ran
+            browser.find_element(By.ID, "auto-refresh").click()  # no reload mid-test
+            _fits(browser, 1280)
+            _fits(browser, 390)
+            _shoot(browser, shots / "console-overview.png", 1280)
+            _shoot(browser, shots / "console-overview-390.png", 390)
+
+            browser.find_element(By.LINK_TEXT, "Events").click()
+            wait.until(expected_conditions.title_contains("Events"))
+            updated = next(
+                row
+                for row in browser.find_elements(By.CSS_SELECTOR, "#events tbody tr")
+                if "updated" in row.text and "broken: dead" in row.text
+            )
+            event_id = updated.find_element(By.CSS_SELECTOR, "td a").text
+            updated.find_element(By.CSS_SELECTOR, "td a").click()
+            wait.until(expected_conditions.title_contains(event_id))
+            changed = browser.find_element(By.CSS_SELECTOR, "#fields tr.changed")
+            assert "/status" in changed.text
+            cell = changed.find_element(By.CSS_SELECTOR, "td")
+            assert cell.value_of_css_property("background-color") == "rgba(255, 244, 194, 1)"
+            assert "HTTP 500" in browser.find_element(By.ID, "delivery-broken").text
+            _fits(browser, 390)
+            _shoot(browser, shots / "console-event-390.png", 390)
+            _fits(browser, 1280)
+            _shoot(browser, shots / "console-event.png", 1280)
+
+            got = len(run.receiver.requests)
+            run.broken_fixed.set()
+            browser.find_element(By.XPATH, "//button[text()='Replay this event']").click()
+            notice = wait.until(
+                expected_conditions.visibility_of_element_located((By.CSS_SELECTOR, ".notice.ok"))
+            )
+            assert f"{event_id}: queued 3 delivery(ies) again" in notice.text
+            replayed = run.receiver.wait_count(got + 1)[-1]
+            assert replayed.headers["webhook-id"] == event_id
+            run.broken.wait_for(
+                lambda rs: any(r.headers.get("webhook-id") == event_id for r in rs[-3:])
+            )
+            _shoot(browser, shots / "console-replayed.png", 1280)
+            assert _console_errors(browser) == []
+            assert run.daemon.terminate() == 0, run.daemon.output()
+    finally:
+        browser.quit()
+    for shot in shots.iterdir():
+        assert shot.read_bytes().startswith(b"\x89PNG")
+    target = os.environ.get(SCREENSHOTS_ENV)
+    if target:
+        for name in ("console-overview.png", "console-event.png", "console-event-390.png"):
+            shutil.copy(shots / name, Path(target) / name)
