@@ -24,7 +24,7 @@ from bridge.console.actions import ActionResult, Actions
 from bridge.console.history import PollHistory, last_day
 from bridge.console.sparkline import bucket_counts, legend, sparkline_svg
 from bridge.core.durations import parse_duration
-from bridge.core.render import RenderFailed, render_body
+from bridge.core.render import BodyFormat, RenderFailed, render_body
 from bridge.errors import StoreError
 from bridge.models import CHANGE_TYPES, Event
 from bridge.store import DeliveryQuery, EventQuery, Store
@@ -228,7 +228,7 @@ async def overview(request: web.Request) -> web.Response:
         {
             "title": "Overview",
             "daemon": daemon,
-            "uptime": views.relative(views._parse_time(daemon.get("started_at")), now),
+            "uptime": views.relative(views.parse_time(daemon.get("started_at")), now),
             "state_location": doc["state"],
             "sources": source_rows,
             "listeners": listener_rows,
@@ -333,7 +333,7 @@ def _bodies(console: Console, event: Event, listeners: list[str]) -> list[dict[s
         listener = configured.get(name)
         try:
             if listener is None:
-                body, content_type = render_body(_default_format(), event), "application/json"
+                body, content_type = render_body(BodyFormat(), event), "application/json"
             else:
                 body = render_body(listener.body_format, event)
                 content_type = listener.body_format.content_type
@@ -348,12 +348,6 @@ def _bodies(console: Console, event: Event, listeners: list[str]) -> list[dict[s
                 text = orjson.dumps(orjson.loads(body), option=orjson.OPT_INDENT_2).decode()
         out.append({"listeners": [n for n in names if n], "type": content_type, "text": text})
     return out
-
-
-def _default_format() -> Any:
-    from bridge.core.render import BodyFormat
-
-    return BodyFormat()
 
 
 async def event(request: web.Request) -> web.Response:

@@ -31,7 +31,8 @@ RUNNING_HEARTBEAT_S = 30.0
 # -- times --------------------------------------------------------------------------------
 
 
-def _parse_time(text: Any) -> datetime | None:
+def parse_time(text: Any) -> datetime | None:
+    """An RFC 3339 text of a status document as a datetime; None for anything else."""
     return datetime.fromisoformat(text) if isinstance(text, str) else None
 
 
@@ -78,8 +79,8 @@ def daemon_doc(runtime: Mapping[str, Any] | None, now: datetime) -> dict[str, An
     """The ``daemon`` part of ``status --json``: running, responding, pid, version, ..."""
     if runtime is None:
         return None
-    heartbeat = _parse_time(runtime.get("heartbeat_at"))
-    stopped = _parse_time(runtime.get("stopped_at"))
+    heartbeat = parse_time(runtime.get("heartbeat_at"))
+    stopped = parse_time(runtime.get("stopped_at"))
     age = None if heartbeat is None else (now - heartbeat).total_seconds()
     running = stopped is None and age is not None and age <= RUNNING_HEARTBEAT_S
     return {
@@ -97,7 +98,7 @@ def daemon_doc(runtime: Mapping[str, Any] | None, now: datetime) -> dict[str, An
 
 
 def _next_poll(runtime_source: Mapping[str, Any], now: datetime) -> str | None:
-    moment = _parse_time(runtime_source.get("next_poll_at"))
+    moment = parse_time(runtime_source.get("next_poll_at"))
     interval_s = runtime_source.get("interval_s")
     if moment is None:
         return None
@@ -239,7 +240,7 @@ class Row:
 
 
 def _times(doc: Mapping[str, Any], names: Iterable[str], now: datetime) -> dict[str, str]:
-    return {n: relative(_parse_time(doc.get(n)), now) for n in names}
+    return {n: relative(parse_time(doc.get(n)), now) for n in names}
 
 
 def source_row(doc: Mapping[str, Any], activity: Buckets | None, now: datetime) -> Row:
@@ -250,7 +251,7 @@ def source_row(doc: Mapping[str, Any], activity: Buckets | None, now: datetime) 
     if state == "held":
         text, level = f"held: {doc['held_reason']} ({doc['held_polls']} poll(s))", "warn"
     elif state == "backoff":
-        until = relative(_parse_time(doc["backoff_until"]), now)
+        until = relative(parse_time(doc["backoff_until"]), now)
         text, level = f"backoff (next poll {until}): {doc['last_error']}", "bad"
     elif state == "failing":
         text = f"failing ({doc['consecutive_failures']}x): {doc['last_error']}"
