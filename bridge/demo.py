@@ -279,11 +279,10 @@ async def _run(
     logging.getLogger("pollbridge.deliver").setLevel(logging.ERROR)
 
     async def announce_console() -> None:
-        while daemon.http_address is None:  # noqa: ASYNC110 - the daemon has no event for it
+        while daemon.endpoint.url is None:  # noqa: ASYNC110 - the daemon has no event for it
             await asyncio.sleep(0.05)
-        host, port = daemon.http_address
         print(
-            f"  console       http://{host}:{port}/ui/  (events live; log in with the token "
+            f"  console       {daemon.endpoint.url}/ui/  (events live; log in with the token "
             f"{token} to replay the warehouse's failed deliveries)\n",
             file=out,
             flush=True,

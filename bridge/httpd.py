@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 
 from bridge.console.app import Console, add_console
 from bridge.console.security import SECURITY_HEADERS
@@ -46,23 +47,30 @@ _client_errors = _ClientErrors("pollbridge.http.client")
 _client_errors.parent = log
 
 
-@web.middleware
-async def _headers(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    try:
-        response = await handler(request)
-    except web.HTTPException as exc:
-        _secure(exc.headers)
-        raise  # aiohttp answers it (returning one is deprecated)
-    except StoreError as exc:
-        log.warning("http: %s %s: %s", request.method, request.path, exc)
-        response = web.Response(status=503, text="the state store is not answering: see the log\n")
-    except Exception:
-        log.exception("http: unexpected error while answering %s %s", request.method, request.path)
-        response = web.Response(status=500, text="internal error (see the daemon's log)\n")
-    _secure(response.headers)
-    return response
+def _guard(on_internal_error: Callable[[], None]) -> Middleware:
+    """The middleware of every answer: security headers, a store error answered 503, and an
+    unexpected error logged with its traceback, counted and answered 500."""
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            _secure(exc.headers)
+            raise  # aiohttp answers it (returning one is deprecated)
+        except StoreError as exc:
+            log.warning("http: %s %s: %s", request.method, request.path, exc)
+            response = web.Response(
+                status=503, text="the state store is not answering: see the log\n"
+            )
+        except Exception:
+            on_internal_error()
+            log.exception("http: unexpected error answering %s %s", request.method, request.path)
+            response = web.Response(status=500, text="internal error: see the daemon's log\n")
+        _secure(response.headers)
+        return response
+
+    return guard
 
 
 def _secure(headers: MutableMapping[str, str]) -> None:
@@ -75,9 +83,11 @@ def create_app(
     metrics: MetricsRenderer,
     health: HealthReport,
     console: Console | None = None,
+    on_internal_error: Callable[[], None] = lambda: None,
 ) -> web.Application:
-    """The application of the HTTP port; the console under ``/ui/`` when ``console`` is given."""
-    app = web.Application(middlewares=[_headers], client_max_size=MAX_BODY_BYTES)
+    """The application of the HTTP port; the console under ``/ui/`` when ``console`` is given;
+    ``on_internal_error`` counts the unexpected errors (answered 500, logged)."""
+    app = web.Application(middlewares=[_guard(on_internal_error)], client_max_size=MAX_BODY_BYTES)
 
     async def serve_metrics(request: web.Request) -> web.Response:
         body, content_type = await metrics(request.headers.get("Accept", ""))

@@ -56,6 +56,7 @@ class Endpoint:
             metrics=self.render_metrics,
             health=self.health_report,
             console=self.console,
+            on_internal_error=lambda: self.metrics.internal_error("http"),
         )
         server = HttpServer(address[0], address[1], app)
         try:
