@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -411,15 +412,21 @@ def test_check_warns_of_a_console_open_to_the_network(write_config):
     """`check` (and the daemon at start) warn when [bridge] http is not loopback-only and
     http_token is not set; with a token, or on 127.0.0.1, they do not."""
 
-    def check(bridge: str) -> str:
-        result = run_cli("check", "--config", str(write_config(f"[bridge]\n{bridge}\n")))
-        assert result.returncode == 0, result.stderr
-        return result.stdout
+    def check(bridge: str, *flags: str) -> subprocess.CompletedProcess[str]:
+        path = write_config(
+            f'[bridge]\n{bridge}\n\n[[sources]]\nname = "idle"\n'
+            'url = "https://api.example.com/idle"\ncron = "0 0 1 1 *"\n'
+        )
+        return run_cli("check", "--config", str(path), *flags)
 
-    assert "warning: [bridge] http listens on 0.0.0.0" in check('http = ":9464"')
-    assert "http_token" in check('http = "192.168.7.7:9464"')
-    assert "warning" not in check('http = "127.0.0.1:9464"')
-    assert "warning" not in check('http = ":9464"\nhttp_token = "long-enough-token"')
+    open_to_all = check('http = ":9464"')
+    assert open_to_all.returncode == 0, open_to_all.stderr
+    assert "[bridge], field http: listens on 0.0.0.0" in open_to_all.stdout
+    assert "http_token" in check('http = "192.168.7.7:9464"').stdout
+    assert check('http = ":9464"', "--strict").returncode == 78
+    assert "console-open" in check('http = ":9464"', "--json").stdout
+    assert "http listens" not in check('http = "127.0.0.1:9464"').stdout
+    assert "field http" not in check('http = ":9464"\nhttp_token = "long-enough-token"').stdout
 
 
 # -- a real browser ------------------------------------------------------------------------
