@@ -16,6 +16,7 @@ from bridge.config.listeners import ListenerConfig
 from bridge.config.schema import Config
 from bridge.config.sensitive import credential_of, credential_pairs
 from bridge.config.sources import SourceConfig
+from bridge.console.security import exposure_warning
 
 PUBLISHED_SECRETS = frozenset({"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"})
 """Secrets that pollbridge's own examples have shipped (in config/ and its history): anyone
@@ -157,6 +158,16 @@ def risky_settings(config: Config) -> list[ConfigWarning]:
                 "[bridge], field deny_private_targets",
                 "off while a listener's URL is a public name: if it resolves (or redirects) "
                 "to an internal address, webhooks go there; set deny_private_targets = true",
+                config.files[0] if config.files else "",
+            )
+        )
+    exposed = exposure_warning(config.bridge.http_address, config.bridge.http_token)
+    if exposed:
+        found.append(
+            ConfigWarning(
+                "console-open",
+                "[bridge], field http",
+                exposed,
                 config.files[0] if config.files else "",
             )
         )

@@ -87,7 +87,9 @@ class BridgeSettings(BaseSettings):
     shutdown_grace: Duration = timedelta(seconds=10)
     per_host_concurrency: int = Field(default=2, ge=1, le=1000)
     http: str | None = None
-    """``host:port`` serving /metrics and /healthz; off when unset."""
+    """``host:port`` serving /metrics, /healthz and the console (/ui/); off when unset."""
+    http_token: str | None = None
+    """The console's actions (replay, resume, ...) need this token; read-only without it."""
     retention: Duration | None = timedelta(days=14)
     """Events and finished deliveries older than this are pruned daily; ``"off"`` keeps them."""
     deny_private_targets: bool = False

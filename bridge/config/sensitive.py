@@ -74,6 +74,8 @@ def declared_secrets(config: Config) -> set[str]:
         for value in listener.sensitive_values():
             found.add(value)
             found.add(value.removeprefix("whsec_"))  # the key's base64, as a receiver may log it
+    if config.bridge.http_token:
+        found.add(config.bridge.http_token)
     return found
 
 

@@ -19,6 +19,9 @@ from datetime import datetime
 from typing import Any
 
 from bridge.config import Config, ListenerConfig, SourceConfig, load_config
+from bridge.console.actions import DaemonActions
+from bridge.console.app import Console
+from bridge.console.history import PollHistory
 from bridge.daemon.endpoint import Endpoint
 from bridge.daemon.health import Health
 from bridge.daemon.heartbeat import Heartbeat
@@ -104,7 +107,17 @@ class Daemon:
             state_lost=self._lost_state,
             on_internal_error=self.metrics.internal_error,
         )
-        self.endpoint = Endpoint(self.metrics, self.health_report, self._refresh_gauges)
+        self.polls = PollHistory()
+        console = Console(
+            self.store,
+            lambda: self._runtime_status().to_dict(),
+            DaemonActions(self),
+            lambda: self.config,
+            self.redact,
+            self.polls,
+            self.clock,
+        )
+        self.endpoint = Endpoint(self.metrics, self.health_report, self._refresh_gauges, console)
         # several instances on one store: who we are and our source leases
         self.instance = this_instance(clock())
         self.leases: LeaseKeeper | None = None
@@ -249,7 +262,9 @@ class Daemon:
             outcome = await self.pipeline.poll(source, lease_token=lease_token)
         finally:
             self.health.poll_ended(source.name)
-        report_poll(source.name, outcome, self.clock(), self.stats, self.metrics)
+        now = self.clock()
+        report_poll(source.name, outcome, now, self.stats, self.metrics)
+        self.polls.record(source.name, outcome.result, outcome.ok, now)
         return outcome
 
     async def _poll_if_ours(self, source: SourceConfig) -> PollOutcome | None:
