@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from bridge.config import Config, ListenerConfig
     from bridge.daemon.schedule import Schedule
     from bridge.dispatcher import Dispatcher
-    from bridge.sender import Sender
+    from bridge.http.sender import Sender
 
 
 @dataclass(frozen=True)
