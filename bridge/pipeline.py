@@ -331,7 +331,7 @@ class Pipeline:
         duration = time.monotonic() - ctx.started
         if ctx.commit:
             await self.store.record_poll_unchanged(
-                ctx.source.name, ctx.now, duration, validators=ctx.validators
+                ctx.source.name, ctx.now, duration, result="unchanged", validators=ctx.validators
             )
             state = ctx.state
             if state is not None and (state.held_reason or state.accept_requested):
