@@ -314,10 +314,8 @@ class Pipeline:
 
         # an API may echo the credentials it was sent: never store or report them
         def redact(text: str) -> str:
-            text = self.config.redact(text)
-            for token in self.auth.held_tokens():
-                text = text.replace(token, "***")
-            return text
+            # runtime OAuth2 tokens are secrets the configuration cannot know
+            return self.config.redactor.with_secrets(self.auth.held_tokens()).redact(text)
 
         if commit:
             await self.store.record_poll_failure(
