@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import socket
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -21,9 +20,11 @@ from typing import Any
 
 import pytest
 
+from tests.support.configs import listener, source, write_config
 from tests.support.daemon import DaemonProcess
 from tests.support.rawserver import RawHandler, RawRequest, RawServer, reply, serve_raw
 from tests.support.servers import TestServer, serve
+from tests.support.state import StateView
 
 pytestmark = pytest.mark.e2e
 
@@ -106,18 +107,15 @@ def _retry_after_honoured(ctx: dict[str, Any]) -> None:
 
 
 def _stays_paused(ctx: dict[str, Any]) -> None:
-    _wait_sql(ctx["state"], "SELECT COUNT(*) FROM listeners WHERE name = 'bad' AND paused = 1", 1)
+    ctx["state"].wait(lambda v: v.listeners()["bad"].paused, what="listener bad to pause")
     seen = len(ctx["bad"].requests)
     time.sleep(1.5)  # seven retry intervals
     assert len(ctx["bad"].requests) == seen  # no attempt after the 410
 
 
 def _paused_and_kept(ctx: dict[str, Any]) -> None:
-    with sqlite3.connect(ctx["state"]) as db:
-        states = db.execute(
-            "SELECT state, COUNT(*) FROM deliveries WHERE listener = 'bad' GROUP BY state"
-        ).fetchall()
-    assert states == [("pending", ctx["events"])]  # waiting, not lost, not dead
+    states = ctx["state"].states(listener="bad")
+    assert states == {"pending": ctx["events"]}  # waiting, not lost, not dead
     assert "answered 410 Gone: paused" in ctx["log"]
 
 
@@ -126,8 +124,7 @@ def _not_followed(ctx: dict[str, Any]) -> None:
 
 
 def _capped(ctx: dict[str, Any]) -> None:
-    with sqlite3.connect(ctx["state"]) as db:
-        longest = db.execute("SELECT MAX(LENGTH(response)) FROM attempts").fetchone()[0]
+    longest = max(len(a.response or "") for a in ctx["state"].attempts())
     assert 0 < longest <= 4096
 
 
@@ -166,44 +163,18 @@ CASES: dict[str, Case] = {
 }
 
 
-def _wait_sql(state: Path, sql: str, at_least: int, timeout_s: float = 20) -> None:
-    deadline = time.monotonic() + timeout_s
-    value = 0
-    while time.monotonic() < deadline:
-        with sqlite3.connect(state) as db:
-            value = db.execute(sql).fetchone()[0]
-        if value >= at_least:
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{sql!r} gave {value}, wanted at least {at_least}")
-
-
 def _config(tmp_path: Path, api: TestServer, good: TestServer, bad: RawServer) -> Path:
-    path = tmp_path / "pollbridge.toml"
-    path.write_text(
-        f"""
-[bridge]
-state = "{tmp_path}/state.db"
-shutdown_grace = "3s"
-
-[[sources]]
-name = "orders"
-url = "{api.url("/orders")}"
-every = "200ms"
-items = "$.data[*]"
-
-[[listeners]]
-name = "good"
-url = "{good.url("/hooks")}"
-
-[[listeners]]
-name = "bad"
-url = "{bad.url("/hooks")}"
-timeout = "{int(LISTENER_TIMEOUT_S * 1000)}ms"
-retry = {json.dumps(["200ms"] * 30)}
-"""
+    return write_config(
+        tmp_path / "pollbridge.toml",
+        source("orders", api.url("/orders")),
+        listener("good", good.url("/hooks")),
+        listener(
+            "bad",
+            bad.url("/hooks"),
+            timeout=f"{int(LISTENER_TIMEOUT_S * 1000)}ms",
+            retry=["200ms"] * 30,
+        ),
     )
-    return path
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -216,7 +187,7 @@ def test_hostile_listener(name, tmp_path, items_api, receiver):
         ctx: dict[str, Any] = {
             "redirect_target": redirect_target,
             "sent": Sent(),
-            "state": tmp_path / "state.db",
+            "state": StateView(tmp_path / "state.db"),
             "bad": bad,
         }
         bad.handler = case.handler(ctx)
@@ -237,22 +208,15 @@ def test_hostile_listener(name, tmp_path, items_api, receiver):
             case.during(ctx)
             if case.recovers:
                 bad.handler = reply(204)
-                _wait_sql(
-                    ctx["state"],
-                    "SELECT COUNT(*) FROM deliveries WHERE listener = 'bad' AND state = 'delivered'",
-                    len(changes),
-                )
+                ctx["state"].wait_count(len(changes), listener="bad", state="delivered")
             rss_after = _rss_kib(daemon.proc.pid)
             code = daemon.terminate()
             ctx["log"] = daemon.output()
     assert code == 0, ctx["log"]
     assert rss_after - rss_before < 30 * 1024, (rss_before, rss_after)
     assert "Traceback" not in ctx["log"]
-    with sqlite3.connect(tmp_path / "state.db") as db:
-        errors = [r[0] or "" for r in db.execute("SELECT error FROM attempts")]
-        good = db.execute(
-            "SELECT COUNT(*) FROM deliveries WHERE listener = 'good' AND state = 'delivered'"
-        ).fetchone()[0]
+    errors = [a.error or "" for a in ctx["state"].attempts()]
+    good = ctx["state"].count(listener="good", state="delivered")
     assert good == len(changes)
     if case.error:
         assert any(case.error in e for e in errors), errors
