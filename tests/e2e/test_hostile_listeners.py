@@ -8,10 +8,13 @@ behaves again, every event reaches it.
 
 from __future__ import annotations
 
+import functools
+import gzip
 import json
 import socket
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import pairwise
@@ -73,6 +76,76 @@ def _reset(conn: socket.socket, _req: RawRequest) -> None:
 
 def _invalid_http(conn: socket.socket, _req: RawRequest) -> None:
     conn.sendall(b"THIS IS NOT HTTP\r\n\r\n")
+
+
+@functools.cache
+def _gzip_bomb(layers: int = 1) -> bytes:
+    """1 GiB of zeros, gzip-compressed ``layers`` times (about 1 MiB for one layer)."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+    zeros = bytes(1 << 20)
+    data = b"".join(packer.compress(zeros) for _ in range(1024)) + packer.flush()
+    for _ in range(layers - 1):
+        data = gzip.compress(data, 9)
+    return data
+
+
+def _bomb(layers: int) -> RawHandler:
+    body = _gzip_bomb(layers)
+    coding = ", ".join(["gzip"] * layers)
+    return reply(200, body, content_encoding=coding, content_type="text/plain")
+
+
+def _endless_1xx(conn: socket.socket, _req: RawRequest) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 102 Processing\r\n\r\n")
+        time.sleep(0.01)
+
+
+def _huge_headers(conn: socket.socket, _req: RawRequest) -> None:
+    header = b"x-padding: " + b"p" * 65536 + b"\r\n"
+    conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n")
+    for _ in range(256):  # 16 MiB of headers, never finished by a blank line before then
+        conn.sendall(header)
+    conn.sendall(b"\r\n")
+
+
+def _binary_peer(conn: socket.socket, _req: RawRequest) -> None:
+    # what a TLS server, or anything else that is not HTTP, might answer
+    conn.sendall(b"\x16\x03\x01\x00\x2a\x02\x00\x00\x26\x03\x03" + bytes(range(256)) * 64)
+
+
+def _never_reads(conn: socket.socket, _req: RawRequest) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+_never_reads.reads_request = False  # type: ignore[attr-defined]
+
+
+def _retry_after_capped(ctx: dict[str, Any]) -> None:
+    now = time.time()
+    attempted = [d for d in ctx["state"].deliveries(listener="bad") if d.attempts]
+    assert attempted
+    for d in attempted:
+        assert d.state == "pending" and d.next_at is not None, d
+        wait_s = d.next_at.timestamp() - now
+        # an absurd Retry-After is honoured up to its documented cap of 24 hours, not beyond
+        assert 23 * 3600 < wait_s <= 24 * 3600 + 60, wait_s
+
+
+def _retried_on_schedule(ctx: dict[str, Any]) -> None:
+    # a Retry-After that means nothing: the retry schedule (200 ms) applies
+    bad = ctx["bad"]
+    deadline = time.monotonic() + 15
+    while max(len(v) for v in _attempts_by_event(bad).values()) < 3:
+        assert time.monotonic() < deadline, "no event was attempted three times"
+        time.sleep(0.1)
+
+
+def _bounded_read(ctx: dict[str, Any]) -> None:
+    assert ctx["state"].count(listener="bad", state="delivered") == ctx["events"]
 
 
 @dataclass
@@ -160,6 +233,24 @@ CASES: dict[str, Case] = {
     ),
     "10 MB error body": Case(lambda _ctx: reply(500, b"E" * 10_000_000), "HTTP 500", after=_capped),
     "invalid HTTP": Case(lambda _ctx: _invalid_http, "invalid HTTP response"),
+    "gzip bomb in a 2xx": Case(lambda _ctx: _bomb(1), "", attempts=1, after=_bounded_read),
+    "nested gzip bomb in a 2xx": Case(lambda _ctx: _bomb(2), "", attempts=1, after=_bounded_read),
+    "endless 1xx responses": Case(lambda _ctx: _endless_1xx, "timed out"),
+    "16 MiB of response headers": Case(lambda _ctx: _huge_headers, "invalid HTTP response"),
+    "binary peer, not HTTP": Case(lambda _ctx: _binary_peer, "invalid HTTP response"),
+    "accepts TCP, never reads": Case(lambda _ctx: _never_reads, "timed out"),
+    "Retry-After garbage": Case(
+        lambda _ctx: reply(503, b"busy", retry_after="soon, maybe; -5"),
+        "HTTP 503",
+        during=_retried_on_schedule,
+    ),
+    "Retry-After absurdly large": Case(
+        lambda _ctx: reply(503, b"busy", retry_after="99999999999999999999"),
+        "HTTP 503",
+        recovers=False,
+        attempts=1,
+        after=_retry_after_capped,
+    ),
 }
 
 
