@@ -291,3 +291,21 @@ def test_a_few_cases_agree_with_the_real_command(fuzz_dir):
         real = run_cli("check", "--config", str(path), env=env, cwd=fuzz_dir)
         assert real.returncode == code, (case.origin.name, real.stderr, err)
         assert _verdict(real.returncode, real.stdout, real.stderr) is None, real.stderr
+
+
+@pytest.mark.parametrize(
+    "table",
+    [
+        '[[sources]]\nname = "s"\nurl = "http://user:secret@api.example.com:99999/x"\nevery = "1h"\n',
+        '[[sources]]\nname = "s"\nurl = "http://api.example.com/x"\nevery = "1h"\n'
+        '[[listeners]]\nname = "l"\nurl = "https://u:p@hooks.example.com:99999/x"\n',
+    ],
+    ids=["source", "listener"],
+)
+def test_a_url_with_credentials_and_an_impossible_port_is_a_config_error(fuzz_dir, table):
+    """Found by the fuzz: a port beyond 65535 in a URL with credentials gives 0 or 78 with a
+    message, not an "unexpected error" (exit 1) from redacting the URL in the summary."""
+    path = fuzz_dir / "port.toml"
+    path.write_text(f'[bridge]\nstate = "{fuzz_dir}/port.db"\n{table}')
+    code, out, err = _check_in_process(path)
+    assert _verdict(code, out, err) is None, (code, out, err)
