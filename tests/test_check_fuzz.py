@@ -10,7 +10,7 @@ never with a traceback or any other code.
 The cases run in-process (the CLI's ``main`` with an argv) so that hundreds stay fast; a few go
 through a real ``python -m bridge check`` to show the two agree. ``POLLBRIDGE_FUZZ_CONFIGS``
 sets the count (default 600; the long run: ``POLLBRIDGE_FUZZ_CONFIGS=5000``), and
-``POLLBRIDGE_FUZZ_SEED`` replays a run.
+``POLLBRIDGE_FUZZ_SEED`` picks other mutations (the default seed is fixed).
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ from tests.support.daemon import run_cli
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = [ROOT / "config" / "example.toml", *sorted((ROOT / "config" / "examples").glob("*.toml"))]
 CASES = int(os.environ.get("POLLBRIDGE_FUZZ_CONFIGS", "600"))
-SEED = int(os.environ.get("POLLBRIDGE_FUZZ_SEED", str(random.randrange(2**32))))
+# a fixed default so the suite's verdict does not depend on luck; set the seed to explore
+SEED = int(os.environ.get("POLLBRIDGE_FUZZ_SEED", "1"))
 
 pytestmark = pytest.mark.timeout(120 + CASES // 10)
 
