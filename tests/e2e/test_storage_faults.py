@@ -328,3 +328,23 @@ def test_read_only_state_at_start(tmp_path, items_api, receiver):
         ok = {r.headers["webhook-id"] for r in receiver.requests if r.path == "/hooks"}
         assert len(events) == 3 and events <= ok
         assert StateView(state).states() == {"delivered": 3}
+
+
+def test_status_reads_a_state_on_a_read_only_file_system(tmp_path, items_api, receiver):
+    """The read verbs open the state read-only (docs/deployment.md), so a state on a read-only
+    file system (a stopped service's disk mounted ro, a backup) can still be inspected."""
+    api, api_server = items_api
+    api.set({"id": 1, "v": 0})
+    with _tmpfs(tmp_path / "small", "16m") as disk:
+        state = disk / "state.db"
+        config = _config(tmp_path, str(state), api_server, receiver)
+        assert run_cli("run", "--once", "--config", str(config)).returncode == 0
+        _remount(disk, "ro")
+        try:
+            status = run_cli("status", "--config", str(config))
+            events = run_cli("events", "--json", "--config", str(config))
+        finally:
+            _remount(disk, "rw")
+    assert status.returncode == 0, status.stderr
+    assert SOURCE in status.stdout
+    assert events.returncode == 0, events.stderr
