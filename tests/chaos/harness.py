@@ -31,10 +31,9 @@ from typing import Any
 
 from bridge.core.hashing import canonical_json
 from bridge.core.patch import apply_patch
-from bridge.store import is_postgres_url
 from tests.support.daemon import DaemonProcess, eventually
 from tests.support.servers import Reply, Request, TestServer
-from tests.support.state import StateView
+from tests.support.state import StateView, is_postgres
 
 KILLS = int(os.environ.get("POLLBRIDGE_CHAOS_KILLS", "12"))
 SEED = int(os.environ.get("POLLBRIDGE_CHAOS_SEED", str(random.randrange(2**32))))
@@ -139,7 +138,7 @@ class FlakyReceiver:
 
 def integrity(location: str) -> str:
     """``PRAGMA integrity_check`` of a SQLite state ("ok"); PostgreSQL keeps its own."""
-    if is_postgres_url(location):
+    if is_postgres(location):
         return "ok"
     db = sqlite3.connect(location)
     try:

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 
-from bridge.store import is_postgres_url
 from tests.chaos.harness import (
     KILLS,
     SEED,
@@ -37,7 +36,7 @@ from tests.chaos.harness import (
 from tests.support.configs import listener, source, write_config
 from tests.support.daemon import DaemonProcess
 from tests.support.servers import TestServer, serve
-from tests.support.state import StateView
+from tests.support.state import StateView, is_postgres
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(120 + 6 * KILLS)]
 
@@ -49,7 +48,7 @@ BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 def _config(tmp_path: Path, state: str, api: TestServer, hooks: TestServer) -> Path:
     # PostgreSQL: a killed instance's source lease and delivery claims (max(lease, 2 x timeout))
     # run out in 2 s, so its restart (a new instance) polls and sends again soon
-    shared = {"lease": "2s"} if is_postgres_url(state) else {}
+    shared = {"lease": "2s"} if is_postgres(state) else {}
     timeout = {"timeout": "1s"} if shared else {}
     return write_config(
         tmp_path / "pollbridge.toml",

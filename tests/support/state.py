@@ -22,11 +22,21 @@ from bridge.store import (
     EventQuery,
     EventRecord,
     Store,
-    create_store,
 )
 from tests.support.daemon import eventually
 
+try:  # the one public place that picks a backend (its name may become open_store)
+    from bridge.store import open_store as _store_for  # type: ignore[attr-defined]
+except ImportError:
+    from bridge.store import create_store as _store_for
+
 T = TypeVar("T")
+
+
+def is_postgres(location: str | Path) -> bool:
+    """Whether a state location names PostgreSQL rather than a SQLite file."""
+    return str(location).startswith(("postgresql://", "postgres://"))
+
 
 EVERYTHING = 10**9
 """A ``limit`` no test reaches."""
@@ -40,7 +50,7 @@ class StateView:
 
     def _read(self, body: Callable[[Store], Awaitable[T]]) -> T:
         async def go() -> T:
-            store = create_store(self.location, access="read")
+            store = _store_for(self.location, access="read")
             await store.open()
             try:
                 return await body(store)
