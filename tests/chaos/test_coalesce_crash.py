@@ -50,7 +50,13 @@ def _config(tmp_path: Path, state: str, api: TestServer, hooks: TestServer) -> P
         tmp_path / "pollbridge.toml",
         source(SOURCE, api.url("/things"), every="100ms", baseline="emit"),
         listener(
-            "all", hooks.url("/all"), retry=RETRY, max_in_flight=2, coalesce=True, timeout="1s"
+            "all",
+            hooks.url("/all"),
+            retry=RETRY,
+            max_in_flight=2,
+            coalesce=True,
+            timeout="1s",
+            breaker_failures=0,  # about crashes, not the breaker (see test_crash.py)
         ),
         listener(
             "lifecycle",
@@ -58,6 +64,7 @@ def _config(tmp_path: Path, state: str, api: TestServer, hooks: TestServer) -> P
             events=["created", "deleted"],
             retry=RETRY,
             timeout="1s",
+            breaker_failures=0,
         ),
         state=state,
         shutdown_grace="5s",

@@ -92,6 +92,7 @@ class Configs:
             retry=self.retry,
             max_in_flight=self.rng.choice([1, 2, 4, 8]),
             timeout=self.rng.choice(["1s", "2s", "5s"]),
+            breaker_failures=0,  # a breaker held open for 1 m would stall the liveness check
         )
 
     def valid(self, *, everything: bool = False) -> tuple[str, dict[str, bool]]:
