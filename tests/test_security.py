@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import os
-import sqlite3
 import ssl
 import stat
 from collections.abc import Iterator
@@ -33,6 +32,7 @@ from bridge.http.poller import Poller
 from bridge.store.sqlite import SQLiteStore
 from tests.support.daemon import DaemonProcess, run_cli
 from tests.support.servers import Reply, Request, TestServer, serve
+from tests.support.state import StateView
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
@@ -165,8 +165,7 @@ def test_secrets_never_appear_in_output_logs_errors_or_state(secret_setup, tmp_p
     for verb in ("status", "events", "deliveries"):
         for json_flag in ((), ("--json",)):
             assert cli(verb, *json_flag).returncode == 0, outputs[-1]
-    with sqlite3.connect(tmp_path / "state.db") as db:
-        event_ids = [r[0] for r in db.execute("SELECT id FROM events")]
+    event_ids = [e.id for e in StateView(tmp_path / "state.db").event_list()]
     assert event_ids
     for event_id in event_ids:
         assert cli("show", event_id).returncode == 0, outputs[-1]
@@ -185,9 +184,9 @@ def test_secrets_never_appear_in_output_logs_errors_or_state(secret_setup, tmp_p
     assert _leaks(text) == [], text
     for path in tmp_path.glob("state.db*"):
         assert _leaks(path.read_bytes()) == [], path
-    with sqlite3.connect(tmp_path / "state.db") as db:
-        rows = db.execute("SELECT last_error FROM sources").fetchall()
-        rows += db.execute("SELECT error, response FROM attempts").fetchall()
+    view = StateView(tmp_path / "state.db")
+    rows: list[tuple[Any, ...]] = [(s.last_error,) for s in view.sources().values()]
+    rows += [(a.error, a.response) for a in view.attempts()]
     assert any(r[0] for r in rows)
     assert _leaks(repr(rows)) == []
 
