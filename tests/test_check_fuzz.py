@@ -118,7 +118,13 @@ def _env() -> dict[str, str]:
             "STRIPE_SECRET_KEY",
         )
     }
-    for name in ("WEBHOOK_SECRET", "EVENTS_SECRET_NEW", "EVENTS_SECRET_OLD", "FULFILMENT_SECRET"):
+    for name in (
+        "WEBHOOK_SECRET",
+        "EVENTS_SECRET_NEW",
+        "EVENTS_SECRET_OLD",
+        "FULFILMENT_SECRET",
+        "SHIPPING_SECRET",
+    ):
         env[name] = generate_secret()
     env["EVENTS_SIGNING_KEY"] = signing_key
     env["SLACK_WEBHOOK_URL"] = "https://hooks.example.com/slack"
@@ -230,7 +236,9 @@ def _verdict(code: int, out: str, err: str) -> str | None:
     if "Traceback" in out + err:
         return "a traceback"
     if code == 0:
-        return None if out.rstrip().endswith("configuration OK") else "0 without 'configuration OK'"
+        last = out.rstrip().rsplit("\n", 1)[-1]
+        ok = re.fullmatch(r"configuration OK( \(\d+ warning\(s\)\))?", last)
+        return None if ok else "0 without 'configuration OK'"
     if code == 78:
         return None if err.startswith("pollbridge: configuration error: ") else "78, no message"
     return f"exit code {code}"
