@@ -106,6 +106,8 @@ def _key_part(value: Any, path: JsonPath, index: int, names: tuple[str, ...] | N
         )
     if isinstance(part, str):
         return part
+    if isinstance(part, int):
+        return str(part)  # its JSON text, for any size (orjson stops at 64 bits)
     return orjson.dumps(part).decode()
 
 

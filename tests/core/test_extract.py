@@ -95,6 +95,13 @@ def test_keys_are_strings_or_tuples_of_strings(
     assert [item.key for item in extract_items(doc, make_spec(key=key))] == expected
 
 
+@pytest.mark.parametrize("key", [-(2**63) - 1, 2**64])
+def test_a_key_beyond_64_bits_is_an_extraction_failure(key: int) -> None:
+    """Found by the body fuzz: such a key raised TypeError; it is a clean poll failure now."""
+    with pytest.raises(ExtractionFailed, match="cannot be hashed and sent as a webhook"):
+        extract_items([{"id": key}], make_spec())
+
+
 @pytest.mark.parametrize(
     ("key", "expected"),
     [("abc", "abc"), ("7", "7"), (("o", "1"), '["o","1"]'), (("a/b", 'q"'), '["a/b","q\\""]')],
