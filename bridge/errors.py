@@ -88,3 +88,18 @@ class NoStateError(StoreError):
 
     def __init__(self, location: str, cause: str = "no state yet (the daemon has not run)"):
         super().__init__("open", cause, location=location)
+
+
+class StaleSnapshot(StoreError):
+    """The snapshot changed since the diff was computed (another writer); poll again."""
+
+    def __init__(self, source: str, cause: str):
+        self.source = source
+        super().__init__("commit_poll", cause)
+
+    def __str__(self) -> str:
+        return self.cause
+
+
+class LeaseLost(StaleSnapshot):
+    """The poll's source lease passed to another instance; its commit was refused (fencing)."""

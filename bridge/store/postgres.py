@@ -30,8 +30,10 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from bridge.core import source_state
 from bridge.core.ids import new_event_id
-from bridge.errors import NoStateError, StoreError
+from bridge.core.queue_rules import QueuedEntry, coalescible_tail, state_after_attempt
+from bridge.errors import LeaseLost, NoStateError, StaleSnapshot, StoreError
 from bridge.models import (
     AttemptResult,
     Delivery,
@@ -54,6 +56,7 @@ from bridge.store._rows import (
     source_from_row,
 )
 from bridge.store.base import (
+    SCHEMA_VERSION,
     Access,
     AttemptInfo,
     DeliveryInfo,
@@ -63,7 +66,6 @@ from bridge.store.base import (
     Heartbeat,
     InstanceInfo,
     InstanceStatus,
-    LeaseLost,
     MergeUpdates,
     OwnersReport,
     PollCommit,
@@ -71,15 +73,12 @@ from bridge.store.base import (
     ReplayRequest,
     ReplayResult,
     SnapshotHashes,
-    StaleSnapshot,
 )
 
 log = logging.getLogger("pollbridge.store")
 
 Conn = psycopg.AsyncConnection[DictRow]
 
-SCHEMA_VERSION = 4
-"""The PostgreSQL schema's own version (recorded in ``schema_version``)."""
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -199,6 +198,11 @@ _MIGRATIONS: dict[int, str] = {
     );
     CREATE INDEX deliveries_finished ON deliveries (updated_at) WHERE state <> 'pending';
     CREATE INDEX deliveries_dead ON deliveries (listener) WHERE state = 'dead'
+    """,
+    # claims are durable past their expiry: when a delivery was first claimed for sending, so
+    # that a send cut short by a crash (attempts still 0) is never coalesced away
+    5: """
+    ALTER TABLE deliveries ADD COLUMN claimed_at timestamptz
     """,
 }
 assert max(_MIGRATIONS) == SCHEMA_VERSION  # noqa: S101 - a programming error, caught by any test
@@ -519,8 +523,9 @@ class PostgresStore:
             version = int(row["snapshot_version"]) if row else 0
             if commit.expected_version is not None and version != commit.expected_version:
                 raise StaleSnapshot(
+                    commit.source,
                     f"snapshot of {commit.source!r} moved from version "
-                    f"{commit.expected_version} to {version} during the poll"
+                    f"{commit.expected_version} to {version} during the poll",
                 )
             await self._write_items(conn, commit)
             events = await self._write_events(conn, commit)
@@ -541,8 +546,9 @@ class PostgresStore:
         if row is None or int(row["token"]) != commit.lease_token:
             holder = "nobody" if row is None or row["owner"] is None else row["owner"]
             raise LeaseLost(
+                commit.source,
                 f"lease on source {commit.source!r} was lost during the poll (now held by "
-                f"{holder}); its commit was refused"
+                f"{holder}); its commit was refused",
             )
 
     async def _write_items(self, conn: Conn, commit: PollCommit) -> None:
@@ -630,26 +636,16 @@ class PostgresStore:
 
     @staticmethod
     def _source_fields(commit: PollCommit, version: int) -> dict[str, Any]:
-        fields: dict[str, Any] = {
-            "last_poll_at": commit.polled_at,
-            "last_success_at": commit.polled_at,
-            "last_result": commit.result,
-            "last_error": None,
-            "last_duration_s": commit.duration_s,
-            "item_count": commit.item_count,
-            "fingerprint": commit.fingerprint,
-            "consecutive_failures": 0,
-            "not_before": None,
-            "held_reason": None,
-            "held_polls": 0,
-            "held_digest": None,
-            "accept_requested": False,
-            "snapshot_version": version,
-        }
-        if commit.validators is not None:
-            fields["validators"] = dumps(commit.validators)
-        fields.update(commit.extra_state)
-        return fields
+        fields = source_state.after_commit(
+            polled_at=commit.polled_at,
+            duration_s=commit.duration_s,
+            result=commit.result,
+            item_count=commit.item_count,
+            fingerprint=commit.fingerprint,
+            snapshot_version=version,
+            validators=commit.validators,
+        )
+        return _stored_source_fields(fields)
 
     @staticmethod
     async def _upsert_source(conn: Conn, source: str, fields: Mapping[str, Any]) -> None:
@@ -674,16 +670,28 @@ class PostgresStore:
         result: str = "error",
         not_before: datetime | None = None,
     ) -> SourceState:
+        # the core's rule from a streak of 0 is the first row; an existing row counts up in
+        # the same statement, so concurrent failures cannot lose a count
+        fields = source_state.after_failure(
+            previous_failures=0,
+            at=at,
+            duration_s=duration_s,
+            error=error,
+            result=result,
+            not_before=not_before,
+        )
         async with self._connection("record_poll_failure") as conn:
             cur = await conn.execute(
                 "INSERT INTO sources (name, last_poll_at, last_result, last_error, "
                 "last_duration_s, consecutive_failures, not_before) "
-                "VALUES (%s, %s, %s, %s, %s, 1, %s) ON CONFLICT (name) DO UPDATE SET "
+                "VALUES (%(name)s, %(last_poll_at)s, %(last_result)s, %(last_error)s, "
+                "%(last_duration_s)s, %(consecutive_failures)s, %(not_before)s) "
+                "ON CONFLICT (name) DO UPDATE SET "
                 "last_poll_at = excluded.last_poll_at, last_result = excluded.last_result, "
                 "last_error = excluded.last_error, last_duration_s = excluded.last_duration_s, "
                 "consecutive_failures = sources.consecutive_failures + 1, "
                 "not_before = excluded.not_before RETURNING *",
-                (source, at, result, error, duration_s, not_before),
+                {"name": source, **fields},
             )
             row = await cur.fetchone()
         assert row is not None  # noqa: S101 - RETURNING always yields the row
@@ -698,30 +706,18 @@ class PostgresStore:
         result: str = "ok",
         validators: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
-        fields: dict[str, Any] = {
-            "last_poll_at": at,
-            "last_success_at": at,
-            "last_result": result,
-            "last_error": None,
-            "last_duration_s": duration_s,
-            "consecutive_failures": 0,
-            "not_before": None,
-        }
-        if validators is not None:
-            fields["validators"] = dumps(validators)
+        fields = source_state.after_unchanged(
+            at=at, duration_s=duration_s, result=result, validators=validators
+        )
         async with self._connection("record_poll_unchanged") as conn:
-            await self._upsert_source(conn, source, fields)
+            await self._upsert_source(conn, source, _stored_source_fields(fields))
 
     async def update_source_state(self, source: str, **fields: Any) -> None:
         unknown = set(fields) - set(SOURCE_FIELDS)
         if unknown:
             raise ValueError(f"unknown source state fields: {sorted(unknown)}")
-        stored = {
-            k: dumps(v) if k == "validators" else bool(v) if k == "accept_requested" else v
-            for k, v in fields.items()
-        }
         async with self._connection("update_source_state") as conn:
-            await self._upsert_source(conn, source, stored)
+            await self._upsert_source(conn, source, _stored_source_fields(fields))
 
     # -- deliveries -------------------------------------------------------------------------
 
@@ -770,7 +766,8 @@ class PostgresStore:
                     FOR UPDATE OF d SKIP LOCKED
                 )
                 UPDATE deliveries d SET claimed_by = %(owner)s,
-                    claimed_until = clock_timestamp() + %(claim_s)s * interval '1 second'
+                    claimed_until = clock_timestamp() + %(claim_s)s * interval '1 second',
+                    claimed_at = coalesce(d.claimed_at, clock_timestamp())
                 FROM cand, events e
                 WHERE d.id = cand.id AND e.seq = d.event_seq
                 RETURNING d.id AS delivery_id, d.listener, d.attempts, d.next_at, e.*
@@ -792,7 +789,10 @@ class PostgresStore:
             return
         async with self._connection("release_claims") as conn:
             await conn.execute(
-                "UPDATE deliveries SET claimed_by = NULL, claimed_until = NULL "
+                "UPDATE deliveries d SET claimed_by = NULL, claimed_until = NULL, "
+                # nothing was sent: a delivery never attempted may be coalesced again
+                "claimed_at = CASE WHEN EXISTS (SELECT 1 FROM attempts a "
+                "WHERE a.delivery_id = d.id) THEN d.claimed_at END "
                 "WHERE id = ANY(%s) AND claimed_by = %s AND state = 'pending'",
                 (list(delivery_ids), owner),
             )
@@ -826,7 +826,7 @@ class PostgresStore:
     async def record_attempt(
         self, delivery_id: int, at: datetime, result: AttemptResult, *, next_at: float | None
     ) -> str:
-        state = "delivered" if result.ok else ("pending" if next_at is not None else "dead")
+        state = state_after_attempt(result, next_at)
         if result.ok:
             touch = "last_success_at = excluded.last_success_at, failing_since = NULL"
         else:
@@ -909,7 +909,8 @@ class PostgresStore:
             )
             cur = await conn.execute(
                 "SELECT source, key_text FROM deliveries "
-                "WHERE listener = %s AND state = 'pending' AND attempts = 0 AND id <> ALL(%s) "
+                "WHERE listener = %s AND state = 'pending' AND attempts = 0 AND claimed_at IS NULL "
+                "AND id <> ALL(%s) "
                 "GROUP BY source, key_text HAVING count(*) >= 2 ORDER BY source, key_text",
                 (listener, list(exclude_ids)),
             )
@@ -933,7 +934,7 @@ class PostgresStore:
         # FOR UPDATE: another instance's claim (SKIP LOCKED) passes these rows by meanwhile.
         cur = await conn.execute(
             """
-            SELECT d.id AS delivery_id, d.attempts, d.next_at,
+            SELECT d.id AS delivery_id, d.attempts, d.next_at, d.claimed_at,
                    coalesce(d.claimed_until > clock_timestamp(), false) AS claimed, e.*
             FROM deliveries d JOIN events e ON e.seq = d.event_seq
             WHERE d.listener = %s AND d.source = %s AND d.key_text = %s AND d.state = 'pending'
@@ -942,20 +943,8 @@ class PostgresStore:
             """,
             (listener, source, key_text),
         )
-        chain = await cur.fetchall()
-        # Only the chain's tail, and nothing another instance is sending right now.
-        run: list[DictRow] = []
-        for row in reversed(chain):
-            if (
-                row["type"] != "updated"
-                or row["attempts"]
-                or row["claimed"]
-                or row["delivery_id"] in excluded
-            ):
-                break
-            run.append(row)
-        run.reverse()
-        if len(run) < 2:
+        run = coalescible_tail(await cur.fetchall(), _queued_entry, excluded)
+        if not run:
             return 0
         events = [_row_to_event(r) for r in run]
         changes = merge(events)
@@ -1455,6 +1444,24 @@ class PostgresStore:
                 if cur.rowcount < batch:
                     break
         return PruneResult(events=events, deliveries=deliveries, attempts=attempts)
+
+
+def _stored_source_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """Source-state values as this schema stores them: validators as JSON text."""
+    return {
+        k: dumps(v) if k == "validators" else bool(v) if k == "accept_requested" else v
+        for k, v in fields.items()
+    }
+
+
+def _queued_entry(row: Mapping[str, Any]) -> QueuedEntry:
+    return QueuedEntry(
+        row["delivery_id"],
+        row["type"],
+        row["attempts"],
+        ever_claimed=row["claimed_at"] is not None,
+        claimed_now=bool(row["claimed"]),
+    )
 
 
 def _where(filters: list[Filter], limit: int) -> tuple[sql.Composable, dict[str, Any]]:

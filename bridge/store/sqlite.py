@@ -19,7 +19,9 @@ from typing import Any, TypeVar
 import orjson
 import sqlite_utils
 
-from bridge.errors import NoStateError, StoreError
+from bridge.core import source_state
+from bridge.core.queue_rules import QueuedEntry, coalescible_tail, state_after_attempt
+from bridge.errors import NoStateError, StaleSnapshot, StoreError
 from bridge.models import (
     AttemptResult,
     Delivery,
@@ -57,12 +59,16 @@ from bridge.store.base import (
     ReplayRequest,
     ReplayResult,
     SnapshotHashes,
-    StaleSnapshot,
 )
 
 T = TypeVar("T")
 
-_MIGRATIONS: dict[int, str] = {
+
+def _add_claimed_at(db: sqlite_utils.Database) -> None:
+    db.table("deliveries").add_column("claimed_at", str)
+
+
+_MIGRATIONS: dict[int, str | Callable[[sqlite_utils.Database], None]] = {
     1: """
     CREATE TABLE sources (
         name TEXT PRIMARY KEY,
@@ -163,6 +169,9 @@ _MIGRATIONS: dict[int, str] = {
     CREATE INDEX deliveries_finished ON deliveries (updated_at) WHERE state != 'pending';
     CREATE INDEX deliveries_dead ON deliveries (listener) WHERE state = 'dead';
     """,
+    # claims are durable: when a delivery was first claimed for sending, so that a send cut
+    # short by a crash (attempts still 0) is never coalesced away
+    5: _add_claimed_at,
 }
 assert max(_MIGRATIONS) == SCHEMA_VERSION  # noqa: S101 - a programming error, caught by any test
 
@@ -229,6 +238,13 @@ class SQLiteStore:
                 _describe(exc),
                 location=self.location,
             ) from exc
+
+    @property
+    def database(self) -> sqlite_utils.Database:
+        """The same connection through sqlite-utils (schema changes and inspection queries)."""
+        if self.db is None:
+            raise StoreError("use", "the store is not open", location=self.location)
+        return self.db
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -338,9 +354,13 @@ class SQLiteStore:
         for version in range(current + 1, SCHEMA_VERSION + 1):
             conn.execute("BEGIN IMMEDIATE")
             try:
-                for statement in _MIGRATIONS[version].split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
+                step = _MIGRATIONS[version]
+                if callable(step):
+                    step(self.database)
+                else:
+                    for statement in step.split(";"):
+                        if statement.strip():
+                            conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {version}")
                 conn.execute("COMMIT")
             except BaseException:
@@ -432,8 +452,9 @@ class SQLiteStore:
             version = self._snapshot_version(commit.source)
             if commit.expected_version is not None and version != commit.expected_version:
                 raise StaleSnapshot(
+                    commit.source,
                     f"snapshot of {commit.source!r} moved from version "
-                    f"{commit.expected_version} to {version} during the poll"
+                    f"{commit.expected_version} to {version} during the poll",
                 )
             self._write_items(commit)
             events = self._write_events(commit)
@@ -528,26 +549,16 @@ class SQLiteStore:
             )
 
     def _write_source_state(self, commit: PollCommit, version: int) -> None:
-        fields: dict[str, Any] = {
-            "last_poll_at": iso(commit.polled_at),
-            "last_success_at": iso(commit.polled_at),
-            "last_result": commit.result,
-            "last_error": None,
-            "last_duration_s": commit.duration_s,
-            "item_count": commit.item_count,
-            "fingerprint": commit.fingerprint,
-            "consecutive_failures": 0,
-            "not_before": None,
-            "held_reason": None,
-            "held_polls": 0,
-            "held_digest": None,
-            "accept_requested": 0,
-            "snapshot_version": version,
-        }
-        if commit.validators is not None:
-            fields["validators"] = dumps(commit.validators)
-        fields.update(commit.extra_state)
-        self._upsert_source(commit.source, fields)
+        fields = source_state.after_commit(
+            polled_at=commit.polled_at,
+            duration_s=commit.duration_s,
+            result=commit.result,
+            item_count=commit.item_count,
+            fingerprint=commit.fingerprint,
+            snapshot_version=version,
+            validators=commit.validators,
+        )
+        self._upsert_source(commit.source, _stored_source_fields(fields))
 
     def _upsert_source(self, source: str, fields: Mapping[str, Any]) -> None:
         cols = list(fields)
@@ -587,18 +598,15 @@ class SQLiteStore:
             row = conn.execute(
                 "SELECT consecutive_failures FROM sources WHERE name = ?", (source,)
             ).fetchone()
-            failures = (row[0] if row else 0) + 1
-            self._upsert_source(
-                source,
-                {
-                    "last_poll_at": iso(at),
-                    "last_result": result,
-                    "last_error": error,
-                    "last_duration_s": duration_s,
-                    "consecutive_failures": failures,
-                    "not_before": iso(not_before),
-                },
+            fields = source_state.after_failure(
+                previous_failures=row[0] if row else 0,
+                at=at,
+                duration_s=duration_s,
+                error=error,
+                result=result,
+                not_before=not_before,
             )
+            self._upsert_source(source, _stored_source_fields(fields))
             state = self._get_source_state(source)
             conn.execute("COMMIT")
         except BaseException:
@@ -616,28 +624,16 @@ class SQLiteStore:
         result: str = "ok",
         validators: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
-        fields: dict[str, Any] = {
-            "last_poll_at": iso(at),
-            "last_success_at": iso(at),
-            "last_result": result,
-            "last_error": None,
-            "last_duration_s": duration_s,
-            "consecutive_failures": 0,
-            "not_before": None,
-        }
-        if validators is not None:
-            fields["validators"] = dumps(validators)
-        await self._run(self._upsert_source, source, fields)
+        fields = source_state.after_unchanged(
+            at=at, duration_s=duration_s, result=result, validators=validators
+        )
+        await self._run(self._upsert_source, source, _stored_source_fields(fields))
 
     async def update_source_state(self, source: str, **fields: Any) -> None:
         unknown = set(fields) - set(SOURCE_FIELDS)
         if unknown:
             raise ValueError(f"unknown source state fields: {sorted(unknown)}")
-        stored = {
-            k: iso(v) if isinstance(v, datetime) else dumps(v) if k == "validators" else v
-            for k, v in fields.items()
-        }
-        await self._run(self._upsert_source, source, stored)
+        await self._run(self._upsert_source, source, _stored_source_fields(fields))
 
     # -- deliveries -------------------------------------------------------------------------
 
@@ -747,7 +743,7 @@ class SQLiteStore:
         self, delivery_id: int, at: datetime, result: AttemptResult, next_at: float | None
     ) -> str:
         conn = self.conn
-        state = "delivered" if result.ok else ("pending" if next_at is not None else "dead")
+        state = state_after_attempt(result, next_at)
         now = iso(at)
         conn.execute(
             "INSERT INTO attempts (delivery_id, at, status, duration_ms, error, response) "
@@ -829,7 +825,7 @@ class SQLiteStore:
                 """
                 SELECT source, key_text FROM deliveries
                 WHERE listener = :listener AND state = 'pending' AND attempts = 0
-                  AND id NOT IN (SELECT value FROM json_each(:exclude))
+                  AND claimed_at IS NULL AND id NOT IN (SELECT value FROM json_each(:exclude))
                 GROUP BY source, key_text HAVING COUNT(*) >= 2
                 """,
                 {"listener": listener, "exclude": dumps(exclude_ids)},
@@ -856,21 +852,15 @@ class SQLiteStore:
 
         chain = self.conn.execute(
             """
-            SELECT d.id AS delivery_id, d.attempts, d.next_at, e.*
+            SELECT d.id AS delivery_id, d.attempts, d.next_at, d.claimed_at, e.*
             FROM deliveries d JOIN events e ON e.seq = d.event_seq
             WHERE d.listener = ? AND d.source = ? AND d.key_text = ? AND d.state = 'pending'
             ORDER BY d.event_seq
             """,
             (listener, source, key_text),
         ).fetchall()
-        # Only the chain's tail: the merged event is written last, so it must also come last.
-        run: list[Any] = []
-        for row in reversed(chain):
-            if row["type"] != "updated" or row["attempts"] or row["delivery_id"] in excluded:
-                break
-            run.append(row)
-        run.reverse()
-        if len(run) < 2:
+        run = coalescible_tail(chain, _queued_entry, excluded)
+        if not run:
             return 0
         events = [row_to_event(r) for r in run]
         changes = merge(events)
@@ -1172,10 +1162,35 @@ class SQLiteStore:
         owner: str,
         claim_s: float,
     ) -> list[Delivery]:
-        return await self.due_deliveries(listener, now, limit, exclude_ids)
+        # One process owns the file, so who holds a claim is the dispatcher's in-flight set;
+        # only "an attempt started" is written, before the request can leave.
+        return await self._run(self._claim_deliveries, listener, now, limit, list(exclude_ids))
+
+    def _claim_deliveries(
+        self, listener: str, now: float, limit: int, exclude_ids: list[int]
+    ) -> list[Delivery]:
+        with self._transaction() as conn:
+            due = self._due_deliveries(listener, now, limit, exclude_ids)
+            if due:
+                conn.execute(
+                    "UPDATE deliveries SET claimed_at = ? WHERE claimed_at IS NULL "
+                    "AND id IN (SELECT value FROM json_each(?))",
+                    (iso(datetime.fromtimestamp(now, UTC)), dumps([d.id for d in due])),
+                )
+        return due
 
     async def release_claims(self, delivery_ids: Sequence[int], *, owner: str) -> None:
-        return None  # a single instance: a claim is the dispatcher's in-flight set, not a row
+        if delivery_ids:
+            await self._run(self._release_claims, list(delivery_ids))
+
+    def _release_claims(self, delivery_ids: list[int]) -> None:
+        # nothing was sent: a delivery never attempted may be coalesced again
+        self.conn.execute(
+            "UPDATE deliveries SET claimed_at = NULL WHERE state = 'pending' "
+            "AND id IN (SELECT value FROM json_each(?)) "
+            "AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.delivery_id = deliveries.id)",
+            (dumps(delivery_ids),),
+        )
 
     async def heartbeat(
         self, instance: InstanceInfo, held: Sequence[str], ttl_s: float
@@ -1198,6 +1213,20 @@ class SQLiteStore:
 
     async def list_owners(self) -> OwnersReport:
         return OwnersReport(instances=[], unowned_sources=[])
+
+
+def _stored_source_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """Source-state values as SQLite stores them: times as ISO text, validators as JSON."""
+    return {
+        k: iso(v) if isinstance(v, datetime) else dumps(v) if k == "validators" else v
+        for k, v in fields.items()
+    }
+
+
+def _queued_entry(row: Mapping[str, Any]) -> QueuedEntry:
+    return QueuedEntry(
+        row["delivery_id"], row["type"], row["attempts"], row["claimed_at"] is not None
+    )
 
 
 def _where(filters: list[Filter], limit: int) -> tuple[str, dict[str, Any]]:
