@@ -34,8 +34,9 @@ from bridge.store import (
     OwnersReport,
     ReplayRequest,
     Store,
+    backend_of,
     create_store,
-    is_postgres_url,
+    is_state_file,
 )
 
 if TYPE_CHECKING:
@@ -211,7 +212,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_migrate_state(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    if not is_postgres_url(args.to):
+    if backend_of(args.to) != "postgres":
         print(f"pollbridge: --to must be a postgresql:// URL, got {args.to!r}", file=sys.stderr)
         return EX_USAGE
     path = Path(args.from_)
@@ -221,7 +222,7 @@ def cmd_migrate_state(args: argparse.Namespace) -> int:
 
 
 async def _migrate_state(path: Any, url: str) -> int:
-    from bridge.daemon import claim_sqlite_state
+    from bridge.store import claim_state_lock as claim_sqlite_state
     from bridge.store.postgres import PostgresStore
     from bridge.store.sqlite import SQLiteStore
 
@@ -331,7 +332,7 @@ def _now() -> datetime:
 
 def _state_location(args: argparse.Namespace) -> str:
     if getattr(args, "state", None):
-        if is_postgres_url(args.state):
+        if not is_state_file(args.state):
             return str(args.state)
         return str(Path(args.state).expanduser().absolute())
     return locate_state(args.config)
@@ -1106,7 +1107,7 @@ def _explain(exc: BaseException, config: Config | None) -> str:
 def _access_hint(exc: StoreError) -> str:
     """Why SQLite's "unable to open database file" happened, when it is file permissions: the
     state of a systemd service (DynamicUser) belongs to a user the operator's shell is not."""
-    if not exc.location or is_postgres_url(exc.location):
+    if not exc.location or not is_state_file(exc.location):
         return ""
     path = Path(exc.location)
     blocked = next(

@@ -1,4 +1,5 @@
-"""The Store contract, run against every backend: SQLite always, PostgreSQL when configured."""
+"""The Store contract, run against every backend: memory and SQLite always, PostgreSQL when
+configured."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from bridge.core.extract import key_text
 from bridge.core.hashing import hash_value
 from bridge.models import AttemptResult, Change, Item, ItemKey
 from bridge.store import (
+    MEMORY,
     DeliveryQuery,
     EventQuery,
     InstanceInfo,
@@ -22,7 +24,7 @@ from bridge.store import (
     ReplayRequest,
     StaleSnapshot,
     Store,
-    create_store,
+    open_store,
 )
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -30,14 +32,16 @@ OK = AttemptResult(True, 204, 0.01)
 FAILED = AttemptResult(False, 500, 0.02, error="HTTP 500", response_excerpt="oops")
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
     """An open, empty store of each backend."""
-    if request.param == "sqlite":
+    if request.param == "memory":
+        location = MEMORY
+    elif request.param == "sqlite":
         location = str(tmp_path / "state.db")
     else:
         location = request.getfixturevalue("pg_url")
-    store = create_store(location)
+    store = open_store(location)
     await store.open()
     try:
         yield store
