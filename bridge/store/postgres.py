@@ -19,6 +19,7 @@ import os
 import re
 import socket
 import sqlite3
+import weakref
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -26,9 +27,9 @@ from typing import Any
 import orjson
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import DictRow, dict_row
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from bridge.core import source_state
 from bridge.core.ids import new_event_id
@@ -279,19 +280,84 @@ def _describe(exc: psycopg.Error) -> str:
     return text
 
 
-async def _configure_read_only(conn: Conn) -> None:
-    await _configure(conn)
-    await conn.execute("SET default_transaction_read_only = on")
+CALL_TIMEOUT_S = 60.0
+"""The default deadline of one store call, waiting for a pooled connection included."""
+
+_SESSION_TIMEOUTS = {
+    # the server ends a statement (or a wait for a lock) that runs this long ...
+    "statement_timeout": "30s",
+    "lock_timeout": "15s",
+    # ... and a session whose client vanished mid-transaction, releasing its row locks
+    "idle_in_transaction_session_timeout": "60s",
+}
+"""Set on every pooled connection unless the URL's ``options`` set them already."""
+
+_CONNINFO_DEFAULTS = {
+    "connect_timeout": "10",
+    # a peer that vanished without a FIN or RST is noticed by the kernel, idle or not
+    "keepalives": "1",
+    "keepalives_idle": "10",
+    "keepalives_interval": "5",
+    "keepalives_count": "3",
+    "tcp_user_timeout": "30000",
+}
+"""Added to the URL's parameters where it names none of its own."""
+
+_CHECK_IDLE_S = 10.0
+"""A pooled connection idle this long is checked (one empty query) before it is used."""
+
+_CHECK_TIMEOUT_S = 5.0
+
+_LISTEN_PROBE_S = 30.0
+"""The LISTEN connection is probed after this long without a notification."""
 
 
-async def _configure(conn: Conn) -> None:
-    # Times come back in UTC whatever the server's TimeZone, as the SQLite store returns them.
-    await conn.execute("SET TIME ZONE 'UTC'")
-    # Attempts, claims, leases and heartbeats need not wait for their WAL flush: a server crash
-    # can only lose the last fraction of a second of them, which means a duplicate attempt (same
-    # webhook-id) or a lease taken again, never a lost event. Polls keep the flush (commit_poll).
-    # Measured: 2.5x the delivery throughput on a fdatasync'ing disk.
-    await conn.execute("SET synchronous_commit = off")
+def bounded_conninfo(url: str) -> str:
+    """``url`` as a conninfo string with the keepalive and connect timeouts it lacks."""
+    try:
+        given = conninfo_to_dict(url)
+    except psycopg.ProgrammingError as exc:
+        raise StoreError(
+            "open", f"invalid PostgreSQL URL: {exc}", location=redact_url(url)
+        ) from exc
+    missing = {k: v for k, v in _CONNINFO_DEFAULTS.items() if k not in given}
+    return make_conninfo(url, **missing)
+
+
+def _session_timeouts(url: str) -> dict[str, str]:
+    """The session timeouts to set: those the URL's ``options`` leave to us."""
+    options = str(conninfo_to_dict(url).get("options") or "")
+    return {
+        name: value
+        for name, value in _SESSION_TIMEOUTS.items()
+        if not re.search(rf"-c\s*{name}\s*=", options)
+    }
+
+
+def _sever(conn: psycopg.AsyncConnection[Any]) -> None:
+    """Cut a connection that stopped answering: its socket is shut down (no round trip), so
+    the call waiting on it fails at once and the pool replaces it."""
+    with contextlib.suppress(OSError, psycopg.Error):
+        sock = socket.socket(fileno=os.dup(conn.pgconn.socket))
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        finally:
+            sock.close()
+
+
+class _Deadline:
+    """Severs ``conn`` if it is still in use ``timeout_s`` from now (unless cancelled)."""
+
+    def __init__(self, conn: psycopg.AsyncConnection[Any], timeout_s: float):
+        self.expired = False
+        self._handle = asyncio.get_running_loop().call_later(timeout_s, self._expire, conn)
+
+    def _expire(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        self.expired = True
+        _sever(conn)
+
+    def cancel(self) -> None:
+        self._handle.cancel()
 
 
 class PostgresStore:
@@ -304,10 +370,18 @@ class PostgresStore:
         access: Access = "daemon",
         min_connections: int = 1,
         max_connections: int = 10,
+        call_timeout_s: float = CALL_TIMEOUT_S,
     ):
         self.location = redact_url(url)
         self.access: Access = access
-        self._url = url
+        self._url = bounded_conninfo(url)
+        self._timeouts = _session_timeouts(url)
+        self.call_timeout_s = call_timeout_s
+        """Every store call fails with a StoreError naming it after this long (the database
+        did not answer), instead of waiting for a network that may never come back."""
+        self._calls: dict[object, float] = {}
+        """In-flight calls -> when they started (loop time)."""
+        self._last_used: weakref.WeakKeyDictionary[Conn, float] = weakref.WeakKeyDictionary()
         self._url_schema = schema_of(url)
         self.schema = self._url_schema or "public"
         """The schema holding the tables (known for sure once open)."""
@@ -322,16 +396,89 @@ class PostgresStore:
 
     # -- plumbing ---------------------------------------------------------------------------
 
+    def oldest_call_s(self) -> float:
+        """How long the oldest store call still running has been waiting (0 if none)."""
+        if not self._calls:
+            return 0.0
+        return asyncio.get_running_loop().time() - min(self._calls.values())
+
     @contextlib.asynccontextmanager
-    async def _connection(self, operation: str) -> AsyncIterator[Conn]:
-        """A pooled connection in autocommit mode; driver errors become StoreError."""
+    async def _connection(self, operation: str, *, deadline: bool = True) -> AsyncIterator[Conn]:
+        """A pooled connection in autocommit mode; driver errors become StoreError.
+
+        The call, waiting for the connection included, must end within ``call_timeout_s``:
+        past it the connection is severed, the call fails with a StoreError naming
+        ``operation``, and the pool replaces the connection."""
         if self._pool is None:
             raise StoreError("use", "the store is not open", location=self.location)
+        loop = asyncio.get_running_loop()
+        call = object()
+        self._calls[call] = loop.time()
+        timer: _Deadline | None = None
         try:
-            async with self._pool.connection() as conn:
-                yield conn
+            async with self._pool.connection(
+                timeout=self.call_timeout_s if deadline else None
+            ) as conn:
+                remaining = self.call_timeout_s - (loop.time() - self._calls[call])
+                timer = _Deadline(conn, max(remaining, 0.0)) if deadline else None
+                try:
+                    yield conn
+                finally:
+                    if timer is not None:
+                        timer.cancel()
+                    self._last_used[conn] = loop.time()
         except psycopg.Error as exc:
+            if (timer is not None and timer.expired) or isinstance(exc, PoolTimeout):
+                raise StoreError(
+                    operation,
+                    f"no answer from PostgreSQL within {self.call_timeout_s:g}s; the "
+                    "connection was dropped and the next call uses a fresh one (is the "
+                    "server reachable?)",
+                    location=self.location,
+                ) from exc
             raise StoreError(operation, _describe(exc), location=self.location) from exc
+        finally:
+            del self._calls[call]
+
+    async def _configure(self, conn: Conn) -> None:
+        timer = _Deadline(conn, _CHECK_TIMEOUT_S)
+        try:
+            # Times come back in UTC whatever the server's TimeZone, as SQLite returns them.
+            # Attempts, claims, leases and heartbeats need not wait for their WAL flush: a
+            # server crash can only lose the last fraction of a second of them, which means a
+            # duplicate attempt (same webhook-id) or a lease taken again, never a lost event.
+            # Polls keep the flush (commit_poll). Measured: 2.5x the delivery throughput on a
+            # fdatasync'ing disk.
+            settings = {
+                "TimeZone": "UTC",
+                "synchronous_commit": "off",
+                **self._timeouts,
+                **({"default_transaction_read_only": "on"} if self.access == "read" else {}),
+            }
+            await conn.execute(
+                sql.SQL("SELECT {}").format(
+                    sql.SQL(", ").join(
+                        sql.SQL("set_config({}, {}, false)").format(
+                            sql.Literal(name), sql.Literal(value)
+                        )
+                        for name, value in settings.items()
+                    )
+                )
+            )
+        finally:
+            timer.cancel()
+        self._last_used[conn] = asyncio.get_running_loop().time()
+
+    async def _check(self, conn: Conn) -> None:
+        """Before a connection idle for a while is used: does it still answer? (Else the pool
+        discards it and hands out another.)"""
+        if asyncio.get_running_loop().time() - self._last_used.get(conn, 0.0) < _CHECK_IDLE_S:
+            return
+        timer = _Deadline(conn, _CHECK_TIMEOUT_S)
+        try:
+            await AsyncConnectionPool.check_connection(conn)
+        finally:
+            timer.cancel()
 
     async def open(self) -> None:
         # One plain connection first: it fails fast with the server's own words, and migrates.
@@ -356,7 +503,8 @@ class PostgresStore:
             self._url,
             connection_class=psycopg.AsyncConnection[DictRow],
             kwargs={"autocommit": True, "row_factory": dict_row},
-            configure=_configure_read_only if self.access == "read" else _configure,
+            configure=self._configure,
+            check=self._check,
             min_size=self._min,
             max_size=self._max,
             open=False,
@@ -1127,8 +1275,16 @@ class PostgresStore:
                 await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
                 pause_s = 0.5
                 wake()  # whatever was committed while we were not listening
-                async for _notify in conn.notifies():
-                    wake()
+                while True:
+                    async for _notify in conn.notifies(timeout=_LISTEN_PROBE_S):
+                        wake()
+                    # quiet for a while: is the server still there? (a silent network break
+                    # would otherwise leave us listening to nothing, for good)
+                    timer = _Deadline(conn, _CHECK_TIMEOUT_S)
+                    try:
+                        await conn.execute("")
+                    finally:
+                        timer.cancel()
             except psycopg.Error as exc:
                 log.warning("LISTEN connection lost: %s; reconnecting", _describe(exc))
                 await asyncio.sleep(pause_s)
@@ -1184,7 +1340,10 @@ class PostgresStore:
         than being dropped.
         """
         counts: dict[str, int] = {}
-        async with self._connection("migrate-state") as conn, conn.transaction():
+        async with (
+            self._connection("migrate-state", deadline=False) as conn,
+            conn.transaction(),
+        ):
             await conn.execute("SET LOCAL synchronous_commit = on")
             cur = await conn.execute(
                 "SELECT (SELECT count(*) FROM sources) + (SELECT count(*) FROM events) "
@@ -1409,10 +1568,11 @@ class PostgresStore:
         return ReplayResult(requeued, tuple(unknown))
 
     async def prune(self, before: datetime, *, batch: int = 5000) -> PruneResult:
-        # Small transactions: polls and deliveries interleave with a long prune.
+        # Small transactions, each a call of its own (and within its deadline): polls and
+        # deliveries interleave with a long prune.
         deliveries = attempts = events = 0
-        async with self._connection("prune") as conn:
-            while True:
+        while True:
+            async with self._connection("prune") as conn:
                 cur = await conn.execute(
                     """
                     WITH chosen AS (
@@ -1429,20 +1589,21 @@ class PostgresStore:
                     {"before": before, "batch": batch},
                 )
                 row = await cur.fetchone()
-                d, a = (int(row["d"]), int(row["a"])) if row else (0, 0)
-                deliveries, attempts = deliveries + d, attempts + a
-                if d < batch:
-                    break
-            while True:
+            d, a = (int(row["d"]), int(row["a"])) if row else (0, 0)
+            deliveries, attempts = deliveries + d, attempts + a
+            if d < batch:
+                break
+        while True:
+            async with self._connection("prune") as conn:
                 cur = await conn.execute(
                     "DELETE FROM events WHERE seq IN (SELECT e.seq FROM events e "
                     "WHERE e.timestamp < %s AND NOT EXISTS "
                     "(SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq) LIMIT %s)",
                     (before, batch),
                 )
-                events += cur.rowcount
-                if cur.rowcount < batch:
-                    break
+            events += cur.rowcount
+            if cur.rowcount < batch:
+                break
         return PruneResult(events=events, deliveries=deliveries, attempts=attempts)
 
 
