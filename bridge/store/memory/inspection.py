@@ -134,22 +134,19 @@ class MemoryInspection(MemoryBase):
 
     async def list_events(self, query: EventQuery) -> list[EventRecord]:
         self._check_open()
-        matching = (
-            [
-                e
-                for seq, e in sorted(self._events.items())
-                if (query.source is None or e.source == query.source)
-                and (query.key is None or self._event_keys[seq] == query.key)
-                and (query.type is None or e.type == query.type)
-                and (query.since is None or e.timestamp >= query.since)
-            ][-query.limit :]
-            if query.limit > 0
-            else []
-        )
+        matching = [
+            e
+            for seq, e in sorted(self._events.items())
+            if (query.source is None or e.source == query.source)
+            and (query.key is None or self._event_keys[seq] == query.key)
+            and (query.type is None or e.type == query.type)
+            and (query.since is None or e.timestamp >= query.since)
+        ]
+        newest = matching[-query.limit :] if query.limit > 0 else []
         states: dict[int, dict[str, str]] = {}
         for d in self._deliveries.values():
             states.setdefault(d.event_seq, {})[d.listener] = d.state
-        return [EventRecord(_copy_event(e), states.get(e.seq, {})) for e in matching]
+        return [EventRecord(_copy_event(e), states.get(e.seq, {})) for e in newest]
 
     async def get_event(self, event_id: str) -> Event | None:
         self._check_open()
