@@ -387,6 +387,11 @@ class Store(SnapshotStore, DeliveryQueue, Coordination, Inspection, Operations, 
 
     async def open(self) -> None: ...
     async def close(self) -> None: ...
+    def oldest_call_s(self) -> float:
+        """How long the oldest store call still running has waited, in seconds (0 if none):
+        what a health check shows while the store hangs (PostgreSQL calls end by their
+        deadline; a SQLite call on a stuck disk may not)."""
+        ...
 
 
 __all__ = [

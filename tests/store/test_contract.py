@@ -508,3 +508,9 @@ async def test_runtime_status_round_trips(store: Store):
         "stopped_at": None,
         "sources": {"s": {}},
     }
+
+
+async def test_a_store_at_rest_has_no_call_waiting(store: Store):
+    """oldest_call_s, what a health check reads, is 0 once every call has returned."""
+    await store.pending_count()
+    assert store.oldest_call_s() == 0.0

@@ -3,6 +3,10 @@
 By role: ``snapshots`` (sources, polls), ``queue`` (deliveries, claims, attempts), ``inspection``
 (what the CLI reads, operator actions, runtime records), ``schema`` (migrations), ``lock`` (the
 one-daemon-per-file lock) and ``_base`` (the connection and its worker thread).
+
+Two libraries on one connection: sqlite-utils where it is good (schema migrations with
+``add_column``/``transform``, inspection reads such as ``rows_where``), plain ``sqlite3`` on
+the hot path (polls, claims, attempts), where every statement and transaction is ours.
 """
 
 from __future__ import annotations

@@ -65,12 +65,26 @@ class SQLiteBase:
             tuple[int, datetime, AttemptResult, float | None, asyncio.Future[str]]
         ] = []
         self._attempts_writer: asyncio.Task[None] | None = None
+        self._calls: dict[object, float] = {}
+        """In-flight calls (queued for the worker thread or running on it) -> loop time begun."""
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         if self._executor is None:
             raise StoreError("use", "the store is not open", location=self.location)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._guarded, fn, args)
+        call = object()
+        self._calls[call] = loop.time()
+        try:
+            return await loop.run_in_executor(self._executor, self._guarded, fn, args)
+        finally:
+            del self._calls[call]
+
+    def oldest_call_s(self) -> float:
+        """How long the oldest store call still waiting or running has taken (0 if none): a
+        stuck disk shows here before anything times out."""
+        if not self._calls:
+            return 0.0
+        return asyncio.get_running_loop().time() - min(self._calls.values())
 
     def _guarded(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
         try:
