@@ -88,14 +88,16 @@ class SQLiteQueue(SQLiteBase):
     def _claim_deliveries(
         self, listener: str, now: float, limit: int, exclude_ids: list[int]
     ) -> list[Delivery]:
-        with self._transaction() as conn:
-            due = self._due_deliveries(listener, now, limit, exclude_ids)
-            if due:
-                conn.execute(
-                    "UPDATE deliveries SET claimed_at = ? WHERE claimed_at IS NULL "
-                    "AND id IN (SELECT value FROM json_each(?))",
-                    (iso(datetime.fromtimestamp(now, UTC)), dumps([d.id for d in due])),
-                )
+        due = self._due_deliveries(listener, now, limit, exclude_ids)
+        if due:
+            # one statement, committed (to the WAL: it survives a kill) before any send
+            # starts; no write at all when nothing is due. A CLI writing in between cannot
+            # make this wrong: the flag only ever forbids merging.
+            self.conn.execute(
+                "UPDATE deliveries SET claimed_at = ? WHERE claimed_at IS NULL "
+                "AND id IN (SELECT value FROM json_each(?))",
+                (iso(datetime.fromtimestamp(now, UTC)), dumps([d.id for d in due])),
+            )
         return due
 
     async def release_claims(self, delivery_ids: Sequence[int], *, owner: str) -> None:
