@@ -84,21 +84,13 @@ async def _open_for_dry_run(location: str, scratch: Path) -> Store:
 
 
 async def _poll_with(config: Config, source: Any, commit: bool, store: Store) -> PollOutcome:
-    import httpx
+    from bridge.runtime import Services
 
-    from bridge.daemon import utcnow
-    from bridge.pipeline import Pipeline
-    from bridge.poller import HostLimiter, Poller
-    from bridge.transport import ClientPool
-
-    clients = ClientPool(httpx.Limits())
+    services = Services(config, store, deliver=False)
     try:
-        hosts = HostLimiter(config.bridge.per_host_concurrency, config.min_intervals_s())
-        poller = Poller(clients.get(), hosts, clients=clients.for_endpoints([source], "source"))
-        pipeline = Pipeline(config, store, poller, clock=utcnow)
-        return await pipeline.poll(source, commit=commit)
+        return await services.pipeline.poll(source, commit=commit)
     finally:
-        await clients.aclose()
+        await services.aclose()
         await store.close()
 
 
@@ -407,6 +399,8 @@ def _daemon_view(runtime: dict[str, Any] | None, now: datetime) -> dict[str, Any
         "http": runtime.get("http"),
         "config_files": runtime.get("config_files", []),
         "last_reload": runtime.get("last_reload"),
+        "problems": runtime.get("problems", []) if running else [],
+        "internal_errors": runtime.get("internal_errors", 0),
     }
 
 
@@ -539,6 +533,9 @@ def _status_text(doc: dict[str, Any], now: datetime) -> str:
             f"daemon:  NOT RESPONDING (pid {daemon['pid']}, last heartbeat "
             f"{ago(_parse_time(daemon['heartbeat_at']), now)}; crashed or killed?)"
         )
+    problems = (daemon or {}).get("problems") or []
+    if problems:
+        out.append(f"health:  UNHEALTHY: {'; '.join(problems)}")
     reload = (daemon or {}).get("last_reload")
     if reload and not reload.get("ok"):
         out.append(f"reload:  FAILED {ago(_parse_time(reload['at']), now)}: {reload['error']}")

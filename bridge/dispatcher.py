@@ -29,6 +29,7 @@ from bridge.core.durations import format_duration
 from bridge.core.paths import JsonPath
 from bridge.core.ratelimit import TokenBucket
 from bridge.core.retry import next_delivery_delay
+from bridge.delivery_log import log_attempt, log_transition
 from bridge.errors import StoreError
 from bridge.models import AttemptResult, Delivery, Event
 from bridge.sender import Sender
@@ -37,6 +38,8 @@ from bridge.store import Store
 log = logging.getLogger("pollbridge.deliver")
 
 MAX_IDLE_S = 60.0
+INTERNAL_BACKOFF_S = (1.0, 5.0, 30.0, 60.0)
+"""How long a listener waits after an unexpected error in its own dispatch path, by streak."""
 PAUSED_REFRESH_S = 2.0
 """While a listener is paused, how often the store is asked whether it was resumed."""
 
@@ -58,6 +61,10 @@ class _Pace:
     settings: tuple[Any, ...]
     failing_since: datetime | None = None
     coalesce_due: bool = True
+    held_until: float = 0.0
+    """Monotonic time before which nothing is claimed: set after an internal error."""
+    internal_errors: int = 0
+    """Unexpected errors in a row in this listener's path (reset by a clean pass)."""
 
     @classmethod
     def for_listener(cls, listener: ListenerConfig, now: float) -> _Pace:
@@ -73,7 +80,13 @@ class _Pace:
 
 
 class Dispatcher:
-    """Runs the delivery loop for every configured listener."""
+    """Runs the delivery loop for every configured listener.
+
+    One class on purpose: claiming, pacing (bucket, breaker, pause, coalescing), starting
+    and accounting for attempts share the in-flight set and each listener's pace, and the
+    per-key order and no-retry-burned rules are readable only where all of them are in view.
+    What it logs lives in :mod:`bridge.delivery_log`.
+    """
 
     def __init__(
         self,
@@ -85,6 +98,7 @@ class Dispatcher:
         monotonic: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         on_result: Callable[[ListenerConfig, Delivery, AttemptResult, str], None] | None = None,
+        on_internal_error: Callable[[str], None] | None = None,
         ignore_paths: Mapping[str, Sequence[JsonPath]] | None = None,
         redact: Callable[[str], str] = str,
         owner: str = "local",
@@ -97,6 +111,9 @@ class Dispatcher:
         self.monotonic = monotonic
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not security
         self.on_result = on_result
+        self.on_internal_error = on_internal_error
+        self.internal_errors = 0
+        """Unexpected errors caught in the delivery path since start (each is logged)."""
         self._ignore: Mapping[str, Sequence[JsonPath]] = dict(ignore_paths or {})
         # Deliveries are claimed in the store by ``owner`` (this instance) for at least the
         # lease and twice the listener's timeout, so no other instance attempts them meanwhile.
@@ -234,6 +251,12 @@ class Dispatcher:
             except StoreError as exc:
                 log.error("delivery loop: %s; retrying in 1s", exc)
                 wait_s = 1.0
+            except Exception:
+                # a bug must not stop every webhook: say so loudly, count it, go on
+                self._internal_error(
+                    "dispatcher", "delivery loop: unexpected error; retrying in 1s"
+                )
+                wait_s = 1.0
             if self._stopping:
                 break
             with contextlib.suppress(TimeoutError):
@@ -251,62 +274,128 @@ class Dispatcher:
         waits = [PAUSED_REFRESH_S if self._paused else MAX_IDLE_S]
         self._rate_blocked = set()
         exclude = [d for tasks in self._inflight.values() for d in tasks]
-        for name, listener in self._listeners.items():
-            pace = self._pace[name]
-            if listener.coalesce and pace.coalesce_due:
-                # before the pause check: a paused listener is the one furthest behind
-                await self._coalesce(listener, pace, now, exclude)
-            if name in self._paused:
+        # A reload may replace the listener set while this pass awaits the store: iterate a
+        # snapshot, and skip a listener that is gone by the time its turn comes.
+        for name, listener in list(self._listeners.items()):
+            pace = self._pace.get(name)
+            if pace is None or self._listeners.get(name) is not listener:
                 continue
-            free = listener.max_in_flight - len(self._inflight[name])
-            if free <= 0:
+            if pace.held_until > self.monotonic():
+                waits.append(pace.held_until - self.monotonic())
                 continue
-            mono = self.monotonic()
-            if pace.breaker is not None:
-                breaker_wait = pace.breaker.wait_s(mono)
-                if breaker_wait > 0:
-                    waits.append(breaker_wait)
-                    continue
-                free = min(free, pace.breaker.limit() or free)
-            if pace.bucket is not None:
-                tokens = pace.bucket.available(mono)
-                if tokens == 0:
-                    self._rate_blocked.add(name)
-                    waits.append(pace.bucket.wait_s(mono))
-                    continue
-                free = min(free, tokens)
-            claim_s = max(self.lease_s, 2 * listener.timeout.total_seconds())
-            due = await self.store.claim_deliveries(
-                name, now_s, free, exclude, owner=self.owner, claim_s=claim_s
-            )
-            for delivery in due:
-                self._start(listener, pace, delivery)
-                exclude.append(delivery.id)
-            if pace.bucket is not None and due and pace.bucket.available(self.monotonic()) == 0:
-                self._rate_blocked.add(name)
-                waits.append(pace.bucket.wait_s(self.monotonic()))
+            try:
+                wait = await self._dispatch_listener(listener, pace, now, now_s, exclude)
+            except StoreError:
+                raise
+            except Exception:
+                backoff = self._hold(pace)
+                waits.append(backoff)
+                self._internal_error(
+                    "dispatcher",
+                    f"listener {name}: unexpected error while dispatching; it backs off "
+                    f"{backoff:g}s, the other listeners go on",
+                    name,
+                )
                 continue
-            if pace.breaker is not None and pace.breaker.wait_s(self.monotonic()) > 0:
-                continue  # the probe is out; its result wakes the loop
-            if len(self._inflight[name]) < listener.max_in_flight:
+            pace.internal_errors = 0
+            if wait is None:
                 with_slots.append(name)
+            elif wait > 0:
+                waits.append(wait)
         if with_slots:
             next_at = await self.store.next_due_at(with_slots, exclude)
             if next_at is not None:
                 waits.append(max(0.0, next_at - self.clock().timestamp()))
         return min(waits)
 
-    def _start(self, listener: ListenerConfig, pace: _Pace, delivery: Delivery) -> None:
+    async def _dispatch_listener(
+        self,
+        listener: ListenerConfig,
+        pace: _Pace,
+        now: datetime,
+        now_s: float,
+        exclude: list[int],
+    ) -> float | None:
+        """Claim and start what is due for one listener. Returns None when it still has free
+        slots (ask the store when its next delivery is due), else how long to wait (0: the
+        wake-up of an attempt's result will do)."""
+        name = listener.name
+        inflight = self._inflight.setdefault(name, {})
+        if listener.coalesce and pace.coalesce_due:
+            # before the pause check: a paused listener is the one furthest behind
+            await self._coalesce(listener, pace, now, exclude)
+        if name in self._paused:
+            return 0.0
+        free = listener.max_in_flight - len(inflight)
+        if free <= 0:
+            return 0.0
         mono = self.monotonic()
+        if pace.breaker is not None:
+            breaker_wait = pace.breaker.wait_s(mono)
+            if breaker_wait > 0:
+                return breaker_wait if math.isfinite(breaker_wait) else 0.0
+            free = min(free, pace.breaker.limit() or free)
         if pace.bucket is not None:
-            pace.bucket.try_take(mono)
+            tokens = pace.bucket.available(mono)
+            if tokens == 0:
+                self._rate_blocked.add(name)
+                return pace.bucket.wait_s(mono)
+            free = min(free, tokens)
+        claim_s = max(self.lease_s, 2 * listener.timeout.total_seconds())
+        due = await self.store.claim_deliveries(
+            name, now_s, free, exclude, owner=self.owner, claim_s=claim_s
+        )
+        unstarted = []
+        for delivery in due:
+            exclude.append(delivery.id)
+            if not self._start(listener, pace, delivery):
+                unstarted.append(delivery.id)
+        if unstarted:
+            # The breaker opened (or the bucket ran dry) while the claim awaited the store:
+            # those go back to the queue unattempted, with no retry used up.
+            await self.store.release_claims(unstarted, owner=self.owner)
+            for delivery_id in unstarted:
+                exclude.remove(delivery_id)
+        if pace.bucket is not None and due and pace.bucket.available(self.monotonic()) == 0:
+            self._rate_blocked.add(name)
+            return pace.bucket.wait_s(self.monotonic())
+        if pace.breaker is not None and pace.breaker.wait_s(self.monotonic()) > 0:
+            wait = pace.breaker.wait_s(self.monotonic())
+            return wait if math.isfinite(wait) else 0.0  # the probe's result wakes the loop
+        if len(inflight) < listener.max_in_flight:
+            return None
+        return 0.0
+
+    def _start(self, listener: ListenerConfig, pace: _Pace, delivery: Delivery) -> bool:
+        """Start one claimed delivery; False when its listener may not send right now."""
+        mono = self.monotonic()
+        if pace.breaker is not None and pace.breaker.wait_s(mono) > 0:
+            return False
+        if pace.bucket is not None and not pace.bucket.try_take(mono):
+            return False
         probe = False
         if pace.breaker is not None:
             probe, transition = pace.breaker.start(mono)
             if transition is not None:
-                self._log_transition(listener, transition)
+                log_transition(listener, transition)
         task = asyncio.create_task(self._attempt(listener, delivery, probe))
-        self._inflight[listener.name][delivery.id] = task
+        self._inflight.setdefault(listener.name, {})[delivery.id] = task
+        return True
+
+    def _hold(self, pace: _Pace) -> float:
+        """After an unexpected error, a listener claims nothing for a while; return how long."""
+        pace.internal_errors += 1
+        backoff = INTERNAL_BACKOFF_S[min(pace.internal_errors, len(INTERNAL_BACKOFF_S)) - 1]
+        pace.held_until = self.monotonic() + backoff
+        return backoff
+
+    def _internal_error(self, component: str, message: str, listener: str | None = None) -> None:
+        """Log an unexpected exception with its traceback, and count it."""
+        self.internal_errors += 1
+        extra = {} if listener is None else {"listener": listener}
+        log.exception(message, extra=extra)
+        if self.on_internal_error is not None:
+            self.on_internal_error(component)
 
     async def _coalesce(
         self, listener: ListenerConfig, pace: _Pace, now: datetime, exclude: list[int]
@@ -344,7 +433,9 @@ class Dispatcher:
                     # 410: the listener says it is gone; keep its deliveries waiting
                     next_at = self.clock().timestamp() if next_at is None else next_at
             state = await self._record(delivery, result, next_at)
-            self._report(listener, delivery, result, state, next_at)
+            log_attempt(listener, delivery, result, state, next_at, self.clock().timestamp())
+            if self.on_result is not None:
+                self.on_result(listener, delivery, result, state)
             settled = await self._account(listener, result, probe)
             if result.gone and listener.name not in self._paused:
                 await self._pause(listener.name, "the listener answered 410 Gone")
@@ -358,11 +449,14 @@ class Dispatcher:
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception(
-                "delivery %s to %s: unexpected error; it stays pending",
-                delivery.id,
+            self._internal_error(
+                "sender",
+                f"delivery {delivery.id} to {listener.name}: unexpected error; it stays pending",
                 listener.name,
             )
+            pace = self._pace.get(listener.name)
+            if pace is not None:
+                self._hold(pace)
         finally:
             pace = self._pace.get(listener.name)
             if probe and not settled and pace is not None and pace.breaker is not None:
@@ -388,7 +482,7 @@ class Dispatcher:
             if pace.breaker is not None:
                 transition = pace.breaker.record_failure(mono, probe=probe)
         if transition is not None:
-            self._log_transition(listener, transition)
+            log_transition(listener, transition)
         if not result.ok:
             await self._maybe_disable(listener, pace, now)
         return True
@@ -425,37 +519,6 @@ class Dispatcher:
         self._paused_checked = self.monotonic()
         await self.store.set_listener_paused(name, True, reason, self.clock())
 
-    def _log_transition(self, listener: ListenerConfig, t: Transition) -> None:
-        extra = {"listener": listener.name, "breaker": t.new}
-        if t.new == "open" and t.old == "closed":
-            log.warning(
-                "listener %s: circuit breaker OPEN after %d consecutive failed attempts; "
-                "its deliveries wait %s (no retries used up), then one probe request",
-                listener.name,
-                t.failures,
-                format_duration(timedelta(seconds=t.cooldown_s)),
-                extra=extra,
-            )
-        elif t.new == "open":
-            log.warning(
-                "listener %s: probe failed; circuit breaker OPEN again for %s",
-                listener.name,
-                format_duration(timedelta(seconds=t.cooldown_s)),
-                extra=extra,
-            )
-        elif t.new == "half-open":
-            log.warning(
-                "listener %s: circuit breaker HALF-OPEN: sending one probe request",
-                listener.name,
-                extra=extra,
-            )
-        else:
-            log.warning(
-                "listener %s: probe succeeded; circuit breaker CLOSED, deliveries resume",
-                listener.name,
-                extra=extra,
-            )
-
     def _redacted(self, result: AttemptResult) -> AttemptResult:
         # a listener may echo the headers it was sent (tokens) in its error response
         return replace(
@@ -479,51 +542,6 @@ class Dispatcher:
                 log.warning("recording delivery %s: %s; retrying", delivery.id, exc)
                 await asyncio.sleep(pause_s)
         return await self.store.record_attempt(delivery.id, self.clock(), result, next_at=next_at)
-
-    def _report(
-        self,
-        listener: ListenerConfig,
-        delivery: Delivery,
-        result: AttemptResult,
-        state: str,
-        next_at: float | None,
-    ) -> None:
-        extra = {
-            "listener": listener.name,
-            "event": delivery.event.id,
-            "source": delivery.event.source,
-        }
-        if result.ok:
-            log.debug(
-                "delivered %s to %s (HTTP %s, %.0f ms)",
-                delivery.event.id,
-                listener.name,
-                result.status,
-                result.duration_s * 1000,
-                extra=extra,
-            )
-        elif state == "dead":
-            log.error(
-                "delivery of %s to %s is dead after %d attempts: %s",
-                delivery.event.id,
-                listener.name,
-                delivery.attempts + 1,
-                result.error,
-                extra=extra,
-            )
-        else:
-            wait = (next_at or 0) - self.clock().timestamp()
-            log.warning(
-                "delivery of %s to %s failed (attempt %d): %s; next attempt in %.1fs",
-                delivery.event.id,
-                listener.name,
-                delivery.attempts + 1,
-                result.error,
-                max(0.0, wait),
-                extra=extra,
-            )
-        if self.on_result is not None:
-            self.on_result(listener, delivery, result, state)
 
     # -- stopping ---------------------------------------------------------------------------
 

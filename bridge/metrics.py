@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Metric,
+    PlatformCollector,
+    ProcessCollector,
+)
 from prometheus_client.exposition import choose_encoder
 
 from bridge import __version__
@@ -14,14 +22,41 @@ from bridge.models import AttemptResult, Delivery
 
 _POLL_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 _LATENCY_BUCKETS_S = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 6 * 3600, 24 * 3600)
+# the metric types prometheus_client gives a ``<name>_created`` sample
+_WITH_CREATED = frozenset({"counter", "histogram", "summary", "gaugehistogram"})
+
+INTERNAL_COMPONENTS = ("dispatcher", "sender", "poll", "heartbeat", "leases", "http")
+"""The components ``pollbridge_internal_errors_total`` has a series for from the start, so that
+the first error shows as an increase (any other name gets its series when it first counts)."""
+
+
+class _Registry(CollectorRegistry):
+    """A registry without the ``_created`` series: one more series per counter and histogram
+    child that dashboards and alerts never use (and that Prometheus stores for each). Done here
+    rather than by ``disable_created_metrics()``, which would change every registry of the
+    process."""
+
+    def collect(self) -> Iterator[Metric]:
+        for family in super().collect():
+            if family.type in _WITH_CREATED:
+                created = f"{family.name}_created"
+                kept = Metric(family.name, family.documentation, family.type, family.unit)
+                kept.samples = [s for s in family.samples if s.name != created]
+                yield kept
+            else:
+                yield family
 
 
 class Metrics:
     """Every metric pollbridge exports; the daemon feeds it, ``/metrics`` renders it."""
 
     def __init__(self) -> None:
-        r = self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry = _Registry(auto_describe=True)
         self._series: dict[str, set[tuple[str, ...]]] = {}
+        # process_* (CPU, memory, open files, start time) and python_info, as on the default
+        # registry
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
         Gauge("pollbridge_build_info", "pollbridge's version.", ["version"], registry=r).labels(
             __version__
         ).set(1)
@@ -108,6 +143,32 @@ class Metrics:
             ["listener"],
             registry=r,
         )
+        self.source_interval = Gauge(
+            "pollbridge_source_interval_seconds",
+            "Seconds between two scheduled polls of the source (for cron, between its next two).",
+            ["source"],
+            registry=r,
+        )
+        self.last_reload_success = Gauge(
+            "pollbridge_last_reload_success",
+            "1 if the running configuration loaded (at start or by the last reload), 0 while the "
+            "last reload was rejected and the previous configuration is kept.",
+            registry=r,
+        )
+        self.last_reload_success.set(1)  # a daemon runs only with a configuration that loaded
+        self.last_reload_timestamp = Gauge(
+            "pollbridge_last_reload_timestamp_seconds",
+            "Unix time of the last configuration load (start or reload), successful or not.",
+            registry=r,
+        )
+        self.internal_errors = Counter(
+            "pollbridge_internal_errors",
+            "Unexpected exceptions caught (and logged with their traceback), by component.",
+            ["component"],
+            registry=r,
+        )
+        for component in INTERNAL_COMPONENTS:
+            self.internal_errors.labels(component)
 
     # -- feeding ----------------------------------------------------------------------------
 
@@ -179,7 +240,21 @@ class Metrics:
             self.listener_paused.labels(name).set(1 if name in paused_set else 0)
             self.listener_breaker_open.labels(name).set(1 if name in open_set else 0)
 
+    def set_source_interval(self, source: str, interval_s: float) -> None:
+        """The source's polling interval (at start, and when a reload adds or changes it): the
+        staleness alert compares the age of the last success with it."""
+        self.source_interval.labels(source).set(interval_s)
+
+    def internal_error(self, component: str) -> None:
+        """An unexpected exception in ``component`` was caught and logged."""
+        self.internal_errors.labels(component).inc()
+
     # -- reload -----------------------------------------------------------------------------
+
+    def reloaded(self, ok: bool, at: datetime) -> None:
+        """A configuration load finished: at start (``ok=True``) and after each reload."""
+        self.last_reload_success.set(1 if ok else 0)
+        self.last_reload_timestamp.set(at.timestamp())
 
     def forget_source(self, source: str) -> None:
         """Drop a removed source's series so dashboards stop showing it."""
@@ -189,6 +264,7 @@ class Metrics:
             self.last_success,
             self.consecutive_failures,
             self.held,
+            self.source_interval,
         ):
             _remove(metric, source)
         for kind, counter in (("polls", self.polls), ("changes", self.changes)):

@@ -11,6 +11,7 @@ from bridge.daemon import Daemon
 from bridge.errors import StoreError
 from bridge.store.sqlite import SQLiteStore
 from bridge.systemd import Notifier
+from tests.support.daemon import run_cli
 from tests.support.notify import notify_socket
 
 
@@ -46,20 +47,20 @@ async def test_healthz_and_watchdog_follow_store_health(tmp_path, write_config):
     with notify_socket() as ns:
         notifier = Notifier({"NOTIFY_SOCKET": str(ns.path), "WATCHDOG_USEC": "100000"})
         daemon = Daemon(config, store=store, notifier=notifier)  # type: ignore[arg-type]
-        daemon.control_check_s = daemon.runtime_write_s = 0.05
-        daemon.store_healthy_s = 0.5
+        daemon.heartbeat.control_check_s = daemon.heartbeat.runtime_write_s = 0.05
+        daemon.health.store_healthy_s = 0.5
         run = asyncio.create_task(daemon.run())
         try:
             ready = await asyncio.to_thread(ns.wait_for, lambda m: m.get("READY") == "1")
             await asyncio.to_thread(ns.wait_for, lambda m: "WATCHDOG" in m, after=ready)
-            retention = daemon.scheduler.get_job("retention")
+            retention = daemon.schedule.scheduler.get_job("retention")
             assert retention.trigger.interval == timedelta(days=1)
-            ok = await daemon._serve("/healthz", {})
+            ok = await daemon.endpoint.serve("/healthz", {})
             assert ok.status == 200 and json.loads(ok.body)["status"] == "ok"
 
             store.broken = True
-            await _wait(lambda: not daemon.health()[0])
-            bad = await daemon._serve("/healthz", {})
+            await _wait(lambda: daemon.health.problems())
+            bad = await daemon.endpoint.serve("/healthz", {})
             doc = json.loads(bad.body)
             assert bad.status == 503 and doc["status"] == "unhealthy"
             assert doc["store"]["writable"] is False and "disk I/O error" in doc["store"]["error"]
@@ -69,9 +70,9 @@ async def test_healthz_and_watchdog_follow_store_health(tmp_path, write_config):
             assert not any("WATCHDOG" in m for m in ns.messages[quiet_from:])
 
             store.broken = False
-            await _wait(lambda: daemon.health()[0])
+            await _wait(lambda: not daemon.health.problems())
             await asyncio.to_thread(ns.wait_for, lambda m: "WATCHDOG" in m, after=quiet_from)
-            assert (await daemon._serve("/healthz", {})).status == 200
+            assert (await daemon.endpoint.serve("/healthz", {})).status == 200
         finally:
             daemon.request_stop()
             assert await run == 0
@@ -81,7 +82,52 @@ async def test_healthz_is_503_before_the_scheduler_runs(tmp_path, write_config):
     """A daemon that has not started its scheduler is not healthy."""
     config = load_config(write_config(f'[bridge]\nstate = "{tmp_path}/state.db"\n'), env={})
     daemon = Daemon(config)
-    reply = await daemon._serve("/healthz", {})
+    reply = await daemon.endpoint.serve("/healthz", {})
     assert reply.status == 503
     assert "the scheduler is not running" in json.loads(reply.body)["problems"]
-    assert (await daemon._serve("/other", {})).status == 404
+    assert (await daemon.endpoint.serve("/other", {})).status == 404
+
+
+async def test_a_delivery_loop_that_ends_makes_the_daemon_unhealthy(
+    tmp_path, write_config, monkeypatch
+):
+    """If the dispatcher task ends anyway: /healthz 503 naming it, no more watchdog pings (so
+    systemd restarts the unit), and the runtime status that ``status`` shows says so."""
+    from bridge.dispatcher import Dispatcher
+
+    async def dies(self: Dispatcher) -> None:
+        raise RuntimeError("injected: the loop died")
+
+    monkeypatch.setattr(Dispatcher, "run", dies)
+    config = load_config(
+        write_config(f'[bridge]\nstate = "{tmp_path}/state.db"\nhttp = "127.0.0.1:0"\n'), env={}
+    )
+    with notify_socket() as ns:
+        notifier = Notifier({"NOTIFY_SOCKET": str(ns.path), "WATCHDOG_USEC": "100000"})
+        daemon = Daemon(config, notifier=notifier)
+        daemon.heartbeat.control_check_s = daemon.heartbeat.runtime_write_s = 0.05
+        run = asyncio.create_task(daemon.run())
+        try:
+            await asyncio.to_thread(ns.wait_for, lambda m: m.get("READY") == "1")
+            await _wait(lambda: daemon.health.problems())
+            reply = await daemon.endpoint.serve("/healthz", {})
+            doc = json.loads(reply.body)
+            assert reply.status == 503
+            assert any("the delivery loop stopped" in p for p in doc["problems"])
+            await asyncio.sleep(0.3)
+            quiet_from = len(ns.messages)
+            await asyncio.sleep(0.4)
+            assert not any("WATCHDOG" in m for m in ns.messages[quiet_from:])
+            await asyncio.sleep(0.2)  # a heartbeat writes the runtime status
+            runtime = await daemon.store.read_runtime()
+            assert runtime is not None
+            assert any("the delivery loop stopped" in p for p in runtime["problems"])
+            metrics, _ = daemon.metrics.render()
+            assert b'pollbridge_internal_errors_total{component="dispatcher"} 1.0' in metrics
+            shown = await asyncio.to_thread(
+                run_cli, "status", "--state-file", str(config.state_location)
+            )
+            assert "health:  UNHEALTHY: the delivery loop stopped" in shown.stdout, shown
+        finally:
+            daemon.request_stop()
+            assert await run == 1  # stopped, but the exit code says it was broken

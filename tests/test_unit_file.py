@@ -85,3 +85,14 @@ def test_verify_is_clean(tmp_path: Path, unit_file: Path):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip() == "" and result.stderr.strip() == ""
+
+
+@pytest.mark.parametrize("unit", [UNIT, TEMPLATE], ids=["service", "template"])
+def test_unit_points_to_its_documentation(unit: Path):
+    """Documentation= names the installed copy of a page that docs/ has (systemctl help)."""
+    uris = [uri for value in _keys(unit).get("Documentation", []) for uri in value.split()]
+    assert uris, "no Documentation="
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    for uri in uris:
+        assert uri.startswith("file:///usr/share/doc/pollbridge/"), uri
+        assert (docs / uri.removeprefix("file:///usr/share/doc/pollbridge/")).is_file(), uri

@@ -393,6 +393,11 @@ class Store(SnapshotStore, DeliveryQueue, Coordination, Inspection, Operations, 
         deadline; a SQLite call on a stuck disk may not)."""
         ...
 
+    async def location_problem(self) -> str | None:
+        """Why the state at the configured location is no longer the one this store has open
+        (its file deleted or replaced while running), or None while all is well."""
+        ...
+
 
 __all__ = [
     "SCHEMA_VERSION",

@@ -192,6 +192,9 @@ url = "{gone.url("/hooks")}"
             assert second.returncode == 74, second.stderr
             assert f"another pollbridge daemon (pid {daemon.proc.pid}) is using" in second.stderr
             assert daemon.terminate() == 0, daemon.output()
+        # a 410 is said once, as a pause: not also as a failed attempt with a next try
+        assert daemon.output().count("answered 410 Gone: paused") == 1
+        assert "failed (attempt" not in daemon.output()
         # the control counter moving (our own 410 pause, then the resume) is debug only: the
         # pause has its own warning, and it was no operator
         assert "operator" not in daemon.output() and "control counter" not in daemon.output()

@@ -95,6 +95,9 @@ class MemoryBase:
         if not self._open:
             raise StoreError("use", "the store is not open", location=self.location)
 
+    async def location_problem(self) -> str | None:
+        return None  # nothing on disk to lose
+
     def oldest_call_s(self) -> float:
         """Calls never wait here."""
         return 0.0

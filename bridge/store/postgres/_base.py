@@ -64,6 +64,9 @@ class PostgresBase:
         """The NOTIFY channel: channels are per database, so ours is named after the schema."""
         return f"pollbridge_{self.schema}"[:63]
 
+    async def location_problem(self) -> str | None:
+        return None  # a database server has no file to lose under us
+
     def oldest_call_s(self) -> float:
         """How long the oldest store call still running has been waiting (0 if none)."""
         if not self._calls:

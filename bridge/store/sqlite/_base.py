@@ -60,6 +60,8 @@ class SQLiteBase:
         self._busy_timeout_s = busy_timeout_s
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
+        self._identity: tuple[int, int] | None = None
+        """The open database file's (device, inode), to notice it deleted or replaced."""
         self.db: sqlite_utils.Database | None = None
         self._attempts: list[
             tuple[int, datetime, AttemptResult, float | None, asyncio.Future[str]]
@@ -78,6 +80,16 @@ class SQLiteBase:
             return await loop.run_in_executor(self._executor, self._guarded, fn, args)
         finally:
             del self._calls[call]
+
+    async def location_problem(self) -> str | None:
+        if self._identity is None:
+            return None
+        now = _file_identity(Path(self.location))
+        if now is None:
+            return "the state file was deleted while the daemon was using it"
+        if now != self._identity:
+            return "the state file was replaced by another file while the daemon was using it"
+        return None
 
     def oldest_call_s(self) -> float:
         """How long the oldest store call still waiting or running has taken (0 if none): a
@@ -144,6 +156,7 @@ class SQLiteBase:
             path, timeout=self._busy_timeout_s, isolation_level=None, check_same_thread=False
         )
         conn.row_factory = sqlite3.Row
+        self._identity = _file_identity(path)
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA foreign_keys = ON")
@@ -263,6 +276,15 @@ class SQLiteBase:
             f"ON CONFLICT (name) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in cols)}",
             (listener, *fields.values()),
         )
+
+
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    """The (device, inode) of ``path``, which every name of one file shares; None if absent."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def _rollback(conn: sqlite3.Connection) -> None:

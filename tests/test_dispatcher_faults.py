@@ -1,0 +1,199 @@
+"""The delivery loop survives what goes wrong in one listener's path: the others keep delivering."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+
+from bridge.config import ListenerConfig
+from bridge.core.patch import make_patch
+from bridge.dispatcher import Dispatcher
+from bridge.models import Change, Delivery
+from bridge.sender import Sender
+from bridge.store import PollCommit
+from bridge.store.sqlite import SQLiteStore
+
+NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
+MONO = 1000.0
+
+
+class HookedStore(SQLiteStore):
+    """A real SQLite store that runs ``before_claim[listener]`` while a claim awaits the store,
+    the moment at which in-flight attempts finish and reloads land in a running daemon."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.before_claim: dict[str, Any] = {}
+        self.released: list[int] = []
+
+    async def claim_deliveries(self, listener: str, *args: Any, **kwargs: Any) -> list[Delivery]:
+        due = await super().claim_deliveries(listener, *args, **kwargs)
+        hook = self.before_claim.pop(listener, None)
+        if hook is not None:
+            hook()
+        return due
+
+    async def release_claims(self, delivery_ids: Sequence[int], *, owner: str) -> None:
+        self.released.extend(delivery_ids)
+        await super().release_claims(delivery_ids, owner=owner)
+
+
+@pytest.fixture
+async def store(tmp_path) -> AsyncIterator[HookedStore]:
+    s = HookedStore(tmp_path / "state.db")
+    await s.open()
+    yield s
+    await s.close()
+
+
+def _listener(name: str, **extra: Any) -> ListenerConfig:
+    return ListenerConfig(name=name, url=f"https://{name}.example.com/in", **extra)
+
+
+async def _commit(store: SQLiteStore, keys: list[str], listeners: list[str]) -> None:
+    changes = [
+        Change("created", k, k, None, {"id": k}, make_patch(None, {"id": k}), "h") for k in keys
+    ]
+    await store.commit_poll(
+        PollCommit("orders", NOW, 0.0, [], [], changes, [listeners] * len(changes), 1, "f")
+    )
+
+
+def _states(store: SQLiteStore, listener: str) -> list[tuple[str, int]]:
+    rows = store.conn.execute(
+        "SELECT state, attempts FROM deliveries WHERE listener = ? ORDER BY id", (listener,)
+    )
+    return [tuple(r) for r in rows]
+
+
+class Recording:
+    """A transport answering 500 to host ``bad`` and 204 to everyone else."""
+
+    def __init__(self) -> None:
+        self.hosts: list[str] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.hosts.append(request.url.host.split(".")[0])
+        return httpx.Response(500 if request.url.host.startswith("bad.") else 204)
+
+
+async def _run_until(dispatcher: Dispatcher, done: Any, timeout_s: float = 10) -> None:
+    task = asyncio.create_task(dispatcher.run())
+    try:
+        async with asyncio.timeout(timeout_s):
+            while not done():
+                assert not task.done(), task  # the loop must never end by itself
+                await asyncio.sleep(0.01)
+    finally:
+        await dispatcher.stop(1)
+        await asyncio.wait_for(task, 5)
+
+
+def _dispatcher(store: SQLiteStore, sender: Sender, listeners: list[ListenerConfig], **kw: Any):
+    return Dispatcher(store, sender, listeners, clock=lambda: NOW, monotonic=lambda: MONO, **kw)
+
+
+async def test_a_breaker_that_opens_during_a_claim_sends_the_claim_back_unattempted(store):
+    """The breaker opening between claim and start (in-flight failures finishing) raises
+    nothing: the claimed deliveries go back to the queue with no attempt used up."""
+    transport = Recording()
+    sender = Sender(httpx.AsyncClient(transport=httpx.MockTransport(transport)))
+    bad = _listener("bad", breaker_failures=2, max_in_flight=16)
+    good = _listener("good", max_in_flight=16)
+    await _commit(store, [f"k{i}" for i in range(6)], ["bad", "good"])
+    dispatcher = _dispatcher(store, sender, [bad, good])
+
+    def trip() -> None:
+        breaker = dispatcher._pace["bad"].breaker
+        for _ in range(2):
+            breaker.record_failure(MONO)
+        assert breaker.state == "open"
+
+    store.before_claim["bad"] = trip
+    await _run_until(dispatcher, lambda: _states(store, "good") == [("delivered", 1)] * 6)
+    assert transport.hosts.count("bad") == 0
+    assert _states(store, "bad") == [("pending", 0)] * 6
+    assert sorted(store.released) == sorted(
+        r[0] for r in store.conn.execute("SELECT id FROM deliveries WHERE listener = 'bad'")
+    )
+
+
+class ExplodingSender(Sender):
+    """A sender with a bug that shows only for one listener."""
+
+    async def send(self, listener: ListenerConfig, *args: Any, **kwargs: Any) -> Any:
+        if listener.name == "bad":
+            raise RuntimeError("injected bug in send")
+        return await super().send(listener, *args, **kwargs)
+
+
+async def test_an_exception_in_one_listeners_send_leaves_the_others_delivering(store, caplog):
+    """An unexpected exception in a send is logged with its traceback and counted; that
+    delivery stays pending unattempted, and every other listener keeps delivering."""
+    components: list[str] = []
+    sender = ExplodingSender(httpx.AsyncClient(transport=httpx.MockTransport(Recording())))
+    listeners = [_listener("bad"), _listener("good")]
+    await _commit(store, ["a", "b", "c"], ["bad", "good"])
+    dispatcher = _dispatcher(store, sender, listeners, on_internal_error=components.append)
+    await _run_until(dispatcher, lambda: _states(store, "good") == [("delivered", 1)] * 3)
+    assert _states(store, "bad") == [("pending", 0)] * 3
+    assert dispatcher.internal_errors >= 1
+    assert set(components) == {"sender"}
+    assert "injected bug in send" in caplog.text  # the traceback is in the log
+
+
+async def test_an_exception_while_dispatching_one_listener_backs_it_off_only(store):
+    """A bug in one listener's claim path holds that listener back; the loop goes on."""
+    components: list[str] = []
+    sender = Sender(httpx.AsyncClient(transport=httpx.MockTransport(Recording())))
+    await _commit(store, ["a", "b"], ["bad", "good"])
+    dispatcher = _dispatcher(
+        store, sender, [_listener("bad"), _listener("good")], on_internal_error=components.append
+    )
+
+    def explode() -> None:
+        raise RuntimeError("injected bug in dispatch")
+
+    store.before_claim["bad"] = explode
+    await _run_until(dispatcher, lambda: _states(store, "good") == [("delivered", 1)] * 2)
+    assert components == ["dispatcher"]
+    assert dispatcher._pace["bad"].held_until > MONO
+
+
+async def test_a_reload_removing_a_listener_mid_pass_does_not_kill_the_loop(store):
+    """set_listeners dropping a listener while the loop awaits the store: no KeyError, the
+    kept listener delivers, the dropped one's deliveries stay queued."""
+    sender = Sender(httpx.AsyncClient(transport=httpx.MockTransport(Recording())))
+    keep, drop = _listener("keep"), _listener("drop")
+    await _commit(store, ["a", "b"], ["keep", "drop"])
+    dispatcher = _dispatcher(store, sender, [keep, drop])
+    store.before_claim["keep"] = lambda: dispatcher.set_listeners([keep])
+    await _run_until(dispatcher, lambda: _states(store, "keep") == [("delivered", 1)] * 2)
+    assert _states(store, "drop") == [("pending", 0)] * 2
+    assert dispatcher.internal_errors == 0
+
+
+async def test_run_until_idle_survives_a_bug_in_one_listener(store):
+    """``run --once``'s loop also keeps going, and the error is counted for its exit code."""
+    sender = ExplodingSender(httpx.AsyncClient(transport=httpx.MockTransport(Recording())))
+    await _commit(store, ["a"], ["bad", "good"])
+    dispatcher = _dispatcher(store, sender, [_listener("bad"), _listener("good")])
+    async with asyncio.timeout(10):
+        await dispatcher.run_until_idle()
+    assert _states(store, "good") == [("delivered", 1)]
+    assert dispatcher.internal_errors >= 1
+
+
+def test_internal_errors_are_a_metric():
+    """pollbridge_internal_errors_total{component} counts what the daemon caught."""
+    from bridge.metrics import Metrics
+
+    metrics = Metrics()
+    metrics.internal_error("dispatcher")
+    body, _ = metrics.render()
+    assert b'pollbridge_internal_errors_total{component="dispatcher"} 1.0' in body
