@@ -90,6 +90,10 @@ class NoStateError(StoreError):
         super().__init__("open", cause, location=location)
 
 
+class UsageError(BridgeError):
+    """The command line asks for something impossible (the CLI exits 64, EX_USAGE)."""
+
+
 class StaleSnapshot(StoreError):
     """The snapshot changed since the diff was computed (another writer); poll again."""
 

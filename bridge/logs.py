@@ -37,21 +37,48 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+MAX_TEXT_MESSAGE = 2000
+"""A text log line's message is cut here: an error quoting a whole page stays readable."""
+
+# Control characters but tab written as escapes: a response excerpt quoted in a message (an HTML
+# error page) must not break one log entry into many lines, nor forge a second entry.
+_ESCAPES = {i: f"\\x{i:02x}" for i in range(32)} | {
+    ord("\n"): "\\n",
+    ord("\r"): "\\r",
+    ord("\t"): "\t",
+    0x7F: "\\x7f",
+}
+
+
+def one_line(text: str, limit: int = MAX_TEXT_MESSAGE) -> str:
+    """``text`` on one line (control characters escaped), at most ``limit`` characters."""
+    text = text.translate(_ESCAPES)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 class TextFormatter(logging.Formatter):
     """``time level logger: message key=value…`` — readable in a terminal and in journald.
 
-    The time is UTC (``2026-11-23 12:00:05.120Z``), as in the JSON lines and in every CLI
-    table, so a log line and ``pollbridge events`` can be matched on a server in any zone."""
+    One entry is one line: the message and the fields are escaped and capped (a traceback,
+    shown only for unexpected errors, follows on its own lines). The time is UTC
+    (``2026-11-23 12:00:05.120Z``), as in the JSON lines and in every CLI table, so a log line
+    and ``pollbridge events`` can be matched on a server in any zone."""
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         moment = datetime.fromtimestamp(record.created, UTC)
         return f"{moment:%Y-%m-%d %H:%M:%S}.{int(record.msecs):03d}Z"
 
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = one_line(record.message)
+        return super().formatMessage(record)
+
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
         fields = _extras(record)
         if fields:
-            line += " " + " ".join(f"{k}={v}" for k, v in fields.items())
+            text = " ".join(f"{k}={one_line(str(v), 200)}" for k, v in fields.items())
+            head, sep, trace = line.partition("\n")
+            line = f"{head} {text}{sep}{trace}"
         return line
 
 

@@ -43,6 +43,15 @@ class Hooks:
     redact: Callable[[str], str] = str
 
 
+def build_sender(config: Config, *, max_connections: int) -> tuple[Sender, ClientPool]:
+    """The listeners' sender (their TLS settings, the private-target rule) and its pool."""
+    clients = ClientPool(
+        httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+        deny_private_targets=config.bridge.deny_private_targets,
+    )
+    return Sender(clients.get(), clients.for_endpoints(config.listeners, "listener")), clients
+
+
 class Services:
     """The HTTP stack, the pipeline and (for a daemon) the dispatcher over one store."""
 
@@ -70,14 +79,7 @@ class Services:
         self.dispatcher: Dispatcher | None = None
         if deliver:
             in_flight = sum(lst.max_in_flight for lst in config.listeners) or 1
-            self.send_clients = ClientPool(
-                httpx.Limits(max_connections=in_flight, max_keepalive_connections=in_flight),
-                deny_private_targets=config.bridge.deny_private_targets,
-            )
-            sender = Sender(
-                self.send_clients.get(),
-                self.send_clients.for_endpoints(config.listeners, "listener"),
-            )
+            sender, self.send_clients = build_sender(config, max_connections=in_flight)
             self.dispatcher = Dispatcher(
                 store,
                 sender,

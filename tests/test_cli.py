@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bridge import __version__
-from bridge.cli import _status_doc, _status_text
+from bridge.cli.inspection import status_doc, status_text
 from bridge.core.signing import decode_secret
 from bridge.daemon import claim_sqlite_state
 from bridge.models import SourceState
@@ -100,9 +100,9 @@ def test_poll_dry_run_then_commit_then_changes(tmp_path, items_api):
     assert res.returncode == 0, res.stderr
     lines = [json.loads(line) for line in res.stdout.splitlines()]
     assert [(x["type"], x["key"]) for x in lines] == [
-        ("updated", "1"),
-        ("created", "3"),
-        ("deleted", "2"),
+        ("item.updated", "1"),
+        ("item.created", "3"),
+        ("item.deleted", "2"),
     ]
     assert lines[0]["changes"] == [{"op": "replace", "path": "/s", "value": "b"}]
     assert lines[0]["before"] == {"id": 1, "s": "a"}
@@ -162,10 +162,11 @@ def test_poll_failure_is_one_paragraph_and_records_nothing(tmp_path, items_api):
 
 
 def test_poll_unknown_source(tmp_path):
-    """Polling a source that is not configured names the known ones."""
+    """Polling a source that is not configured is exit 1 (not a bad configuration), naming the
+    known ones."""
     config = _source_config(tmp_path, "http://127.0.0.1:9/")
     res = run_cli("poll", "nope", "--config", str(config))
-    assert res.returncode == 78
+    assert res.returncode == 1
     assert "no source named 'nope'" in res.stderr and "orders" in res.stderr
 
 
@@ -201,7 +202,7 @@ def test_status_text_says_when_a_backing_off_source_polls_next():
         consecutive_failures=3,
         not_before=now + timedelta(minutes=2),
     )
-    text = _status_text(_status_doc("/s.db", None, [source], [], now), now)
+    text = status_text(status_doc("/s.db", None, [source], [], now), now)
     assert "backoff (next poll in 2m): HTTP 503" in text
     assert "until in" not in text
 
@@ -209,15 +210,15 @@ def test_status_text_says_when_a_backing_off_source_polls_next():
 def test_status_text_without_a_daemon_run_explains_the_empty_listener_table():
     """Before the daemon ever ran, an empty table says why instead of 'no listeners yet'."""
     now = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
-    text = _status_text(_status_doc("/s.db", None, [], [], now), now)
+    text = status_text(status_doc("/s.db", None, [], [], now), now)
     assert "no listeners yet (the daemon has not run on this state" in text
-    ran = _status_text(_status_doc("/s.db", {"sources": {}, "listeners": {}}, [], [], now), now)
+    ran = status_text(status_doc("/s.db", {"sources": {}, "listeners": {}}, [], [], now), now)
     assert "no listeners yet" in ran and "has not run" not in ran
 
 
 def test_an_unreadable_state_gets_a_permission_hint(tmp_path, monkeypatch):
     """SQLite's bare 'unable to open database file' is followed by who may not read what."""
-    from bridge import cli
+    from bridge.cli import app as cli
     from bridge.errors import StoreError
 
     state = tmp_path / "state.db"

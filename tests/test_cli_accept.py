@@ -40,16 +40,16 @@ def test_accept_a_held_source(tmp_path, write_config, capsys):
         assert _state(tmp_path / "state.db").accept_requested
         assert main(["poll", "s", "--commit", "--config", str(config)]) == 0
     out = capsys.readouterr().out
-    assert out.count('"type":"deleted"') == 18
+    assert out.count('"type":"item.deleted"') == 18
     state = _state(tmp_path / "state.db")
     assert state.held_reason is None and not state.accept_requested and state.item_count == 2
 
 
-def test_accept_unknown_source_is_a_config_error(write_config, tmp_path, capsys):
-    """Naming a source the configuration does not have exits 78 with the known names."""
+def test_accept_unknown_source_is_exit_1_naming_the_known_ones(write_config, tmp_path, capsys):
+    """Naming a source the configuration does not have exits 1 with the known names."""
     config = write_config(
         f'[bridge]\nstate = "{tmp_path}/state.db"\n'
         '[[sources]]\nname = "s"\nurl = "https://a.example/x"\nevery = "1m"\n'
     )
-    assert main(["accept", "nope", "--config", str(config)]) == 78
+    assert main(["accept", "nope", "--config", str(config)]) == 1
     assert "no source named 'nope' (known: s)" in capsys.readouterr().err

@@ -75,3 +75,28 @@ def test_text_lines_are_stamped_in_utc_like_the_cli(capsys, restore_logging, mon
         time.tzset()
     line = capsys.readouterr().err.strip()
     assert re.fullmatch(r"2026-11-23 12:00:05\.120Z INFO pollbridge\.test: hi", line), line
+
+
+def test_a_quoted_html_error_page_stays_one_escaped_capped_line(capsys, restore_logging):
+    """A poll failure quoting an HTML page is one text line: newlines escaped, length capped."""
+    configure_logging("info", None, "text")
+    page = "<html>\n<body>\r\n<h1>502 Bad Gateway</h1>\n" + "x" * 5000 + "\n</body></html>"
+    log = logging.getLogger("pollbridge.daemon")
+    log.warning("poll of source 'o' failed: HTTP 502: %s", page, extra={"source": "o\nforged"})
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err[:300]
+    assert "HTTP 502: <html>\\n<body>\\r\\n<h1>502 Bad Gateway</h1>\\n" in err
+    assert "…" in err and len(err) < 2300
+    assert err.rstrip("\n").endswith("source=o\\nforged")
+
+
+def test_a_traceback_follows_the_fields_line(capsys, restore_logging):
+    """With a traceback the fields stay on the entry's first line, the trace below it."""
+    configure_logging("info", None, "text")
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        logging.getLogger("pollbridge.daemon").exception("unexpected", extra={"source": "s"})
+    first, *rest = capsys.readouterr().err.splitlines()
+    assert first.endswith("unexpected source=s")
+    assert rest[0].startswith("Traceback") and "ValueError: boom" in rest[-1]

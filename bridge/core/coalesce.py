@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from bridge.core.extract import comparable
-from bridge.core.patch import make_patch
+from bridge.core.diff import patch_ignoring
 from bridge.core.paths import JsonPath
 from bridge.models import Event
 
@@ -21,5 +20,5 @@ def merged_changes(
     """
     if not events:
         return None
-    patch = make_patch(comparable(events[0].before, ignore), comparable(events[-1].after, ignore))
+    patch = patch_ignoring(events[0].before, events[-1].after, ignore)
     return patch or None

@@ -6,8 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bridge.core.extract import comparable
-from bridge.core.patch import make_patch
+from bridge.core.patch import Ignored, make_patch, make_patch_ignoring
 from bridge.core.paths import JsonPath
 from bridge.models import Change, Item, ItemKey
 
@@ -65,23 +64,96 @@ def build_changes(
     for item in new_items:
         if item.key_text not in wanted:
             continue
-        after_cmp = comparable(item.value, ignore)
         if item.key_text in before:
             _, old = before[item.key_text]
-            patch = make_patch(comparable(old, ignore), after_cmp)
+            patch = patch_ignoring(old, item.value, ignore)
             changes.append(
                 Change("updated", item.key, item.key_text, old, item.value, patch, item.hash)
             )
         else:
-            patch = make_patch(None, after_cmp)
+            patch = patch_ignoring(None, item.value, ignore)
             changes.append(
                 Change("created", item.key, item.key_text, None, item.value, patch, item.hash)
             )
     for text in plan.deleted:
         key, old = before[text]
-        patch = make_patch(comparable(old, ignore), None)
+        patch = patch_ignoring(old, None, ignore)
         changes.append(Change("deleted", key, text, old, None, patch, None))
     return changes
+
+
+def patch_ignoring(before: Any, after: Any, ignore: Sequence[JsonPath]) -> list[dict[str, Any]]:
+    """The RFC 6902 patch from ``before`` to ``after`` as sent, leaving out the ``ignore`` paths.
+
+    Applied to the real ``before`` it gives the real ``after`` except at ignored paths: an
+    ignored member is left out, an ignored array element keeps its place, so every index in
+    the patch is one of the real arrays.
+    """
+    if not ignore:
+        return make_patch(before, after)
+    old, old_masked = _masked(before, ignore)
+    new, new_masked = _masked(after, ignore)
+    if old_masked or new_masked:
+        return make_patch_ignoring(old, new)
+    return make_patch(old, new)
+
+
+_WHOLE = object()
+"""In a tree of ignored locations: everything from here down is ignored."""
+
+
+def _masked(value: Any, ignore: Sequence[JsonPath]) -> tuple[Any, bool]:
+    """``value`` without its ignored members, its ignored array elements wrapped in Ignored.
+
+    Only the containers on the way to an ignored location are copied. The flag says whether
+    an element was wrapped.
+    """
+    if value is None:
+        return value, False
+    tree: dict[Any, Any] = {}
+    for path in ignore:
+        for location in path.locate(value):
+            if not location:
+                return Ignored(value), True
+            node = tree
+            for step in location[:-1]:
+                child = node.setdefault(step, {})
+                if child is _WHOLE:
+                    break
+                node = child
+            else:
+                node[location[-1]] = _WHOLE
+    if not tree:
+        return value, False
+    return _apply_mask(value, tree)
+
+
+def _apply_mask(value: Any, tree: dict[Any, Any]) -> tuple[Any, bool]:
+    wrapped = False
+    if isinstance(value, dict):
+        out: Any = dict(value)
+        for step, sub in tree.items():
+            if step not in out:
+                continue
+            if sub is _WHOLE:
+                del out[step]
+            else:
+                out[step], inner = _apply_mask(out[step], sub)
+                wrapped = wrapped or inner
+        return out, wrapped
+    if isinstance(value, list):
+        out = list(value)
+        for step, sub in tree.items():
+            if not isinstance(step, int) or step >= len(out):
+                continue
+            if sub is _WHOLE:
+                out[step] = Ignored(out[step])
+                wrapped = True
+            else:
+                out[step], inner = _apply_mask(out[step], sub)
+                wrapped = wrapped or inner
+        return out, wrapped
+    return value, False
 
 
 def diff_snapshots(

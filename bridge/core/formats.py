@@ -13,11 +13,14 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import re
+import threading
 import xml.sax
 import xml.sax.handler
 import xml.sax.xmlreader
 from collections.abc import Sequence
 from dataclasses import dataclass
+from html.entities import html5, name2codepoint
 from typing import Any, Final
 from xml.parsers import expat
 
@@ -27,6 +30,7 @@ from defusedxml.common import EntitiesForbidden  # type: ignore[import-untyped]
 from defusedxml.expatreader import create_parser  # type: ignore[import-untyped]
 
 from bridge.core.decode import oversized_integer
+from bridge.core.hashing import hash_value
 
 FORMATS: Final = ("json", "jsonl", "csv", "xml", "rss", "auto")
 
@@ -153,6 +157,8 @@ def parse_document(
     with the root element as its one key. Raises FormatError when the body does not parse.
     """
     if fmt == "json":
+        # RFC 8259 lets a parser skip a UTF-8 byte order mark, and some APIs send one
+        body = body.removeprefix(codecs.BOM_UTF8)
         try:
             doc = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
@@ -170,7 +176,7 @@ def parse_document(
     if fmt == "csv":
         return _parse_csv(body, options)
     if fmt == "xml":
-        return _parse_xml(body)
+        return _parse_xml(body, content_type)
     if fmt == "rss":
         return _parse_feed(body, content_type)
     raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
@@ -229,6 +235,7 @@ def _parse_csv(body: bytes, options: FormatOptions) -> list[dict[str, Any]]:
             f"{bad.start} cannot be decoded",
             line=body.count(b"\n", 0, bad.start) + 1,
         ) from bad
+    _allow_csv_fields_of(len(text))
     reader = csv.DictReader(
         io.StringIO(text.removeprefix("\ufeff"), newline=""),
         delimiter=options.delimiter,
@@ -259,6 +266,21 @@ def _parse_csv(body: bytes, options: FormatOptions) -> list[dict[str, Any]]:
     return rows
 
 
+_CSV_LIMIT_LOCK: Final = threading.Lock()
+
+
+def _allow_csv_fields_of(length: int) -> None:
+    """Raise the csv module's field limit (131,072 characters by default) to ``length``.
+
+    The limit is one setting for the whole process, so it only ever grows, under a lock, and
+    polls parsing in other threads keep a limit at least as large as they need. A field can
+    never be longer than its body, and the body is already bounded by the source's max_bytes.
+    """
+    with _CSV_LIMIT_LOCK:
+        if csv.field_size_limit() < length:
+            csv.field_size_limit(length)
+
+
 def _check_csv_header(header: Sequence[str], line: int) -> None:
     seen: dict[str, int] = {}
     for column, name in enumerate(header, start=1):
@@ -274,10 +296,51 @@ def _check_csv_header(header: Sequence[str], line: int) -> None:
         seen[name] = column
 
 
-def _parse_xml(body: bytes) -> dict[str, Any]:
-    _find_root(body, "xml")
+class _SkippedEntity(Exception):
+    def __init__(self, name: str, line: int, column: int) -> None:
+        super().__init__(name)
+        self.name = name
+        self.line = line
+        self.column = column
+
+
+class _StrictExpat:
+    """The expat module as xmltodict uses it, with parsers that refuse a skipped entity.
+
+    expat skips a reference to an entity it has not seen declared when the document names an
+    external DTD (which is never read), and xmltodict would drop it without a word.
+    """
+
+    @staticmethod
+    def ParserCreate(*args: Any, **kwargs: Any) -> Any:  # the name xmltodict calls
+        parser = expat.ParserCreate(*args, **kwargs)
+
+        def skipped(name: str, _is_parameter: bool) -> None:
+            raise _SkippedEntity(name, parser.CurrentLineNumber, parser.CurrentColumnNumber + 1)
+
+        parser.SkippedEntityHandler = skipped
+        return parser
+
+
+def _parse_xml(body: bytes, content_type: str | None = None) -> dict[str, Any]:
     try:
-        document: dict[str, Any] = xmltodict.parse(body, disable_entities=True)
+        _find_root(body, "xml")
+    except FormatError as exc:
+        if not isinstance(exc.__cause__, EntitiesForbidden):
+            # unreadable as XML (an encoding expat lacks, such as cp037): say so if it also
+            # declares entities, the reason that matters
+            _refuse_declarations(body, content_type, "xml")
+        raise
+    try:
+        document: dict[str, Any] = xmltodict.parse(body, expat=_StrictExpat, disable_entities=True)
+    except _SkippedEntity as exc:
+        raise FormatError(
+            "xml",
+            f"undefined entity &{exc.name}; (an external DTD is never read, so its entities "
+            "are unknown)",
+            line=exc.line,
+            column=exc.column,
+        ) from exc
     except expat.ExpatError as exc:
         raise FormatError(
             "xml",
@@ -346,9 +409,9 @@ def _parse_feed(body: bytes, content_type: str | None) -> list[dict[str, Any]]:
     except FormatError as exc:
         if isinstance(exc.__cause__, EntitiesForbidden):
             raise
-        # feedparser reads broken feeds leniently; refuse entities there too, if less precisely
-        if any(marker in body for marker in _ENTITY_MARKERS):
-            raise FormatError("rss", "XML entity declarations are refused for safety") from exc
+    # feedparser reads broken feeds leniently, in whichever encoding it settles on: refuse
+    # declarations in every encoding it may pick, and references to entities nobody defines
+    text = _check_feed_entities(body, content_type)
     # A file-like object: given bytes, feedparser would first try them as a file name.
     import feedparser  # type: ignore[import-untyped]
 
@@ -362,6 +425,13 @@ def _parse_feed(body: bytes, content_type: str | None) -> list[dict[str, Any]]:
     if entries:
         return [_feed_item(entry) for entry in entries]
     error = parsed.get("bozo_exception")
+    if (
+        isinstance(error, xml.sax.SAXParseException)
+        and error.getMessage() == "undefined entity"
+        and parsed.get("version")
+        and text is not None
+    ):
+        return []  # an HTML named entity (the only kind left), read as in items
     if isinstance(error, xml.sax.SAXParseException):
         # feedparser counts lines in its re-encoded copy; find the error in the body itself
         try:
@@ -380,9 +450,11 @@ def _parse_feed(body: bytes, content_type: str | None) -> list[dict[str, Any]]:
 
 
 def _feed_item(entry: dict[str, Any]) -> dict[str, Any]:
-    # dict.get, because FeedParserDict.get("updated") warns and falls back to "published"
-    link = dict.get(entry, "link")
-    return {
+    # dict.get, because FeedParserDict.get("updated") warns and falls back to "published".
+    # feedparser copies a guid or Atom id into "link" when there is no <link>: only a real
+    # <link> element (which "links" lists) is the item's link.
+    link = dict.get(entry, "link") if dict.get(entry, "links") else None
+    item = {
         "id": dict.get(entry, "id") or link,
         "title": dict.get(entry, "title"),
         "link": link,
@@ -394,6 +466,113 @@ def _feed_item(entry: dict[str, Any]) -> dict[str, Any]:
             dict.get(tag, "term") for tag in dict.get(entry, "tags") or [] if dict.get(tag, "term")
         ],
     }
+    if not item["id"]:
+        item["id"] = derived_feed_id(item)
+    return item
+
+
+DERIVED_ID_FIELDS: Final = ("title", "published", "updated", "summary")
+"""What keys a feed entry that has no guid, id or link: its content, as feed readers do."""
+
+
+def derived_feed_id(item: dict[str, Any]) -> str:
+    """``derived:`` and the hash of the entry's DERIVED_ID_FIELDS, for an entry without an id.
+
+    Equal fields give an equal id, so two entries alike in all of them are a repeated key.
+    """
+    return "derived:" + hash_value({name: item[name] for name in DERIVED_ID_FIELDS})
+
+
+_XML_ENTITIES: Final = frozenset({"amp", "lt", "gt", "quot", "apos"})
+_ENTITY_REFERENCE: Final = re.compile(r"&([^\W\d][\w.:-]*);")
+_NOT_MARKUP: Final = re.compile(r"<!\[CDATA\[.*?\]\]>|<!--.*?-->", re.DOTALL)
+_DECLARED_ENCODING: Final = re.compile(r"""<\?xml[^>]*?encoding\s*=\s*["']([^"']+)["']""")
+# The first four bytes of "<?xml" in encodings that are not ASCII-compatible (XML 1.0, F.1)
+_SNIFFED: Final = (
+    (codecs.BOM_UTF32_BE, "utf-32-be"),
+    (codecs.BOM_UTF32_LE, "utf-32-le"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"),
+    (codecs.BOM_UTF8, "utf-8"),
+    (b"\x4c\x6f\xa7\x94", "cp037"),
+    (b"\x00\x00\x00\x3c", "utf-32-be"),
+    (b"\x3c\x00\x00\x00", "utf-32-le"),
+    (b"\x00\x3c\x00\x3f", "utf-16-be"),
+    (b"\x3c\x00\x3f\x00", "utf-16-le"),
+)
+
+
+# Stateless encodings in which an ASCII character is always that byte and no other sequence
+# decodes to one (unlike UTF-7 or ISO-2022-JP, which must be decoded to be checked)
+_ASCII_BYTES_ENCODINGS: Final = frozenset({"utf-8", "cp1252", "iso8859-1", "iso8859-2", "ascii"})
+
+
+def _feed_encodings(body: bytes, content_type: str | None) -> list[str]:
+    """Every encoding feedparser may decode ``body`` in, most likely first.
+
+    It tries the Content-Type charset, the declared encoding, the one sniffed from the first
+    bytes, then UTF-8 and windows-1252 (and ISO-8859-2, ASCII-compatible like them).
+    """
+    sniffed = next((name for prefix, name in _SNIFFED if body.startswith(prefix)), None)
+    head = body[:1024].decode(sniffed or "latin-1", errors="replace").lstrip("\ufeff")
+    declared = _DECLARED_ENCODING.match(head)
+    charset = None
+    for param in (content_type or "").split(";")[1:]:
+        key, _, value = param.partition("=")
+        if key.strip().lower() == "charset":
+            charset = value.strip().strip("\"'")
+    found = [charset, declared.group(1) if declared else None, sniffed, "utf-8", "windows-1252"]
+    out: list[str] = []
+    for candidate in found:
+        if not candidate:
+            continue
+        label = "gb18030" if candidate.lower() == "gb2312" else candidate  # as feedparser does
+        try:
+            canonical = codecs.lookup(label).name
+        except LookupError:
+            continue  # no reader can decode it either
+        if canonical not in out:
+            out.append(canonical)
+    return out
+
+
+def _refuse_declarations(body: bytes, content_type: str | None, fmt: str) -> str | None:
+    """Refuse an entity declaration in any encoding a reader may pick; the text, if it decodes."""
+    text = None
+    for encoding in _feed_encodings(body, content_type):
+        if text is not None and encoding in _ASCII_BYTES_ENCODINGS:
+            continue  # the byte scan below sees "<!ENTITY" in these as it is
+        decoded = body.decode(encoding, errors="replace")
+        if "<!ENTITY" in decoded:
+            raise FormatError(
+                fmt, f"XML entity declarations are refused for safety (read as {encoding})"
+            )
+        if text is None and "\ufffd" not in decoded:
+            text = decoded
+    if any(marker in body for marker in _ENTITY_MARKERS):
+        raise FormatError(fmt, "XML entity declarations are refused for safety")
+    return text
+
+
+def _check_feed_entities(body: bytes, content_type: str | None) -> str | None:
+    """Refuse entity declarations and undefined entity references; the text, if it decodes.
+
+    A reference is allowed when it names an XML or an HTML entity (``&nbsp;``): feeds use
+    those often, and they are references, not declarations.
+    """
+    text = _refuse_declarations(body, content_type, "rss")
+    if text is None:
+        return None
+    for match in _ENTITY_REFERENCE.finditer(_NOT_MARKUP.sub("", text)):
+        name = match.group(1)
+        if name not in _XML_ENTITIES and name not in name2codepoint and f"{name};" not in html5:
+            line = text.count("\n", 0, match.start()) + 1
+            raise FormatError(
+                "rss",
+                f"undefined entity &{name}; (neither an XML nor an HTML entity)",
+                line=line,
+            )
+    return text
 
 
 def _feed_time(entry: dict[str, Any], field: str) -> str | None:

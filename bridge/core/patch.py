@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from typing import Any
 
 
@@ -24,14 +25,58 @@ def _same_scalar(a: Any, b: Any) -> bool:
     return type(a) is type(b) and a == b
 
 
+class Ignored:
+    """An array element an ``ignore`` path matches, kept in place so that indices stay those of
+    the real array. Two at the same index are never compared; a value sent unwraps it.
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return f"Ignored({self.value!r})"
+
+
 def make_patch(before: Any, after: Any) -> list[dict[str, Any]]:
     """The operations that turn ``before`` into ``after``; empty when they are JSON-equal."""
     ops: list[dict[str, Any]] = []
-    _diff(before, after, "", ops)
+    _diff(before, after, "", ops, _as_is)
     return ops
 
 
-def _diff(a: Any, b: Any, path: str, ops: list[dict[str, Any]]) -> None:
+def make_patch_ignoring(before: Any, after: Any) -> list[dict[str, Any]]:
+    """:func:`make_patch` for values holding :class:`Ignored` elements.
+
+    The patch turns the real ``before`` into the real ``after`` everywhere but at elements
+    ignored on both sides; the values it carries hold the real elements.
+    """
+    ops: list[dict[str, Any]] = []
+    _diff(before, after, "", ops, _unwrap)
+    return ops
+
+
+def _as_is(value: Any) -> Any:
+    return value
+
+
+def _unwrap(value: Any) -> Any:
+    if isinstance(value, Ignored):
+        return value.value
+    if isinstance(value, list):
+        return [_unwrap(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _unwrap(v) for k, v in value.items()}
+    return value
+
+
+def _diff(a: Any, b: Any, path: str, ops: list[dict[str, Any]], real: Callable[[Any], Any]) -> None:
+    if isinstance(a, Ignored) or isinstance(b, Ignored):
+        if isinstance(a, Ignored) and isinstance(b, Ignored):
+            return
+        # ignored on one side only: the element changed, compare what is really there
+        a, b = _unwrap(a), _unwrap(b)
     if isinstance(a, dict) and isinstance(b, dict):
         for k in a:
             if k not in b:
@@ -39,16 +84,16 @@ def _diff(a: Any, b: Any, path: str, ops: list[dict[str, Any]]) -> None:
         for k, v in b.items():
             sub = f"{path}/{_escape(k)}"
             if k not in a:
-                ops.append({"op": "add", "path": sub, "value": v})
+                ops.append({"op": "add", "path": sub, "value": real(v)})
             else:
-                _diff(a[k], v, sub, ops)
+                _diff(a[k], v, sub, ops, real)
         return
     if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
         for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            _diff(x, y, f"{path}/{i}", ops)
+            _diff(x, y, f"{path}/{i}", ops, real)
         return
     if isinstance(a, dict | list) or isinstance(b, dict | list) or not _same_scalar(a, b):
-        ops.append({"op": "replace", "path": path, "value": b})
+        ops.append({"op": "replace", "path": path, "value": real(b)})
 
 
 def apply_patch(doc: Any, ops: list[dict[str, Any]]) -> Any:

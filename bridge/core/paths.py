@@ -1,46 +1,42 @@
 """JSONPath compiled once, with a fast path of plain dict/list access for simple paths.
 
-jsonpath-ng's ``find`` costs microseconds per call; ``$.id`` or ``$.data[*]`` need only a
-dict lookup, so those are evaluated by hand and everything else goes to jsonpath-ng.
+A path is first read against the RFC 9535 grammar (bridge/core/_pathsyntax.py), which decodes
+its names and refuses what is invalid or unsupported, then handed to jsonpath-ng in a form it
+reads exactly. jsonpath-ng's ``find`` costs microseconds per call; ``$.id`` or ``$.data[*]``
+need only a dict lookup, so those are evaluated by hand and everything else by jsonpath-ng.
 """
 
 from __future__ import annotations
 
 import copy
-import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from jsonpath_ng import jsonpath
 from jsonpath_ng.exceptions import JsonPathLexerError, JsonPathParserError
-from jsonpath_ng.ext.filter import Filter
 from jsonpath_ng.ext.parser import parse as _ext_parse
 
+from bridge.core._pathsyntax import PathSyntaxError, Segment, parse_segments, render_for_jsonpath_ng
+
+_BLANKS = " \t\n\r"
+
 _WILDCARD = object()
-_NAME = r"[A-Za-z_][A-Za-z0-9_\-]*"
-_STEP = re.compile(rf"\.({_NAME})|\[\*\]|\[(\d+)\]|\['([^'\\]*)'\]|\[\"([^\"\\]*)\"\]")
 
 
-def _fast_steps(text: str) -> tuple[Any, ...] | None:
-    if not text.startswith("$"):
-        return None
+def _fast_steps(segments: list[Segment]) -> tuple[Any, ...] | None:
+    """The steps of a path made of names, non-negative indices and ``[*]``, else None."""
     steps: list[Any] = []
-    pos = 1
-    while pos < len(text):
-        m = _STEP.match(text, pos)
-        if not m:
+    for seg in segments:
+        if seg.descendant:
             return None
-        if m.group(1) is not None:
-            steps.append(m.group(1))
-        elif m.group(2) is not None:
-            steps.append(int(m.group(2)))
-        elif m.group(3) is not None:
-            steps.append(m.group(3))
-        elif m.group(4) is not None:
-            steps.append(m.group(4))
-        else:
+        plain_index = seg.kind == "index" and isinstance(seg.value, int) and seg.value >= 0
+        if seg.kind == "name" or plain_index:
+            steps.append(seg.value)
+        elif seg.kind == "wildcard" and seg.bracketed:
             steps.append(_WILDCARD)
-        pos = m.end()
+        else:
+            return None
     return tuple(steps)
 
 
@@ -51,6 +47,7 @@ class JsonPath:
     text: str
     steps: tuple[Any, ...] | None = field(repr=False)
     expr: Any = field(repr=False, compare=False)
+    segments: tuple[Segment, ...] = field(default=(), repr=False, compare=False)
 
     def find(self, doc: Any) -> list[Any]:
         """Every value the path matches in ``doc``, in document order."""
@@ -77,15 +74,28 @@ class JsonPath:
         return self.steps is not None
 
     def container(self) -> JsonPath | None:
-        """For a path ending in ``[*]`` or a filter, the path of the array it selects from."""
-        if self.steps is not None:
-            if self.steps and self.steps[-1] is _WILDCARD:
-                return JsonPath(self.text.removesuffix("[*]"), self.steps[:-1], None)
+        """For a path ending in ``[*]``, a slice or a filter, the path of the array it reads."""
+        return self._container
+
+    @cached_property
+    def _container(self) -> JsonPath | None:
+        if not self.segments:
             return None
-        node = self.expr
-        if isinstance(node, jsonpath.Child) and isinstance(node.right, jsonpath.Slice | Filter):
-            return JsonPath(str(node.left), None, node.left)
-        return None
+        last = self.segments[-1]
+        if last.descendant or not (
+            last.kind in ("slice", "filter") or (last.kind == "wildcard" and last.bracketed)
+        ):
+            return None
+        return compile_path(self.text[: last.start].rstrip(_BLANKS))
+
+    def locate(self, doc: Any) -> list[tuple[str | int, ...]]:
+        """Where each match is: the member names and array indices leading to it from ``doc``.
+
+        Indices are those of the real arrays, never negative.
+        """
+        if self.steps is not None:
+            return _locate_steps(doc, self.steps)
+        return [_location(match) for match in self.expr.find(doc)]
 
     def remove_from(self, doc: Any) -> Any:
         """A copy of ``doc`` with every match of this path removed; ``doc`` is left untouched."""
@@ -94,6 +104,45 @@ class JsonPath:
         if not self.find(doc):
             return doc
         return self.expr.filter(lambda _v: True, copy.deepcopy(doc))
+
+
+def _locate_steps(doc: Any, steps: tuple[Any, ...]) -> list[tuple[str | int, ...]]:
+    current: list[tuple[tuple[str | int, ...], Any]] = [((), doc)]
+    for step in steps:
+        nxt: list[tuple[tuple[str | int, ...], Any]] = []
+        for where, value in current:
+            if step is _WILDCARD:
+                if isinstance(value, list):
+                    nxt.extend(((*where, i), v) for i, v in enumerate(value))
+                elif isinstance(value, dict):
+                    nxt.extend(((*where, k), v) for k, v in value.items())
+            elif isinstance(step, int):
+                if isinstance(value, list) and step < len(value):
+                    nxt.append(((*where, step), value[step]))
+            elif isinstance(value, dict) and step in value:
+                nxt.append(((*where, step), value[step]))
+        current = nxt
+    return [where for where, _ in current]
+
+
+def _location(match: Any) -> tuple[str | int, ...]:
+    """The steps from the root to a jsonpath-ng match, read from its chain of contexts."""
+    steps: list[str | int] = []
+    datum = match
+    while datum is not None and datum.context is not None:
+        parent = datum.context.value
+        steps[:0] = _node_steps(datum.path, parent)
+        datum = datum.context
+    return tuple(steps)
+
+
+def _node_steps(node: Any, parent: Any) -> list[str | int]:
+    if isinstance(node, jsonpath.Index):
+        index: int = node.indices[0]  # one index: unions are refused at compile
+        return [index + len(parent) if index < 0 else index]
+    if isinstance(node, jsonpath.Fields):
+        return [node.fields[0]]
+    return []
 
 
 def _remove_fields(doc: Any, steps: tuple[Any, ...]) -> Any:
@@ -109,13 +158,19 @@ def _remove_fields(doc: Any, steps: tuple[Any, ...]) -> Any:
 
 
 def compile_path(text: str) -> JsonPath:
-    """Compile a JSONPath once; raise ValueError with the reason when it is not valid."""
-    if not isinstance(text, str) or not text.strip().startswith("$"):
-        raise ValueError(f"invalid JSONPath {text!r}: it must start with '$'")
-    text = text.strip()
+    """Compile a JSONPath once; raise ValueError naming the path and what is wrong with it.
+
+    The dialect is RFC 9535 without unions, ``!`` and function extensions (refused with a
+    message saying so), filters evaluated by jsonpath-ng; see docs/configuration.md.
+    """
+    if not isinstance(text, str):
+        raise ValueError(f"invalid JSONPath {text!r}: it must be a string")
     try:
-        expr = _ext_parse(text)
+        segments = parse_segments(text)
+    except PathSyntaxError as exc:
+        raise ValueError(f"invalid JSONPath {text!r}: {exc}") from exc
+    try:
+        expr = _ext_parse(render_for_jsonpath_ng(segments))
     except (JsonPathLexerError, JsonPathParserError, Exception) as exc:
         raise ValueError(f"invalid JSONPath {text!r}: {exc}") from exc
-    steps = _fast_steps(text)
-    return JsonPath(text, steps, expr)
+    return JsonPath(text, _fast_steps(segments), expr, tuple(segments))

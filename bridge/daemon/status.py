@@ -40,6 +40,10 @@ class RuntimeStatus:
     """Why the daemon is unhealthy right now (empty when it is healthy, or stopped)."""
     internal_errors: int = 0
     """Unexpected errors caught (and logged with a traceback) since start."""
+    mode: str = "daemon"
+    """``daemon`` (``pollbridge run``) or ``once`` (a finished ``run --once``)."""
+    last_run: dict[str, Any] | None = None
+    """What a ``run --once`` did: polls, failed, changes, delivered, pending, dead."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -74,4 +78,6 @@ class RuntimeStatus:
             last_reload=doc.get("last_reload"),
             problems=list(doc.get("problems") or []),
             internal_errors=int(doc.get("internal_errors") or 0),
+            mode=str(doc.get("mode") or "daemon"),
+            last_run=doc.get("last_run"),
         )

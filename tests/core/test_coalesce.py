@@ -61,3 +61,14 @@ def test_updates_that_cancel_out_merge_to_nothing():
     ]
     assert merged_changes(_updates(states), IGNORE) is None
     assert merged_changes(_updates(states)) == [{"op": "replace", "path": "/seen", "value": 3}]
+
+
+def test_merged_patch_keeps_real_indices_around_an_ignored_element() -> None:
+    """With an ignored array element, the net patch uses the real array's indices."""
+    states = [
+        {"id": 1, "tags": ["a", "b"]},
+        {"id": 1, "tags": ["x", "b"]},
+        {"id": 1, "tags": ["y", "c"]},
+    ]
+    merged = merged_changes(_updates(states), (compile_path("$.tags[0]"),))
+    assert merged == [{"op": "replace", "path": "/tags/1", "value": "c"}]

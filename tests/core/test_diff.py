@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.core.diff import DiffPlan, build_changes, diff_snapshots, plan_diff
+from bridge.core.diff import DiffPlan, build_changes, diff_snapshots, patch_ignoring, plan_diff
 from bridge.core.extract import comparable
 from bridge.core.hashing import canonical_json, hash_value
 from bridge.core.patch import apply_patch
@@ -169,3 +170,93 @@ def test_each_key_changes_at_most_once(
         or canonical_json(old_values[k]) != canonical_json(new_values[k])
     }
     assert set(keys) == differing
+
+
+@pytest.mark.parametrize(
+    ("ignore", "before", "after", "changes"),
+    [
+        (
+            "$.tags[0]",
+            {"id": "k", "tags": ["a", "b"]},
+            {"id": "k", "tags": ["a", "c"]},
+            [{"op": "replace", "path": "/tags/1", "value": "c"}],
+        ),
+        (
+            "$.tags[0]",
+            {"id": "k", "tags": []},
+            {"id": "k", "tags": ["b", "b"]},
+            [{"op": "replace", "path": "/tags", "value": ["b", "b"]}],
+        ),
+        (
+            "$.tags[-1]",
+            {"tags": ["a", "b", "x"]},
+            {"tags": ["z", "b", "y"]},
+            [{"op": "replace", "path": "/tags/0", "value": "z"}],
+        ),
+        (
+            "$.rows[1]",
+            {"rows": [{"v": 1}, {"v": 2}, {"v": 3}]},
+            {"rows": [{"v": 1}, {"v": 9}, {"v": 4}]},
+            [{"op": "replace", "path": "/rows/2/v", "value": 4}],
+        ),
+        (
+            "$.rows[*].ts",
+            {"rows": [{"ts": 1, "v": 1}]},
+            {"rows": [{"ts": 2, "v": 2}]},
+            [{"op": "replace", "path": "/rows/0/v", "value": 2}],
+        ),
+        (
+            "$.tags[?@ == 'x']",
+            {"tags": ["x", "a"]},
+            {"tags": ["x", "b"]},
+            [{"op": "replace", "path": "/tags/1", "value": "b"}],
+        ),
+    ],
+)
+def test_ignored_array_elements_keep_the_indices_of_the_real_array(
+    ignore: str, before: Any, after: Any, changes: list[dict[str, Any]]
+) -> None:
+    """An ignored array element stays in place: the patch's indices are those of the sent arrays."""
+    paths = (compile_path(ignore),)
+    old = item("k", before, paths)
+    (change,) = diff_snapshots(snapshot([old]), [item("k", after, paths)], paths)
+    assert change.changes == changes
+    assert change.before == before
+    assert change.after == after
+
+
+def _at(doc: Any, location: tuple[str | int, ...]) -> Any:
+    for step in location:
+        doc = doc[step]
+    return doc
+
+
+_INDEX_IGNORES = st.lists(
+    st.sampled_from(["$.a[0]", "$.a[-1]", "$.b[*].ts", "$..ts", "$.a[*]", "$.b[1]"]),
+    max_size=2,
+).map(lambda texts: tuple(compile_path(t) for t in texts))
+
+
+def _blanked(doc: Any, ignore: tuple[JsonPath, ...]) -> Any:
+    """``doc`` without its ignored members, its ignored array elements replaced by a marker."""
+    doc = copy.deepcopy(doc)
+    for path in ignore:
+        for location in sorted(path.locate(doc), key=len, reverse=True):
+            parent = _at(doc, location[:-1])
+            if isinstance(parent, dict):
+                del parent[location[-1]]
+            else:
+                parent[location[-1]] = "<ignored>"
+    return doc
+
+
+@given(VALUES, VALUES, _INDEX_IGNORES)
+def test_the_patch_turns_the_sent_before_into_the_sent_after_outside_ignored_paths(
+    before: Any, after: Any, ignore: tuple[JsonPath, ...]
+) -> None:
+    """Applied to the real before, the patch gives the real after everywhere but ignored paths."""
+    before = {"id": "k", "a": before, "b": copy.deepcopy(before)}
+    after = {"id": "k", "a": after, "b": copy.deepcopy(after)}
+    patch = patch_ignoring(before, after, ignore)
+    patched = apply_patch(before, patch)
+    assert canonical_json(_blanked(patched, ignore)) == canonical_json(_blanked(after, ignore))

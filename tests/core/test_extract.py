@@ -199,3 +199,27 @@ def test_comparable_removes_ignored_paths_without_mutating() -> None:
     ignore = [compile_path("$.ts"), compile_path("$.meta.etag")]
     assert comparable(value, ignore) == {"id": 1, "meta": {"k": 1}}
     assert value == {"id": 1, "ts": 2, "meta": {"etag": "x", "k": 1}}
+
+
+_NOT_SIMPLE_WILDCARDS = ["$..data[*]", "$.*.data[*]", "$.page.*[*]", "$.page..data[*]"]
+
+
+@pytest.mark.parametrize("items", _NOT_SIMPLE_WILDCARDS)
+def test_wildcard_items_paths_beyond_the_fast_path_keep_the_empty_array_rule(items: str) -> None:
+    """A path ending in [*] evaluated by jsonpath-ng reads a present empty array as zero items."""
+    assert select_items({"page": {"data": []}}, compile_path(items)) == []
+    assert select_items({"page": {"data": [1, 2]}}, compile_path(items)) == [1, 2]
+
+
+@pytest.mark.parametrize("items", _NOT_SIMPLE_WILDCARDS)
+def test_wildcard_items_paths_beyond_the_fast_path_want_an_array(items: str) -> None:
+    """An object where the array should be fails 'expected an array' rather than giving values."""
+    with pytest.raises(ExtractionFailed, match="is an object, expected an array"):
+        select_items({"page": {"data": {"a": 1, "b": 2}}}, compile_path(items))
+
+
+@pytest.mark.parametrize("items", _NOT_SIMPLE_WILDCARDS)
+def test_wildcard_items_paths_beyond_the_fast_path_fail_when_nothing_matches(items: str) -> None:
+    """When the array's path matches nothing at all, the poll fails: not 'everything deleted'."""
+    with pytest.raises(ExtractionFailed, match="matched nothing"):
+        select_items({"other": {}}, compile_path(items))

@@ -86,11 +86,11 @@ def test_compile_path_rejects_invalid_text(text: str, reason: str) -> None:
     assert repr(text.strip()) in str(info.value)
 
 
-def test_compile_path_strips_surrounding_whitespace() -> None:
-    """Whitespace around a path is not part of it."""
-    path = compile_path("  $.id \n")
-    assert path.text == "$.id"
-    assert path.find(DOC) == [7]
+@pytest.mark.parametrize("text", ["  $.id \n", " $", "$ "])
+def test_compile_path_refuses_surrounding_blank_space(text: str) -> None:
+    """RFC 9535 allows no blank space before '$' or after the last segment: refused, not trimmed."""
+    with pytest.raises(ValueError, match="blank space"):
+        compile_path(text)
 
 
 @pytest.mark.parametrize(

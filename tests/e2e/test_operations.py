@@ -107,7 +107,11 @@ retry = ["100ms"]
             updated = _cli_json("events", "--type", "updated", "--json", *c)
             assert [e["key"] for e in updated] == ["1"]
             assert _cli_json("events", "--key", "3", "--since", "1h", "--json", *c)[0]["key"] == "3"
-            assert _cli_json("events", "--source", "nope", "--json", *c) == []
+            # an unknown name is exit 1 naming the known ones; a known one matching nothing is 0
+            unknown_source = run_cli("events", "--source", "nope", "--json", *c)
+            assert unknown_source.returncode == 1
+            assert "no source named 'nope' (known: orders)" in unknown_source.stderr
+            assert _cli_json("events", "--source", "orders", "--key", "999", "--json", *c) == []
 
             event_id = updated[0]["id"]
             shown = run_cli("show", event_id, *c)
