@@ -12,6 +12,11 @@ Latency: with the dispatcher running, one event is committed every 5 ms (200 eve
 ``--seconds``, waking the dispatcher as the pipeline does after a commit; the latency is from the
 commit's return to the webhook's arrival at the receiver (one monotonic clock, two processes).
 
+The floor, in the same run and against the same receiver: a bare aiohttp client sending the
+same bodies, each signed as pollbridge signs it (Standard Webhooks), 16 in flight, no queue.
+The ``deny_private_targets`` row runs the same dispatcher with the address check on (the
+receiver's loopback address is let through by the benchmark, after the check has run).
+
 The receiver runs in its own process: a raw asyncio HTTP server answering 204, much cheaper
 than the sender, so the sender is what is measured.
 """
@@ -114,11 +119,15 @@ class Receiver:
 # -- the sending side (this process) -----------------------------------------------------------
 
 
-def _config(tmp: Path, receiver_url: str, listeners: int, in_flight: int | None) -> Any:
+def _config(
+    tmp: Path, receiver_url: str, listeners: int, in_flight: int | None, deny: bool = False
+) -> Any:
     from bridge.config import load_config
 
     path = tmp / f"bench-{listeners}.toml"
     text = f'[bridge]\nstate = "{tmp}/state-{time.monotonic_ns()}.db"\nlog_level = "warning"\n'
+    if deny:
+        text += "deny_private_targets = true\n"
     text += '[[sources]]\nname = "bench"\nurl = "http://127.0.0.1:9/items"\nevery = "1h"\n'
     for i in range(listeners):
         text += f'[[listeners]]\nname = "hook{i}"\nurl = "{receiver_url}/hook/{i}"\n'
@@ -174,7 +183,7 @@ def _sender_clients(config: Any) -> Any:
     """The listener clients as the daemon builds them (a ClientPool; close it with aclose)."""
     import httpx
 
-    from bridge.transport import ClientPool
+    from bridge.http.connections import ClientPool
 
     in_flight = sum(lst.max_in_flight for lst in config.listeners) or 1
     return ClientPool(
@@ -183,14 +192,87 @@ def _sender_clients(config: Any) -> Any:
     )
 
 
+def _let_loopback_through() -> None:
+    """deny_private_targets against a local receiver: the check runs, loopback then passes."""
+    from bridge.http import connections
+
+    checked = connections.refused_address
+
+    def refused(ip: Any) -> str | None:
+        why = checked(ip)
+        return None if ip.is_loopback else why
+
+    connections.refused_address = refused  # type: ignore[assignment]
+
+
+async def _floor(receiver: Receiver, events: int, in_flight: int = 16) -> dict[str, Any]:
+    """A bare aiohttp client: the same signed bodies, ``in_flight`` at a time, no queue."""
+    import aiohttp
+
+    from bridge.core.payload import build_payload
+    from bridge.core.signing import decode_secret, signature_header
+    from bridge.models import Event
+
+    key = decode_secret(SECRET)
+    now = datetime.now(UTC)
+    bodies = [
+        (
+            f"evt_{i:020d}",
+            build_payload(
+                Event(f"evt_{i:020d}", i, "bench", c.key, "created", now, None, c.after, c.changes)
+            ),
+        )
+        for i, c in enumerate(_changes(0, events))
+    ]
+    url = f"{receiver.url}/hook/0"
+    receiver.reset()
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
+    t0 = time.monotonic()
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=in_flight)) as session:
+        queue = iter(bodies)
+
+        async def worker() -> None:
+            for event_id, body in queue:
+                ts = int(time.time())
+                headers = {
+                    "content-type": "application/json",
+                    "webhook-id": event_id,
+                    "webhook-timestamp": str(ts),
+                    "webhook-signature": signature_header([key], event_id, ts, body),
+                }
+                async with session.post(url, data=body, headers=headers) as response:
+                    await response.read()
+
+        await asyncio.gather(*(worker() for _ in range(in_flight)))
+    elapsed = time.monotonic() - t0
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    arrived = receiver.count()
+    cpu = (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)
+    return {
+        "listeners": "floor",
+        "webhooks": arrived,
+        "pending": 0,
+        "seconds": elapsed,
+        "rate": arrived / elapsed,
+        "cpu_s": cpu,
+        "cpu_ms_per": cpu * 1000 / max(1, arrived),
+        "receiver_cpu_s": 0.0,
+    }
+
+
 async def _throughput(
-    tmp: Path, receiver: Receiver, listeners: int, events: int, in_flight: int | None
+    tmp: Path,
+    receiver: Receiver,
+    listeners: int,
+    events: int,
+    in_flight: int | None,
+    deny: bool = False,
 ) -> dict[str, Any]:
     from bridge.dispatcher import Dispatcher
-    from bridge.sender import Sender
+    from bridge.http.sender import Sender
     from bridge.store import create_store
 
-    config = _config(tmp, receiver.url, listeners, in_flight)
+    config = _config(tmp, receiver.url, listeners, in_flight, deny)
     store = create_store(config.state_location)
     await store.open()
     for start in range(0, events, 5000):
@@ -223,7 +305,7 @@ async def _throughput(
     await store.close()
     cpu = (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)
     return {
-        "listeners": listeners,
+        "listeners": f"{listeners}, deny_private_targets" if deny else listeners,
         "webhooks": arrived,
         "pending": pending,
         "seconds": elapsed,
@@ -236,7 +318,7 @@ async def _throughput(
 
 async def _latency(tmp: Path, receiver: Receiver, seconds: float, rate: float) -> dict[str, Any]:
     from bridge.dispatcher import Dispatcher
-    from bridge.sender import Sender
+    from bridge.http.sender import Sender
     from bridge.store import create_store
 
     config = _config(tmp, receiver.url, 1, None)
@@ -291,21 +373,39 @@ async def _main(args: argparse.Namespace) -> None:
         receiver = Receiver(tmp)
         try:
             rows = []
-            for listeners in (1,) if args.quick else (1, 4):
-                r = await _throughput(tmp, receiver, listeners, args.events, args.in_flight)
+            _let_loopback_through()
+            floor = await _floor(receiver, args.events)
+            print(f"# floor (bare aiohttp, 16 in flight): {floor['rate']:.0f} webhooks/s")
+            runs = [(1, False), (1, True)] if args.quick else [(1, False), (1, True), (4, False)]
+            for listeners, deny in runs:
+                r = await _throughput(tmp, receiver, listeners, args.events, args.in_flight, deny)
                 rows.append(
                     [
-                        listeners,
+                        r["listeners"],
                         f"{r['webhooks']:,}",
                         r["pending"],
                         r["seconds"],
                         r["rate"],
+                        r["rate"] / floor["rate"],
                         r["cpu_s"],
                         r["cpu_ms_per"],
                         r["receiver_cpu_s"],
                     ]
                 )
-                print(f"# {listeners} listener(s): {r['rate']:.0f} webhooks/s", flush=True)
+                print(f"# {r['listeners']} listener(s): {r['rate']:.0f} webhooks/s", flush=True)
+            rows.append(  # last, so the first row is pollbridge's
+                [
+                    "floor: bare aiohttp",
+                    f"{floor['webhooks']:,}",
+                    floor["pending"],
+                    floor["seconds"],
+                    floor["rate"],
+                    "-",
+                    floor["cpu_s"],
+                    floor["cpu_ms_per"],
+                    "-",
+                ]
+            )
             lat = await _latency(tmp, receiver, args.seconds, args.rate)
         finally:
             receiver.close()
@@ -318,6 +418,7 @@ async def _main(args: argparse.Namespace) -> None:
             "left pending",
             "seconds",
             "webhooks/s",
+            "of floor",
             "sender CPU s",
             "CPU ms/webhook",
             "receiver CPU s",

@@ -143,10 +143,10 @@ async def _child(args: argparse.Namespace) -> dict[str, Any]:
 
     from bridge.config import load_config
     from bridge.daemon import utcnow
+    from bridge.http.connections import ClientPool
+    from bridge.http.poller import Poller
     from bridge.pipeline import Pipeline
-    from bridge.poller import Poller
     from bridge.store import create_store
-    from bridge.transport import ClientPool
 
     db = Path(args.db)
     cfg_path = db.with_suffix(f".{args.k}.toml")

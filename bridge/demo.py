@@ -1,13 +1,18 @@
 """``pollbridge demo``: an example API, pollbridge and a verifying receiver, all offline.
 
-Everything runs on 127.0.0.1 with SQLite in a temporary directory and is removed at the end.
+A second listener, the "warehouse", is down for the demo's first ``OUTAGE_S`` seconds, so the
+web console (on 127.0.0.1, its URL and token printed at the start) has failed and dead
+deliveries to show and replay. Everything runs on 127.0.0.1 with SQLite in a temporary
+directory and is removed at the end.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
+import secrets
 import sys
 import tempfile
 import threading
@@ -23,6 +28,9 @@ import orjson
 from bridge.config import load_config
 from bridge.core.signing import decode_secret, generate_secret, verify
 from bridge.daemon import Daemon
+
+OUTAGE_S = 20.0
+"""How long the warehouse listener answers 503 after the demo starts."""
 
 _PRODUCTS = ["kettle", "lamp", "desk", "chair", "mug", "rug", "clock", "plant"]
 _STATUSES = ["open", "paid", "packed", "shipped", "delivered"]
@@ -155,28 +163,60 @@ def _receiver_handler(
     return Handler
 
 
+def _warehouse_handler(outage_s: float) -> type[BaseHTTPRequestHandler]:
+    """A receiver that is down (503) for ``outage_s`` seconds, then takes everything."""
+    up_at = time.monotonic() + outage_s
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length", "0")))
+            down = time.monotonic() < up_at
+            body = b"warehouse system under maintenance" if down else b""
+            self.send_response(503 if down else 204)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    return Handler
+
+
 @contextlib.contextmanager
-def _servers(api: ExampleAPI, secret: str, out: TextIO) -> Iterator[tuple[str, str]]:
+def _servers(
+    api: ExampleAPI, secret: str, out: TextIO, outage_s: float
+) -> Iterator[tuple[str, str, str]]:
     lock = threading.Lock()
     api_server = _serve(_api_handler(api))
     receiver = _serve(_receiver_handler(secret, out, lock))
+    warehouse = _serve(_warehouse_handler(outage_s))
     try:
         yield (
             f"http://127.0.0.1:{api_server.server_address[1]}/orders",
             f"http://127.0.0.1:{receiver.server_address[1]}/hooks",
+            f"http://127.0.0.1:{warehouse.server_address[1]}/stock",
         )
     finally:
-        api_server.shutdown()
-        receiver.shutdown()
+        for server in (api_server, receiver, warehouse):
+            server.shutdown()
+            server.server_close()
 
 
-def run_demo(duration_s: float | None, *, interval_s: float = 2.0, out: TextIO = sys.stdout) -> int:
+def run_demo(
+    duration_s: float | None,
+    *,
+    interval_s: float = 2.0,
+    out: TextIO = sys.stdout,
+    outage_s: float = OUTAGE_S,
+) -> int:
     """Run the demo for ``duration_s`` seconds (None: until Ctrl-C); return the exit code."""
     api = ExampleAPI()
     secret = generate_secret()
+    token = secrets.token_urlsafe(16)
     with (
         tempfile.TemporaryDirectory(prefix="pollbridge-demo-") as tmp,
-        _servers(api, secret, out) as (api_url, hook_url),
+        _servers(api, secret, out, outage_s) as (api_url, hook_url, warehouse_url),
     ):
         config_path = Path(tmp) / "pollbridge.toml"
         config_path.write_text(
@@ -184,6 +224,8 @@ def run_demo(duration_s: float | None, *, interval_s: float = 2.0, out: TextIO =
 [bridge]
 state = "{tmp}/pollbridge.db"
 log_level = "warning"
+http = "127.0.0.1:0"
+http_token = "{token}"
 
 [[sources]]
 name = "orders"
@@ -199,6 +241,13 @@ name = "receiver"
 url = "{hook_url}"
 secret = "{secret}"
 retry = ["1s", "2s", "5s"]
+
+[[listeners]]
+name = "warehouse"
+url = "{warehouse_url}"
+secret = "{secret}"
+retry = ["1s", "2s", "5s"]
+breaker_failures = 0
 """
         )
         config = load_config(config_path, env={})
@@ -206,18 +255,38 @@ retry = ["1s", "2s", "5s"]
             "pollbridge demo (offline; Ctrl-C to stop)\n"
             f"  example API   {api_url}  (orders change every few seconds)\n"
             f"  receiver      {hook_url}  (verifies Standard Webhooks signatures)\n"
+            f"  warehouse     {warehouse_url}  (a second listener, down for the first "
+            f"{outage_s:g} s)\n"
             f"  config        {config_path}\n"
             f"  state         SQLite in {tmp}\n",
             file=out,
             flush=True,
         )
-        return asyncio.run(_run(config, api, duration_s, interval_s, out))
+        return asyncio.run(_run(config, api, duration_s, interval_s, out, token))
 
 
 async def _run(
-    config: Any, api: ExampleAPI, duration_s: float | None, interval_s: float, out: TextIO
+    config: Any,
+    api: ExampleAPI,
+    duration_s: float | None,
+    interval_s: float,
+    out: TextIO,
+    token: str,
 ) -> int:
     daemon = Daemon(config)
+    # each failed attempt to the warehouse would be a warning line; its dead deliveries still
+    # show (errors), and the console has the details
+    logging.getLogger("pollbridge.deliver").setLevel(logging.ERROR)
+
+    async def announce_console() -> None:
+        while daemon.endpoint.url is None:  # noqa: ASYNC110 - the daemon has no event for it
+            await asyncio.sleep(0.05)
+        print(
+            f"  console       {daemon.endpoint.url}/ui/  (events live; log in with the token "
+            f"{token} to replay the warehouse's failed deliveries)\n",
+            file=out,
+            flush=True,
+        )
 
     async def change_and_stop() -> None:
         started = time.monotonic()
@@ -227,12 +296,14 @@ async def _run(
         daemon.request_stop()
 
     driver = asyncio.create_task(change_and_stop())
+    announcer = asyncio.create_task(announce_console())
     try:
         code = await daemon.run()
     finally:
-        driver.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await driver
+        for task in (driver, announcer):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
     print(
         f"\ndemo finished: {daemon.stats.polls_ok} polls; "
         "README.md shows how to point it at your own API",

@@ -31,8 +31,8 @@ from bridge.core.ratelimit import TokenBucket
 from bridge.core.retry import next_delivery_delay
 from bridge.delivery_log import log_attempt, log_transition
 from bridge.errors import StoreError
+from bridge.http.sender import Sender
 from bridge.models import AttemptResult, Delivery, Event
-from bridge.sender import Sender
 from bridge.store import Store
 
 log = logging.getLogger("pollbridge.deliver")

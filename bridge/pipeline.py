@@ -9,34 +9,25 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-import httpx
-
-from bridge.auth import Authenticators
 from bridge.config import Config, SourceConfig
 from bridge.core.diff import DiffPlan, build_changes, plan_diff
 from bridge.core.extract import ExtractionFailed, extract_items
 from bridge.core.formats import FormatError, parse_document
 from bridge.core.guards import decide_hold, deletion_digest, excessive_deletes
 from bridge.core.hashing import hash_value
-from bridge.core.pagination import (
-    Page,
-    PaginationFailed,
-    combine_pages,
-    first_page_url,
-    next_page_url,
-    same_origin,
-    with_params,
-)
+from bridge.core.pagination import PaginationFailed, combine_pages
 from bridge.core.retry import MAX_RETRY_AFTER_S, poll_backoff
 from bridge.core.routing import ListenerRoute, route_change
 from bridge.errors import ExtractError, PollError
+from bridge.http.auth import Authenticators
+from bridge.http.pages import conditional, walk_pages
+from bridge.http.poller import Fetched, Poller
 from bridge.models import Change, Event, Item, SourceState
-from bridge.poller import Fetched, Poller
 from bridge.store import PollCommit, SnapshotHashes, StaleSnapshot, Store
 
 log = logging.getLogger("pollbridge.poll")
@@ -73,14 +64,6 @@ class _Analysis:
     plan: DiffPlan
     upserts: list[Item]
     """The created and updated items, in response order."""
-
-
-@dataclass(frozen=True)
-class _Pages:
-    items: list[list[Item]] | None
-    """Each page's items; None when every page answered 304 Not Modified."""
-    validators: dict[str, dict[str, str]]
-    requests: int
 
 
 def source_fingerprint(source: SourceConfig) -> str:
@@ -182,38 +165,6 @@ def _release(lists: list[list[Item]]) -> None:
             del items[-_FREE_SLICE:]
 
 
-def _conditional(source: SourceConfig) -> bool:
-    # If-None-Match on a POST is a write precondition, not a cache validator
-    return source.conditional and source.method == "GET"
-
-
-def _usable(validators: Mapping[str, Mapping[str, str]]) -> bool:
-    """A conditional walk needs a validator for every page it may meet."""
-    return bool(validators) and all(
-        "etag" in v or "last_modified" in v for v in validators.values()
-    )
-
-
-def _conditional_headers(known: Mapping[str, str]) -> dict[str, str]:
-    headers = {}
-    if "etag" in known:
-        headers["if-none-match"] = known["etag"]
-    if "last_modified" in known:
-        headers["if-modified-since"] = known["last_modified"]
-    return headers
-
-
-def _validators_of(headers: httpx.Headers, next_url: str | None) -> dict[str, str]:
-    found = {}
-    if headers.get("etag"):
-        found["etag"] = headers["etag"]
-    if headers.get("last-modified"):
-        found["last_modified"] = headers["last-modified"]
-    if next_url is not None:
-        found["next"] = next_url
-    return found
-
-
 class Pipeline:
     """Polls sources and records their changes; shared by the daemon and the CLI."""
 
@@ -275,106 +226,6 @@ class Pipeline:
             return state.not_before
         return None
 
-    async def fetch_pages(
-        self,
-        source: SourceConfig,
-        now: datetime,
-        validators: Mapping[str, Mapping[str, str]] | None = None,
-    ) -> _Pages:
-        """Fetch every page of ``source``; any failing page fails the whole list.
-
-        With ``validators`` (per page URL: ETag, Last-Modified and the next page's URL) the
-        pages are asked for conditionally; when all answer 304 the result has no items. Once a
-        page has changed, every page is fetched in full, so the list is always complete.
-        """
-        spec = source.page_spec
-        max_pages = spec.max_pages if spec is not None else 1
-        auth = self.auth.for_source(source)
-        first_url = first_page_url(spec, with_params(source.url, source.params))
-        conditional = validators is not None and _usable(validators)
-        known_all = validators or {}
-        while True:
-            pages: list[list[Item]] = []
-            seen: dict[str, dict[str, str]] = {}
-            url: str | None = first_url
-            restart = False
-            while url is not None:
-                if len(seen) >= max_pages:
-                    raise PollError(
-                        source.name,
-                        f"the list has more than max_pages = {max_pages} pages; raise "
-                        "paginate.max_pages or narrow the list (a partial list would delete items)",
-                        url=url,
-                    )
-                # stored page keys and next links are redacted: a URL may carry a password or
-                # a key in its query, and the state file must not
-                page_key = self.config.redact(url)
-                if page_key in seen:
-                    raise PollError(
-                        source.name, f"pagination loops: page {len(seen) + 1} repeats {url}"
-                    )
-                known = known_all.get(page_key) if conditional else None
-                headers = dict(source.headers)
-                if known is not None:
-                    headers.update(_conditional_headers(known))
-                fetched = await self.poller.fetch(
-                    source.name,
-                    url,
-                    method=source.method,
-                    headers=headers,
-                    json_body=source.body,
-                    timeout_s=source.timeout.total_seconds(),
-                    max_bytes=source.max_bytes,
-                    now=now,
-                    accept_not_modified=known is not None,
-                    auth=auth,
-                    redirect_headers=source.redirect_headers,
-                )
-                if fetched.not_modified:
-                    assert known is not None  # noqa: S101 - a 304 is accepted only then
-                    seen[page_key] = {**known, **_validators_of(fetched.headers, known.get("next"))}
-                    url = known.get("next")
-                    if url is not None and "***" in url:
-                        restart = True  # the stored link lost its secret: walk it afresh
-                        break
-                    continue
-                if conditional and seen:
-                    # an earlier page was 304 and this one changed: the earlier pages' items
-                    # are needed too, so walk the list again without validators
-                    restart = True
-                    break
-                conditional = False
-                doc, items = await asyncio.to_thread(_decode_and_extract, fetched, source)
-                try:
-                    next_url = next_page_url(
-                        spec,
-                        Page(
-                            url,
-                            doc,
-                            fetched.headers.get_list("link"),
-                            source.spec.items,
-                            fetched.url,
-                        ),
-                    )
-                except PaginationFailed as exc:
-                    raise ExtractError(source.name, str(exc), url=fetched.url) from exc
-                if next_url is not None and auth is not None:
-                    next_url = auth.scrub(next_url)  # never a secret in stored state or logs
-                if next_url is not None and not same_origin(next_url, first_url):
-                    raise PollError(
-                        source.name,
-                        f"refused to follow the next page to another origin: {next_url}",
-                        url=fetched.url,
-                    )
-                stored_next = None if next_url is None else self.config.redact(next_url)
-                seen[page_key] = _validators_of(fetched.headers, stored_next)
-                pages.append(items)
-                url = next_url
-            if restart:
-                conditional = False
-                continue
-            return _Pages(pages if pages else None, seen, len(seen))
-
     async def poll(
         self, source: SourceConfig, *, commit: bool = True, lease_token: int | None = None
     ) -> PollOutcome:
@@ -399,10 +250,22 @@ class Pipeline:
             # a changed item definition needs the body even if the API's data did not change
             ask = (
                 state.validators
-                if state and _conditional(source) and not first and not rebaseline
+                if state and conditional(source) and not first and not rebaseline
                 else None
             )
-            pages = await self.fetch_pages(source, now, ask)
+
+            async def decode(fetched: Fetched) -> tuple[Any, list[Item]]:
+                return await asyncio.to_thread(_decode_and_extract, fetched, source)
+
+            pages = await walk_pages(
+                self.poller,
+                source,
+                now,
+                decode=decode,
+                redact=self.config.redact,
+                auth=self.auth.for_source(source),
+                validators=ask,
+            )
             ctx = _Context(
                 source,
                 state,
@@ -410,7 +273,7 @@ class Pipeline:
                 started,
                 fingerprint,
                 commit,
-                pages.validators if _conditional(source) else {},
+                pages.validators if conditional(source) else {},
                 pages.requests,
             )
             if pages.items is None:
@@ -451,10 +314,8 @@ class Pipeline:
 
         # an API may echo the credentials it was sent: never store or report them
         def redact(text: str) -> str:
-            text = self.config.redact(text)
-            for token in self.auth.held_tokens():
-                text = text.replace(token, "***")
-            return text
+            # runtime OAuth2 tokens are secrets the configuration cannot know
+            return self.config.redactor.with_secrets(self.auth.held_tokens()).redact(text)
 
         if commit:
             await self.store.record_poll_failure(
@@ -468,7 +329,7 @@ class Pipeline:
         duration = time.monotonic() - ctx.started
         if ctx.commit:
             await self.store.record_poll_unchanged(
-                ctx.source.name, ctx.now, duration, validators=ctx.validators
+                ctx.source.name, ctx.now, duration, result="unchanged", validators=ctx.validators
             )
             state = ctx.state
             if state is not None and (state.held_reason or state.accept_requested):

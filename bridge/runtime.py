@@ -16,12 +16,12 @@ import httpx
 
 from bridge.config import Config, ListenerConfig
 from bridge.dispatcher import Dispatcher
+from bridge.http.connections import ClientPool
+from bridge.http.poller import HostLimiter, Poller
+from bridge.http.sender import Sender
 from bridge.models import AttemptResult, Delivery, Event
 from bridge.pipeline import Pipeline
-from bridge.poller import HostLimiter, Poller
-from bridge.sender import Sender
 from bridge.store import Store
-from bridge.transport import ClientPool
 
 log = logging.getLogger("pollbridge.daemon")
 

@@ -9,10 +9,10 @@ import httpx
 import pytest
 import respx
 
-from bridge.auth import Authenticators, OAuth2ClientCredentials
 from bridge.config import OAuth2Auth
 from bridge.errors import PollError
-from bridge.poller import Poller
+from bridge.http.auth import Authenticators, OAuth2ClientCredentials
+from bridge.http.poller import Poller
 from tests.support.fake_apis import CLIENT_ID, CLIENT_SECRET, FakeAPI
 from tests.support.pipelines import make_config, running
 from tests.support.servers import Reply, serve

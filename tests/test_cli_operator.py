@@ -211,11 +211,6 @@ def test_the_readme_verb_table_lists_every_verb():
     assert _readme_verbs() == set(build_parser().verbs)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pipeline.py (Pipeline._unchanged) records an unchanged poll with the store's "
-    'default result "ok"; it must pass result="unchanged", as /healthz and the metrics say',
-)
 def test_status_calls_a_304_poll_unchanged_like_healthz(tmp_path):
     """A poll answered 304 Not Modified reads `unchanged` in `status`, as in /healthz."""
 

@@ -169,10 +169,32 @@ def test_unknown_source_lookup_names_the_known_ones(write_files: WriteFiles) -> 
         config.source("nope")
 
 
-def test_empty_file_is_a_valid_configuration(write_files: WriteFiles) -> None:
-    """An empty file gives defaults: no sources, no listeners, info logging."""
-    config = load_config(write_files(""), {})
-    assert (config.sources, config.listeners, config.bridge.log_level) == ([], [], "info")
+def test_defaults_of_a_minimal_file(write_files: WriteFiles) -> None:
+    """A file with one source and nothing else gives defaults: no listeners, info logging."""
+    config = load_config(write_files(SOURCE.format(name="s")), {})
+    assert (config.listeners, config.bridge.log_level) == ([], "info")
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "[bridge]\nlog_level = 'debug'\n", LISTENER.format(name="l", url="https://h.example")],
+    ids=["empty", "bridge-only", "listener-only"],
+)
+def test_a_configuration_without_sources_is_refused(text: str, write_files: WriteFiles) -> None:
+    """No [[sources]] means nothing would ever run: refused at load (so at start and reload)."""
+    path = write_files(text)
+    error = load_error(path)
+    assert error.file == str(path)
+    assert "no sources: there is no [[sources]] table in this file" in str(error)
+
+
+def test_sources_may_come_from_conf_d_alone(write_files: WriteFiles, tmp_path: Path) -> None:
+    """A main file with only [bridge] is fine when conf.d holds the sources; an empty conf.d
+    is named in the refusal."""
+    config = load_config(write_files("", extra=SOURCE.format(name="s")), {})
+    assert [s.name for s in config.sources] == ["s"]
+    (tmp_path / "conf.d" / "extra.toml").write_text("")
+    assert "nor in conf.d/*.toml" in str(load_error(tmp_path / "pollbridge.toml"))
 
 
 # --- validation errors ---------------------------------------------------------------------
@@ -190,6 +212,8 @@ def test_invalid_configuration_names_file_entry_and_field(
     assert error.file == str(path)
     missing = [fragment for fragment in case["expect"] if fragment not in message]
     assert not missing, f"{missing} not in:\n{message}"
+    said = [fragment for fragment in case.get("absent", []) if fragment in message]
+    assert not said, f"{said} should not be in:\n{message}"
 
 
 def test_every_problem_is_reported_at_once(write_files: WriteFiles) -> None:
@@ -322,6 +346,36 @@ def test_environment_overrides_bridge_table(
     assert getattr(config.bridge, field) == expected
 
 
+@pytest.mark.parametrize(
+    ("var", "value", "field", "expected"),
+    [
+        ("POLLBRIDGE_DENY_PRIVATE_TARGETS", "true", "deny_private_targets", True),
+        ("POLLBRIDGE_PER_HOST_CONCURRENCY", "4", "per_host_concurrency", 4),
+    ],
+)
+def test_environment_overrides_are_read_as_their_type(
+    var: str,
+    value: str,
+    field: str,
+    expected: object,
+    write_files: WriteFiles,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The environment holds text: strict [bridge] fields still take "true" and "4" from it."""
+    monkeypatch.setenv(var, value)
+    assert getattr(load_config(write_files(SOURCE.format(name="s")), {}).bridge, field) == expected
+
+
+def test_environment_override_of_the_wrong_type_names_the_variable(
+    write_files: WriteFiles, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """POLLBRIDGE_PER_HOST_CONCURRENCY=many is refused, naming the variable."""
+    monkeypatch.setenv("POLLBRIDGE_PER_HOST_CONCURRENCY", "many")
+    message = str(load_error(write_files(SOURCE.format(name="s"))))
+    assert "$POLLBRIDGE_PER_HOST_CONCURRENCY (overrides [bridge] per_host_concurrency)" in message
+    assert 'expected a whole number, got "many"' in message
+
+
 def test_bad_environment_override_is_a_config_error(
     write_files: WriteFiles, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -418,6 +472,19 @@ def test_error_in_conf_d_names_that_file(
     assert field in message
 
 
+def test_unknown_source_in_a_conf_d_listener_names_that_file(
+    write_files: WriteFiles, tmp_path: Path
+) -> None:
+    """A conf.d listener naming an unknown source is blamed on its conf.d file, not the main one."""
+    late = LISTENER.format(name="late", url="https://h.example") + 'sources = ["nosuch"]\n'
+    path = write_files(SOURCE.format(name="orders"), late=late)
+    message = str(load_error(path))
+    assert (
+        f'{tmp_path / "conf.d" / "late.toml"}, listeners "late" (listeners[0]), field sources: '
+        "unknown source 'nosuch' (known: orders)"
+    ) in message
+
+
 def test_conf_d_may_not_hold_bridge_settings(write_files: WriteFiles, tmp_path: Path) -> None:
     """[bridge] in a conf.d file is refused, pointing at the main file."""
     path = write_files("", extra='[bridge]\nlog_level = "debug"\n')
@@ -462,7 +529,11 @@ def test_load_config_uses_pollbridge_config_variable(write_files: WriteFiles) ->
 def test_generated_secret_is_accepted(write_files: WriteFiles) -> None:
     """A secret from `pollbridge secret` validates as a listener secret."""
     secret = generate_secret()
-    text = LISTENER.format(name="hook", url="https://h.example") + f'secret = "{secret}"\n'
+    text = (
+        SOURCE.format(name="s")
+        + LISTENER.format(name="hook", url="https://h.example")
+        + f'secret = "{secret}"\n'
+    )
     config = load_config(write_files(text), {})
     assert config.listeners[0].signing_keys == [decode_secret(secret)]
 
@@ -491,10 +562,9 @@ every = "1m"
     assert notes == [
         "note: no listener takes source(s) b: their changes are recorded, but sent nowhere"
     ]
-    path.write_text("")
-    assert "note: no [[sources]]: `pollbridge run` has nothing to poll" in list(
-        iter_summary(load_config(path, {}))
-    )
+    path.write_text("")  # no sources at all: refused by the loader, see above
+    with pytest.raises(ConfigError, match="no sources"):
+        load_config(path, {})
 
 
 def test_summary_names_a_source_format_other_than_json(tmp_path: Path) -> None:

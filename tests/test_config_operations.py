@@ -9,10 +9,13 @@ import pytest
 from bridge.config import load_config, locate_state
 from bridge.errors import ConfigError
 
+# a configuration needs a source; these tests are about [bridge]
+SOURCE = '[[sources]]\nname = "s"\nurl = "https://x.example/s"\nevery = "1m"\n'
+
 
 def test_defaults(write_config):
     """http off, text logs, 14 days of retention."""
-    config = load_config(write_config(""), env={})
+    config = load_config(write_config(SOURCE), env={})
     assert config.bridge.http is None and config.bridge.http_address is None
     assert config.bridge.log_format == "text"
     assert config.bridge.retention == timedelta(days=14)
@@ -29,7 +32,7 @@ def test_defaults(write_config):
 )
 def test_http_addresses(write_config, value, address):
     """host:port, [v6]:port, :port (all interfaces) or off."""
-    config = load_config(write_config(f'[bridge]\nhttp = "{value}"\n'), env={})
+    config = load_config(write_config(f'[bridge]\nhttp = "{value}"\n{SOURCE}'), env={})
     assert config.bridge.http_address == address
 
 
@@ -52,7 +55,7 @@ def test_invalid_values_name_the_field(write_config, line, message):
 
 def test_retention_off_and_env_override(write_config, monkeypatch):
     """retention = "off" keeps everything; POLLBRIDGE_HTTP overrides the file."""
-    path = write_config('[bridge]\nretention = "off"\nlog_format = "JSON"\n')
+    path = write_config('[bridge]\nretention = "off"\nlog_format = "JSON"\n' + SOURCE)
     monkeypatch.setenv("POLLBRIDGE_HTTP", "127.0.0.1:1234")
     config = load_config(path, env={})
     assert config.bridge.retention is None

@@ -187,3 +187,22 @@ def test_pagination_is_part_of_the_fingerprint_only_when_set(write_config):
     assert paged.fingerprint_fields()["paginate"] == {"kind": "link"}
     assert paged.fingerprint_fields() == more.fingerprint_fields()
     assert paged.fingerprint_fields() != plain.fingerprint_fields()
+
+
+@pytest.mark.parametrize(
+    ("every", "shown", "seconds"),
+    [
+        ("1.5s", "every 1.5s", 1.5),
+        ("250ms", "every 250ms", 0.25),
+        ("1m30.25s", "every 1m30.25s", 90.25),
+    ],
+)
+def test_sub_second_intervals_are_shown_as_they_are_used(write_config, every, shown, seconds):
+    """`every = "1.5s"` is honoured by the scheduler, and `check` shows 1.5s, not 1s."""
+    from bridge.daemon.schedule import build_trigger
+
+    path = write_config(f'[[sources]]\nname = "s"\nurl = "https://x.example/"\nevery = "{every}"\n')
+    config = load_config(path, {})
+    (line,) = [x for x in iter_summary(config) if x.startswith("  - s:")]
+    assert f" {shown}," in line
+    assert build_trigger(config.sources[0]).interval == timedelta(seconds=seconds)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import dataclass
 from datetime import timedelta
+
+import httpx
 
 from bridge.config import load_config
 from bridge.daemon import Daemon
@@ -31,6 +34,23 @@ class BreakableStore:
         await self.inner.write_runtime(status)
 
 
+# a configuration needs a source; this one is never due while a test runs
+IDLE = '[[sources]]\nname = "idle"\nurl = "https://api.example.com/idle"\ncron = "0 0 1 1 *"\n'
+
+
+@dataclass
+class _Reply:
+    status: int
+    body: bytes
+
+
+async def _get(daemon: Daemon, path: str) -> _Reply:
+    """GET ``path`` from the daemon's HTTP port."""
+    async with httpx.AsyncClient() as client:
+        reply = await client.get(f"{daemon.endpoint.url}{path}")
+    return _Reply(reply.status_code, reply.content)
+
+
 async def _wait(predicate, timeout_s: float = 10) -> None:
     async with asyncio.timeout(timeout_s):
         while not predicate():
@@ -41,7 +61,8 @@ async def test_healthz_and_watchdog_follow_store_health(tmp_path, write_config):
     """While the store takes writes: /healthz 200 and WATCHDOG=1 pings; when writes fail: 503
     naming the store and no pings; when they work again: healthy again."""
     config = load_config(
-        write_config(f'[bridge]\nstate = "{tmp_path}/state.db"\nhttp = "127.0.0.1:0"\n'), env={}
+        write_config(f'[bridge]\nstate = "{tmp_path}/state.db"\nhttp = "127.0.0.1:0"\n{IDLE}'),
+        env={},
     )
     store = BreakableStore(SQLiteStore(config.state_location))
     with notify_socket() as ns:
@@ -55,12 +76,12 @@ async def test_healthz_and_watchdog_follow_store_health(tmp_path, write_config):
             await asyncio.to_thread(ns.wait_for, lambda m: "WATCHDOG" in m, after=ready)
             retention = daemon.schedule.scheduler.get_job("retention")
             assert retention.trigger.interval == timedelta(days=1)
-            ok = await daemon.endpoint.serve("/healthz", {})
+            ok = await _get(daemon, "/healthz")
             assert ok.status == 200 and json.loads(ok.body)["status"] == "ok"
 
             store.broken = True
             await _wait(lambda: daemon.health.problems())
-            bad = await daemon.endpoint.serve("/healthz", {})
+            bad = await _get(daemon, "/healthz")
             doc = json.loads(bad.body)
             assert bad.status == 503 and doc["status"] == "unhealthy"
             assert doc["store"]["writable"] is False and "disk I/O error" in doc["store"]["error"]
@@ -72,7 +93,7 @@ async def test_healthz_and_watchdog_follow_store_health(tmp_path, write_config):
             store.broken = False
             await _wait(lambda: not daemon.health.problems())
             await asyncio.to_thread(ns.wait_for, lambda m: "WATCHDOG" in m, after=quiet_from)
-            assert (await daemon.endpoint.serve("/healthz", {})).status == 200
+            assert (await _get(daemon, "/healthz")).status == 200
         finally:
             daemon.request_stop()
             assert await run == 0
@@ -80,12 +101,19 @@ async def test_healthz_and_watchdog_follow_store_health(tmp_path, write_config):
 
 async def test_healthz_is_503_before_the_scheduler_runs(tmp_path, write_config):
     """A daemon that has not started its scheduler is not healthy."""
-    config = load_config(write_config(f'[bridge]\nstate = "{tmp_path}/state.db"\n'), env={})
+    config = load_config(
+        write_config(f'[bridge]\nstate = "{tmp_path}/state.db"\nhttp = "127.0.0.1:0"\n{IDLE}'),
+        env={},
+    )
     daemon = Daemon(config)
-    reply = await daemon.endpoint.serve("/healthz", {})
-    assert reply.status == 503
-    assert "the scheduler is not running" in json.loads(reply.body)["problems"]
-    assert (await daemon.endpoint.serve("/other", {})).status == 404
+    await daemon.endpoint.start(config)  # the HTTP port alone: no store, no scheduler
+    try:
+        reply = await _get(daemon, "/healthz")
+        assert reply.status == 503
+        assert "the scheduler is not running" in json.loads(reply.body)["problems"]
+        assert (await _get(daemon, "/other")).status == 404
+    finally:
+        await daemon.endpoint.close()
 
 
 async def test_a_delivery_loop_that_ends_makes_the_daemon_unhealthy(
@@ -100,7 +128,8 @@ async def test_a_delivery_loop_that_ends_makes_the_daemon_unhealthy(
 
     monkeypatch.setattr(Dispatcher, "run", dies)
     config = load_config(
-        write_config(f'[bridge]\nstate = "{tmp_path}/state.db"\nhttp = "127.0.0.1:0"\n'), env={}
+        write_config(f'[bridge]\nstate = "{tmp_path}/state.db"\nhttp = "127.0.0.1:0"\n{IDLE}'),
+        env={},
     )
     with notify_socket() as ns:
         notifier = Notifier({"NOTIFY_SOCKET": str(ns.path), "WATCHDOG_USEC": "100000"})
@@ -110,7 +139,7 @@ async def test_a_delivery_loop_that_ends_makes_the_daemon_unhealthy(
         try:
             await asyncio.to_thread(ns.wait_for, lambda m: m.get("READY") == "1")
             await _wait(lambda: daemon.health.problems())
-            reply = await daemon.endpoint.serve("/healthz", {})
+            reply = await _get(daemon, "/healthz")
             doc = json.loads(reply.body)
             assert reply.status == 503
             assert any("the delivery loop stopped" in p for p in doc["problems"])

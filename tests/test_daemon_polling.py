@@ -60,13 +60,20 @@ async def test_run_once_skips_postponed_sources(tmp_path):
 async def test_a_second_daemon_on_one_sqlite_state_is_refused(tmp_path):
     """Two daemons on one SQLite file would poll and deliver everything twice: the second is
     refused with the first one's pid, and may start once the first has stopped."""
-    config = make_config(tmp_path, "")
-    first = Daemon(config)
-    await first._start()
-    try:
-        with pytest.raises(StoreError, match=rf"another pollbridge daemon \(pid {os.getpid()}\)"):
-            await Daemon(config).run_once()
-    finally:
-        await first._close()
-    assert await Daemon(config).run_once() == 0
+    with serve(FakeAPI(count=3)) as server:
+        config = make_config(
+            tmp_path,
+            f'[[sources]]\nname = "s"\nurl = "{server.url("/items")}"\nevery = "10s"\n'
+            'items = "$.data[*]"\n',
+        )
+        first = Daemon(config)
+        await first._start()
+        try:
+            with pytest.raises(
+                StoreError, match=rf"another pollbridge daemon \(pid {os.getpid()}\)"
+            ):
+                await Daemon(config).run_once()
+        finally:
+            await first._close()
+        assert await Daemon(config).run_once() == 0
     assert claim_sqlite_state("postgresql://u@h/db") is None

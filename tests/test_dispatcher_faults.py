@@ -13,8 +13,8 @@ import pytest
 from bridge.config import ListenerConfig
 from bridge.core.patch import make_patch
 from bridge.dispatcher import Dispatcher
+from bridge.http.sender import Sender
 from bridge.models import Change, Delivery
-from bridge.sender import Sender
 from bridge.store import PollCommit
 from bridge.store.sqlite import SQLiteStore
 

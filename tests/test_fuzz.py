@@ -32,9 +32,9 @@ from bridge.core.patch import apply_patch, make_patch
 from bridge.core.paths import compile_path
 from bridge.core.payload import build_payload
 from bridge.errors import ConfigError
+from bridge.http.poller import Poller
 from bridge.models import Event, Item
 from bridge.pipeline import Pipeline
-from bridge.poller import Poller
 from bridge.store import create_store
 
 settings.register_profile(

@@ -21,9 +21,10 @@ import pytest
 
 from bridge.config import load_config
 from bridge.daemon import utcnow
+from bridge.http.poller import Poller
 from bridge.pipeline import Pipeline, PollOutcome
-from bridge.poller import Poller
 from bridge.store import create_store
+from tests.support.configs import config_text, listener, source
 from tests.support.daemon import run_cli
 from tests.support.rawserver import RawHandler, RawRequest, http_response, reply, serve_raw
 
@@ -33,22 +34,12 @@ GOOD_3 = orjson.dumps({"data": [{"id": 1, "v": "b"}, {"id": 3, "v": "c"}]})
 
 
 def _config_text(tmp_path: Path, url: str) -> str:
-    return f"""
-[bridge]
-state = "{tmp_path}/state.db"
-
-[[sources]]
-name = "api"
-url = "{url}"
-every = "1m"
-items = "$.data[*]"
-timeout = "1s"
-max_bytes = "1MiB"
-
-[[listeners]]
-name = "hooks"
-url = "http://127.0.0.1:9/hooks"
-"""
+    return config_text(
+        tmp_path / "state.db",
+        source("api", url, every="1m", timeout="1s", max_bytes="1MiB"),
+        listener("hooks", "http://127.0.0.1:9/hooks"),
+        shutdown_grace=None,
+    )
 
 
 @dataclass

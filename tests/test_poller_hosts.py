@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import httpx
 
-from bridge.poller import HostLimiter, Poller
+from bridge.http.poller import HostLimiter, Poller
 from tests.support.servers import Reply, serve
 
 NOW = datetime(2024, 5, 1, tzinfo=UTC)

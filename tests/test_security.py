@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import os
-import sqlite3
 import ssl
 import stat
 from collections.abc import Iterator
@@ -13,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpcore
+import aiohttp
 import httpx
 import pytest
 import trustme
@@ -21,11 +20,19 @@ import trustme
 from bridge.config import load_config
 from bridge.core.signing import generate_secret
 from bridge.errors import PollError
-from bridge.poller import Poller
+from bridge.http.connections import (
+    ClientPool,
+    PublicOnlyResolver,
+    describe_aiohttp_error,
+    new_connector,
+    refused_address,
+    tls_context,
+)
+from bridge.http.poller import Poller
 from bridge.store.sqlite import SQLiteStore
-from bridge.transport import ClientPool, _PublicOnlyBackend, refused_address
 from tests.support.daemon import DaemonProcess, run_cli
 from tests.support.servers import Reply, Request, TestServer, serve
+from tests.support.state import StateView
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
@@ -158,8 +165,7 @@ def test_secrets_never_appear_in_output_logs_errors_or_state(secret_setup, tmp_p
     for verb in ("status", "events", "deliveries"):
         for json_flag in ((), ("--json",)):
             assert cli(verb, *json_flag).returncode == 0, outputs[-1]
-    with sqlite3.connect(tmp_path / "state.db") as db:
-        event_ids = [r[0] for r in db.execute("SELECT id FROM events")]
+    event_ids = [e.id for e in StateView(tmp_path / "state.db").event_list()]
     assert event_ids
     for event_id in event_ids:
         assert cli("show", event_id).returncode == 0, outputs[-1]
@@ -178,9 +184,9 @@ def test_secrets_never_appear_in_output_logs_errors_or_state(secret_setup, tmp_p
     assert _leaks(text) == [], text
     for path in tmp_path.glob("state.db*"):
         assert _leaks(path.read_bytes()) == [], path
-    with sqlite3.connect(tmp_path / "state.db") as db:
-        rows = db.execute("SELECT last_error FROM sources").fetchall()
-        rows += db.execute("SELECT error, response FROM attempts").fetchall()
+    view = StateView(tmp_path / "state.db")
+    rows: list[tuple[Any, ...]] = [(s.last_error,) for s in view.sources().values()]
+    rows += [(a.error, a.response) for a in view.attempts()]
     assert any(r[0] for r in rows)
     assert _leaks(repr(rows)) == []
 
@@ -414,32 +420,60 @@ def test_refused_addresses(address, refused):
     assert refused_address(ipaddress.ip_address(address)) == refused
 
 
-class _RecordingBackend(httpcore.AsyncNetworkBackend):
+class _RecordingSockets:
+    """A socket factory that records the address it is asked for and then fails (no network)."""
+
     def __init__(self) -> None:
         self.connected: list[str] = []
 
-    async def connect_tcp(self, host: str, port: int, **_kw: Any) -> httpcore.AsyncNetworkStream:
-        self.connected.append(host)
-        return httpcore.AsyncMockStream([])
-
-    async def sleep(self, seconds: float) -> None:
-        pass
+    def __call__(self, addr_info: Any) -> Any:
+        self.connected.append(addr_info[4][0])
+        raise OSError("test: nothing is dialled")
 
 
 async def test_guard_connects_to_the_checked_address_so_rebinding_cannot_bypass_it():
     """Each connect resolves once, checks, and dials the checked IP: a rebound name is refused."""
     answers = iter([["93.184.216.34"], ["127.0.0.1"]])
 
-    async def resolve(host: str, port: int) -> list[str]:
-        return next(answers)
+    async def resolve(host: str, port: int, family: Any) -> list[Any]:
+        return [
+            {"hostname": host, "host": a, "port": port, "family": 2, "proto": 0, "flags": 0}
+            for a in next(answers)
+        ]
 
-    inner = _RecordingBackend()
-    backend = _PublicOnlyBackend(resolve=resolve, inner=inner)
-    await backend.connect_tcp("rebind.example", 443)
-    assert inner.connected == ["93.184.216.34"]  # the literal address, never the name again
-    with pytest.raises(httpcore.ConnectError, match=r"127\.0\.0\.1 is a loopback address"):
-        await backend.connect_tcp("rebind.example", 443)
+    inner = _RecordingSockets()
+    connector = new_connector(
+        tls_context(None, True),
+        httpx.Limits(),
+        deny_private_targets=True,
+        resolver=PublicOnlyResolver(resolve),
+        socket_factory=inner,
+    )
+    async with aiohttp.ClientSession(connector=connector) as session:
+        with pytest.raises(aiohttp.ClientConnectorError):
+            await session.get("http://rebind.example/")
+        assert inner.connected == ["93.184.216.34"]  # the literal address, never the name again
+        connector.clear_dns_cache()
+        with pytest.raises(aiohttp.ClientConnectorError) as refused:
+            await session.get("http://rebind.example/")
+    assert "127.0.0.1 is a loopback address" in describe_aiohttp_error(refused.value)
     assert inner.connected == ["93.184.216.34"]
+
+
+async def test_guard_checks_the_address_of_every_socket_even_a_literal():
+    """An address literal never reaches a resolver; the socket factory refuses it itself."""
+    inner = _RecordingSockets()
+    connector = new_connector(
+        tls_context(None, True), httpx.Limits(), deny_private_targets=True, socket_factory=inner
+    )
+    async with aiohttp.ClientSession(connector=connector) as session:
+        with pytest.raises(aiohttp.ClientConnectorError) as refused:
+            await session.get("http://[::1]:9/")
+    assert describe_aiohttp_error(refused.value) == (
+        "connection failed: refused to connect to ::1: ::1 is a loopback address "
+        "([bridge] deny_private_targets = true)"
+    )
+    assert inner.connected == []
 
 
 @pytest.mark.e2e

@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import dataclasses
 import socket
+import threading
+import tracemalloc
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import httpx
+import pytest
 import respx
 from standardwebhooks.webhooks import Webhook
 
 from bridge.config import ListenerConfig
 from bridge.core.payload import build_payload
+from bridge.http import sender as sender_module
+from bridge.http.connections import ClientPool
+from bridge.http.sender import Sender
+from bridge.http.templates import RENDER_THREADS
 from bridge.models import Event
-from bridge.sender import Sender
-from bridge.transport import ClientPool
 from tests.support.servers import Reply, serve
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -112,3 +119,93 @@ async def test_sender_uses_the_transport_the_client_mounts_for_the_url() -> None
     assert result.ok and result.status == 204
     assert [r.url.path for r in seen] == ["/h"]
     assert seen[0].content == build_payload(_event())
+
+
+async def test_refused_delivery_is_in_our_words_without_ssl_default() -> None:
+    """A refused http:// listener reads 'cannot connect to host:port', not aiohttp's text."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    async with new_send_client(1) as client:
+        result = await Sender(client).send(_listener(f"http://127.0.0.1:{port}/h"), _event(), NOW)
+    assert (
+        result.error == f"connection failed: cannot connect to 127.0.0.1:{port}: connection refused"
+    )
+
+
+def _template_listener(url: str, template: str) -> ListenerConfig:
+    return ListenerConfig(name="hook", url=url, template=template, content_type="text/plain")
+
+
+@pytest.mark.parametrize(
+    ("template", "reason"),
+    [
+        (
+            "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+            "range()",
+        ),
+        ("{{ (data.after.n + 9) ** 99999999 }}", "bits"),
+        ("{{ 'x' * (data.after.n * 1500000000) }}", "repeating a value"),
+    ],
+)
+async def test_a_hostile_template_fails_only_its_delivery(template: str, reason: str) -> None:
+    """Huge loops, powers and repetitions fail the delivery (no retry) fast, in bounded memory."""
+    with serve() as server:
+        async with new_send_client(1) as client:
+            tracemalloc.start()
+            try:
+                result = await Sender(client).send(
+                    _template_listener(server.url("/h"), template), _event(), NOW
+                )
+                peak = tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+    assert not result.ok and not result.retryable and not result.sent
+    assert result.error is not None and reason in result.error
+    assert peak < 64 << 20
+    assert server.requests == []
+
+
+async def test_a_template_past_its_deadline_fails_while_the_loop_runs(monkeypatch) -> None:
+    """A render still running at its deadline fails; the event loop went on meanwhile."""
+    monkeypatch.setattr(sender_module, "RENDER_TIMEOUT_S", 0.3)
+    template = "{% for i in range(10000) %}{% for j in range(10000) %}{% endfor %}{% endfor %}"
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    ticker = asyncio.create_task(tick())
+    with serve() as server:
+        async with new_send_client(1) as client:
+            result = await Sender(client).send(
+                _template_listener(server.url("/h"), template), _event(), NOW
+            )
+    ticker.cancel()
+    assert not result.ok and not result.retryable
+    assert result.error is not None and "longer than" in result.error
+    assert ticks > 0  # the loop ran while the template did
+
+
+async def test_a_loop_the_sandbox_cannot_see_is_stopped_at_the_deadline(monkeypatch) -> None:
+    """Nested loops over the event's own lists are stopped in their thread, not left running."""
+    monkeypatch.setattr(sender_module, "RENDER_TIMEOUT_S", 0.3)
+    event = dataclasses.replace(_event(), after={"id": "42", "n": 1, "tags": list(range(2000))})
+    template = (
+        "{% for a in data.after.tags %}{% for b in data.after.tags %}{% for c in data.after.tags %}"
+        "{% endfor %}{% endfor %}{% endfor %}"
+    )
+    with serve() as server:
+        async with new_send_client(1) as client:
+            result = await Sender(client).send(
+                _template_listener(server.url("/h"), template), event, NOW
+            )
+    assert not result.ok and not result.retryable
+    assert result.error is not None and "longer than 0.3s" in result.error
+    # both render threads are free again: two jobs that wait for each other both finish
+    barrier = threading.Barrier(2, timeout=10)
+    both = [RENDER_THREADS.submit(barrier.wait) for _ in range(2)]
+    assert sorted(f.result(timeout=15) for f in both) == [0, 1]

@@ -21,6 +21,7 @@ from bridge.config import (
     resolve_config_path,
 )
 from bridge.core.durations import parse_duration
+from bridge.core.redaction import redact_url
 from bridge.errors import BridgeError, NoStateError, UsageError
 from bridge.models import CHANGE_TYPES
 from bridge.store import Access, Store, create_store, is_state_file
@@ -119,7 +120,7 @@ def with_store(
         try:
             await store.open()
         except NoStateError:
-            return empty(location)
+            return empty(redact_url(location))
         try:
             return await body(store)
         finally:

@@ -23,8 +23,8 @@ from bridge.store import Store, create_store
 if TYPE_CHECKING:
     from bridge.daemon import Daemon
     from bridge.daemon.status import RuntimeStatus
+    from bridge.http.sender import Sender
     from bridge.pipeline import PollOutcome
-    from bridge.sender import Sender
 
 
 def utcnow() -> datetime:

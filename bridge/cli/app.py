@@ -107,6 +107,8 @@ def build_parser() -> _Parser:
         p.add_argument("--json", action="store_true", help=json_help)
 
     p = add("check", cmd_check, "validate the configuration and print a summary")
+    p.add_argument("--strict", action="store_true", help="exit 78 when there is any warning")
+    p.add_argument("--json", action="store_true", help="the summary and warnings as JSON")
     config_arg(p)
     p = add("poll", cmd_poll, "poll one source now and print its changes as JSON lines")
     p.add_argument("name", help="the source's name")

@@ -20,16 +20,28 @@ from bridge.cli._common import (
     with_store,
 )
 from bridge.cli._runtime import make_daemon, poll_once, run_once
-from bridge.config import Config, iter_summary
+from bridge.config import Config, iter_summary, risky_settings, summary_doc
 from bridge.errors import NoStateError
 from bridge.store import Store, create_store
+
+EX_CONFIG = 78  # app.EX_CONFIG (app imports this module): `check --strict` with warnings
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     config = load(args)
-    for line in iter_summary(config):
-        print(line)
-    print("configuration OK")
+    warnings = risky_settings(config)
+    if args.json:
+        print(dumps(summary_doc(config, warnings)))
+    else:
+        for line in iter_summary(config):
+            print(line)
+        for warning in warnings:
+            print(f"warning: {warning}")
+    if args.strict and warnings:
+        print(f"pollbridge check: {len(warnings)} warning(s), refused by --strict", file=sys.stderr)
+        return EX_CONFIG
+    if not args.json:
+        print(f"configuration OK{f' ({len(warnings)} warning(s))' if warnings else ''}")
     return 0
 
 

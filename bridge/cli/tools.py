@@ -219,7 +219,7 @@ async def _send_test(
     config: Config, listener: ListenerConfig, source: str, change_type: ChangeType
 ) -> int:
     from bridge.core.render import RenderFailed, render_body
-    from bridge.sender import webhook_headers
+    from bridge.http.sender import webhook_headers
 
     stored = await _stored_item(config, source) if config.sources else None
     now = utcnow()

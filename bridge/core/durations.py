@@ -33,14 +33,17 @@ def parse_duration(text: str) -> timedelta:
 
 
 def format_duration(value: timedelta) -> str:
-    """Render a timedelta back in the short form parse_duration reads."""
-    seconds = value.total_seconds()
-    if seconds and seconds < 1:
-        return f"{round(seconds * 1000)}ms"
+    """Render a timedelta back, exactly, in the short form parse_duration reads ("1.5s")."""
+    micros = value // timedelta(microseconds=1)
+    rest, fraction = divmod(micros, 1_000_000)
+    if not rest and fraction:
+        ms, us = divmod(fraction, 1000)
+        return f"{ms}.{us:03d}".rstrip("0").rstrip(".") + "ms"
     out = []
-    rest = int(seconds)
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if rest >= size:
             out.append(f"{rest // size}{unit}")
             rest %= size
+    if rest or fraction:
+        out.append(f"{rest}.{fraction:06d}".rstrip("0").rstrip(".") + "s")
     return "".join(out) or "0s"

@@ -1,17 +1,18 @@
-"""The daemon's HTTP endpoint (``[bridge] http``): ``/metrics`` and ``/healthz``."""
+"""The daemon's HTTP endpoint (``[bridge] http``): ``/metrics``, ``/healthz`` and the console
+(``/ui/``, :mod:`bridge.console`), one aiohttp application (:mod:`bridge.httpd`)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-import orjson
-
 from bridge.config import Config
+from bridge.console.app import Console
+from bridge.console.security import exposure_warning
 from bridge.errors import ConfigError
-from bridge.httpd import Response, StatusServer
+from bridge.httpd import HttpServer, create_app
 from bridge.metrics import Metrics
 
 log = logging.getLogger("pollbridge.daemon")
@@ -23,19 +24,21 @@ def address_url(address: tuple[str, int]) -> str:
 
 
 class Endpoint:
-    """Serves the metrics and the health document while the daemon runs."""
+    """Serves the metrics, the health document and the console while the daemon runs."""
 
     def __init__(
         self,
         metrics: Metrics,
         health_report: Callable[[], tuple[bool, dict[str, Any]]],
         refresh_gauges: Callable[[], Awaitable[None]],
+        console: Console | None = None,
     ) -> None:
         self.metrics = metrics
         self.health_report = health_report
         self.refresh_gauges = refresh_gauges
+        self.console = console
         self.address: tuple[str, int] | None = None
-        self._server: StatusServer | None = None
+        self._server: HttpServer | None = None
 
     @property
     def url(self) -> str | None:
@@ -46,7 +49,16 @@ class Endpoint:
         address = config.bridge.http_address
         if address is None:
             return
-        server = StatusServer(address[0], address[1], self.serve)
+        exposed = exposure_warning(address, config.bridge.http_token)
+        if exposed:
+            log.warning("[bridge] http %s", exposed)
+        app = create_app(
+            metrics=self.render_metrics,
+            health=self.health_report,
+            console=self.console,
+            on_internal_error=lambda: self.metrics.internal_error("http"),
+        )
+        server = HttpServer(address[0], address[1], app)
         try:
             self.address = await server.start()
         except OSError as exc:
@@ -56,9 +68,11 @@ class Endpoint:
                 where="[bridge] http",
             ) from exc
         self._server = server
+        base = address_url(self.address)
         log.info(
-            "serving /metrics and /healthz on http://%s:%d",
-            *self.address,
+            "serving /metrics and /healthz on %s and the console on %s/ui/",
+            base,
+            base,
             extra={"http": True},
         )
 
@@ -75,30 +89,8 @@ class Endpoint:
         except ConfigError as exc:
             log.error("%s; /metrics and /healthz are off until this is fixed", exc)
 
-    async def serve(self, path: str, headers: Mapping[str, str]) -> Response:
-        """Answer one request; an unexpected error is logged, counted and answered 500."""
-        try:
-            return await self._answer(path, headers)
-        except Exception:
-            self.metrics.internal_error("http")
-            log.exception("http endpoint: unexpected error answering %s", path)
-            return Response(500, b"internal error: see the daemon's log\n")
-
-    async def _answer(self, path: str, headers: Mapping[str, str]) -> Response:
-        if path == "/metrics":
-            await self.refresh_gauges()
-            # rendering hundreds of series takes a while: keep it off the event loop
-            body, content_type = await asyncio.to_thread(
-                self.metrics.render, headers.get("accept", "")
-            )
-            return Response(200, body, content_type)
-        if path == "/healthz":
-            healthy, doc = self.health_report()
-            return Response(
-                200 if healthy else 503,
-                orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n",
-                "application/json",
-            )
-        if path == "/":
-            return Response(200, b"pollbridge: see /metrics and /healthz\n")
-        return Response(404, b"not found: try /metrics or /healthz\n")
+    async def render_metrics(self, accept: str) -> tuple[bytes, str]:
+        """The ``/metrics`` body for a scraper's ``Accept`` header, and its content type."""
+        await self.refresh_gauges()
+        # rendering hundreds of series takes a while: keep it off the event loop
+        return await asyncio.to_thread(self.metrics.render, accept)

@@ -19,6 +19,9 @@ from datetime import datetime
 from typing import Any
 
 from bridge.config import Config, ListenerConfig, SourceConfig, load_config
+from bridge.console.actions import DaemonActions
+from bridge.console.app import Console
+from bridge.console.history import PollHistory
 from bridge.daemon.endpoint import Endpoint
 from bridge.daemon.health import Health
 from bridge.daemon.heartbeat import Heartbeat
@@ -77,7 +80,8 @@ class Daemon:
         self.notifier = notifier or Notifier()
         self.rng = random.Random()  # noqa: S311 - jitter, not security
         self.log_level_override = log_level_override
-        self._sensitive: set[str] = set(config.sensitive_values)
+        self._redactor = config.redactor
+        """Every secret of every configuration this daemon has run (a reload only adds)."""
         self._stop = asyncio.Event()
         self._polls: set[asyncio.Task[Any]] = set()
         self._background: set[asyncio.Task[Any]] = set()
@@ -103,16 +107,25 @@ class Daemon:
             state_lost=self._lost_state,
             on_internal_error=self.metrics.internal_error,
         )
-        self.endpoint = Endpoint(self.metrics, self.health_report, self._refresh_gauges)
+        self.polls = PollHistory()
+        console = Console(
+            self.store,
+            lambda: self._runtime_status().to_dict(),
+            DaemonActions(self),
+            lambda: self.config,
+            self.redact,
+            self.polls,
+            self.clock,
+        )
+        self.endpoint = Endpoint(self.metrics, self.health_report, self._refresh_gauges, console)
         # several instances on one store: who we are and our source leases
         self.instance = this_instance(clock())
         self.leases: LeaseKeeper | None = None
 
     def redact(self, text: str) -> str:
-        """``text`` with every secret of every configuration this daemon has run replaced."""
-        for value in sorted(self._sensitive, key=len, reverse=True):
-            text = text.replace(value, "***")
-        return text
+        """``text`` with every secret of every configuration this daemon has run, and every URL
+        password, replaced by ``***``."""
+        return self._redactor.redact(text)
 
     # -- set-up -----------------------------------------------------------------------------
 
@@ -249,7 +262,9 @@ class Daemon:
             outcome = await self.pipeline.poll(source, lease_token=lease_token)
         finally:
             self.health.poll_ended(source.name)
-        report_poll(source.name, outcome, self.clock(), self.stats, self.metrics)
+        now = self.clock()
+        report_poll(source.name, outcome, now, self.stats, self.metrics)
+        self.polls.record(source.name, outcome.result, outcome.ok, now)
         return outcome
 
     async def _poll_if_ours(self, source: SourceConfig) -> PollOutcome | None:
@@ -314,7 +329,7 @@ class Daemon:
                 "pollbridge running: %d source(s), %d listener(s), state %s",
                 len(self.config.sources),
                 len(self.config.listeners),
-                self.config.redact(self.config.state_location),
+                self.redact(self.config.state_location),
             )
             self._status_line = self._summary(None)
             self.notifier.ready(self._status_line)
@@ -496,12 +511,12 @@ class Daemon:
 
     async def _apply(self, new: Config) -> str:
         old = self.config
-        self._sensitive |= new.sensitive_values
+        self._redactor = self._redactor.with_secrets(new.sensitive_values)
         diff = ConfigDiff.of(old, new)
         if new.state_location != self._state_location:
             log.warning(
                 "[bridge] state changed: still using %s until the next restart",
-                self.redact(new.redact(self._state_location)),
+                self.redact(self._state_location),
             )
         self.config = new
         assert self.services is not None  # noqa: S101

@@ -147,3 +147,62 @@ def test_tojson_makes_any_item_text_safe_in_a_json_template(status):
     fmt = _template('{"text": {{ ("now: " ~ data.after.status) | tojson }}}')
     body = render_body(fmt, _event(after={"status": status}))
     assert json.loads(body) == {"text": "now: " + status}
+
+
+HOSTILE_TEMPLATES = {
+    "nested huge ranges": (
+        "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+        "range() of 100,000",
+    ),
+    "a huge integer power": ("{{ (data.after.id + 9) ** 99999999 }}", "bits"),
+    "squaring in a loop": (
+        "{% set ns = namespace(x=data.after.id) %}{% for i in range(64) %}"
+        "{% set ns.x = ns.x * ns.x %}{% endfor %}{{ ns.x }}",
+        "product",
+    ),
+    "string repetition": ("{{ 'x' * (data.after.id * 1500000000) }}", "repeating a value"),
+    "list repetition": ("{{ ([1] * 1500000000)|length }}", "repeating a value"),
+    "concatenation": ("{% set a = 'x' * 900000 %}{{ a ~ a ~ a }}", "concatenating"),
+    "printf width": ("{{ '%0999999999d' % 1 }}", "format width"),
+    "printf star width": ("{{ '%*d' % (999999999, 1) }}", "format width"),
+    "format filter width": ("{{ '%999999999s'|format('x') }}", "format width"),
+    "str.format nested width": ("{{ '{0:{1}}'.format('x', 999999999) }}", "format width"),
+    "str.center": ("{{ 'x'.center(999999999) }}", "str.center"),
+    "center filter": ("{{ 'x'|center(999999999) }}", "padding"),
+    "indent filter": ("{{ ('a\\n' * 1000)|indent(999999) }}", "indenting"),
+    "replace filter": ("{{ ('x' * 900000)|replace('x', 'yyyy') }}", "replace"),
+    "str.replace": ("{{ ('x' * 900000).replace('x', 'yyyy') }}", "str.replace"),
+    "join filter": ("{{ (['a'] * 1000)|join('x' * 900000) }}", "join"),
+    "tojson indent": ("{{ data|tojson(indent=999999999) }}", "indent"),
+    "batch fill": ("{{ range(3)|batch(999999999, 'x')|list }}", "batch"),
+    "lipsum": ("{{ lipsum(999999) }}", "lipsum"),
+}
+
+
+@pytest.mark.parametrize(("text", "reason"), HOSTILE_TEMPLATES.values(), ids=HOSTILE_TEMPLATES)
+def test_a_render_is_bounded_in_memory(text, reason):
+    """Each way to make a render huge fails it, with the reason, before the memory is taken."""
+    with pytest.raises(RenderFailed, match="template: ") as failed:
+        render_body(_template(text, "text/plain"), _event())
+    assert reason in str(failed.value)
+
+
+def test_a_render_past_its_deadline_stops():
+    """A deadline already passed stops the render at its next loop step."""
+    template = _template("{% for i in range(10) %}{{ i }}{% endfor %}", "text/plain")
+    with pytest.raises(RenderFailed, match="longer than its deadline"):
+        render_body(template, _event(), deadline=0.0)
+
+
+def test_bounded_filters_and_operators_still_work_within_their_limits():
+    """Within the bounds, the wrapped filters and operators behave as Jinja2's own."""
+    text = (
+        "{{ 'ab' * 2 }}|{{ 2 ** 10 }}|{{ 6 * 7 }}|{{ '%05d' % 42 }}|{{ '%s-%s'|format(1, 2) }}|"
+        "{{ 'x'|center(5) }}|{{ ['a', 'b']|join(',') }}|{{ data.after.status|replace('a', 'A') }}|"
+        "{{ [1, 2, 3]|batch(2)|list }}|{{ {'a': 1}|tojson(indent=2) }}|{{ '{:>4}'.format(7) }}|"
+        "{{ 'a' ~ 'b' }}|{{ range(3)|list }}"
+    )
+    body = render_body(_template(text, "text/plain"), _event()).decode()
+    assert body == (
+        'abab|1024|42|00042|1-2|  x  |a,b|pAid|[[1, 2], [3]]|{\n  "a": 1\n}|   7|ab|[0, 1, 2]'
+    )

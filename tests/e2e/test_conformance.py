@@ -11,8 +11,8 @@ import orjson
 
 from bridge.config import load_config
 from bridge.core.patch import apply_patch
+from bridge.http.poller import Poller
 from bridge.pipeline import Pipeline
-from bridge.poller import Poller
 from bridge.store.sqlite import SQLiteStore
 from tests.support.servers import Reply, serve
 

@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from bridge.config import load_config
+from bridge.http.poller import Poller
 from bridge.pipeline import Pipeline
-from bridge.poller import Poller
 from bridge.store.sqlite import SQLiteStore
 from tests.support.servers import Reply, serve
 

@@ -8,11 +8,13 @@ behaves again, every event reaches it.
 
 from __future__ import annotations
 
+import functools
+import gzip
 import json
 import socket
-import sqlite3
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import pairwise
@@ -21,9 +23,11 @@ from typing import Any
 
 import pytest
 
+from tests.support.configs import listener, source, write_config
 from tests.support.daemon import DaemonProcess
 from tests.support.rawserver import RawHandler, RawRequest, RawServer, reply, serve_raw
 from tests.support.servers import TestServer, serve
+from tests.support.state import StateView
 
 pytestmark = pytest.mark.e2e
 
@@ -74,6 +78,76 @@ def _invalid_http(conn: socket.socket, _req: RawRequest) -> None:
     conn.sendall(b"THIS IS NOT HTTP\r\n\r\n")
 
 
+@functools.cache
+def _gzip_bomb(layers: int = 1) -> bytes:
+    """1 GiB of zeros, gzip-compressed ``layers`` times (about 1 MiB for one layer)."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+    zeros = bytes(1 << 20)
+    data = b"".join(packer.compress(zeros) for _ in range(1024)) + packer.flush()
+    for _ in range(layers - 1):
+        data = gzip.compress(data, 9)
+    return data
+
+
+def _bomb(layers: int) -> RawHandler:
+    body = _gzip_bomb(layers)
+    coding = ", ".join(["gzip"] * layers)
+    return reply(200, body, content_encoding=coding, content_type="text/plain")
+
+
+def _endless_1xx(conn: socket.socket, _req: RawRequest) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 102 Processing\r\n\r\n")
+        time.sleep(0.01)
+
+
+def _huge_headers(conn: socket.socket, _req: RawRequest) -> None:
+    header = b"x-padding: " + b"p" * 65536 + b"\r\n"
+    conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n")
+    for _ in range(256):  # 16 MiB of headers, never finished by a blank line before then
+        conn.sendall(header)
+    conn.sendall(b"\r\n")
+
+
+def _binary_peer(conn: socket.socket, _req: RawRequest) -> None:
+    # what a TLS server, or anything else that is not HTTP, might answer
+    conn.sendall(b"\x16\x03\x01\x00\x2a\x02\x00\x00\x26\x03\x03" + bytes(range(256)) * 64)
+
+
+def _never_reads(conn: socket.socket, _req: RawRequest) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+_never_reads.reads_request = False  # type: ignore[attr-defined]
+
+
+def _retry_after_capped(ctx: dict[str, Any]) -> None:
+    now = time.time()
+    attempted = [d for d in ctx["state"].deliveries(listener="bad") if d.attempts]
+    assert attempted
+    for d in attempted:
+        assert d.state == "pending" and d.next_at is not None, d
+        wait_s = d.next_at.timestamp() - now
+        # an absurd Retry-After is honoured up to its documented cap of 24 hours, not beyond
+        assert 23 * 3600 < wait_s <= 24 * 3600 + 60, wait_s
+
+
+def _retried_on_schedule(ctx: dict[str, Any]) -> None:
+    # a Retry-After that means nothing: the retry schedule (200 ms) applies
+    bad = ctx["bad"]
+    deadline = time.monotonic() + 15
+    while max(len(v) for v in _attempts_by_event(bad).values()) < 3:
+        assert time.monotonic() < deadline, "no event was attempted three times"
+        time.sleep(0.1)
+
+
+def _bounded_read(ctx: dict[str, Any]) -> None:
+    assert ctx["state"].count(listener="bad", state="delivered") == ctx["events"]
+
+
 @dataclass
 class Case:
     handler: Callable[[dict[str, Any]], RawHandler]
@@ -106,18 +180,15 @@ def _retry_after_honoured(ctx: dict[str, Any]) -> None:
 
 
 def _stays_paused(ctx: dict[str, Any]) -> None:
-    _wait_sql(ctx["state"], "SELECT COUNT(*) FROM listeners WHERE name = 'bad' AND paused = 1", 1)
+    ctx["state"].wait(lambda v: v.listeners()["bad"].paused, what="listener bad to pause")
     seen = len(ctx["bad"].requests)
     time.sleep(1.5)  # seven retry intervals
     assert len(ctx["bad"].requests) == seen  # no attempt after the 410
 
 
 def _paused_and_kept(ctx: dict[str, Any]) -> None:
-    with sqlite3.connect(ctx["state"]) as db:
-        states = db.execute(
-            "SELECT state, COUNT(*) FROM deliveries WHERE listener = 'bad' GROUP BY state"
-        ).fetchall()
-    assert states == [("pending", ctx["events"])]  # waiting, not lost, not dead
+    states = ctx["state"].states(listener="bad")
+    assert states == {"pending": ctx["events"]}  # waiting, not lost, not dead
     assert "answered 410 Gone: paused" in ctx["log"]
 
 
@@ -126,8 +197,7 @@ def _not_followed(ctx: dict[str, Any]) -> None:
 
 
 def _capped(ctx: dict[str, Any]) -> None:
-    with sqlite3.connect(ctx["state"]) as db:
-        longest = db.execute("SELECT MAX(LENGTH(response)) FROM attempts").fetchone()[0]
+    longest = max(len(a.response or "") for a in ctx["state"].attempts())
     assert 0 < longest <= 4096
 
 
@@ -163,47 +233,39 @@ CASES: dict[str, Case] = {
     ),
     "10 MB error body": Case(lambda _ctx: reply(500, b"E" * 10_000_000), "HTTP 500", after=_capped),
     "invalid HTTP": Case(lambda _ctx: _invalid_http, "invalid HTTP response"),
+    "gzip bomb in a 2xx": Case(lambda _ctx: _bomb(1), "", attempts=1, after=_bounded_read),
+    "nested gzip bomb in a 2xx": Case(lambda _ctx: _bomb(2), "", attempts=1, after=_bounded_read),
+    "endless 1xx responses": Case(lambda _ctx: _endless_1xx, "timed out"),
+    "16 MiB of response headers": Case(lambda _ctx: _huge_headers, "invalid HTTP response"),
+    "binary peer, not HTTP": Case(lambda _ctx: _binary_peer, "invalid HTTP response"),
+    "accepts TCP, never reads": Case(lambda _ctx: _never_reads, "timed out"),
+    "Retry-After garbage": Case(
+        lambda _ctx: reply(503, b"busy", retry_after="soon, maybe; -5"),
+        "HTTP 503",
+        during=_retried_on_schedule,
+    ),
+    "Retry-After absurdly large": Case(
+        lambda _ctx: reply(503, b"busy", retry_after="99999999999999999999"),
+        "HTTP 503",
+        recovers=False,
+        attempts=1,
+        after=_retry_after_capped,
+    ),
 }
 
 
-def _wait_sql(state: Path, sql: str, at_least: int, timeout_s: float = 20) -> None:
-    deadline = time.monotonic() + timeout_s
-    value = 0
-    while time.monotonic() < deadline:
-        with sqlite3.connect(state) as db:
-            value = db.execute(sql).fetchone()[0]
-        if value >= at_least:
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{sql!r} gave {value}, wanted at least {at_least}")
-
-
 def _config(tmp_path: Path, api: TestServer, good: TestServer, bad: RawServer) -> Path:
-    path = tmp_path / "pollbridge.toml"
-    path.write_text(
-        f"""
-[bridge]
-state = "{tmp_path}/state.db"
-shutdown_grace = "3s"
-
-[[sources]]
-name = "orders"
-url = "{api.url("/orders")}"
-every = "200ms"
-items = "$.data[*]"
-
-[[listeners]]
-name = "good"
-url = "{good.url("/hooks")}"
-
-[[listeners]]
-name = "bad"
-url = "{bad.url("/hooks")}"
-timeout = "{int(LISTENER_TIMEOUT_S * 1000)}ms"
-retry = {json.dumps(["200ms"] * 30)}
-"""
+    return write_config(
+        tmp_path / "pollbridge.toml",
+        source("orders", api.url("/orders")),
+        listener("good", good.url("/hooks")),
+        listener(
+            "bad",
+            bad.url("/hooks"),
+            timeout=f"{int(LISTENER_TIMEOUT_S * 1000)}ms",
+            retry=["200ms"] * 30,
+        ),
     )
-    return path
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -216,7 +278,7 @@ def test_hostile_listener(name, tmp_path, items_api, receiver):
         ctx: dict[str, Any] = {
             "redirect_target": redirect_target,
             "sent": Sent(),
-            "state": tmp_path / "state.db",
+            "state": StateView(tmp_path / "state.db"),
             "bad": bad,
         }
         bad.handler = case.handler(ctx)
@@ -237,22 +299,15 @@ def test_hostile_listener(name, tmp_path, items_api, receiver):
             case.during(ctx)
             if case.recovers:
                 bad.handler = reply(204)
-                _wait_sql(
-                    ctx["state"],
-                    "SELECT COUNT(*) FROM deliveries WHERE listener = 'bad' AND state = 'delivered'",
-                    len(changes),
-                )
+                ctx["state"].wait_count(len(changes), listener="bad", state="delivered")
             rss_after = _rss_kib(daemon.proc.pid)
             code = daemon.terminate()
             ctx["log"] = daemon.output()
     assert code == 0, ctx["log"]
     assert rss_after - rss_before < 30 * 1024, (rss_before, rss_after)
     assert "Traceback" not in ctx["log"]
-    with sqlite3.connect(tmp_path / "state.db") as db:
-        errors = [r[0] or "" for r in db.execute("SELECT error FROM attempts")]
-        good = db.execute(
-            "SELECT COUNT(*) FROM deliveries WHERE listener = 'good' AND state = 'delivered'"
-        ).fetchone()[0]
+    errors = [a.error or "" for a in ctx["state"].attempts()]
+    good = ctx["state"].count(listener="good", state="delivered")
     assert good == len(changes)
     if case.error:
         assert any(case.error in e for e in errors), errors

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import base64
 import itertools
-import sqlite3
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -15,8 +15,11 @@ from cloudevents.core.formats.json import JSONFormat
 from standardwebhooks.webhooks import Webhook
 
 from bridge.core.signing import decode_public_key, generate_secret
+from tests.support import configs
+from tests.support.configs import write_config
 from tests.support.daemon import DaemonProcess, run_cli
 from tests.support.servers import Reply, Request, TestServer
+from tests.support.state import StateView
 
 pytestmark = pytest.mark.e2e
 
@@ -24,29 +27,15 @@ pytestmark = pytest.mark.e2e
 def _config(
     tmp_path: Path, api_url: str, listeners: str, *, every: str = "200ms", source: str = ""
 ) -> Path:
-    path = tmp_path / "pollbridge.toml"
-    path.write_text(
-        f"""
-[bridge]
-state = "{tmp_path}/state.db"
-shutdown_grace = "3s"
-
-[[sources]]
-name = "orders"
-url = "{api_url}"
-every = "{every}"
-items = "$.data[*]"
-{source}
-
-{listeners}
-"""
+    return write_config(
+        tmp_path / "pollbridge.toml",
+        configs.source("orders", api_url, every=every, raw=source),
+        listeners,
     )
-    return path
 
 
-def _db_rows(tmp_path: Path, sql: str, *args: object) -> list[tuple[object, ...]]:
-    with sqlite3.connect(tmp_path / "state.db") as conn:
-        return conn.execute(sql, args).fetchall()
+def _view(tmp_path: Path) -> StateView:
+    return StateView(tmp_path / "state.db")
 
 
 def _on(path: str):
@@ -121,7 +110,7 @@ url = "{receiver.url("/all")}"
     assert got("/status") == [("item.created", "3"), ("item.deleted", "3"), ("item.updated", "2")]
     assert got("/big") == [("item.created", "3"), ("item.updated", "2")]
     assert got("/deletes") == [("item.deleted", "3")]
-    rows = dict(_db_rows(tmp_path, "SELECT listener, COUNT(*) FROM deliveries GROUP BY listener"))
+    rows = dict(Counter(d.listener for d in _view(tmp_path).deliveries()))
     assert rows == {"all": 4, "status": 3, "big": 2, "deletes": 1}
 
 
@@ -225,10 +214,10 @@ retry = ["100ms", "100ms"]
     # the first update divides by zero: dead at once, never sent; the second one goes out
     assert [r.body for r in fragile] == [b"per item: 25"]
     assert fragile[0].headers["content-type"] == "text/plain"
-    dead = _db_rows(
-        tmp_path,
-        "SELECT attempts, last_error FROM deliveries WHERE listener = 'fragile' AND state = 'dead'",
-    )
+    dead = [
+        (d.attempts, d.last_error)
+        for d in _view(tmp_path).deliveries(listener="fragile", state="dead")
+    ]
     assert len(dead) == 1
     assert dead[0][0] == 1
     assert "ZeroDivisionError" in str(dead[0][1])
@@ -376,7 +365,7 @@ breaker_cooldown = "1s"
     assert at[3] - at[2] > 0.8, at  # open for 1s: nothing sent
     assert at[4] - at[3] > 1.6, at  # a failed probe doubles the cooldown to 2s
     # every request is one recorded attempt; 5 attempts fit a 6-attempt schedule: not dead
-    rows = _db_rows(tmp_path, "SELECT state, attempts FROM deliveries WHERE listener = 'flaky'")
+    rows = [(d.state, d.attempts) for d in _view(tmp_path).deliveries(listener="flaky")]
     assert rows == [("delivered", 5)]
     assert "circuit breaker OPEN after 3 consecutive failed attempts" in out
     assert "HALF-OPEN" in out
@@ -428,9 +417,7 @@ timeout = "30s"
     assert merged["data"]["after"] == {"id": 1, "status": "s4", "seen": 4}
     assert merged["data"]["changes"] == [{"op": "replace", "path": "/status", "value": "s4"}]
     assert merged["id"] not in {first["id"]}
-    states = dict(
-        _db_rows(tmp_path, "SELECT state, COUNT(*) FROM deliveries GROUP BY state ORDER BY state")
-    )
+    states = _view(tmp_path).states()
     assert states["delivered"] == 2
     assert states["coalesced"] >= 3
 
@@ -476,6 +463,4 @@ disable_after = "1s"
     assert "pollbridge resume partner" in daemon.output()
     keys = [r.json()["key"] for r in reqs[failed:]]
     assert sorted(set(keys)) == ["2", "3"]
-    assert _db_rows(tmp_path, "SELECT state, COUNT(*) FROM deliveries GROUP BY state") == [
-        ("delivered", 2)
-    ]
+    assert _view(tmp_path).states() == {"delivered": 2}

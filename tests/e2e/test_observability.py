@@ -10,6 +10,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.core.signing import generate_secret
+from tests.support.configs import listener, source, write_config
 from tests.support.daemon import DaemonProcess, eventually
 from tests.support.servers import Reply
 
@@ -29,29 +30,13 @@ def _value(samples: dict, name: str, **labels: str) -> float | None:
 
 
 def _config(tmp_path: Path, api_url: str, hook_url: str, extra: str = "") -> Path:
-    path = tmp_path / "pollbridge.toml"
-    path.write_text(
-        f"""
-[bridge]
-state = "{tmp_path}/state.db"
-http = "127.0.0.1:0"
-shutdown_grace = "3s"
-{extra}
-
-[[sources]]
-name = "orders"
-url = "{api_url}"
-every = "200ms"
-items = "$.data[*]"
-headers = {{ Authorization = "Bearer tok-${{API_TOKEN}}" }}
-
-[[listeners]]
-name = "hooks"
-url = "{hook_url}"
-secret = "${{HOOK_SECRET}}"
-"""
+    return write_config(
+        tmp_path / "pollbridge.toml",
+        source("orders", api_url, headers={"Authorization": "Bearer tok-${API_TOKEN}"}),
+        listener("hooks", hook_url, secret="${HOOK_SECRET}"),
+        http="127.0.0.1:0",
+        bridge=extra,
     )
-    return path
 
 
 def test_metrics_and_healthz_during_a_run(tmp_path, items_api, receiver):

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from bridge.core.signing import decode_secret, generate_secret, signature_header
+from tests.support.configs import source, write_config
 from tests.support.daemon import DaemonProcess, env_for, eventually, pollbridge_cmd, run_cli
 from tests.support.servers import Reply, serve
 
@@ -20,22 +21,7 @@ pytestmark = pytest.mark.e2e
 
 
 def _write_config(path: Path, api_url: str, listeners: str, extra_bridge: str = "") -> Path:
-    path.write_text(
-        f"""
-[bridge]
-state = "{path.parent}/state.db"
-shutdown_grace = "3s"
-{extra_bridge}
-
-[[sources]]
-name = "orders"
-url = "{api_url}"
-every = "200ms"
-items = "$.data[*]"
-{listeners}
-"""
-    )
-    return path
+    return write_config(path, source("orders", api_url), listeners, bridge=extra_bridge)
 
 
 def _cli_json(*args: str) -> object:

@@ -9,6 +9,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from bridge.core.signing import generate_secret
+from tests.support.configs import listener, source, write_config
 from tests.support.daemon import DaemonProcess, run_cli
 from tests.support.servers import Reply
 
@@ -16,29 +17,12 @@ pytestmark = pytest.mark.e2e
 
 
 def _config(tmp_path: Path, api_url: str, hook_url: str, secret: str, extra: str = "") -> Path:
-    path = tmp_path / "pollbridge.toml"
-    path.write_text(
-        f"""
-[bridge]
-state = "{tmp_path}/state.db"
-shutdown_grace = "5s"
-
-[[sources]]
-name = "orders"
-url = "{api_url}"
-every = "300ms"
-items = "$.data[*]"
-ignore = ["$.seen"]
-
-[[listeners]]
-name = "hooks"
-url = "{hook_url}"
-secret = "{secret}"
-retry = ["200ms", "200ms", "200ms"]
-{extra}
-"""
+    return write_config(
+        tmp_path / "pollbridge.toml",
+        source("orders", api_url, every="300ms", ignore=["$.seen"]),
+        listener("hooks", hook_url, secret=secret, retry=["200ms"] * 3, raw=extra),
+        shutdown_grace="5s",
     )
-    return path
 
 
 def test_changes_arrive_signed_with_exact_body(tmp_path, items_api, receiver):

@@ -14,6 +14,8 @@ import orjson
 import psycopg
 import pytest
 
+from tests.support import configs
+from tests.support.configs import listener, write_config
 from tests.support.daemon import DaemonProcess, run_cli
 from tests.support.servers import Reply, Request, TestServer, serve
 
@@ -84,34 +86,25 @@ def changing_api() -> Iterator[tuple[ChangingAPI, TestServer]]:
 
 
 def _config(tmp_path: Path, state: str, api: TestServer, hooks: TestServer) -> Path:
-    sources = "\n".join(
-        f"""
-[[sources]]
-name = "{s}"
-url = "{api.url("/" + s)}"
-every = "200ms"
-items = "$.data[*]"
-headers = {{ x-instance = "${{PB_INSTANCE}}" }}
-"""
+    sources = [
+        configs.source(s, api.url("/" + s), headers={"x-instance": "${PB_INSTANCE}"})
         for s in SOURCES
+    ]
+    hook = listener(
+        "hooks",
+        hooks.url("/hooks"),
+        retry=["100ms", "200ms", "500ms", "1s", "1s", "1s", "1s", "1s"],
+        max_in_flight=4,
+        timeout="1s",
     )
-    path = tmp_path / "pollbridge.toml"
-    path.write_text(
-        f"""
-[bridge]
-state = "{state}"
-lease = "{LEASE_S:g}s"
-shutdown_grace = "5s"
-{sources}
-[[listeners]]
-name = "hooks"
-url = "{hooks.url("/hooks")}"
-retry = ["100ms", "200ms", "500ms", "1s", "1s", "1s", "1s", "1s"]
-max_in_flight = 4
-timeout = "1s"
-"""
+    return write_config(
+        tmp_path / "pollbridge.toml",
+        *sources,
+        hook,
+        state=state,
+        lease=f"{LEASE_S:g}s",
+        shutdown_grace="5s",
     )
-    return path
 
 
 class DB:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.configs import listener, source, write_config
 from tests.support.daemon import DaemonProcess, eventually, run_cli
 from tests.support.notify import notify_socket
 from tests.support.servers import ItemsAPI, Reply, serve
@@ -17,30 +18,16 @@ pytestmark = pytest.mark.e2e
 
 
 def _source(name: str, url: str, baseline: str = "silent") -> str:
-    return f"""
-[[sources]]
-name = "{name}"
-url = "{url}"
-every = "200ms"
-items = "$.data[*]"
-baseline = "{baseline}"
-"""
+    return source(name, url, baseline=baseline)
 
 
 def _main(tmp_path: Path, body: str) -> Path:
-    path = tmp_path / "pollbridge.toml"
-    path.write_text(f'[bridge]\nstate = "{tmp_path}/state.db"\nshutdown_grace = "3s"\n{body}')
-    return path
+    return write_config(tmp_path / "pollbridge.toml", body)
 
 
 def _listener(url: str) -> str:
     # a long, fast retry schedule: deliveries keep waiting while the receiver refuses them
-    return f"""
-[[listeners]]
-name = "hooks"
-url = "{url}"
-retry = [{", ".join(['"200ms"'] * 200)}]
-"""
+    return listener("hooks", url, retry=["200ms"] * 200)
 
 
 def test_notify_ready_watchdog_reload_and_stopping(tmp_path, items_api, receiver):

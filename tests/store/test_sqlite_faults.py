@@ -18,28 +18,16 @@ import pytest
 from bridge.config import load_config
 from bridge.daemon import Daemon
 from bridge.store.sqlite import SQLiteStore
+from tests.support.configs import listener, source, write_config
 from tests.support.servers import ItemsAPI, TestServer
 
 
 def _config(tmp_path: Path, api_url: str, hook_url: str) -> Any:
-    path = tmp_path / "pollbridge.toml"
-    path.write_text(
-        f"""
-[bridge]
-state = "{tmp_path}/state.db"
-shutdown_grace = "2s"
-
-[[sources]]
-name = "orders"
-url = "{api_url}"
-every = "200ms"
-items = "$.data[*]"
-
-[[listeners]]
-name = "hooks"
-url = "{hook_url}"
-retry = ["100ms", "100ms", "100ms", "100ms", "100ms"]
-"""
+    path = write_config(
+        tmp_path / "pollbridge.toml",
+        source("orders", api_url),
+        listener("hooks", hook_url, retry=["100ms"] * 5),
+        shutdown_grace="2s",
     )
     return load_config(path, env={})
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 
 from bridge.config import Config, load_config
+from bridge.http.poller import HostLimiter, Poller
 from bridge.pipeline import Pipeline
-from bridge.poller import HostLimiter, Poller
 from bridge.store.sqlite import SQLiteStore
 
 

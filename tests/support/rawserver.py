@@ -117,6 +117,15 @@ class RawServer:
     def _serve(self, conn: socket.socket) -> None:
         with conn:
             try:
+                if not getattr(self.handler, "reads_request", True):
+                    # a peer that accepts the connection and never reads a byte of it; the
+                    # connection is recorded as an empty request
+                    unread = RawRequest("", "", {}, b"", time.monotonic())
+                    with self._lock:
+                        self.requests.append(unread)
+                        self._lock.notify_all()
+                    self.handler(conn, unread)
+                    return
                 req = read_request(conn)
                 if req is None:
                     return

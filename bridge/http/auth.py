@@ -1,7 +1,8 @@
 """How a source proves who it is: static credentials, or OAuth2 client-credentials tokens.
 
-An authenticator adds its credentials to each request the poller builds. The OAuth2 one caches
-its access token until shortly before ``expires_in`` and fetches a new one once after a 401.
+Each source's authenticator is an ``httpx.Auth`` the poller hands to ``client.send`` for the
+requests to the source's own origin. The OAuth2 one caches its access token until shortly
+before ``expires_in`` and fetches a new one once after a 401 (:meth:`SourceAuth.renew`).
 No credential is ever put in a log line, an error message or a stored URL.
 """
 
@@ -10,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable, Generator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -33,34 +34,31 @@ EXPIRY_MARGIN_S = 60.0
 """A cached token is renewed this long before it expires (at most a tenth of its lifetime)."""
 
 
-class Authenticator(Protocol):
-    """Adds a source's credentials to a request."""
-
-    async def apply(self, request: httpx.Request, source: str, timeout_s: float) -> None:
-        """Add the credentials to ``request`` (may fetch a token first)."""
+class SourceAuth(httpx.Auth):
+    """Adds a source's credentials to a request, as an ``httpx.Auth``."""
 
     async def renew(self) -> bool:
         """After a 401: drop cached credentials; True when a retry may now succeed."""
+        return False
 
     def scrub(self, url: str) -> str:
         """``url`` without credentials (an API may echo a query key into its next links)."""
+        return url
 
 
-@dataclass(frozen=True)
-class StaticAuth:
+@dataclass(frozen=True, eq=False)
+class StaticAuth(SourceAuth):
     """Credentials that never change: a header (bearer, basic, custom) or a query parameter."""
 
     header: tuple[str, str] | None = None
     query: tuple[str, str] | None = None
 
-    async def apply(self, request: httpx.Request, source: str, timeout_s: float) -> None:
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         if self.header is not None:
             request.headers[self.header[0]] = self.header[1]
         if self.query is not None:
             request.url = request.url.copy_merge_params({self.query[0]: self.query[1]})
-
-    async def renew(self) -> bool:
-        return False
+        yield request
 
     def scrub(self, url: str) -> str:
         return url if self.query is None else without_params(url, [self.query[0]])
@@ -78,8 +76,13 @@ class _Token:
     """Monotonic seconds after which the token is renewed; None: until the API says 401."""
 
 
-class OAuth2ClientCredentials:
-    """The OAuth 2.0 client-credentials grant (RFC 6749 §4.4) with a cached token."""
+SOURCE_EXTENSION = "pollbridge.source"
+"""The request extension naming the source a request is for (in a token request's errors)."""
+
+
+class OAuth2ClientCredentials(SourceAuth):
+    """The OAuth 2.0 client-credentials grant (RFC 6749 §4.4) with a cached token, shared by
+    every source with the same client."""
 
     def __init__(
         self,
@@ -95,20 +98,22 @@ class OAuth2ClientCredentials:
         self._token: _Token | None = None
         self._lock = asyncio.Lock()
 
-    async def apply(self, request: httpx.Request, source: str, timeout_s: float) -> None:
-        request.headers["authorization"] = f"Bearer {await self.token(source, timeout_s)}"
-
     @property
     def held_token(self) -> str | None:
         """The access token currently cached, if any (redacted from errors)."""
         return None if self._token is None else self._token.value
 
+    async def async_auth_flow(
+        self, request: httpx.Request
+    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        source = str(request.extensions.get(SOURCE_EXTENSION, ""))
+        timeout_s = request.extensions.get("timeout", {}).get("read") or 30.0
+        request.headers["authorization"] = f"Bearer {await self.token(source, timeout_s)}"
+        yield request
+
     async def renew(self) -> bool:
         self._token = None
         return True
-
-    def scrub(self, url: str) -> str:
-        return url
 
     async def token(self, source: str, timeout_s: float) -> str:
         """The cached access token, fetched first when missing or about to expire."""
@@ -197,7 +202,7 @@ class Authenticators:
         """The OAuth2 access tokens fetched at run time: secrets no configuration lists."""
         return [t for c in self._oauth2.values() if (t := c.held_token)]
 
-    def for_source(self, source: SourceConfig) -> Authenticator | None:
+    def for_source(self, source: SourceConfig) -> SourceAuth | None:
         """The authenticator of ``source``'s ``auth`` table, or None when it has none."""
         auth = source.auth
         if auth is None:

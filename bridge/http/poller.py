@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapp
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import httpx
@@ -17,10 +17,9 @@ from bridge import __version__
 from bridge.core.pagination import same_origin
 from bridge.core.retry import parse_retry_after
 from bridge.errors import PollError
-from bridge.transport import describe_http_error
-
-if TYPE_CHECKING:
-    from bridge.auth import Authenticator
+from bridge.http.auth import SOURCE_EXTENSION, SourceAuth
+from bridge.http.connections import describe_http_error
+from bridge.http.decoding import BoundedDecoder
 
 MAX_REDIRECTS = 5
 _CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
@@ -120,7 +119,7 @@ class Poller:
         max_bytes: int,
         now: datetime,
         accept_not_modified: bool = False,
-        auth: Authenticator | None = None,
+        auth: SourceAuth | None = None,
         redirect_headers: Collection[str] = (),
     ) -> Fetched:
         """Fetch ``url``; raise PollError for a non-2xx status, a timeout or an oversized body.
@@ -129,8 +128,11 @@ class Poller:
         sent only to ``url``'s origin: a hop to another origin carries none of ``headers``
         but those named in ``redirect_headers``, and never ``Authorization``,
         ``Proxy-Authorization`` or ``Cookie`` unless named there. The whole exchange, including a slow body, must finish
-        within ``timeout_s`` (waiting for the host's turn is not counted). After a 401, an
-        authenticator that can renew its credentials gets one more try.
+        within ``timeout_s`` (waiting for the host's turn is not counted). ``auth`` (an
+        ``httpx.Auth``) adds the source's credentials on its own origin; after a 401 one that
+        can renew them gets one more try. That retry is ours, not an auth flow's: httpx reads a
+        401's whole body before an auth flow's retry, past ``max_bytes``. The body is decoded in
+        bounded steps, so ``max_bytes`` holds for the decoded size whatever the codings.
         """
         async with self.hosts.slot(url):
             retried = False
@@ -172,7 +174,7 @@ class Poller:
         max_bytes: int,
         now: datetime,
         accept_not_modified: bool,
-        auth: Authenticator | None,
+        auth: SourceAuth | None,
         redirect_headers: Collection[str],
     ) -> Fetched:
         base_headers = {"user-agent": USER_AGENT, "accept": "application/json, */*;q=0.5"}
@@ -195,14 +197,15 @@ class Poller:
                 headers=own_headers if home else foreign_headers,
                 json=json_body if current_method == "POST" else None,
                 timeout=timeout_s,
+                extensions={SOURCE_EXTENSION: source},
             )
             shown_url = str(request.url)  # before credentials: never a secret in a message
-            if auth is not None and home:
-                await auth.apply(request, source, timeout_s)
             if not home:
                 for name in _CREDENTIAL_HEADERS - kept:
                     request.headers.pop(name, None)
-            response = await client.send(request, stream=True)
+            response = await client.send(
+                request, stream=True, auth=auth if auth is not None and home else None
+            )
             try:
                 if response.is_redirect and "location" in response.headers:
                     target = urljoin(shown_url, response.headers["location"])
@@ -248,18 +251,25 @@ async def _read_capped(response: httpx.Response, max_bytes: int, source: str, ur
             url=url,
             status=response.status_code,
         )
+    too_large = PollError(
+        source,
+        f"response exceeds max_bytes = {max_bytes} (stopped reading)",
+        url=url,
+        status=response.status_code,
+    )
+    if response.is_stream_consumed:  # built in memory (a mock transport): already decoded
+        if len(response.content) > max_bytes:
+            raise too_large
+        return response.content
+    decoder = BoundedDecoder(response.headers.get_list("content-encoding", split_commas=True))
     chunks: list[bytes] = []
     size = 0
-    async for chunk in response.aiter_bytes():
-        size += len(chunk)
-        if size > max_bytes:
-            raise PollError(
-                source,
-                f"response exceeds max_bytes = {max_bytes} (stopped reading)",
-                url=url,
-                status=response.status_code,
-            )
-        chunks.append(chunk)
+    async for raw in response.aiter_raw():
+        for piece in decoder.decode(raw):
+            size += len(piece)
+            if size > max_bytes:
+                raise too_large
+            chunks.append(piece)
     return b"".join(chunks)
 
 

@@ -1,0 +1,403 @@
+"""``[[sources]]``: the APIs to poll, with their ``paginate`` and ``auth`` tables."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, PrivateAttr, field_validator, model_validator
+
+from bridge.config.fields import (
+    NAME_PATTERN,
+    ByteSize,
+    DeleteLimitText,
+    Duration,
+    JsonPaths,
+    JsonPathText,
+    MaxPages,
+    Param,
+    ParamValue,
+    Secret,
+    StrictModel,
+    check_ca_file,
+    check_headers,
+    check_path,
+    check_tls,
+    check_url,
+    positive,
+)
+from bridge.core.durations import format_duration
+from bridge.core.extract import ItemSpec
+from bridge.core.formats import FormatOptions
+from bridge.core.guards import DeleteLimit, parse_delete_limit
+from bridge.core.pagination import PageSpec
+from bridge.core.paths import JsonPath, compile_path
+
+
+class LinkPaginate(StrictModel):
+    """Follow the RFC 8288 ``Link: <…>; rel="next"`` header (GitHub style)."""
+
+    kind: Literal["link"]
+    max_pages: MaxPages = 100
+
+
+class NextUrlPaginate(StrictModel):
+    """The next page's URL is at a JSONPath in the body (JSON:API ``links.next``)."""
+
+    kind: Literal["next_url"]
+    next: JsonPathText
+    max_pages: MaxPages = 100
+
+
+class CursorPaginate(StrictModel):
+    """A cursor from the body, sent as query parameter ``param`` (Stripe, Slack style)."""
+
+    kind: Literal["cursor"]
+    cursor: JsonPathText | None = None
+    cursor_from_last_item: JsonPathText | None = None
+    has_more: JsonPathText | None = None
+    param: Param = "cursor"
+    max_pages: MaxPages = 100
+
+    @model_validator(mode="after")
+    def _one_cursor(self) -> CursorPaginate:
+        if (self.cursor is None) == (self.cursor_from_last_item is None):
+            raise ValueError(
+                "give exactly one of 'cursor' (e.g. \"$.next_cursor\") or "
+                '\'cursor_from_last_item\' (e.g. "$.id", with has_more = "$.has_more")'
+            )
+        return self
+
+
+class PagePaginate(StrictModel):
+    """Page numbers in ``param``; a short or empty page is the last."""
+
+    kind: Literal["page"]
+    param: Param = "page"
+    start: int = Field(default=1, ge=0)
+    size_param: Param | None = None
+    size: int | None = Field(default=None, ge=1)
+    max_pages: MaxPages = 100
+
+    @model_validator(mode="after")
+    def _size(self) -> PagePaginate:
+        if self.size_param is not None and self.size is None:
+            raise ValueError("'size_param' needs 'size' (the page size to send)")
+        return self
+
+
+class OffsetPaginate(StrictModel):
+    """``offset``/``limit`` parameters; a short or empty page is the last."""
+
+    kind: Literal["offset"]
+    param: Param = "offset"
+    start: int = Field(default=0, ge=0)
+    size_param: Param | None = "limit"
+    size: int | None = Field(default=None, ge=1)
+    max_pages: MaxPages = 100
+
+    @model_validator(mode="after")
+    def _size(self) -> OffsetPaginate:
+        if (
+            self.size_param is not None
+            and self.size is None
+            and "size_param" in self.model_fields_set
+        ):
+            raise ValueError("'size_param' needs 'size' (the page size to send)")
+        return self
+
+
+Paginate = Annotated[
+    LinkPaginate | NextUrlPaginate | CursorPaginate | PagePaginate | OffsetPaginate,
+    Field(discriminator="kind"),
+]
+PAGINATE_KINDS = ("link", "next_url", "cursor", "page", "offset")
+
+
+def _page_spec(p: Paginate) -> PageSpec:
+    if isinstance(p, LinkPaginate):
+        return PageSpec("link", p.max_pages)
+    if isinstance(p, NextUrlPaginate):
+        return PageSpec("next_url", p.max_pages, next=compile_path(p.next))
+    if isinstance(p, CursorPaginate):
+        return PageSpec(
+            "cursor",
+            p.max_pages,
+            cursor=None if p.cursor is None else compile_path(p.cursor),
+            cursor_from_last_item=(
+                None if p.cursor_from_last_item is None else compile_path(p.cursor_from_last_item)
+            ),
+            has_more=None if p.has_more is None else compile_path(p.has_more),
+            param=p.param,
+        )
+    size_param = p.size_param if p.size is not None else None
+    return PageSpec(
+        p.kind, p.max_pages, param=p.param, start=p.start, size_param=size_param, size=p.size
+    )
+
+
+class BearerAuth(StrictModel):
+    """``Authorization: Bearer <token>``."""
+
+    kind: Literal["bearer"]
+    token: Secret
+
+
+class BasicAuth(StrictModel):
+    """HTTP Basic authentication."""
+
+    kind: Literal["basic"]
+    username: str
+    password: str = ""
+
+
+class HeaderAuth(StrictModel):
+    """A secret sent in a header of your choice (e.g. ``X-Api-Key``)."""
+
+    kind: Literal["header"]
+    name: Param
+    value: Secret
+
+
+class QueryAuth(StrictModel):
+    """A secret sent as a query parameter (e.g. ``api_key``)."""
+
+    kind: Literal["query"]
+    name: Param
+    value: Secret
+
+
+class OAuth2Auth(StrictModel):
+    """OAuth 2.0 client credentials: a token fetched from ``token_url`` and cached."""
+
+    kind: Literal["oauth2"]
+    token_url: str
+    client_id: str
+    client_secret: Secret
+    scope: str | None = None
+    audience: str | None = None
+    client_auth: Literal["basic", "body"] = "basic"
+
+    @field_validator("token_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        return check_url(v)
+
+
+Auth = Annotated[
+    BearerAuth | BasicAuth | HeaderAuth | QueryAuth | OAuth2Auth, Field(discriminator="kind")
+]
+AUTH_KINDS = ("bearer", "basic", "header", "query", "oauth2")
+
+
+def _auth_secrets(auth: Auth | None) -> list[str]:
+    if isinstance(auth, BearerAuth):
+        return [auth.token]
+    if isinstance(auth, BasicAuth):
+        return [auth.password] if auth.password else []
+    if isinstance(auth, HeaderAuth | QueryAuth):
+        return [auth.value]
+    if isinstance(auth, OAuth2Auth):
+        return [auth.client_secret]
+    return []
+
+
+class SourceConfig(StrictModel):
+    """One polled API (a ``[[sources]]`` table)."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    url: str
+    every: Duration | None = None
+    cron: str | None = None
+    jitter: Duration = timedelta(0)
+    timeout: Duration = timedelta(seconds=10)
+    method: Literal["GET", "POST"] = "GET"
+    body: Any = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    redirect_headers: list[str] = Field(default_factory=list)
+    """Names of ``headers`` still sent after a redirect to another origin (none by default)."""
+    params: dict[str, ParamValue] = Field(default_factory=dict)
+    items: str = "$[*]"
+    key: JsonPaths = "$.id"
+    ignore: list[str] = Field(default_factory=list)
+    fields: list[str] = Field(default_factory=list)
+    baseline: Literal["silent", "emit"] = "silent"
+    max_bytes: ByteSize = 32 * 1024 * 1024
+    format: Literal["json", "jsonl", "csv", "xml", "rss", "auto"] = "json"
+    delimiter: str = ","
+    encoding: str = "utf-8"
+    paginate: Paginate | None = None
+    auth: Auth | None = None
+    conditional: bool = True
+    max_backoff: Duration = timedelta(hours=1)
+    max_deletes: DeleteLimitText = "50%"
+    confirm_polls: int = Field(default=3, ge=2, le=1000)
+    deletes: bool = True
+    rebaseline: Literal["silent", "emit"] = "silent"
+    ca_file: str | None = None
+    tls_verify: bool = True
+
+    _spec: ItemSpec = PrivateAttr()
+    _format_options: FormatOptions = PrivateAttr()
+    _page_spec: PageSpec | None = PrivateAttr(default=None)
+    _delete_limit: DeleteLimit = PrivateAttr()
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        return check_url(v)
+
+    @field_validator("every", "timeout", "max_backoff")
+    @classmethod
+    def _positive(cls, v: timedelta | None) -> timedelta | None:
+        return None if v is None else positive(v)
+
+    @field_validator("ca_file")
+    @classmethod
+    def _ca_file(cls, v: str | None) -> str | None:
+        return check_ca_file(v)
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, v: dict[str, str]) -> dict[str, str]:
+        check_headers(v)
+        return v
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, v: str | None) -> str | None:
+        if v is not None:
+            from apscheduler.triggers.cron import CronTrigger
+
+            try:
+                CronTrigger.from_crontab(v, timezone="UTC")
+            except ValueError as exc:
+                raise ValueError(f"invalid cron expression {v!r}: {exc}") from exc
+        return v
+
+    @field_validator("items")
+    @classmethod
+    def _items(cls, v: str) -> str:
+        return check_path(v)
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, v: str | list[str]) -> str | list[str]:
+        paths = [v] if isinstance(v, str) else v
+        if not paths:
+            raise ValueError("a composite key needs at least one path")
+        for p in paths:
+            check_path(p)
+        return v
+
+    @field_validator("ignore")
+    @classmethod
+    def _paths(cls, v: list[str]) -> list[str]:
+        for p in v:
+            check_path(p)
+        return v
+
+    @field_validator("fields")
+    @classmethod
+    def _fields(cls, v: list[str]) -> list[str]:
+        for p in v:
+            check_path(p)
+            cp = compile_path(p)
+            if cp.steps is None or not all(isinstance(s, str) for s in cp.steps) or not cp.steps:
+                raise ValueError(f"{p!r} must be a plain path of names, e.g. $.a.b")
+        return v
+
+    @field_validator("delimiter")
+    @classmethod
+    def _delimiter(cls, v: str) -> str:
+        try:
+            FormatOptions(delimiter=v)
+        except ValueError as exc:
+            raise ValueError(str(exc).removeprefix("delimiter ")) from None
+        return v
+
+    @field_validator("encoding")
+    @classmethod
+    def _encoding(cls, v: str) -> str:
+        FormatOptions(encoding=v)
+        return v
+
+    @model_validator(mode="after")
+    def _schedule(self) -> SourceConfig:
+        if (self.every is None) == (self.cron is None):
+            raise ValueError("give exactly one of 'every' (e.g. \"30s\") or 'cron'")
+        if self.every is not None and self.jitter >= self.every:
+            # the delayed poll would still be running at the next tick, which is then skipped
+            raise ValueError(
+                f"'jitter' ({format_duration(self.jitter)}) must be shorter than 'every' "
+                f"({format_duration(self.every)})"
+            )
+        if self.body is not None and self.method != "POST":
+            raise ValueError("'body' is sent only with method = \"POST\"")
+        if (self.delimiter != "," or self.encoding != "utf-8") and self.format not in (
+            "csv",
+            "auto",
+        ):
+            raise ValueError("'delimiter' and 'encoding' apply only to format = \"csv\"")
+        check_tls(self.ca_file, self.tls_verify)
+        return self
+
+    def model_post_init(self, context: Any, /) -> None:
+        keys = [self.key] if isinstance(self.key, str) else self.key
+        self._spec = ItemSpec(
+            items=compile_path(self.items),
+            key=tuple(compile_path(k) for k in keys),
+            ignore=tuple(compile_path(p) for p in self.ignore),
+            fields=tuple(compile_path(p) for p in self.fields),
+        )
+        self._format_options = FormatOptions(delimiter=self.delimiter, encoding=self.encoding)
+        self._page_spec = None if self.paginate is None else _page_spec(self.paginate)
+        self._delete_limit = parse_delete_limit(self.max_deletes)
+
+    @property
+    def format_options(self) -> FormatOptions:
+        return self._format_options
+
+    @property
+    def spec(self) -> ItemSpec:
+        """The compiled paths (built once at load)."""
+        return self._spec
+
+    @property
+    def page_spec(self) -> PageSpec | None:
+        """The ``paginate`` table as plain values, or None for a single-page source."""
+        return self._page_spec
+
+    @property
+    def delete_limit(self) -> DeleteLimit:
+        return self._delete_limit
+
+    @property
+    def secrets(self) -> list[str]:
+        """The secret values of this source's ``auth`` (redacted everywhere)."""
+        return _auth_secrets(self.auth)
+
+    @property
+    def ignore_paths(self) -> tuple[JsonPath, ...]:
+        return self._spec.ignore
+
+    @property
+    def interval_s(self) -> float | None:
+        return None if self.every is None else self.every.total_seconds()
+
+    def fingerprint_fields(self) -> dict[str, Any]:
+        """What defines this source's items: a change here means a new baseline."""
+        fields = {
+            "url": self.url,
+            "params": self.params,
+            "body": self.body,
+            "items": self.items,
+            "key": self.key,
+            "ignore": self.ignore,
+            "fields": self.fields,
+            "format": self.format,
+        }
+        if self.paginate is not None:
+            # only when set, so adding pagination support did not re-baseline existing sources
+            fields["paginate"] = self.paginate.model_dump(exclude={"max_pages"})
+        return fields
