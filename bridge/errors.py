@@ -92,3 +92,18 @@ class NoStateError(StoreError):
 
 class UsageError(BridgeError):
     """The command line asks for something impossible (the CLI exits 64, EX_USAGE)."""
+
+
+class StaleSnapshot(StoreError):
+    """The snapshot changed since the diff was computed (another writer); poll again."""
+
+    def __init__(self, source: str, cause: str):
+        self.source = source
+        super().__init__("commit_poll", cause)
+
+    def __str__(self) -> str:
+        return self.cause
+
+
+class LeaseLost(StaleSnapshot):
+    """The poll's source lease passed to another instance; its commit was refused (fencing)."""

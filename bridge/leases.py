@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 
 from bridge.errors import StoreError
-from bridge.store import InstanceInfo, Store, is_postgres_url
+from bridge.store import InstanceInfo, Store, is_shared
 
 log = logging.getLogger("pollbridge.leases")
 
@@ -62,7 +62,7 @@ class LeaseKeeper:
         self._share = max(1, len(self._sources))
         self.live_instances = 1
         # a single-instance store (SQLite) grants every lease: saying so is noise there
-        self._lease_log_level = logging.INFO if is_postgres_url(store.location) else logging.DEBUG
+        self._lease_log_level = logging.INFO if is_shared(store.location) else logging.DEBUG
 
     @property
     def interval_s(self) -> float:

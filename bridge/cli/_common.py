@@ -24,7 +24,7 @@ from bridge.core.durations import parse_duration
 from bridge.core.redaction import redact_url
 from bridge.errors import BridgeError, NoStateError, UsageError
 from bridge.models import CHANGE_TYPES
-from bridge.store import Access, Store, create_store, is_postgres_url
+from bridge.store import Access, Store, create_store, is_state_file
 
 LOCAL_CONFIG_PATH = Path("pollbridge.toml")
 """What ``pollbridge init`` writes by default, and the fallback when the system file is absent."""
@@ -72,7 +72,7 @@ def load(args: argparse.Namespace) -> Config:
 
 def state_location(args: argparse.Namespace) -> str:
     if getattr(args, "state", None):
-        if is_postgres_url(args.state):
+        if not is_state_file(args.state):
             return str(args.state)
         return str(Path(args.state).expanduser().absolute())
     return locate_state(args.config)

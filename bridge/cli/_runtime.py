@@ -70,7 +70,7 @@ def make_daemon(config: Config, log_level_override: str | None) -> Daemon:
 def claim_sqlite_state(location: str) -> int | None:
     """The daemon's exclusive lock on a SQLite state (None for PostgreSQL); StoreError when a
     daemon holds it."""
-    from bridge.daemon import claim_sqlite_state as claim
+    from bridge.store import claim_state_lock as claim
 
     return claim(location)
 

@@ -30,7 +30,7 @@ from bridge.cli.tools import (
 )
 from bridge.errors import BridgeError, ConfigError, StoreError, UsageError
 from bridge.models import CHANGE_TYPES
-from bridge.store import is_postgres_url
+from bridge.store import is_state_file
 
 EX_USAGE = 64
 EX_IOERR = 74
@@ -247,7 +247,7 @@ def build_parser() -> _Parser:
 def _access_hint(exc: StoreError) -> str:
     """Why SQLite's "unable to open database file" happened, when it is file permissions: the
     state of a systemd service (DynamicUser) belongs to a user the operator's shell is not."""
-    if not exc.location or is_postgres_url(exc.location):
+    if not exc.location or not is_state_file(exc.location):
         return ""
     path = Path(exc.location)
     blocked = next(

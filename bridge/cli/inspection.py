@@ -34,7 +34,7 @@ from bridge.store import (
     EventQuery,
     OwnersReport,
     Store,
-    is_postgres_url,
+    is_shared,
 )
 
 RUNNING_HEARTBEAT_S = 30.0
@@ -480,7 +480,7 @@ def print_owners(report: OwnersReport, location: str, as_json: bool) -> int:
         sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
         return 0
     if not report.instances and not report.unowned_sources:
-        if is_postgres_url(location):
+        if is_shared(location):
             print("no instance holds a lease (no instance is running on this state)")
         else:
             print("no instance holds a lease (a SQLite state always has a single instance)")

@@ -24,7 +24,7 @@ from bridge.core.patch import make_patch
 from bridge.core.signing import decode_public_key, decode_secret
 from bridge.errors import BridgeError, NoStateError, StoreError, UsageError
 from bridge.models import ChangeType, Event, ItemKey
-from bridge.store import EventQuery, create_store, is_postgres_url
+from bridge.store import EventQuery, backend_of, create_store
 
 EXCERPT_CHARS = 300
 
@@ -75,7 +75,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate_state(args: argparse.Namespace) -> int:
-    if not is_postgres_url(args.to):
+    if backend_of(args.to) != "postgres":
         raise UsageError(f"--to must be a postgresql:// URL, got {args.to!r}")
     path = Path(args.from_)
     if not path.is_file():

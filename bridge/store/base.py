@@ -1,4 +1,5 @@
-"""The storage interface. Backends: ``sqlite`` (embedded default) and ``postgres`` (shared).
+"""The storage interface, by role. Backends: ``sqlite`` (embedded default), ``postgres``
+(shared) and ``memory`` (tests and dry runs); :func:`bridge.store.open_store` picks one.
 
 Several pollbridge instances may share one PostgreSQL store. They coordinate through it alone:
 a lease per source (one poller per source, fenced commits) and claimed deliveries (one sender per
@@ -8,10 +9,11 @@ attempt). A single-instance backend implements those calls trivially: it always 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
+from bridge.errors import LeaseLost, StaleSnapshot
 from bridge.models import (
     AttemptResult,
     Change,
@@ -23,7 +25,9 @@ from bridge.models import (
     SourceState,
 )
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
+"""The schema version of every SQL backend (SQLite's ``user_version``, PostgreSQL's
+``schema_version`` table): one migration per version in each backend."""
 
 Access = Literal["daemon", "read", "write"]
 """How a store is opened. ``daemon``: create and migrate the state as needed. ``read`` and
@@ -52,7 +56,6 @@ class PollCommit:
     validators: Mapping[str, Mapping[str, str]] | None = None
     expected_version: int | None = None
     """The snapshot version the diff was computed against; a mismatch refuses the commit."""
-    extra_state: Mapping[str, Any] = field(default_factory=dict)
     lease_token: int | None = None
     """The fencing token of the source lease the poll ran under; a lost lease refuses the commit."""
 
@@ -158,14 +161,6 @@ class PruneResult:
     attempts: int = 0
 
 
-class StaleSnapshot(Exception):
-    """The snapshot changed since the diff was computed (another writer); poll again."""
-
-
-class LeaseLost(StaleSnapshot):
-    """The poll's source lease passed to another instance; its commit was refused (fencing)."""
-
-
 @dataclass(frozen=True)
 class InstanceInfo:
     """Who a running pollbridge process is, as other instances and ``pollbridge leases`` see it."""
@@ -208,15 +203,9 @@ class OwnersReport:
     """Sources with a lease that no live instance holds (they are taken at the next tick)."""
 
 
-class Store(Protocol):
-    """What the pipeline, dispatcher and CLI need from a state backend."""
+class SnapshotStore(Protocol):
+    """Sources and their snapshots: what the pipeline reads before a poll and commits after."""
 
-    location: str
-
-    async def open(self) -> None: ...
-    async def close(self) -> None: ...
-
-    # sources and snapshots
     async def get_source_state(self, source: str) -> SourceState | None: ...
     async def list_source_states(self) -> list[SourceState]: ...
     async def load_hashes(self, source: str) -> SnapshotHashes: ...
@@ -224,7 +213,11 @@ class Store(Protocol):
     async def load_items(
         self, source: str, key_texts: Sequence[str]
     ) -> dict[str, tuple[ItemKey, Any]]: ...
-    async def commit_poll(self, commit: PollCommit) -> list[Event]: ...
+    async def commit_poll(self, commit: PollCommit) -> list[Event]:
+        """Write the poll in one transaction; :class:`StaleSnapshot` (nothing written) when the
+        snapshot moved since ``expected_version``, :class:`LeaseLost` when the lease did."""
+        ...
+
     async def record_poll_failure(
         self,
         source: str,
@@ -246,13 +239,41 @@ class Store(Protocol):
     ) -> None: ...
     async def update_source_state(self, source: str, **fields: Any) -> None: ...
 
-    # deliveries
+
+class DeliveryQueue(Protocol):
+    """The durable delivery queue: what the dispatcher takes, sends and records."""
+
     async def due_deliveries(
         self, listener: str, now: float, limit: int, exclude_ids: Sequence[int]
     ) -> list[Delivery]: ...
     async def next_due_at(
         self, listeners: Sequence[str], exclude_ids: Sequence[int]
     ) -> float | None: ...
+    async def claim_deliveries(
+        self,
+        listener: str,
+        now: float,
+        limit: int,
+        exclude_ids: Sequence[int],
+        *,
+        owner: str,
+        claim_s: float,
+    ) -> list[Delivery]:
+        """Like :meth:`due_deliveries`, but each returned delivery is claimed by ``owner`` for
+        ``claim_s`` seconds: no other instance attempts it (or anything after it on its key)
+        until the attempt is recorded or the claim expires.
+
+        The claim is durable before it returns: it records that an attempt started, so even
+        if the process dies before the attempt is recorded, the delivery is known to have
+        possibly reached the receiver and is never coalesced."""
+        ...
+
+    async def release_claims(self, delivery_ids: Sequence[int], *, owner: str) -> None:
+        """Give back deliveries ``owner`` claimed but did not attempt: due again at once, with
+        no attempt used up (their listener's breaker opened before they could start); as
+        nothing was sent, they may be coalesced again."""
+        ...
+
     async def record_attempt(
         self,
         delivery_id: int,
@@ -269,10 +290,11 @@ class Store(Protocol):
         exclude_ids: Sequence[int],
         merge: MergeUpdates,
     ) -> int:
-        """Collapse each key's trailing run of never-attempted ``updated`` deliveries into one.
+        """Collapse each key's trailing run of never-claimed ``updated`` deliveries into one.
 
         For every (source, key) of ``listener`` whose pending chain ends in two or more
-        ``updated`` deliveries that were never attempted and are not in ``exclude_ids``, in one
+        ``updated`` deliveries that were never attempted nor claimed and are not in
+        ``exclude_ids`` (:func:`bridge.core.queue_rules.coalescible_tail`), in one
         transaction: ``merge(events)`` gives the net patch; a new ``updated`` event (new id, the
         first event's ``before``, the last one's ``after``, the last one's timestamp) and a
         pending delivery for it are written, and the run's deliveries become ``coalesced``
@@ -282,32 +304,16 @@ class Store(Protocol):
         """
         ...
 
-    async def claim_deliveries(
-        self,
-        listener: str,
-        now: float,
-        limit: int,
-        exclude_ids: Sequence[int],
-        *,
-        owner: str,
-        claim_s: float,
-    ) -> list[Delivery]:
-        """Like :meth:`due_deliveries`, but each returned delivery is claimed by ``owner`` for
-        ``claim_s`` seconds: no other instance attempts it (or anything after it on its key)
-        until the attempt is recorded or the claim expires."""
+    async def watch_deliveries(self, wake: Callable[[], None]) -> None:
+        """Call ``wake`` whenever another instance may have made deliveries due; run until
+        cancelled (returns at once when no other instance can share the store)."""
         ...
 
-    async def release_claims(self, delivery_ids: Sequence[int], *, owner: str) -> None:
-        """Give back deliveries ``owner`` claimed but did not attempt: due again at once, with
-        no attempt used up (their listener's breaker opened before they could start)."""
-        ...
 
-    async def location_problem(self) -> str | None:
-        """Why the state at the configured location is no longer the one this store has open
-        (its file deleted or replaced while running), or None while all is well."""
-        ...
+class Coordination(Protocol):
+    """Instances, leases and the daemon's own records (several instances on one store; a
+    single-instance backend implements the lease calls trivially: it owns everything)."""
 
-    # instances and leases (several instances on one store)
     async def heartbeat(
         self, instance: InstanceInfo, held: Sequence[str], ttl_s: float
     ) -> Heartbeat:
@@ -327,40 +333,39 @@ class Store(Protocol):
         """A clean stop: give up every lease and unattempted claim of ``owner`` at once."""
         ...
 
-    async def watch_deliveries(self, wake: Callable[[], None]) -> None:
-        """Call ``wake`` whenever another instance may have made deliveries due; run until
-        cancelled (returns at once when no other instance can share the store)."""
-        ...
-
-    async def list_owners(self) -> OwnersReport: ...
-
-    # listeners
-    async def set_listener_paused(
-        self, listener: str, paused: bool, reason: str | None, at: datetime
-    ) -> None:
-        """Pause or resume; resuming makes the listener's pending deliveries due at ``at``.
-        Bumps :meth:`control_version` so a running daemon notices."""
-        ...
-
-    async def list_listener_states(self) -> list[ListenerState]: ...
-
-    # runtime status and control (the daemon writes them; the CLI reads and bumps them)
     async def write_runtime(self, status: Mapping[str, Any]) -> None:
         """Replace the daemon's runtime status (a JSON object); also proves the store writable."""
         ...
 
-    async def read_runtime(self) -> dict[str, Any] | None: ...
     async def control_version(self) -> int:
         """A counter bumped by every operator action the daemon must notice (resume, replay)."""
         ...
 
-    # inspection (the CLI) and maintenance
+
+class Inspection(Protocol):
+    """What ``status``, ``events``, ``deliveries``, ``show`` and ``leases`` read."""
+
+    async def list_source_states(self) -> list[SourceState]: ...
+    async def list_listener_states(self) -> list[ListenerState]: ...
+    async def read_runtime(self) -> dict[str, Any] | None: ...
+    async def list_owners(self) -> OwnersReport: ...
     async def list_events(self, query: EventQuery) -> list[EventRecord]: ...
     async def get_event(self, event_id: str) -> Event | None: ...
     async def list_deliveries(self, query: DeliveryQuery) -> list[DeliveryInfo]: ...
     async def list_attempts(self, delivery_id: int) -> list[AttemptInfo]: ...
     async def delivery_counts(self, states: Sequence[str]) -> dict[str, dict[str, int]]:
         """listener -> state -> count, for the given states only (cheap for pending/dead)."""
+        ...
+
+
+class Operations(Protocol):
+    """What operators change through the CLI (and the daemon's auto-disable and retention)."""
+
+    async def set_listener_paused(
+        self, listener: str, paused: bool, reason: str | None, at: datetime
+    ) -> None:
+        """Pause or resume; resuming makes the listener's pending deliveries due at ``at``.
+        Bumps :meth:`Coordination.control_version` so a running daemon notices."""
         ...
 
     async def replay(self, request: ReplayRequest, at: datetime) -> ReplayResult:
@@ -372,3 +377,52 @@ class Store(Protocol):
         attempts, and events older than ``before`` that no delivery refers to any more.
         Snapshots (items) and pending deliveries are never pruned."""
         ...
+
+
+class Store(SnapshotStore, DeliveryQueue, Coordination, Inspection, Operations, Protocol):
+    """Every role at once, for the callers that need them all (the daemon, the CLI)."""
+
+    location: str
+    """Where the state is, safe to print (a PostgreSQL password is redacted)."""
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    def oldest_call_s(self) -> float:
+        """How long the oldest store call still running has waited, in seconds (0 if none):
+        what a health check shows while the store hangs (PostgreSQL calls end by their
+        deadline; a SQLite call on a stuck disk may not)."""
+        ...
+
+    async def location_problem(self) -> str | None:
+        """Why the state at the configured location is no longer the one this store has open
+        (its file deleted or replaced while running), or None while all is well."""
+        ...
+
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Access",
+    "AttemptInfo",
+    "Coordination",
+    "DeliveryInfo",
+    "DeliveryQuery",
+    "DeliveryQueue",
+    "EventQuery",
+    "EventRecord",
+    "Heartbeat",
+    "Inspection",
+    "InstanceInfo",
+    "InstanceStatus",
+    "LeaseLost",
+    "MergeUpdates",
+    "Operations",
+    "OwnersReport",
+    "PollCommit",
+    "PruneResult",
+    "ReplayRequest",
+    "ReplayResult",
+    "SnapshotHashes",
+    "SnapshotStore",
+    "StaleSnapshot",
+    "Store",
+]

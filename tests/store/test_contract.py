@@ -1,4 +1,5 @@
-"""The Store contract, run against every backend: SQLite always, PostgreSQL when configured."""
+"""The Store contract, run against every backend: memory and SQLite always, PostgreSQL when
+configured."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from bridge.core.extract import key_text
 from bridge.core.hashing import hash_value
 from bridge.models import AttemptResult, Change, Item, ItemKey
 from bridge.store import (
+    MEMORY,
     DeliveryQuery,
     EventQuery,
     InstanceInfo,
@@ -22,7 +24,7 @@ from bridge.store import (
     ReplayRequest,
     StaleSnapshot,
     Store,
-    create_store,
+    open_store,
 )
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -30,14 +32,16 @@ OK = AttemptResult(True, 204, 0.01)
 FAILED = AttemptResult(False, 500, 0.02, error="HTTP 500", response_excerpt="oops")
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
     """An open, empty store of each backend."""
-    if request.param == "sqlite":
+    if request.param == "memory":
+        location = MEMORY
+    elif request.param == "sqlite":
         location = str(tmp_path / "state.db")
     else:
         location = request.getfixturevalue("pg_url")
-    store = create_store(location)
+    store = open_store(location)
     await store.open()
     try:
         yield store
@@ -359,6 +363,46 @@ async def test_coalescing_keeps_an_excluded_head_and_drops_a_no_op(store: Store)
     assert await store.due_deliveries("hooks", later, 10, []) == []
 
 
+async def test_coalescing_never_merges_a_delivery_that_was_claimed_for_sending(store: Store):
+    """A claimed head may have reached the receiver even with no attempt recorded (the process
+    died mid-send): after its claim is gone, only the updates behind it are merged."""
+    from bridge.core.coalesce import merged_changes
+
+    await _updates(store, "1", "abcd")
+    later = (T0 + timedelta(days=1)).timestamp()
+    (head,) = await store.claim_deliveries("hooks", later, 1, [], owner="me", claim_s=0)
+    # a restarted dispatcher has nothing in flight, and the claim has expired
+    assert await store.coalesce_pending("hooks", T0, [], merged_changes) == 1
+    first, merged = await _chain(store, "1")
+    assert (first.id, first.event.after) == (head.id, {"s": "b"})
+    assert (merged.event.before, merged.event.after) == ({"s": "b"}, {"s": "d"})
+
+
+async def test_a_released_claim_may_be_coalesced_again(store: Store):
+    """release_claims gives back a claim nothing was sent for: it may merge like any other."""
+    from bridge.core.coalesce import merged_changes
+
+    await _updates(store, "1", "abc")
+    later = (T0 + timedelta(days=1)).timestamp()
+    (head,) = await store.claim_deliveries("hooks", later, 1, [], owner="me", claim_s=30)
+    await store.release_claims([head.id], owner="me")
+    assert await store.coalesce_pending("hooks", T0, [], merged_changes) == 1
+    (merged,) = await _chain(store, "1")
+    assert (merged.event.before, merged.event.after) == ({"s": "a"}, {"s": "c"})
+
+
+async def _chain(store: Store, key: str) -> list[Any]:
+    """The pending deliveries of ``key``, oldest first, by sending each head as it comes due."""
+    later = (T0 + timedelta(days=1)).timestamp()
+    chain = []
+    while due := [
+        d for d in await store.due_deliveries("hooks", later, 10, []) if d.event.key == key
+    ]:
+        chain.append(due[0])
+        await store.record_attempt(due[0].id, T0, OK, next_at=None)
+    return chain
+
+
 async def test_failing_since_marks_the_failure_streak(store: Store):
     """A sent failure starts the streak, a local one does not, a success or a resume ends it."""
     a, b = item("a", v=1), item("b", v=1)
@@ -464,3 +508,9 @@ async def test_runtime_status_round_trips(store: Store):
         "stopped_at": None,
         "sources": {"s": {}},
     }
+
+
+async def test_a_store_at_rest_has_no_call_waiting(store: Store):
+    """oldest_call_s, what a health check reads, is 0 once every call has returned."""
+    await store.pending_count()
+    assert store.oldest_call_s() == 0.0

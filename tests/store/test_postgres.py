@@ -308,13 +308,13 @@ async def test_an_older_schema_is_migrated_and_a_newer_one_refused(open_store, p
     with psycopg.connect(pg_url, autocommit=True) as conn:  # back to version 1
         conn.execute("ALTER TABLE sources DROP COLUMN accept_requested")
         conn.execute("ALTER TABLE listeners DROP COLUMN failing_since")
-        conn.execute("ALTER TABLE deliveries DROP COLUMN coalesced_into")
+        conn.execute("ALTER TABLE deliveries DROP COLUMN coalesced_into, DROP COLUMN claimed_at")
         conn.execute("DROP TABLE meta")
         conn.execute("DROP INDEX deliveries_finished, deliveries_dead")
         conn.execute("DELETE FROM schema_version WHERE version > 1")
     await store.close()
     store = await open_store()
-    assert await store.schema_version() == SCHEMA_VERSION == 4
+    assert await store.schema_version() == SCHEMA_VERSION == 5
     await store.write_runtime({"pid": 1})
     await store.update_source_state("s", accept_requested=True)
     state = await store.get_source_state("s")

@@ -1,0 +1,338 @@
+"""The SQLite store's delivery queue: due heads per key, durable claims, group-committed attempts."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from bridge.core.queue_rules import QueuedEntry, coalescible_tail, state_after_attempt
+from bridge.models import AttemptResult, Delivery
+from bridge.store._rows import dumps
+from bridge.store.base import MergeUpdates
+from bridge.store.sqlite._base import SQLiteBase, _rollback, iso, row_to_event
+
+
+class SQLiteQueue(SQLiteBase):
+    """The delivery queue (:class:`bridge.store.base.DeliveryQueue`).
+
+    One process owns a SQLite file (the state lock), so who holds a claim is the dispatcher's
+    in-flight set; the row only records that an attempt started."""
+
+    async def due_deliveries(
+        self, listener: str, now: float, limit: int, exclude_ids: Sequence[int]
+    ) -> list[Delivery]:
+        return await self._run(self._due_deliveries, listener, now, limit, list(exclude_ids))
+
+    def _due_deliveries(
+        self, listener: str, now: float, limit: int, exclude_ids: list[int]
+    ) -> list[Delivery]:
+        # The head of each (listener, source, key) chain only: per-key order.
+        rows = self.conn.execute(
+            """
+            SELECT d.id AS delivery_id, d.listener, d.attempts, d.next_at, e.*
+            FROM deliveries d JOIN events e ON e.seq = d.event_seq
+            WHERE d.listener = :listener AND d.state = 'pending' AND d.next_at <= :now
+              AND d.id NOT IN (SELECT value FROM json_each(:exclude))
+              AND NOT EXISTS (
+                SELECT 1 FROM deliveries p
+                WHERE p.listener = d.listener AND p.source = d.source
+                  AND p.key_text = d.key_text AND p.state = 'pending'
+                  AND p.event_seq < d.event_seq)
+            ORDER BY d.next_at, d.id
+            LIMIT :limit
+            """,
+            {"listener": listener, "now": now, "limit": limit, "exclude": dumps(exclude_ids)},
+        ).fetchall()
+        return [
+            Delivery(r["delivery_id"], r["listener"], row_to_event(r), r["attempts"], r["next_at"])
+            for r in rows
+        ]
+
+    async def next_due_at(
+        self, listeners: Sequence[str], exclude_ids: Sequence[int]
+    ) -> float | None:
+        return await self._run(self._next_due_at, list(listeners), list(exclude_ids))
+
+    def _next_due_at(self, listeners: list[str], exclude_ids: list[int]) -> float | None:
+        row = self.conn.execute(
+            """
+            SELECT MIN(d.next_at) FROM deliveries d
+            WHERE d.state = 'pending' AND d.listener IN (SELECT value FROM json_each(:listeners))
+              AND d.id NOT IN (SELECT value FROM json_each(:exclude))
+              AND NOT EXISTS (
+                SELECT 1 FROM deliveries p
+                WHERE p.listener = d.listener AND p.source = d.source
+                  AND p.key_text = d.key_text AND p.state = 'pending'
+                  AND p.event_seq < d.event_seq)
+            """,
+            {"listeners": dumps(listeners), "exclude": dumps(exclude_ids)},
+        ).fetchone()
+        return None if row[0] is None else float(row[0])
+
+    async def claim_deliveries(
+        self,
+        listener: str,
+        now: float,
+        limit: int,
+        exclude_ids: Sequence[int],
+        *,
+        owner: str,
+        claim_s: float,
+    ) -> list[Delivery]:
+        # One process owns the file, so who holds a claim is the dispatcher's in-flight set;
+        # only "an attempt started" is written, before the request can leave.
+        return await self._run(self._claim_deliveries, listener, now, limit, list(exclude_ids))
+
+    def _claim_deliveries(
+        self, listener: str, now: float, limit: int, exclude_ids: list[int]
+    ) -> list[Delivery]:
+        due = self._due_deliveries(listener, now, limit, exclude_ids)
+        if due:
+            # one statement, committed (to the WAL: it survives a kill) before any send
+            # starts; no write at all when nothing is due. A CLI writing in between cannot
+            # make this wrong: the flag only ever forbids merging.
+            self.conn.execute(
+                "UPDATE deliveries SET claimed_at = ? WHERE claimed_at IS NULL "
+                "AND id IN (SELECT value FROM json_each(?))",
+                (iso(datetime.fromtimestamp(now, UTC)), dumps([d.id for d in due])),
+            )
+        return due
+
+    async def release_claims(self, delivery_ids: Sequence[int], *, owner: str) -> None:
+        if delivery_ids:
+            await self._run(self._release_claims, list(delivery_ids))
+
+    def _release_claims(self, delivery_ids: list[int]) -> None:
+        # nothing was sent: a delivery never attempted may be coalesced again
+        self.conn.execute(
+            "UPDATE deliveries SET claimed_at = NULL WHERE state = 'pending' "
+            "AND id IN (SELECT value FROM json_each(?)) "
+            "AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.delivery_id = deliveries.id)",
+            (dumps(delivery_ids),),
+        )
+
+    async def record_attempt(
+        self, delivery_id: int, at: datetime, result: AttemptResult, *, next_at: float | None
+    ) -> str:
+        # Group commit: attempts that finish while a write is running are recorded together in
+        # the next transaction, instead of one transaction each; every attempt ends exactly as
+        # if recorded alone.
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[str] = loop.create_future()
+        self._attempts.append((delivery_id, at, result, next_at, done))
+        if self._attempts_writer is None or self._attempts_writer.done():
+            self._attempts_writer = loop.create_task(self._write_attempts())
+        return await done
+
+    async def _write_attempts(self) -> None:
+        while self._attempts:
+            batch, self._attempts = self._attempts, []
+            try:
+                states = await self._run(self._record_attempts, [a[:4] for a in batch])
+            except asyncio.CancelledError:
+                for *_, done in batch:
+                    done.cancel()
+                raise
+            except Exception as exc:
+                if len(batch) == 1:
+                    _settle(batch[0][4], exc)
+                    continue
+                # one bad attempt must not fail the others: record each on its own
+                for *attempt, done in batch:
+                    try:
+                        (state,) = await self._run(self._record_attempts, [tuple(attempt)])
+                    except Exception as single_exc:
+                        _settle(done, single_exc)
+                    else:
+                        _settle(done, state)
+                continue
+            for (*_, done), state in zip(batch, states, strict=True):
+                _settle(done, state)
+
+    def _record_attempts(
+        self, batch: list[tuple[int, datetime, AttemptResult, float | None]]
+    ) -> list[str]:
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            states = [self._record_attempt(*attempt) for attempt in batch]
+            conn.execute("COMMIT")
+        except BaseException:
+            _rollback(conn)
+            raise
+        return states
+
+    def _record_attempt(
+        self, delivery_id: int, at: datetime, result: AttemptResult, next_at: float | None
+    ) -> str:
+        conn = self.conn
+        state = state_after_attempt(result, next_at)
+        now = iso(at)
+        conn.execute(
+            "INSERT INTO attempts (delivery_id, at, status, duration_ms, error, response) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                delivery_id,
+                now,
+                result.status,
+                result.duration_s * 1000,
+                result.error,
+                result.response_excerpt,
+            ),
+        )
+        conn.execute(
+            "UPDATE deliveries SET state = ?, attempts = attempts + 1, next_at = ?, "
+            "updated_at = ?, delivered_at = ?, last_status = ?, last_error = ?, "
+            "last_response = ? WHERE id = ?",
+            (
+                state,
+                next_at if next_at is not None else at.timestamp(),
+                now,
+                now if result.ok else None,
+                result.status,
+                result.error,
+                result.response_excerpt,
+                delivery_id,
+            ),
+        )
+        listener = conn.execute(
+            "SELECT listener FROM deliveries WHERE id = ?", (delivery_id,)
+        ).fetchone()[0]
+        if result.ok:
+            self._touch_listener(listener, {"last_success_at": now, "failing_since": None})
+        else:
+            self._touch_listener(listener, {"last_failure_at": now, "last_error": result.error})
+            if result.sent:
+                conn.execute(
+                    "UPDATE listeners SET failing_since = COALESCE(failing_since, ?) "
+                    "WHERE name = ?",
+                    (now, listener),
+                )
+        return state
+
+    async def pending_count(self, listeners: Sequence[str] | None = None) -> int:
+        return await self._run(self._pending_count, None if listeners is None else list(listeners))
+
+    def _pending_count(self, listeners: list[str] | None) -> int:
+        if listeners is None:
+            row = self.conn.execute("SELECT COUNT(*) FROM deliveries WHERE state = 'pending'")
+        else:
+            row = self.conn.execute(
+                "SELECT COUNT(*) FROM deliveries WHERE state = 'pending' AND listener IN "
+                "(SELECT value FROM json_each(?))",
+                (dumps(listeners),),
+            )
+        return int(row.fetchone()[0])
+
+    async def coalesce_pending(
+        self, listener: str, at: datetime, exclude_ids: Sequence[int], merge: MergeUpdates
+    ) -> int:
+        return await self._run(self._coalesce_pending, listener, at, list(exclude_ids), merge)
+
+    def _coalesce_pending(
+        self, listener: str, at: datetime, exclude_ids: list[int], merge: MergeUpdates
+    ) -> int:
+        conn = self.conn
+        excluded = set(exclude_ids)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            keys = conn.execute(
+                """
+                SELECT source, key_text FROM deliveries
+                WHERE listener = :listener AND state = 'pending' AND attempts = 0
+                  AND claimed_at IS NULL AND id NOT IN (SELECT value FROM json_each(:exclude))
+                GROUP BY source, key_text HAVING COUNT(*) >= 2
+                """,
+                {"listener": listener, "exclude": dumps(exclude_ids)},
+            ).fetchall()
+            merged = 0
+            for source, key_text in keys:
+                merged += self._coalesce_key(listener, source, key_text, at, excluded, merge)
+            conn.execute("COMMIT")
+        except BaseException:
+            _rollback(conn)
+            raise
+        return merged
+
+    def _coalesce_key(
+        self,
+        listener: str,
+        source: str,
+        key_text: str,
+        at: datetime,
+        excluded: set[int],
+        merge: MergeUpdates,
+    ) -> int:
+        from bridge.core.ids import new_event_id
+
+        chain = self.conn.execute(
+            """
+            SELECT d.id AS delivery_id, d.attempts, d.next_at, d.claimed_at, e.*
+            FROM deliveries d JOIN events e ON e.seq = d.event_seq
+            WHERE d.listener = ? AND d.source = ? AND d.key_text = ? AND d.state = 'pending'
+            ORDER BY d.event_seq
+            """,
+            (listener, source, key_text),
+        ).fetchall()
+        run = coalescible_tail(chain, _queued_entry, excluded)
+        if not run:
+            return 0
+        events = [row_to_event(r) for r in run]
+        changes = merge(events)
+        now = iso(at)
+        into: int | None = None
+        if changes is not None:
+            cur = self.conn.execute(
+                "INSERT INTO events (id, source, key_text, key, type, timestamp, before, after, "
+                "changes) VALUES (?, ?, ?, ?, 'updated', ?, ?, ?, ?)",
+                (
+                    new_event_id(events[-1].timestamp),
+                    source,
+                    key_text,
+                    run[-1]["key"],
+                    run[-1]["timestamp"],
+                    run[0]["before"],
+                    run[-1]["after"],
+                    dumps(changes),
+                ),
+            )
+            cur = self.conn.execute(
+                "INSERT INTO deliveries (event_seq, listener, source, key_text, next_at, "
+                "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    cur.lastrowid,
+                    listener,
+                    source,
+                    key_text,
+                    min(r["next_at"] for r in run),
+                    now,
+                    now,
+                ),
+            )
+            into = cur.lastrowid
+        self.conn.execute(
+            "UPDATE deliveries SET state = 'coalesced', coalesced_into = ?, updated_at = ? "
+            "WHERE id IN (SELECT value FROM json_each(?))",
+            (into, now, dumps([r["delivery_id"] for r in run])),
+        )
+        return len(run) - (0 if into is None else 1)
+
+    async def watch_deliveries(self, wake: Callable[[], None]) -> None:
+        return None
+
+
+def _queued_entry(row: Mapping[str, Any]) -> QueuedEntry:
+    return QueuedEntry(
+        row["delivery_id"], row["type"], row["attempts"], row["claimed_at"] is not None
+    )
+
+
+def _settle(done: asyncio.Future[str], outcome: str | Exception) -> None:
+    if done.done():  # the caller was cancelled; the attempt is recorded all the same
+        return
+    if isinstance(outcome, Exception):
+        done.set_exception(outcome)
+    else:
+        done.set_result(outcome)
