@@ -19,8 +19,14 @@ MIN_SECRET_LENGTH = 4
 _URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^\s/@:]*:)([^\s/]*)(@)")
 
 
+_QUERY_PASSWORD = re.compile(r"(?<=[?&]password=)[^&#\s]+")
+"""libpq takes ``?password=...`` in a connection URL, too."""
+
+
 def redact_url(url: str) -> str:
-    """``url`` with the password of its userinfo replaced by ``***`` (the user name is kept)."""
+    """``url`` with the password of its userinfo (and a ``password=`` query parameter, as
+    libpq reads it) replaced by ``***``; the user name is kept."""
+    url = _QUERY_PASSWORD.sub(MASK, url)
     parts = urlsplit(url)
     if parts.password is None:
         return url

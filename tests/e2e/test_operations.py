@@ -224,11 +224,11 @@ headers = {{ Authorization = "Bearer ${{API_TOKEN}}" }}
 
 def test_read_verbs_never_migrate_an_old_state(tmp_path, write_config):
     """A state at an older schema is reported, not upgraded behind the daemon's back."""
-    from bridge.store.sqlite import _MIGRATIONS
+    from bridge.store.sqlite import MIGRATIONS
 
     path = tmp_path / "state.db"
     conn = sqlite3.connect(path)
-    conn.executescript(_MIGRATIONS[1] + "; PRAGMA user_version = 1;")
+    conn.executescript(MIGRATIONS[1] + "; PRAGMA user_version = 1;")
     conn.close()
     config = write_config(f'[bridge]\nstate = "{path}"\n')
     result = run_cli("status", "--config", str(config))

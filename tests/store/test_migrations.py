@@ -5,14 +5,14 @@ from __future__ import annotations
 import sqlite3
 
 from bridge.store.base import SCHEMA_VERSION
-from bridge.store.sqlite import _MIGRATIONS, SQLiteStore
+from bridge.store.sqlite import MIGRATIONS, SQLiteStore
 
 
 async def test_version_1_file_gains_accept_requested(tmp_path):
     """Migration 2 adds sources.accept_requested (default off) and keeps existing rows."""
     path = tmp_path / "state.db"
     conn = sqlite3.connect(path)
-    conn.executescript(_MIGRATIONS[1])
+    conn.executescript(MIGRATIONS[1])
     conn.execute("INSERT INTO sources (name, item_count) VALUES ('s', 7)")
     conn.execute("PRAGMA user_version = 1")
     conn.commit()

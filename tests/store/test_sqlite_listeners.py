@@ -15,7 +15,7 @@ from bridge.core.patch import make_patch
 from bridge.models import AttemptResult, Change, Event
 from bridge.store import PollCommit
 from bridge.store.base import SCHEMA_VERSION
-from bridge.store.sqlite import _MIGRATIONS, SQLiteStore
+from bridge.store.sqlite import MIGRATIONS, SQLiteStore
 
 T0 = datetime(2026, 11, 23, 12, tzinfo=UTC)
 
@@ -190,7 +190,7 @@ async def test_version_2_file_gains_the_listener_columns(tmp_path):
     path = tmp_path / "old.db"
     conn = sqlite3.connect(path)
     for version in (1, 2):
-        conn.executescript(_MIGRATIONS[version])
+        conn.executescript(MIGRATIONS[version])
     conn.execute("INSERT INTO listeners (name, paused, paused_reason) VALUES ('hooks', 1, '410')")
     conn.execute("PRAGMA user_version = 2")
     conn.commit()

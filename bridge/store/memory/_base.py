@@ -14,26 +14,26 @@ from bridge.models import Event, ItemKey
 from bridge.store.base import Access, AttemptInfo
 
 
-def _copy(value: Any) -> Any:
+def copy(value: Any) -> Any:
     """A deep copy through JSON: what a database hands back is never the caller's object."""
     return orjson.loads(orjson.dumps(value))
 
 
-def _utc(moment: datetime | None) -> datetime | None:
+def utc(moment: datetime | None) -> datetime | None:
     return None if moment is None else moment.astimezone(UTC)
 
 
-def _copy_event(event: Event) -> Event:
+def copy_event(event: Event) -> Event:
     return replace(
         event,
-        before=_copy(event.before),
-        after=_copy(event.after),
-        changes=_copy(event.changes),
+        before=copy(event.before),
+        after=copy(event.after),
+        changes=copy(event.changes),
     )
 
 
 @dataclass
-class _Delivery:
+class StoredDelivery:
     id: int
     event_seq: int
     listener: str
@@ -53,7 +53,7 @@ class _Delivery:
 
 
 @dataclass(frozen=True)
-class _Item:
+class StoredItem:
     key: ItemKey
     hash: str
     value: bytes
@@ -79,11 +79,11 @@ class MemoryBase:
         self._open = False
         self._sources: dict[str, dict[str, Any]] = {}
         self._versions: dict[str, int] = {}
-        self._items: dict[str, dict[str, _Item]] = {}
+        self._items: dict[str, dict[str, StoredItem]] = {}
         self._events: dict[int, Event] = {}
         self._event_keys: dict[int, str] = {}
         """Event seq -> the stored key text (what ``EventQuery.key`` names)."""
-        self._deliveries: dict[int, _Delivery] = {}
+        self._deliveries: dict[int, StoredDelivery] = {}
         self._attempts: list[tuple[int, AttemptInfo]] = []
         self._listeners: dict[str, dict[str, Any]] = {}
         self._runtime: bytes | None = None
@@ -110,15 +110,15 @@ class MemoryBase:
 
     def _add_delivery(
         self, seq: int, listener: str, source: str, key_text: str, at: datetime
-    ) -> _Delivery:
-        delivery = _Delivery(
+    ) -> StoredDelivery:
+        delivery = StoredDelivery(
             self._next_delivery, seq, listener, source, key_text, at.timestamp(), at, at
         )
         self._deliveries[delivery.id] = delivery
         self._next_delivery += 1
         return delivery
 
-    def _pending(self, listeners: Iterable[str] | None = None) -> list[_Delivery]:
+    def _pending(self, listeners: Iterable[str] | None = None) -> list[StoredDelivery]:
         wanted = None if listeners is None else set(listeners)
         return [
             d
@@ -132,16 +132,16 @@ class MemoryBase:
         row.update(values)
 
 
-def _copy_field(name: str, value: Any) -> Any:
+def copy_field(name: str, value: Any) -> Any:
     """A source-state value as stored: times in UTC, validators copied, flags as bools."""
     if isinstance(value, datetime):
         return value.astimezone(UTC)
     if name == "validators":
-        return _copy(value) if value is not None else {}
+        return copy(value) if value is not None else {}
     if name == "accept_requested":
         return bool(value)
     return value
 
 
-def _required(moment: datetime) -> datetime:
+def required(moment: datetime) -> datetime:
     return moment.astimezone(UTC)

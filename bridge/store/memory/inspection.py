@@ -23,7 +23,7 @@ from bridge.store.base import (
     ReplayRequest,
     ReplayResult,
 )
-from bridge.store.memory._base import MemoryBase, _copy_event, _Delivery, _required, _utc
+from bridge.store.memory._base import MemoryBase, StoredDelivery, copy_event, required, utc
 
 _COUNTED_STATES = ("pending", "dead", "delivered", "coalesced")
 
@@ -69,7 +69,7 @@ class MemoryInspection(MemoryBase):
         self, listener: str, paused: bool, reason: str | None, at: datetime
     ) -> None:
         self._check_open()
-        at = _required(at)
+        at = required(at)
         values: dict[str, Any] = {
             "paused": paused,
             "paused_reason": reason,
@@ -88,13 +88,13 @@ class MemoryInspection(MemoryBase):
         for d in self._deliveries.values():
             per = counts.setdefault(d.listener, {})
             per[d.state] = per.get(d.state, 0) + 1
-        return listener_states(counts, self._listeners, _utc)
+        return listener_states(counts, self._listeners, utc)
 
     async def replay(self, request: ReplayRequest, at: datetime) -> ReplayResult:
         self._check_open()
         if not request.event_ids and not request.dead:
             raise ValueError("replay needs event ids or dead = True")
-        at = _required(at)
+        at = required(at)
         by_id = {e.id: seq for seq, e in self._events.items()}
         unknown = [i for i in request.event_ids if i not in by_id]
         seqs = {by_id[i] for i in request.event_ids if i in by_id}
@@ -146,12 +146,12 @@ class MemoryInspection(MemoryBase):
         states: dict[int, dict[str, str]] = {}
         for d in self._deliveries.values():
             states.setdefault(d.event_seq, {})[d.listener] = d.state
-        return [EventRecord(_copy_event(e), states.get(e.seq, {})) for e in newest]
+        return [EventRecord(copy_event(e), states.get(e.seq, {})) for e in newest]
 
     async def get_event(self, event_id: str) -> Event | None:
         self._check_open()
         found = next((e for e in self._events.values() if e.id == event_id), None)
-        return None if found is None else _copy_event(found)
+        return None if found is None else copy_event(found)
 
     async def list_deliveries(self, query: DeliveryQuery) -> list[DeliveryInfo]:
         self._check_open()
@@ -166,7 +166,7 @@ class MemoryInspection(MemoryBase):
         chosen = matching[-query.limit :] if query.limit > 0 else []
         return [self._info(d) for d in chosen]
 
-    def _info(self, d: _Delivery) -> DeliveryInfo:
+    def _info(self, d: StoredDelivery) -> DeliveryInfo:
         event = self._events[d.event_seq]
         return DeliveryInfo(
             id=d.id,

@@ -10,15 +10,15 @@ from bridge.core.queue_rules import QueuedEntry, coalescible_tail, state_after_a
 from bridge.errors import StoreError
 from bridge.models import AttemptResult, Delivery, Event
 from bridge.store.base import AttemptInfo, MergeUpdates
-from bridge.store.memory._base import MemoryBase, _copy, _copy_event, _Delivery, _required
+from bridge.store.memory._base import MemoryBase, StoredDelivery, copy, copy_event, required
 
 
 class MemoryQueue(MemoryBase):
     """The delivery queue (:class:`bridge.store.base.DeliveryQueue`)."""
 
-    def _heads(self, listeners: Iterable[str], exclude_ids: Sequence[int]) -> list[_Delivery]:
+    def _heads(self, listeners: Iterable[str], exclude_ids: Sequence[int]) -> list[StoredDelivery]:
         """The first pending delivery of each (listener, source, key) chain: per-key order."""
-        heads: dict[tuple[str, str, str], _Delivery] = {}
+        heads: dict[tuple[str, str, str], StoredDelivery] = {}
         for d in self._pending(listeners):
             chain = (d.listener, d.source, d.key_text)
             if chain not in heads or d.event_seq < heads[chain].event_seq:
@@ -26,9 +26,9 @@ class MemoryQueue(MemoryBase):
         excluded = set(exclude_ids)
         return [d for d in heads.values() if d.id not in excluded]
 
-    def _delivery(self, d: _Delivery) -> Delivery:
+    def _delivery(self, d: StoredDelivery) -> Delivery:
         return Delivery(
-            d.id, d.listener, _copy_event(self._events[d.event_seq]), d.attempts, d.next_at
+            d.id, d.listener, copy_event(self._events[d.event_seq]), d.attempts, d.next_at
         )
 
     async def due_deliveries(
@@ -39,7 +39,7 @@ class MemoryQueue(MemoryBase):
 
     def _due(
         self, listener: str, now: float, limit: int, exclude_ids: Sequence[int]
-    ) -> list[_Delivery]:
+    ) -> list[StoredDelivery]:
         due = [d for d in self._heads([listener], exclude_ids) if d.next_at <= now]
         return sorted(due, key=lambda d: (d.next_at, d.id))[:limit]
 
@@ -83,7 +83,7 @@ class MemoryQueue(MemoryBase):
             raise StoreError(
                 "record_attempt", f"no delivery with id {delivery_id}", location=self.location
             )
-        at = _required(at)
+        at = required(at)
         self._attempts.append(
             (
                 delivery_id,
@@ -121,17 +121,17 @@ class MemoryQueue(MemoryBase):
     ) -> int:
         self._check_open()
         excluded = set(exclude_ids)
-        chains: dict[tuple[str, str], list[_Delivery]] = {}
+        chains: dict[tuple[str, str], list[StoredDelivery]] = {}
         for d in sorted(self._pending([listener]), key=lambda d: d.event_seq):
             chains.setdefault((d.source, d.key_text), []).append(d)
-        at = _required(at)
+        at = required(at)
         merged = 0
         for (source, key_text), chain in sorted(chains.items()):
             run = coalescible_tail(chain, self._queued_entry, excluded)
             if not run:
                 continue
             events = [self._events[d.event_seq] for d in run]
-            changes = merge([_copy_event(e) for e in events])
+            changes = merge([copy_event(e) for e in events])
             into: int | None = None
             if changes is not None:
                 last = events[-1]
@@ -142,9 +142,9 @@ class MemoryQueue(MemoryBase):
                     last.key,
                     "updated",
                     last.timestamp,
-                    _copy(events[0].before),
-                    _copy(last.after),
-                    _copy(changes),
+                    copy(events[0].before),
+                    copy(last.after),
+                    copy(changes),
                 )
                 self._next_seq += 1
                 self._events[event.seq] = event
@@ -157,7 +157,7 @@ class MemoryQueue(MemoryBase):
             merged += len(run) - (0 if into is None else 1)
         return merged
 
-    def _queued_entry(self, d: _Delivery) -> QueuedEntry:
+    def _queued_entry(self, d: StoredDelivery) -> QueuedEntry:
         event_type = self._events[d.event_seq].type
         return QueuedEntry(d.id, event_type, d.attempts, d.claimed_at is not None)
 

@@ -14,7 +14,7 @@ from bridge.errors import StaleSnapshot
 from bridge.models import Event, ItemKey, SourceState
 from bridge.store._rows import SOURCE_FIELDS
 from bridge.store.base import PollCommit, SnapshotHashes
-from bridge.store.memory._base import MemoryBase, _copy, _copy_event, _copy_field, _Item, _required
+from bridge.store.memory._base import MemoryBase, StoredItem, copy, copy_event, copy_field, required
 
 
 class MemorySnapshots(MemoryBase):
@@ -24,7 +24,7 @@ class MemorySnapshots(MemoryBase):
         row = self._sources.get(name)
         if row is None:
             return None
-        return SourceState(name=name, **{k: _copy_field(k, v) for k, v in row.items()})
+        return SourceState(name=name, **{k: copy_field(k, v) for k, v in row.items()})
 
     def _upsert_source(self, name: str, values: Mapping[str, Any]) -> None:
         row = self._sources.setdefault(name, {})
@@ -32,7 +32,7 @@ class MemorySnapshots(MemoryBase):
             if key == "snapshot_version":
                 self._versions[name] = int(value)
             else:
-                row[key] = _copy_field(key, value)
+                row[key] = copy_field(key, value)
 
     async def get_source_state(self, source: str) -> SourceState | None:
         self._check_open()
@@ -71,7 +71,7 @@ class MemorySnapshots(MemoryBase):
             )
         # everything is built before anything is stored: the commit is all or nothing
         upserts = {
-            it.key_text: _Item(
+            it.key_text: StoredItem(
                 it.key if isinstance(it.key, str) else tuple(it.key),
                 it.hash,
                 orjson.dumps(it.value),
@@ -85,10 +85,10 @@ class MemorySnapshots(MemoryBase):
                 commit.source,
                 change.key,
                 change.type,
-                _required(commit.polled_at),
-                _copy(change.before),
-                _copy(change.after),
-                _copy(change.changes),
+                required(commit.polled_at),
+                copy(change.before),
+                copy(change.after),
+                copy(change.changes),
             )
             for n, change in enumerate(commit.changes)
         ]
@@ -107,14 +107,14 @@ class MemorySnapshots(MemoryBase):
         for key_text in commit.deletes:
             items.pop(key_text, None)
         self._next_seq += len(events)
-        at = _required(commit.polled_at)
+        at = required(commit.polled_at)
         for event, change, listeners in routes:
             self._events[event.seq] = event
             self._event_keys[event.seq] = change.key_text
             for listener in listeners:
                 self._add_delivery(event.seq, listener, commit.source, change.key_text, at)
         self._upsert_source(commit.source, fields_)
-        return [_copy_event(e) for e in events]
+        return [copy_event(e) for e in events]
 
     async def record_poll_failure(
         self,

@@ -16,8 +16,9 @@ By role: ``snapshots``, ``queue``, ``coordination``, ``inspection``, ``migrate``
 
 from __future__ import annotations
 
+from bridge.core.redaction import redact_url
 from bridge.store.base import SCHEMA_VERSION
-from bridge.store.postgres._conn import CALL_TIMEOUT_S, bounded_conninfo, redact_url, schema_of
+from bridge.store.postgres._conn import CALL_TIMEOUT_S, bounded_conninfo, schema_of
 from bridge.store.postgres.coordination import PostgresCoordination
 from bridge.store.postgres.inspection import PostgresInspection
 from bridge.store.postgres.migrate import PostgresImport

@@ -12,22 +12,22 @@ from psycopg import sql
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from bridge.core.redaction import redact_url
 from bridge.errors import NoStateError, StoreError
 from bridge.store.base import SCHEMA_VERSION, Access
 from bridge.store.postgres._conn import (
-    _CHECK_IDLE_S,
-    _CHECK_TIMEOUT_S,
     CALL_TIMEOUT_S,
+    CHECK_IDLE_S,
+    CHECK_TIMEOUT_S,
     Conn,
-    _Deadline,
-    _describe,
-    _session_timeouts,
+    Deadline,
     bounded_conninfo,
+    describe_error,
     log,
-    redact_url,
     schema_of,
+    session_timeouts,
 )
-from bridge.store.postgres.schema import _MIGRATIONS
+from bridge.store.postgres.schema import MIGRATIONS
 
 
 class PostgresBase:
@@ -45,7 +45,7 @@ class PostgresBase:
         self.location = redact_url(url)
         self.access: Access = access
         self._url = bounded_conninfo(url)
-        self._timeouts = _session_timeouts(url)
+        self._timeouts = session_timeouts(url)
         self.call_timeout_s = call_timeout_s
         """Every store call fails with a StoreError naming it after this long (the database
         did not answer), instead of waiting for a network that may never come back."""
@@ -85,13 +85,13 @@ class PostgresBase:
         loop = asyncio.get_running_loop()
         call = object()
         self._calls[call] = loop.time()
-        timer: _Deadline | None = None
+        timer: Deadline | None = None
         try:
             async with self._pool.connection(
                 timeout=self.call_timeout_s if deadline else None
             ) as conn:
                 remaining = self.call_timeout_s - (loop.time() - self._calls[call])
-                timer = _Deadline(conn, max(remaining, 0.0)) if deadline else None
+                timer = Deadline(conn, max(remaining, 0.0)) if deadline else None
                 try:
                     yield conn
                 finally:
@@ -107,12 +107,12 @@ class PostgresBase:
                     "server reachable?)",
                     location=self.location,
                 ) from exc
-            raise StoreError(operation, _describe(exc), location=self.location) from exc
+            raise StoreError(operation, describe_error(exc), location=self.location) from exc
         finally:
             del self._calls[call]
 
     async def _configure(self, conn: Conn) -> None:
-        timer = _Deadline(conn, _CHECK_TIMEOUT_S)
+        timer = Deadline(conn, CHECK_TIMEOUT_S)
         try:
             # Times come back in UTC whatever the server's TimeZone, as SQLite returns them.
             # Attempts, claims, leases and heartbeats need not wait for their WAL flush: a
@@ -143,9 +143,9 @@ class PostgresBase:
     async def _check(self, conn: Conn) -> None:
         """Before a connection idle for a while is used: does it still answer? (Else the pool
         discards it and hands out another.)"""
-        if asyncio.get_running_loop().time() - self._last_used.get(conn, 0.0) < _CHECK_IDLE_S:
+        if asyncio.get_running_loop().time() - self._last_used.get(conn, 0.0) < CHECK_IDLE_S:
             return
-        timer = _Deadline(conn, _CHECK_TIMEOUT_S)
+        timer = Deadline(conn, CHECK_TIMEOUT_S)
         try:
             await AsyncConnectionPool.check_connection(conn)
         finally:
@@ -159,7 +159,7 @@ class PostgresBase:
             )
         except psycopg.Error as exc:
             raise StoreError(
-                "open", f"cannot connect: {_describe(exc)}", location=self.location
+                "open", f"cannot connect: {describe_error(exc)}", location=self.location
             ) from exc
         try:
             if self.access == "daemon":
@@ -167,7 +167,7 @@ class PostgresBase:
             else:
                 await self._attach(conn)
         except psycopg.Error as exc:
-            raise StoreError("migrate", _describe(exc), location=self.location) from exc
+            raise StoreError("migrate", describe_error(exc), location=self.location) from exc
         finally:
             await conn.close()
         pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
@@ -186,7 +186,7 @@ class PostgresBase:
         except psycopg.Error as exc:
             await pool.close()
             raise StoreError(
-                "open", f"cannot connect: {_describe(exc)}", location=self.location
+                "open", f"cannot connect: {describe_error(exc)}", location=self.location
             ) from exc
         self._pool = pool
 
@@ -229,7 +229,7 @@ class PostgresBase:
                     location=self.location,
                 )
             for version in range(current + 1, SCHEMA_VERSION + 1):
-                for statement in _MIGRATIONS[version].split(";"):
+                for statement in MIGRATIONS[version].split(";"):
                     if statement.strip():
                         await conn.execute(statement.encode())
                 await conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (version,))

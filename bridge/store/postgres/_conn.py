@@ -18,6 +18,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import DictRow
 
+from bridge.core.redaction import redact_url
 from bridge.errors import StoreError
 from bridge.models import Delivery, Event, SourceState
 from bridge.store._rows import event_from_row, source_from_row
@@ -49,12 +50,12 @@ _CONNINFO_DEFAULTS = {
 }
 """Added to the URL's parameters where it names none of its own."""
 
-_CHECK_IDLE_S = 10.0
+CHECK_IDLE_S = 10.0
 """A pooled connection idle this long is checked (one empty query) before it is used."""
 
-_CHECK_TIMEOUT_S = 5.0
+CHECK_TIMEOUT_S = 5.0
 
-_LISTEN_PROBE_S = 30.0
+LISTEN_PROBE_S = 30.0
 """The LISTEN connection is probed after this long without a notification."""
 
 
@@ -70,7 +71,7 @@ def bounded_conninfo(url: str) -> str:
     return make_conninfo(url, **missing)
 
 
-def _session_timeouts(url: str) -> dict[str, str]:
+def session_timeouts(url: str) -> dict[str, str]:
     """The session timeouts to set: those the URL's ``options`` leave to us."""
     options = str(conninfo_to_dict(url).get("options") or "")
     return {
@@ -91,7 +92,7 @@ def _sever(conn: psycopg.AsyncConnection[Any]) -> None:
             sock.close()
 
 
-class _Deadline:
+class Deadline:
     """Severs ``conn`` if it is still in use ``timeout_s`` from now (unless cancelled)."""
 
     def __init__(self, conn: psycopg.AsyncConnection[Any], timeout_s: float):
@@ -118,13 +119,7 @@ def schema_of(url: str) -> str | None:
     return None if match is None else match.group(1).strip('"')
 
 
-def redact_url(url: str) -> str:
-    """``url`` with its password replaced by ``***`` (for messages and logs)."""
-    url = re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", url)
-    return re.sub(r"(password=)[^&\s]+", r"\1***", url)
-
-
-def _describe(exc: psycopg.Error) -> str:
+def describe_error(exc: psycopg.Error) -> str:
     diag = getattr(exc, "diag", None)
     primary = getattr(diag, "message_primary", None) if diag is not None else None
     text = primary or str(exc) or type(exc).__name__
@@ -133,19 +128,19 @@ def _describe(exc: psycopg.Error) -> str:
     return text
 
 
-def _utc(moment: datetime | None) -> datetime | None:
+def utc(moment: datetime | None) -> datetime | None:
     return None if moment is None else moment.astimezone(UTC)
 
 
-def _row_to_event(row: Mapping[str, Any]) -> Event:
-    return event_from_row(row, _utc)
+def row_to_event(row: Mapping[str, Any]) -> Event:
+    return event_from_row(row, utc)
 
 
-def _row_to_source(row: Mapping[str, Any]) -> SourceState:
-    return source_from_row(row, _utc)
+def row_to_source(row: Mapping[str, Any]) -> SourceState:
+    return source_from_row(row, utc)
 
 
-def _row_to_delivery(row: Mapping[str, Any]) -> Delivery:
+def row_to_delivery(row: Mapping[str, Any]) -> Delivery:
     return Delivery(
-        row["delivery_id"], row["listener"], _row_to_event(row), row["attempts"], row["next_at"]
+        row["delivery_id"], row["listener"], row_to_event(row), row["attempts"], row["next_at"]
     )

@@ -27,7 +27,7 @@ from bridge.store.base import (
     ReplayResult,
 )
 from bridge.store.postgres._base import PostgresBase
-from bridge.store.postgres._conn import _row_to_event, _utc
+from bridge.store.postgres._conn import row_to_event, utc
 
 # delivery_counts: each state counted as a literal, so its partial index can serve it
 _COUNTED_STATES = ("pending", "dead", "delivered", "coalesced")
@@ -68,7 +68,7 @@ class PostgresInspection(PostgresBase):
                 counts.setdefault(c_row["listener"], {})[c_row["state"]] = int(c_row["n"])
             cur = await conn.execute("SELECT * FROM listeners")
             rows = {r["name"]: r for r in await cur.fetchall()}
-        return listener_states(counts, rows, _utc)
+        return listener_states(counts, rows, utc)
 
     async def list_events(self, query: EventQuery) -> list[EventRecord]:
         where, params = _where(event_filters(query), query.limit)
@@ -82,13 +82,13 @@ class PostgresInspection(PostgresBase):
                 params,
             )
             rows = await cur.fetchall()
-        return [EventRecord(_row_to_event(r), r["delivery_states"] or {}) for r in reversed(rows)]
+        return [EventRecord(row_to_event(r), r["delivery_states"] or {}) for r in reversed(rows)]
 
     async def get_event(self, event_id: str) -> Event | None:
         async with self._connection("get_event") as conn:
             cur = await conn.execute("SELECT * FROM events WHERE id = %s", (event_id,))
             row = await cur.fetchone()
-        return None if row is None else _row_to_event(row)
+        return None if row is None else row_to_event(row)
 
     async def list_deliveries(self, query: DeliveryQuery) -> list[DeliveryInfo]:
         where, params = _where(delivery_filters(query), query.limit)
@@ -102,7 +102,7 @@ class PostgresInspection(PostgresBase):
                 params,
             )
             rows = await cur.fetchall()
-        return [delivery_info_from_row(r, _utc) for r in reversed(rows)]
+        return [delivery_info_from_row(r, utc) for r in reversed(rows)]
 
     async def list_attempts(self, delivery_id: int) -> list[AttemptInfo]:
         async with self._connection("list_attempts") as conn:

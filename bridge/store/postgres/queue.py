@@ -21,14 +21,14 @@ from bridge.store._rows import dumps
 from bridge.store.base import MergeUpdates
 from bridge.store.postgres._base import PostgresBase
 from bridge.store.postgres._conn import (
-    _CHECK_TIMEOUT_S,
-    _LISTEN_PROBE_S,
+    CHECK_TIMEOUT_S,
+    LISTEN_PROBE_S,
     Conn,
-    _Deadline,
-    _describe,
-    _row_to_delivery,
-    _row_to_event,
+    Deadline,
+    describe_error,
     log,
+    row_to_delivery,
+    row_to_event,
 )
 
 # Only the chain head of each (listener, source, key) may be attempted: per-key order.
@@ -65,7 +65,7 @@ class PostgresQueue(PostgresBase):
                 {"listener": listener, "now": now, "limit": limit, "exclude": list(exclude_ids)},
             )
             rows = await cur.fetchall()
-        return [_row_to_delivery(r) for r in rows]
+        return [row_to_delivery(r) for r in rows]
 
     async def claim_deliveries(
         self,
@@ -109,7 +109,7 @@ class PostgresQueue(PostgresBase):
                 },
             )
             rows = await cur.fetchall()
-        return sorted((_row_to_delivery(r) for r in rows), key=lambda d: (d.next_at, d.id))
+        return sorted((row_to_delivery(r) for r in rows), key=lambda d: (d.next_at, d.id))
 
     async def release_claims(self, delivery_ids: Sequence[int], *, owner: str) -> None:
         if not delivery_ids:
@@ -273,7 +273,7 @@ class PostgresQueue(PostgresBase):
         run = coalescible_tail(await cur.fetchall(), _queued_entry, excluded)
         if not run:
             return 0
-        events = [_row_to_event(r) for r in run]
+        events = [row_to_event(r) for r in run]
         changes = merge(events)
         into: int | None = None
         if changes is not None:
@@ -322,7 +322,9 @@ class PostgresQueue(PostgresBase):
             try:
                 conn = await psycopg.AsyncConnection.connect(self._url, autocommit=True)
             except psycopg.Error as exc:
-                log.warning("LISTEN connection: %s; retrying in %.0fs", _describe(exc), pause_s)
+                log.warning(
+                    "LISTEN connection: %s; retrying in %.0fs", describe_error(exc), pause_s
+                )
                 await asyncio.sleep(pause_s)
                 pause_s = min(pause_s * 2, 10.0)
                 continue
@@ -331,17 +333,17 @@ class PostgresQueue(PostgresBase):
                 pause_s = 0.5
                 wake()  # whatever was committed while we were not listening
                 while True:
-                    async for _notify in conn.notifies(timeout=_LISTEN_PROBE_S):
+                    async for _notify in conn.notifies(timeout=LISTEN_PROBE_S):
                         wake()
                     # quiet for a while: is the server still there? (a silent network break
                     # would otherwise leave us listening to nothing, for good)
-                    timer = _Deadline(conn, _CHECK_TIMEOUT_S)
+                    timer = Deadline(conn, CHECK_TIMEOUT_S)
                     try:
                         await conn.execute("")
                     finally:
                         timer.cancel()
             except psycopg.Error as exc:
-                log.warning("LISTEN connection lost: %s; reconnecting", _describe(exc))
+                log.warning("LISTEN connection lost: %s; reconnecting", describe_error(exc))
                 await asyncio.sleep(pause_s)
             finally:
                 with contextlib.suppress(psycopg.Error):

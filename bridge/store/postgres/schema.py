@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bridge.store.base import SCHEMA_VERSION
 
-_MIGRATIONS: dict[int, str] = {
+MIGRATIONS: dict[int, str] = {
     1: """
     CREATE TABLE sources (
         name text PRIMARY KEY,
@@ -130,4 +130,4 @@ _MIGRATIONS: dict[int, str] = {
     """,
 }
 
-assert max(_MIGRATIONS) == SCHEMA_VERSION  # noqa: S101 - a programming error, caught by any test
+assert max(MIGRATIONS) == SCHEMA_VERSION  # noqa: S101 - a programming error, caught by any test

@@ -18,7 +18,7 @@ from bridge.models import Event, ItemKey, SourceState
 from bridge.store._rows import SOURCE_FIELDS, dumps, key_from_json, key_json
 from bridge.store.base import PollCommit, SnapshotHashes
 from bridge.store.postgres._base import PostgresBase
-from bridge.store.postgres._conn import Conn, _row_to_source
+from bridge.store.postgres._conn import Conn, row_to_source
 
 
 class PostgresSnapshots(PostgresBase):
@@ -28,13 +28,13 @@ class PostgresSnapshots(PostgresBase):
         async with self._connection("get_source_state") as conn:
             cur = await conn.execute("SELECT * FROM sources WHERE name = %s", (source,))
             row = await cur.fetchone()
-        return None if row is None else _row_to_source(row)
+        return None if row is None else row_to_source(row)
 
     async def list_source_states(self) -> list[SourceState]:
         async with self._connection("list_source_states") as conn:
             cur = await conn.execute("SELECT * FROM sources ORDER BY name")
             rows = await cur.fetchall()
-        return [_row_to_source(r) for r in rows]
+        return [row_to_source(r) for r in rows]
 
     async def load_hashes(self, source: str) -> SnapshotHashes:
         async with (
@@ -261,7 +261,7 @@ class PostgresSnapshots(PostgresBase):
             )
             row = await cur.fetchone()
         assert row is not None  # noqa: S101 - RETURNING always yields the row
-        return _row_to_source(row)
+        return row_to_source(row)
 
     async def record_poll_unchanged(
         self,

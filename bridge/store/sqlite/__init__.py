@@ -15,7 +15,7 @@ from bridge.store.sqlite._base import iso, parse_iso, row_to_event
 from bridge.store.sqlite.inspection import SQLiteInspection
 from bridge.store.sqlite.lock import claim_state_lock
 from bridge.store.sqlite.queue import SQLiteQueue
-from bridge.store.sqlite.schema import _MIGRATIONS
+from bridge.store.sqlite.schema import MIGRATIONS
 from bridge.store.sqlite.snapshots import SQLiteSnapshots
 
 
@@ -24,7 +24,7 @@ class SQLiteStore(SQLiteSnapshots, SQLiteQueue, SQLiteInspection):
 
 
 __all__ = [
-    "_MIGRATIONS",
+    "MIGRATIONS",
     "SQLiteStore",
     "claim_state_lock",
     "iso",

@@ -23,7 +23,7 @@ from bridge.errors import NoStateError, StoreError
 from bridge.models import AttemptResult, Event, SourceState
 from bridge.store._rows import event_from_row, source_from_row
 from bridge.store.base import SCHEMA_VERSION, Access
-from bridge.store.sqlite.schema import _MIGRATIONS
+from bridge.store.sqlite.schema import MIGRATIONS
 
 T = TypeVar("T")
 
@@ -41,7 +41,7 @@ def row_to_event(row: Mapping[str, Any]) -> Event:
     return event_from_row(row, parse_iso)
 
 
-def _row_to_source(row: Mapping[str, Any]) -> SourceState:
+def row_to_source(row: Mapping[str, Any]) -> SourceState:
     return source_from_row(row, parse_iso)
 
 
@@ -224,7 +224,7 @@ class SQLiteBase:
         for version in range(current + 1, SCHEMA_VERSION + 1):
             conn.execute("BEGIN IMMEDIATE")
             try:
-                step = _MIGRATIONS[version]
+                step = MIGRATIONS[version]
                 if callable(step):
                     step(self.database)
                 else:
@@ -234,7 +234,7 @@ class SQLiteBase:
                 conn.execute(f"PRAGMA user_version = {version}")
                 conn.execute("COMMIT")
             except BaseException:
-                _rollback(conn)
+                rollback(conn)
                 raise
 
     async def close(self) -> None:
@@ -260,7 +260,7 @@ class SQLiteBase:
             yield conn
             conn.execute("COMMIT")
         except BaseException:
-            _rollback(conn)
+            rollback(conn)
             raise
 
     def _bump_control(self) -> None:
@@ -287,7 +287,7 @@ def _file_identity(path: Path) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
-def _rollback(conn: sqlite3.Connection) -> None:
+def rollback(conn: sqlite3.Connection) -> None:
     # SQLite may already have rolled back (e.g. on SQLITE_FULL); a second ROLLBACK would raise
     # "no transaction is active" and hide the error that matters.
     if conn.in_transaction:

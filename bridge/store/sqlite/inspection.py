@@ -34,7 +34,7 @@ from bridge.store.base import (
     ReplayResult,
 )
 from bridge.store.sqlite._base import SQLiteBase, iso, parse_iso, row_to_event
-from bridge.store.sqlite.schema import _STATE_INDEX
+from bridge.store.sqlite.schema import STATE_INDEX
 
 
 class SQLiteInspection(SQLiteBase):
@@ -168,7 +168,7 @@ class SQLiteInspection(SQLiteBase):
         for state in states:
             # counting pending and dead every few seconds must not scan the delivered history;
             # without ANALYZE statistics the planner would pick the (listener, state) index
-            index = _STATE_INDEX.get(state)
+            index = STATE_INDEX.get(state)
             if index is None:
                 raise ValueError(f"unknown delivery state {state!r}")
             # the state as a literal: a partial index cannot serve a bound parameter

@@ -11,7 +11,7 @@ from bridge.core.queue_rules import QueuedEntry, coalescible_tail, state_after_a
 from bridge.models import AttemptResult, Delivery
 from bridge.store._rows import dumps
 from bridge.store.base import MergeUpdates
-from bridge.store.sqlite._base import SQLiteBase, _rollback, iso, row_to_event
+from bridge.store.sqlite._base import SQLiteBase, iso, rollback, row_to_event
 
 
 class SQLiteQueue(SQLiteBase):
@@ -160,7 +160,7 @@ class SQLiteQueue(SQLiteBase):
             states = [self._record_attempt(*attempt) for attempt in batch]
             conn.execute("COMMIT")
         except BaseException:
-            _rollback(conn)
+            rollback(conn)
             raise
         return states
 
@@ -252,7 +252,7 @@ class SQLiteQueue(SQLiteBase):
                 merged += self._coalesce_key(listener, source, key_text, at, excluded, merge)
             conn.execute("COMMIT")
         except BaseException:
-            _rollback(conn)
+            rollback(conn)
             raise
         return merged
 

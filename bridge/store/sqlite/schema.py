@@ -17,7 +17,7 @@ def _add_claimed_at(db: sqlite_utils.Database) -> None:
     db.table("deliveries").add_column("claimed_at", str)
 
 
-_MIGRATIONS: dict[int, str | Callable[[sqlite_utils.Database], None]] = {
+MIGRATIONS: dict[int, str | Callable[[sqlite_utils.Database], None]] = {
     1: """
     CREATE TABLE sources (
         name TEXT PRIMARY KEY,
@@ -123,9 +123,9 @@ _MIGRATIONS: dict[int, str | Callable[[sqlite_utils.Database], None]] = {
     5: _add_claimed_at,
 }
 
-assert max(_MIGRATIONS) == SCHEMA_VERSION  # noqa: S101 - a programming error, caught by any test
+assert max(MIGRATIONS) == SCHEMA_VERSION  # noqa: S101 - a programming error, caught by any test
 
-_STATE_INDEX = {
+STATE_INDEX = {
     "pending": "deliveries_due",
     "dead": "deliveries_dead",
     "delivered": "deliveries_state",

@@ -13,7 +13,7 @@ from bridge.errors import StaleSnapshot
 from bridge.models import Event, ItemKey, SourceState
 from bridge.store._rows import SOURCE_FIELDS, dumps, key_from_json
 from bridge.store.base import PollCommit, SnapshotHashes
-from bridge.store.sqlite._base import SQLiteBase, _rollback, _row_to_source, iso
+from bridge.store.sqlite._base import SQLiteBase, iso, rollback, row_to_source
 
 
 class SQLiteSnapshots(SQLiteBase):
@@ -24,14 +24,14 @@ class SQLiteSnapshots(SQLiteBase):
 
     def _get_source_state(self, source: str) -> SourceState | None:
         row = self.conn.execute("SELECT * FROM sources WHERE name = ?", (source,)).fetchone()
-        return None if row is None else _row_to_source(row)
+        return None if row is None else row_to_source(row)
 
     async def list_source_states(self) -> list[SourceState]:
         return await self._run(self._list_source_states)
 
     def _list_source_states(self) -> list[SourceState]:
         rows = self.conn.execute("SELECT * FROM sources ORDER BY name").fetchall()
-        return [_row_to_source(r) for r in rows]
+        return [row_to_source(r) for r in rows]
 
     async def load_hashes(self, source: str) -> SnapshotHashes:
         return await self._run(self._load_hashes, source)
@@ -97,7 +97,7 @@ class SQLiteSnapshots(SQLiteBase):
             self._write_source_state(commit, version + 1)
             conn.execute("COMMIT")
         except BaseException:
-            _rollback(conn)
+            rollback(conn)
             raise
         return events
 
@@ -245,7 +245,7 @@ class SQLiteSnapshots(SQLiteBase):
             state = self._get_source_state(source)
             conn.execute("COMMIT")
         except BaseException:
-            _rollback(conn)
+            rollback(conn)
             raise
         assert state is not None  # noqa: S101
         return state
