@@ -174,24 +174,15 @@ class SQLiteBase:
         if not path.exists():
             raise NoStateError(self.location)
         mode = "ro" if self.access == "read" else "rw"
-        uri = f"{path.absolute().as_uri()}?mode={mode}"
-        conn = sqlite3.connect(
-            uri,
-            uri=True,
-            timeout=self._busy_timeout_s,
-            isolation_level=None,
-            check_same_thread=False,
-        )
         try:
-            conn.row_factory = sqlite3.Row
-            if self.access == "read":
-                conn.execute("PRAGMA query_only = ON")
-            else:
-                conn.execute("PRAGMA foreign_keys = ON")
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-        except BaseException:
-            conn.close()
-            raise
+            conn, version = self._connect(f"{path.absolute().as_uri()}?mode={mode}")
+        except sqlite3.OperationalError:
+            if self.access != "read" or os.access(path.parent, os.W_OK):
+                raise
+            # A read-only file system (a stopped service's disk mounted ro, a backup): WAL
+            # mode needs a -shm file SQLite cannot create there. Nothing can write to such a
+            # file system, so the file is immutable and may be read as such.
+            conn, version = self._connect(f"{path.absolute().as_uri()}?mode=ro&immutable=1")
         if version != SCHEMA_VERSION:
             conn.close()
             if version == 0:
@@ -210,6 +201,27 @@ class SQLiteBase:
             )
         self._conn = conn
         self.db = sqlite_utils.Database(conn)
+
+    def _connect(self, uri: str) -> tuple[sqlite3.Connection, int]:
+        """Connect to ``uri`` for :meth:`_attach`, and read its schema version."""
+        conn = sqlite3.connect(
+            uri,
+            uri=True,
+            timeout=self._busy_timeout_s,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        try:
+            conn.row_factory = sqlite3.Row
+            if self.access == "read":
+                conn.execute("PRAGMA query_only = ON")
+            else:
+                conn.execute("PRAGMA foreign_keys = ON")
+            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        except BaseException:
+            conn.close()
+            raise
+        return conn, version
 
     def _migrate(self) -> None:
         conn = self.conn
