@@ -302,9 +302,16 @@ class Daemon:
 
     async def run(self) -> int:
         """Run until stopped; return the exit code."""
-        await self._start()
-        loop = asyncio.get_running_loop()
         handlers: list[signal.Signals] = []
+        # a stop may come while the start waits on the store or on leases: take it from the
+        # first moment (a reload only once there is something to reload)
+        _on_signals(handlers, (signal.SIGTERM, self.request_stop))
+        _on_signals(handlers, (signal.SIGINT, self.request_stop))
+        try:
+            await self._start()
+        except BaseException:
+            _off_signals(handlers)
+            raise
         assert self.dispatcher is not None and self.leases is not None  # noqa: S101
         dispatch = asyncio.create_task(self.dispatcher.run(), name="dispatcher")
         self.health.watch("the delivery loop", dispatch)
@@ -314,14 +321,7 @@ class Daemon:
             await self.endpoint.start(self.config)
             self.schedule.start(self.config.sources, self.clock())
             await self.heartbeat.beat(force_write=True)
-            for sig, handler in (
-                (signal.SIGTERM, self.request_stop),
-                (signal.SIGINT, self.request_stop),
-                (signal.SIGHUP, self.request_reload),
-            ):
-                with contextlib.suppress(NotImplementedError, RuntimeError):
-                    loop.add_signal_handler(sig, handler)
-                    handlers.append(sig)
+            _on_signals(handlers, (signal.SIGHUP, self.request_reload))
             self.health.watch("the heartbeat", self._spawn(self.heartbeat.run(), "heartbeat"))
             if self.notifier.watchdog_interval_s is not None:
                 self._spawn(self._watchdog_loop(self.notifier.watchdog_interval_s), "watchdog")
@@ -336,9 +336,7 @@ class Daemon:
             await self._stop.wait()
             await self._shutdown(dispatch)
         finally:
-            for sig in handlers:
-                with contextlib.suppress(NotImplementedError, RuntimeError):
-                    loop.remove_signal_handler(sig)
+            _off_signals(handlers)
             for task in list(self._background):
                 task.cancel()
             await asyncio.gather(*self._background, return_exceptions=True)
@@ -550,3 +548,22 @@ class Daemon:
             configure_logging(self.log_level_override or nb.log_level, self.redact, nb.log_format)
         if ob.http != nb.http:
             await self.endpoint.restart(new)
+
+
+def _on_signals(
+    handlers: list[signal.Signals], *pairs: tuple[signal.Signals, Callable[[], None]]
+) -> None:
+    """Handle each signal in the running loop; remember it in ``handlers``."""
+    loop = asyncio.get_running_loop()
+    for sig, handler in pairs:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, handler)
+            handlers.append(sig)
+
+
+def _off_signals(handlers: list[signal.Signals]) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in handlers:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.remove_signal_handler(sig)
+    handlers.clear()
