@@ -178,12 +178,11 @@ class Poller:
         redirect_headers: Collection[str],
     ) -> Fetched:
         base_headers = {"user-agent": USER_AGENT, "accept": "application/json, */*;q=0.5"}
-        own_headers = {**base_headers, **(headers or {})}
+        # header names are case-insensitive: a source's User-Agent replaces ours, not joins it
+        given = {k.lower(): v for k, v in (headers or {}).items()}
+        own_headers = {**base_headers, **given}
         kept = {name.lower() for name in redirect_headers}
-        foreign_headers = {
-            **base_headers,
-            **{k: v for k, v in (headers or {}).items() if k.lower() in kept},
-        }
+        foreign_headers = {**base_headers, **{k: v for k, v in given.items() if k in kept}}
         client = self.clients.get(source, self.client)
         current_url = url
         current_method = method

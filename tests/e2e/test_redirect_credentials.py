@@ -133,3 +133,14 @@ def test_redirect_headers_names_the_headers_that_may_follow(tmp_path):
     assert "x-trace: t-1" in target.seen[0].lower()
     assert SECRET not in target.seen[0]
     assert "user-agent: pollbridge/" in target.seen[0].lower()
+
+
+@pytest.mark.e2e
+def test_a_sources_user_agent_replaces_pollbridges_once(tmp_path):
+    """Header names are case-insensitive: ``User-Agent`` in ``headers`` is sent once, as given."""
+    with _Recorder("127.0.0.1") as api:
+        line = 'headers = { User-Agent = "mine/1.0" }'
+        result = run_cli("poll", "s", "--config", str(_config(tmp_path, api.url(), "", line)))
+    assert result.returncode == 0, result.stderr
+    agents = [h for h in api.seen[0].lower().splitlines() if h.startswith("user-agent:")]
+    assert agents == ["user-agent: mine/1.0"]
