@@ -47,6 +47,8 @@ INVALID = {
     "bad duration": '[[sources]]\nname = "later"\nurl = "http://127.0.0.1:9/x"\nevery = "soon"\n',
     "duplicate listener": "{keep}",
     "bad URL": '[[listeners]]\nname = "ftp"\nurl = "ftp://127.0.0.1/x"\n',
+    # an empty file would drop every source and listener (issue 20, item 9): rejected too
+    "empty file": "",
 }
 
 
@@ -127,6 +129,8 @@ class Configs:
         return configs.config_text(self.path.parent / "state.db", *tables), has
 
     def invalid(self, kind: str) -> str:
+        if kind == "empty file":
+            return ""
         text, _has = self.valid()
         return text + "\n" + INVALID[kind].format(keep=self._keep())
 
