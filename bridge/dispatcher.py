@@ -421,7 +421,9 @@ class Dispatcher:
     async def _attempt(self, listener: ListenerConfig, delivery: Delivery, probe: bool) -> None:
         settled = False
         try:
-            result = self._redacted(await self.sender.send(listener, delivery.event, self.clock()))
+            result = redacted(
+                await self.sender.send(listener, delivery.event, self.clock()), self.redact
+            )
             failed = delivery.attempts + 1
             next_at: float | None = None
             if not result.ok and result.retryable:
@@ -519,16 +521,6 @@ class Dispatcher:
         self._paused_checked = self.monotonic()
         await self.store.set_listener_paused(name, True, reason, self.clock())
 
-    def _redacted(self, result: AttemptResult) -> AttemptResult:
-        # a listener may echo the headers it was sent (tokens) in its error response
-        return replace(
-            result,
-            error=None if result.error is None else self.redact(result.error),
-            response_excerpt=(
-                None if result.response_excerpt is None else self.redact(result.response_excerpt)
-            ),
-        )
-
     async def _record(
         self, delivery: Delivery, result: AttemptResult, next_at: float | None
     ) -> str:
@@ -581,3 +573,15 @@ class Dispatcher:
             return False
         next_at = await self.store.next_due_at(sorted(self._rate_blocked), [])
         return next_at is not None and next_at <= self.clock().timestamp()
+
+
+def redacted(result: AttemptResult, redact: Callable[[str], str]) -> AttemptResult:
+    """``result`` with secrets out of its error and excerpt: a listener may echo the headers
+    it was sent (tokens) in its error response."""
+    return replace(
+        result,
+        error=None if result.error is None else redact(result.error),
+        response_excerpt=(
+            None if result.response_excerpt is None else redact(result.response_excerpt)
+        ),
+    )

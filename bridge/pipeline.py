@@ -166,7 +166,13 @@ def _release(lists: list[list[Item]]) -> None:
 
 
 class Pipeline:
-    """Polls sources and records their changes; shared by the daemon and the CLI."""
+    """Polls sources and records their changes; shared by the daemon and the CLI.
+
+    One class on purpose: a poll's outcomes (unchanged, baseline, held, committed, failed)
+    each update the source's state and backoff in the store, and the no-events-from-a-bad-poll
+    rule is readable only where every branch is in view. The page walk is
+    :mod:`bridge.http.pages`; the pure rules are in :mod:`bridge.core`.
+    """
 
     def __init__(
         self,
