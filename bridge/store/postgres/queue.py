@@ -258,6 +258,11 @@ class PostgresQueue(PostgresBase):
         excluded: set[int],
         merge: MergeUpdates,
     ) -> int:
+        # A poll commit of this source locks its row too: hold it, so no event of the source
+        # is committed between reading the run and writing the merged event. Otherwise a
+        # later update committed meanwhile would get a lower seq than the merged event, and the
+        # key's webhooks would go out of order.
+        await conn.execute("SELECT 1 FROM sources WHERE name = %s FOR UPDATE", (source,))
         # FOR UPDATE: another instance's claim (SKIP LOCKED) passes these rows by meanwhile.
         cur = await conn.execute(
             """
