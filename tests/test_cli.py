@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 
 from bridge import __version__
-from bridge.cli.inspection import status_doc, status_text
+from bridge.cli.inspection import status_text
 from bridge.core.signing import decode_secret, generate_secret
 from bridge.daemon import claim_sqlite_state
 from bridge.models import SourceState
+from bridge.state_view import status_doc
 from tests.support.daemon import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]

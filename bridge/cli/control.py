@@ -7,8 +7,8 @@ import sys
 
 from bridge._render import dumps
 from bridge.cli._common import now_utc, require_configured, require_known, since, with_store
-from bridge.cli.inspection import daemon_view
 from bridge.errors import UsageError
+from bridge.state_view import daemon_doc
 from bridge.store import ReplayRequest, Store
 
 
@@ -62,7 +62,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 async def who_sends(store: Store, how_soon: str) -> str:
     """Who will send what an operator just queued: the running daemon, or nobody yet."""
-    daemon = daemon_view(await store.read_runtime(), now_utc())
+    daemon = daemon_doc(await store.read_runtime(), now_utc())
     if daemon is not None and daemon["running"]:
         return f"a running daemon sends them {how_soon}"
     return "no daemon is running on this state: `pollbridge run` sends them when it starts"

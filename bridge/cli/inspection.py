@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import asdict
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -26,7 +26,8 @@ from bridge.cli._common import (
 from bridge.core.extract import key_text
 from bridge.core.payload import event_envelope
 from bridge.errors import BridgeError
-from bridge.models import Event, ListenerState, SourceState
+from bridge.models import Event
+from bridge.state_view import parse_time, status_doc
 from bridge.store import (
     AttemptInfo,
     DeliveryInfo,
@@ -36,55 +37,6 @@ from bridge.store import (
     Store,
     is_shared,
 )
-
-RUNNING_HEARTBEAT_S = 30.0
-"""A daemon whose runtime status is older than this is reported as not responding."""
-
-
-def daemon_view(runtime: dict[str, Any] | None, now: datetime) -> dict[str, Any] | None:
-    if runtime is None:
-        return None
-    heartbeat = _parse_time(runtime.get("heartbeat_at"))
-    stopped = _parse_time(runtime.get("stopped_at"))
-    age = None if heartbeat is None else (now - heartbeat).total_seconds()
-    running = stopped is None and age is not None and age <= RUNNING_HEARTBEAT_S
-    return {
-        "running": running,
-        "responding": stopped is not None or running,
-        "pid": runtime.get("pid"),
-        "version": runtime.get("version"),
-        "started_at": runtime.get("started_at"),
-        "heartbeat_at": runtime.get("heartbeat_at"),
-        "stopped_at": runtime.get("stopped_at"),
-        "http": runtime.get("http"),
-        "config_files": runtime.get("config_files", []),
-        "last_reload": runtime.get("last_reload"),
-        "mode": runtime.get("mode", "daemon"),
-        "last_run": runtime.get("last_run"),
-        "problems": runtime.get("problems", []) if running else [],
-        "internal_errors": runtime.get("internal_errors", 0),
-    }
-
-
-def _next_poll(runtime_source: dict[str, Any], now: datetime) -> str | None:
-    """The next poll as of ``now``: the runtime status is a few seconds old, so an interval
-    source's recorded next poll is moved forward along its grid."""
-    moment = _parse_time(runtime_source.get("next_poll_at"))
-    interval_s = runtime_source.get("interval_s")
-    if moment is None:
-        return None
-    if isinstance(interval_s, int | float) and interval_s > 0 and moment < now:
-        skipped = int((now - moment).total_seconds() // interval_s) + 1
-        moment += timedelta(seconds=skipped * interval_s)
-    return moment.isoformat()
-
-
-def _parse_time(text: Any) -> datetime | None:
-    return datetime.fromisoformat(text) if isinstance(text, str) else None
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.isoformat()
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -101,75 +53,6 @@ def cmd_status(args: argparse.Namespace) -> int:
     return with_store(args, "read", body, no_state(args, empty))
 
 
-def status_doc(
-    location: str,
-    runtime: dict[str, Any] | None,
-    sources: list[SourceState],
-    listeners: list[ListenerState],
-    now: datetime,
-) -> dict[str, Any]:
-    daemon = daemon_view(runtime, now)
-    rt_sources: dict[str, Any] = (runtime or {}).get("sources", {})
-    rt_listeners: dict[str, Any] = (runtime or {}).get("listeners", {})
-    live = daemon is not None and daemon["running"]
-    by_name = {s.name: s for s in sources}
-    source_rows = []
-    for name in sorted(set(by_name) | set(rt_sources)):
-        s = by_name.get(name) or SourceState(name)
-        rt = rt_sources.get(name, {})
-        if s.held_reason:
-            state = "held"
-        elif s.not_before is not None and s.not_before > now:
-            state = "backoff"
-        elif s.consecutive_failures:
-            state = "failing"
-        elif s.last_poll_at is None:
-            state = "never polled"
-        else:
-            state = "ok"
-        source_rows.append(
-            {
-                "name": name,
-                "configured": None if runtime is None else name in rt_sources,
-                "schedule": rt.get("schedule"),
-                "state": state,
-                "last_poll_at": _iso(s.last_poll_at),
-                "last_result": s.last_result,
-                "last_duration_s": s.last_duration_s,
-                "last_success_at": _iso(s.last_success_at),
-                "last_error": s.last_error,
-                "item_count": s.item_count,
-                "consecutive_failures": s.consecutive_failures,
-                "next_poll_at": _next_poll(rt, now) if live else None,
-                "backoff_until": _iso(s.not_before),
-                "held_reason": s.held_reason,
-                "held_polls": s.held_polls,
-            }
-        )
-    by_listener = {lst.name: lst for lst in listeners}
-    listener_rows = []
-    for name in sorted(set(by_listener) | set(rt_listeners)):
-        lst = by_listener.get(name) or ListenerState(name)
-        rt = rt_listeners.get(name, {})
-        state = "paused" if lst.paused else (rt.get("state") if live else None) or "active"
-        listener_rows.append(
-            {
-                "name": name,
-                "configured": None if runtime is None else name in rt_listeners,
-                "state": state,
-                "paused_reason": lst.paused_reason,
-                "pending": lst.pending,
-                "in_flight": rt.get("in_flight", 0) if live else 0,
-                "dead": lst.dead,
-                "delivered": lst.delivered,
-                "last_success_at": _iso(lst.last_success_at),
-                "last_failure_at": _iso(lst.last_failure_at),
-                "last_error": lst.last_error,
-            }
-        )
-    return {"state": location, "daemon": daemon, "sources": source_rows, "listeners": listener_rows}
-
-
 def status_text(doc: dict[str, Any], now: datetime) -> str:
     out = []
     daemon = doc["daemon"]
@@ -183,10 +66,10 @@ def status_text(doc: dict[str, Any], now: datetime) -> str:
         out.append("daemon:  no record (it has not run since this state was created)")
     elif daemon["running"]:
         extra = f", metrics {daemon['http']}" if daemon.get("http") else ""
-        started = _parse_time(daemon["started_at"]) or now
+        started = parse_time(daemon["started_at"]) or now
         out.append(
             f"daemon:  running (pid {daemon['pid']}, up {span((now - started).total_seconds())}"
-            f", heartbeat {ago(_parse_time(daemon['heartbeat_at']), now)}{extra})"
+            f", heartbeat {ago(parse_time(daemon['heartbeat_at']), now)}{extra})"
         )
     elif daemon["stopped_at"] and daemon.get("mode") == "once":
         run = daemon.get("last_run") or {}
@@ -199,21 +82,21 @@ def status_text(doc: dict[str, Any], now: datetime) -> str:
         )
         out.append(
             f"daemon:  not running (last `run --once` "
-            f"{ago(_parse_time(daemon['stopped_at']), now)}{what})"
+            f"{ago(parse_time(daemon['stopped_at']), now)}{what})"
         )
     elif daemon["stopped_at"]:
-        out.append(f"daemon:  not running (stopped {ago(_parse_time(daemon['stopped_at']), now)})")
+        out.append(f"daemon:  not running (stopped {ago(parse_time(daemon['stopped_at']), now)})")
     else:
         out.append(
             f"daemon:  NOT RESPONDING (pid {daemon['pid']}, last heartbeat "
-            f"{ago(_parse_time(daemon['heartbeat_at']), now)}; crashed or killed?)"
+            f"{ago(parse_time(daemon['heartbeat_at']), now)}; crashed or killed?)"
         )
     problems = (daemon or {}).get("problems") or []
     if problems:
         out.append(f"health:  UNHEALTHY: {'; '.join(problems)}")
     reload = (daemon or {}).get("last_reload")
     if reload and not reload.get("ok"):
-        out.append(f"reload:  FAILED {ago(_parse_time(reload['at']), now)}: {reload['error']}")
+        out.append(f"reload:  FAILED {ago(parse_time(reload['at']), now)}: {reload['error']}")
     out.append(f"state:   {doc['state']}")
     out.append("")
     rows = []
@@ -223,7 +106,7 @@ def status_text(doc: dict[str, Any], now: datetime) -> str:
             state = f"held: {s['held_reason']}"
         elif state == "backoff":
             state = (
-                f"backoff (next poll {until(_parse_time(s['backoff_until']), now)}): "
+                f"backoff (next poll {until(parse_time(s['backoff_until']), now)}): "
                 f"{s['last_error']}"
             )
         elif state == "failing":
@@ -234,11 +117,11 @@ def status_text(doc: dict[str, Any], now: datetime) -> str:
         rows.append(
             [
                 s["name"],
-                ago(_parse_time(s["last_poll_at"]), now),
+                ago(parse_time(s["last_poll_at"]), now),
                 s["last_result"],
                 None if duration is None else span(duration),
                 s["item_count"],
-                until(_parse_time(s["next_poll_at"]), now),
+                until(parse_time(s["next_poll_at"]), now),
                 state,
             ]
         )
@@ -259,7 +142,7 @@ def status_text(doc: dict[str, Any], now: datetime) -> str:
             state += f": {lst['paused_reason']}"
         if lst["configured"] is False:
             state += " (not configured)"
-        failure = ago(_parse_time(lst["last_failure_at"]), now)
+        failure = ago(parse_time(lst["last_failure_at"]), now)
         if lst["last_failure_at"] and lst["last_error"]:
             failure += f": {lst['last_error']}"
         rows.append(
@@ -269,7 +152,7 @@ def status_text(doc: dict[str, Any], now: datetime) -> str:
                 lst["in_flight"],
                 lst["dead"],
                 state,
-                ago(_parse_time(lst["last_success_at"]), now),
+                ago(parse_time(lst["last_success_at"]), now),
                 failure,
             ]
         )

@@ -19,6 +19,7 @@ import jinja2
 import orjson
 from aiohttp import web
 
+from bridge import state_view
 from bridge.console import security, views
 from bridge.console.actions import ActionResult, Actions
 from bridge.console.history import PollHistory, last_day
@@ -198,7 +199,7 @@ async def overview(request: web.Request) -> web.Response:
     now = console.clock()
     store = console.store
     runtime = console.runtime_status()
-    doc = views.status_doc(
+    doc = state_view.status_doc(
         store.location,
         runtime,
         await store.list_source_states(),
@@ -228,7 +229,7 @@ async def overview(request: web.Request) -> web.Response:
         {
             "title": "Overview",
             "daemon": daemon,
-            "uptime": views.relative(views.parse_time(daemon.get("started_at")), now),
+            "uptime": views.relative(state_view.parse_time(daemon.get("started_at")), now),
             "state_location": doc["state"],
             "sources": source_rows,
             "listeners": listener_rows,

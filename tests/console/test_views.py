@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from bridge import state_view
 from bridge.console import views
 from bridge.models import Event, ListenerState, SourceState
 from bridge.store import AttemptInfo, DeliveryInfo
@@ -47,7 +48,7 @@ def test_status_doc_states_and_the_next_poll():
         SourceState("late", not_before=NOW + timedelta(minutes=5), last_poll_at=NOW),
     ]
     listeners = [ListenerState("crm", pending=4, dead=1), ListenerState("gone", paused=True)]
-    doc = views.status_doc("/var/lib/state.db", _runtime(), sources, listeners, NOW)
+    doc = state_view.status_doc("/var/lib/state.db", _runtime(), sources, listeners, NOW)
     states = {s["name"]: s["state"] for s in doc["sources"]}
     assert states == {"catalog": "held", "flaky": "failing", "late": "backoff", "orders": "ok"}
     orders = next(s for s in doc["sources"] if s["name"] == "orders")
@@ -64,18 +65,18 @@ def test_status_doc_states_and_the_next_poll():
 def test_a_stopped_daemon_reports_no_live_numbers():
     """Without a fresh heartbeat: not running, no next poll, nothing in flight."""
     runtime = _runtime(heartbeat_at=(NOW - timedelta(minutes=5)).isoformat())
-    doc = views.status_doc("s", runtime, [SourceState("orders")], [], NOW)
+    doc = state_view.status_doc("s", runtime, [SourceState("orders")], [], NOW)
     assert doc["daemon"]["running"] is False and doc["daemon"]["responding"] is False
     assert doc["sources"][0]["next_poll_at"] is None
     assert doc["sources"][0]["state"] == "never polled"
     assert doc["listeners"][0]["in_flight"] == 0
-    assert views.status_doc("s", None, [], [], NOW)["daemon"] is None
+    assert state_view.status_doc("s", None, [], [], NOW)["daemon"] is None
 
 
 def test_rows_say_why_and_pick_a_colour():
     """A held source says how many deletions and polls, a failing one its error; a paused
     listener its reason; an active listener with dead deliveries is a warning."""
-    doc = views.status_doc(
+    doc = state_view.status_doc(
         "s",
         _runtime(),
         [
