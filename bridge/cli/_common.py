@@ -20,7 +20,7 @@ from bridge.config import (
     locate_state,
     resolve_config_path,
 )
-from bridge.core.durations import parse_duration
+from bridge.core.durations import parse_since
 from bridge.core.redaction import redact_url
 from bridge.errors import BridgeError, NoStateError, UsageError
 from bridge.models import CHANGE_TYPES
@@ -83,16 +83,9 @@ def since(text: str | None, at: datetime) -> datetime | None:
     if text is None:
         return None
     try:
-        return at - parse_duration(text)
-    except ValueError:
-        pass
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise UsageError(
-            f"--since {text!r}: expected a duration (30m, 1h, 2d) or a time (2026-11-23T12:00:00Z)"
-        ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+        return parse_since(text, at)
+    except ValueError as exc:
+        raise UsageError(f"--since {exc}") from None
 
 
 def event_type(text: str | None) -> str | None:

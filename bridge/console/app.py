@@ -20,11 +20,12 @@ import orjson
 from aiohttp import web
 
 from bridge import state_view
+from bridge._render import stamp
 from bridge.console import security, views
 from bridge.console.actions import ActionResult, Actions
 from bridge.console.history import PollHistory, last_day
 from bridge.console.sparkline import bucket_counts, legend, sparkline_svg
-from bridge.core.durations import parse_duration
+from bridge.core.durations import parse_since
 from bridge.core.render import BodyFormat, RenderFailed, render_body
 from bridge.errors import StoreError
 from bridge.models import CHANGE_TYPES, Event
@@ -148,7 +149,7 @@ async def _page(
     auth = _auth(request)
     notice = request.cookies.get(NOTICE_COOKIE)
     base = {
-        "now": views.stamp(console.clock()),
+        "now": stamp(console.clock()),
         "path": request.path_qs,
         "actions_enabled": bool(token),
         "logged_in": auth is not None,
@@ -257,16 +258,9 @@ def _since(text: str | None, now: datetime) -> datetime | None:
     if not text:
         return None
     try:
-        return now - parse_duration(text)
-    except ValueError:
-        pass
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise _bad_request(
-            f"since={text!r}: expected a duration (30m, 1h, 2d) or a time (2026-11-23T12:00:00Z)"
-        ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+        return parse_since(text, now)
+    except ValueError as exc:
+        raise _bad_request(f"since={exc}") from None
 
 
 async def events(request: web.Request) -> web.Response:
@@ -294,7 +288,7 @@ async def events(request: web.Request) -> web.Response:
     rows = [
         {
             "id": r.event.id,
-            "time": views.stamp(r.event.timestamp),
+            "time": stamp(r.event.timestamp),
             "ago": views.relative(r.event.timestamp, now),
             "source": r.event.source,
             "key": views.key_label(r.event),
@@ -378,7 +372,7 @@ async def event(request: web.Request) -> web.Response:
             "title": f"Event {found.id}",
             "event": views.event_doc(found),
             "key": views.key_label(found),
-            "time": views.stamp(found.timestamp),
+            "time": stamp(found.timestamp),
             "ago": views.relative(found.timestamp, now),
             "fields": [vars(r) for r in views.field_rows(found)],
             "changes": [orjson.dumps(op).decode() for op in found.changes],

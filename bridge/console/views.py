@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from bridge._render import stamp
 from bridge.console.sparkline import Buckets, delivery_outcome
 from bridge.core.extract import key_text
 from bridge.core.payload import event_envelope
@@ -53,11 +54,6 @@ def relative(moment: datetime | None, now: datetime) -> str:
     if abs(seconds) < 1:
         return "just now"
     return f"{_amount(seconds)} ago" if seconds > 0 else f"in {_amount(-seconds)}"
-
-
-def stamp(moment: datetime | None) -> str:
-    """``2026-11-23 12:00:05Z``; ``-`` for none."""
-    return "-" if moment is None else moment.strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def took(seconds: float | None) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -30,6 +30,22 @@ def parse_duration(text: str) -> timedelta:
         return timedelta(seconds=total)
     except OverflowError:
         raise ValueError(f"duration {text!r} is too long") from None
+
+
+def parse_since(text: str, at: datetime) -> datetime:
+    """A ``since`` filter: a duration back from ``at`` (``30m``, ``1h``, ``2d``) or an RFC 3339
+    time (UTC when it names no zone). ValueError, saying what is expected, for anything else."""
+    try:
+        return at - parse_duration(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(
+            f"{text!r}: expected a duration (30m, 1h, 2d) or a time (2026-11-23T12:00:00Z)"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def format_duration(value: timedelta) -> str:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.core.durations import format_duration, parse_duration
+from bridge.core.durations import format_duration, parse_duration, parse_since
 
 
 @pytest.mark.parametrize(
@@ -82,3 +82,21 @@ def test_sub_second_durations_round_trip(millis: int) -> None:
     """Sub-second durations render in milliseconds and parse back unchanged."""
     value = timedelta(milliseconds=millis)
     assert parse_duration(format_duration(value)) == value
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("1h", datetime(2026, 11, 23, 11, tzinfo=UTC)),
+        ("2026-11-23T10:00:00Z", datetime(2026, 11, 23, 10, tzinfo=UTC)),
+        ("2026-11-23T10:00:00", datetime(2026, 11, 23, 10, tzinfo=UTC)),
+    ],
+)
+def test_since_is_a_duration_back_or_a_time(text: str, expected: datetime) -> None:
+    """The CLI's --since and the console's since= read the same: a duration or a UTC time."""
+    assert parse_since(text, datetime(2026, 11, 23, 12, tzinfo=UTC)) == expected
+
+
+def test_since_says_what_it_expects() -> None:
+    with pytest.raises(ValueError, match=r"expected a duration .* or a time"):
+        parse_since("yesterday", datetime(2026, 11, 23, 12, tzinfo=UTC))
