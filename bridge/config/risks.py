@@ -16,7 +16,6 @@ from bridge.config.listeners import ListenerConfig
 from bridge.config.schema import Config
 from bridge.config.sensitive import credential_of, credential_pairs
 from bridge.config.sources import SourceConfig
-from bridge.console.security import exposure_warning
 
 PUBLISHED_SECRETS = frozenset({"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"})
 """Secrets that pollbridge's own examples have shipped (in config/ and its history): anyone
@@ -172,3 +171,25 @@ def risky_settings(config: Config) -> list[ConfigWarning]:
             )
         )
     return found
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or ``localhost``) reaches only this machine."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def exposure_warning(address: tuple[str, int] | None, token: str | None) -> str | None:
+    """Why a console reachable from other machines without ``http_token`` is risky, or None
+    (the text follows ``[bridge] http``: the daemon and ``check`` say where it is set)."""
+    if address is None or token or is_loopback(address[0]):
+        return None
+    return (
+        f"listens on {address[0]}, not only on loopback, and http_token is not set: anyone "
+        "who reaches the port can read the console (events, item data, errors); bind to "
+        '127.0.0.1 (behind a proxy), and set http_token = "${POLLBRIDGE_HTTP_TOKEN}" to act'
+    )

@@ -14,9 +14,14 @@ from bridge.store import ReplayRequest, Store
 
 if TYPE_CHECKING:
     from bridge.config import Config, ListenerConfig
-    from bridge.daemon.schedule import Schedule
     from bridge.dispatcher import Dispatcher
     from bridge.http.sender import Sender
+
+
+class _Schedule(Protocol):
+    """What the console asks of the daemon's schedule."""
+
+    def poll_now(self, name: str, now: datetime) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -52,7 +57,7 @@ class DaemonLike(Protocol):
     @property
     def dispatcher(self) -> Dispatcher | None: ...
     @property
-    def schedule(self) -> Schedule: ...
+    def schedule(self) -> _Schedule: ...
 
 
 def sample_event(listener: ListenerConfig, sources: Sequence[str], now: datetime) -> Event:
@@ -169,12 +174,7 @@ class DaemonActions:
 
     def _poll_soon(self, source: str) -> bool:
         """Move the source's scheduled poll to now: the scheduler still runs one at a time."""
-        scheduler = self.daemon.schedule.scheduler
-        job = None if scheduler is None else scheduler.get_job(f"poll:{source}")
-        if job is None:
-            return False
-        job.modify(next_run_time=self.daemon.clock())
-        return True
+        return self.daemon.schedule.poll_now(source, self.daemon.clock())
 
     async def send_test(self, listener: str) -> ActionResult:
         config = self._listener(listener)

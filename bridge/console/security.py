@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
@@ -105,25 +104,3 @@ def post_refusal(
         if not _same(form_csrf or headers.get("X-CSRF-Token"), csrf_token(token)):
             return "missing or wrong anti-CSRF token: reload the page and try again"
     return None
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` (an address or ``localhost``) reaches only this machine."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def exposure_warning(address: tuple[str, int] | None, token: str | None) -> str | None:
-    """Why a console reachable from other machines without ``http_token`` is risky, or None
-    (the text follows ``[bridge] http``: the daemon and ``check`` say where it is set)."""
-    if address is None or token or is_loopback(address[0]):
-        return None
-    return (
-        f"listens on {address[0]}, not only on loopback, and http_token is not set: anyone "
-        "who reaches the port can read the console (events, item data, errors); bind to "
-        '127.0.0.1 (behind a proxy), and set http_token = "${POLLBRIDGE_HTTP_TOKEN}" to act'
-    )

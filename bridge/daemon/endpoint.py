@@ -9,8 +9,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bridge.config import Config
+from bridge.config.risks import exposure_warning
 from bridge.console.app import Console
-from bridge.console.security import exposure_warning
 from bridge.errors import ConfigError
 from bridge.httpd import HttpServer, create_app
 from bridge.metrics import Metrics

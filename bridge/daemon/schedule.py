@@ -122,6 +122,15 @@ class Schedule:
         next_at: datetime | None = getattr(job, "next_run_time", None) if job else None
         return next_at
 
+    def poll_now(self, name: str, now: datetime) -> bool:
+        """Move ``name``'s next scheduled poll to ``now`` (one poll at a time still holds);
+        False when the source has no job (unknown, or the scheduler is not running)."""
+        job = None if self.scheduler is None else self.scheduler.get_job(f"poll:{name}")
+        if job is None:
+            return False
+        job.modify(next_run_time=now)
+        return True
+
     def pause(self) -> None:
         """Start no new job; running polls go on (shutdown() would cancel them mid-poll)."""
         if self.scheduler is not None:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from bridge.config.risks import exposure_warning
 from bridge.console.security import (
     SECURITY_HEADERS,
     authenticated,
     csrf_token,
-    exposure_warning,
     post_refusal,
     same_origin,
     session_value,
