@@ -24,6 +24,8 @@ class Item:
     key_text: str
     value: JSON
     hash: str
+    list_hash: str | None = None
+    """Detail sources: the hash of the item's list entry (its value and hash are the detail)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,9 +15,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from bridge.config import Config, SourceConfig
+from bridge.core.detail import list_hash_refreshes
 from bridge.core.diff import DiffPlan, build_changes, plan_diff
 from bridge.core.extract import ExtractionFailed, extract_items
 from bridge.core.formats import FormatError, parse_document
+from bridge.core.graphql import graphql_error
 from bridge.core.guards import decide_hold, deletion_digest, excessive_deletes
 from bridge.core.hashing import hash_value
 from bridge.core.pagination import PaginationFailed, combine_pages
@@ -25,6 +27,7 @@ from bridge.core.retry import MAX_RETRY_AFTER_S, poll_backoff
 from bridge.core.routing import ListenerRoute, route_change
 from bridge.errors import ExtractError, PollError
 from bridge.http.auth import Authenticators
+from bridge.http.detail import resolve_details
 from bridge.http.pages import conditional, walk_pages
 from bridge.http.poller import Fetched, Poller
 from bridge.models import Change, Event, Item, SourceState
@@ -49,6 +52,8 @@ class PollOutcome:
     committed: bool = False
     pages: int = 0
     """Requests made for the list (a 304 page counts)."""
+    detail_fetches: int = 0
+    """Detail requests made ([sources.detail]): one per new or changed list entry."""
     not_modified: bool = False
     """Every page answered 304 Not Modified."""
     held: str | None = None
@@ -127,8 +132,11 @@ def _decode_and_extract_page(fetched: Fetched, source: SourceConfig) -> tuple[An
     except FormatError as exc:
         ctype = fetched.content_type or "no content type"
         raise ExtractError(source.name, f"response ({ctype}): {exc}", url=fetched.url) from exc
+    problem = graphql_error(doc) if source.graphql is not None else None
+    if problem is not None:  # a 200 that failed: its data (if any) is partial
+        raise PollError(source.name, problem, url=fetched.url)
     try:
-        return doc, extract_items(doc, source.spec)
+        return doc, extract_items(doc, source.list_spec)
     except ExtractionFailed as exc:
         raise ExtractError(source.name, str(exc), url=fetched.url) from exc
 
@@ -145,9 +153,12 @@ def _analyse_pages(pages: list[list[Item]], source: SourceConfig, old: SnapshotH
         raise ExtractError(source.name, str(exc), url=source.url) from exc
     plan = plan_diff(old.hashes, items)
     upserts: list[Item] = []
-    if plan.created or plan.updated:
-        changed = set(plan.created) | set(plan.updated)
+    changed = set(plan.created) | set(plan.updated)
+    if changed:
         upserts = [i for i in items if i.key_text in changed]
+    if source.detail is not None:
+        # an entry whose detail did not change: store its new list hash, send nothing
+        upserts += list_hash_refreshes(items, old.list_hashes or {}, changed)
     return _Analysis(items, plan, upserts)
 
 
@@ -215,13 +226,13 @@ class Pipeline:
         self.config = config
         self._routes = config.routes()
 
-    async def _snapshot(self, source: str) -> SnapshotHashes:
+    async def _snapshot(self, source: str, *, detail: bool = False) -> SnapshotHashes:
         cached = self._hashes.get(source)
-        if cached is not None:
+        if cached is not None and (cached.list_hashes is not None or not detail):
             version = await self.store.snapshot_version(source)
             if version == cached.version:
                 return cached
-        fresh = await self.store.load_hashes(source)
+        fresh = await self.store.load_hashes(source, list_hashes=detail)
         self._hashes[source] = fresh
         return fresh
 
@@ -284,12 +295,27 @@ class Pipeline:
             )
             if pages.items is None:
                 return await self._unchanged(ctx, state.item_count if state else 0, True)
-            old = await self._snapshot(source.name)
-            analysis = await asyncio.to_thread(_analyse, pages.items, source, old)
+            old = await self._snapshot(source.name, detail=source.detail is not None)
+            listed, details = pages.items, 0
+            if source.detail is not None:
+                resolved = await resolve_details(
+                    self.poller,
+                    source,
+                    pages.items,
+                    old,
+                    now,
+                    auth=self.auth.for_source(source),
+                    refetch_all=first or rebaseline,
+                )
+                listed, details = [resolved.items], resolved.requests
+            analysis = await asyncio.to_thread(_analyse, listed, source, old)
             try:
                 if first or rebaseline:
-                    return await self._baseline(ctx, analysis, old, rebaseline)
-                return await self._diff(ctx, analysis, old)
+                    outcome = await self._baseline(ctx, analysis, old, rebaseline)
+                else:
+                    outcome = await self._diff(ctx, analysis, old)
+                outcome.detail_fetches = details
+                return outcome
             finally:
                 await asyncio.to_thread(_release, [*pages.items, analysis.items])
         except PollError as exc:
@@ -389,7 +415,7 @@ class Pipeline:
         source, state = ctx.source, ctx.state
         plan = analysis.plan
         items = analysis.items
-        if plan.empty:
+        if plan.empty and not analysis.upserts:
             return await self._unchanged(ctx, len(items), False)
         reason = excessive_deletes(len(old.hashes), len(plan.deleted), source.delete_limit)
         applied: str | None = None
@@ -517,12 +543,16 @@ class Pipeline:
         )
         # Updated in place: O(k), where a copy would cost O(N) on the event loop. Nothing else
         # holds this dict, and the source's lock keeps its polls one at a time.
-        hashes = old.hashes
+        hashes, listed = old.hashes, old.list_hashes
         for k in deletes:
             hashes.pop(k, None)
+            if listed is not None:
+                listed.pop(k, None)
         for it in upserts:
             hashes[it.key_text] = it.hash
-        self._hashes[source.name] = SnapshotHashes(old.version + 1, hashes)
+            if listed is not None and it.list_hash is not None:
+                listed[it.key_text] = it.list_hash
+        self._hashes[source.name] = SnapshotHashes(old.version + 1, hashes, listed)
         if events and self.on_commit is not None:
             self.on_commit(events)
         return PollOutcome(

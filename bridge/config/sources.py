@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
+from bridge.config.detail import DetailFetch
 from bridge.config.fields import (
     NAME_PATTERN,
     ByteSize,
@@ -26,9 +27,12 @@ from bridge.config.fields import (
     check_url,
     positive,
 )
+from bridge.core.bodypath import BodyPathError, parse_body_path, with_body_value
+from bridge.core.detail import DetailSpec, parse_detail_url
 from bridge.core.durations import format_duration
 from bridge.core.extract import ItemSpec
 from bridge.core.formats import FormatOptions
+from bridge.core.graphql import graphql_body
 from bridge.core.guards import DeleteLimit, parse_delete_limit
 from bridge.core.pagination import PageSpec
 from bridge.core.paths import JsonPath, compile_path
@@ -57,7 +61,16 @@ class CursorPaginate(StrictModel):
     cursor_from_last_item: JsonPathText | None = None
     has_more: JsonPathText | None = None
     param: Param = "cursor"
+    body_param: str | None = None
+    """A dotted path into the JSON request body (``variables.after``) instead of ``param``."""
     max_pages: MaxPages = 100
+
+    @field_validator("body_param")
+    @classmethod
+    def _body_param(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_body_path(v)
+        return v
 
     @model_validator(mode="after")
     def _one_cursor(self) -> CursorPaginate:
@@ -65,6 +78,11 @@ class CursorPaginate(StrictModel):
             raise ValueError(
                 "give exactly one of 'cursor' (e.g. \"$.next_cursor\") or "
                 '\'cursor_from_last_item\' (e.g. "$.id", with has_more = "$.has_more")'
+            )
+        if self.body_param is not None and "param" in self.model_fields_set:
+            raise ValueError(
+                "give exactly one of 'param' (a query parameter) or 'body_param' (a dotted "
+                'path into the JSON body, e.g. "variables.after")'
             )
         return self
 
@@ -129,6 +147,7 @@ def _page_spec(p: Paginate) -> PageSpec:
             ),
             has_more=None if p.has_more is None else compile_path(p.has_more),
             param=p.param,
+            body_param=None if p.body_param is None else parse_body_path(p.body_param),
         )
     size_param = p.size_param if p.size is not None else None
     return PageSpec(
@@ -202,6 +221,20 @@ def _auth_secrets(auth: Auth | None) -> list[str]:
     return []
 
 
+class GraphQLRequest(StrictModel):
+    """``[sources.graphql]``: the source is a GraphQL query, POSTed as ``{"query","variables"}``."""
+
+    query: str
+    variables: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("query")
+    @classmethod
+    def _query(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must be a non-empty GraphQL query")
+        return v
+
+
 class SourceConfig(StrictModel):
     """One polled API (a ``[[sources]]`` table)."""
 
@@ -227,6 +260,8 @@ class SourceConfig(StrictModel):
     delimiter: str = ","
     encoding: str = "utf-8"
     paginate: Paginate | None = None
+    graphql: GraphQLRequest | None = None
+    detail: DetailFetch | None = None
     auth: Auth | None = None
     conditional: bool = True
     max_backoff: Duration = timedelta(hours=1)
@@ -238,6 +273,8 @@ class SourceConfig(StrictModel):
     tls_verify: bool = True
 
     _spec: ItemSpec = PrivateAttr()
+    _list_spec: ItemSpec = PrivateAttr()
+    _detail_spec: DetailSpec | None = PrivateAttr(default=None)
     _format_options: FormatOptions = PrivateAttr()
     _page_spec: PageSpec | None = PrivateAttr(default=None)
     _delete_limit: DeleteLimit = PrivateAttr()
@@ -334,6 +371,8 @@ class SourceConfig(StrictModel):
             )
         if self.body is not None and self.method != "POST":
             raise ValueError("'body' is sent only with method = \"POST\"")
+        self._check_graphql()
+        self._check_body_param()
         if (self.delimiter != "," or self.encoding != "utf-8") and self.format not in (
             "csv",
             "auto",
@@ -341,6 +380,43 @@ class SourceConfig(StrictModel):
             raise ValueError("'delimiter' and 'encoding' apply only to format = \"csv\"")
         check_tls(self.ca_file, self.tls_verify)
         return self
+
+    def _check_graphql(self) -> None:
+        if self.graphql is None:
+            return
+        if self.body is not None:
+            raise ValueError(
+                "'body' and [sources.graphql] both give the request body: the GraphQL body is "
+                '{"query", "variables"}, so drop \'body\' (put values in graphql.variables)'
+            )
+        if "method" in self.model_fields_set and self.method != "POST":
+            raise ValueError(f'[sources.graphql] is sent with POST; drop method = "{self.method}"')
+
+    def _check_body_param(self) -> None:
+        p = self.paginate
+        if not isinstance(p, CursorPaginate) or p.body_param is None:
+            return
+        if self.request_method != "POST" or self.request_body is None:
+            raise ValueError(
+                "paginate.body_param puts the cursor in the JSON body: it needs "
+                "[sources.graphql], or method = \"POST\" with a 'body' table"
+            )
+        try:
+            with_body_value(self.request_body, p.body_param, "")
+        except BodyPathError as exc:
+            raise ValueError(f"paginate.body_param: {exc}") from None
+
+    @property
+    def request_method(self) -> str:
+        """The HTTP method the source's list is asked for with (POST for GraphQL)."""
+        return "POST" if self.graphql is not None else self.method
+
+    @property
+    def request_body(self) -> Any:
+        """The JSON body sent with the first page (the GraphQL body, or ``body``)."""
+        if self.graphql is not None:
+            return graphql_body(self.graphql.query, self.graphql.variables)
+        return self.body
 
     def model_post_init(self, context: Any, /) -> None:
         keys = [self.key] if isinstance(self.key, str) else self.key
@@ -350,6 +426,17 @@ class SourceConfig(StrictModel):
             ignore=tuple(compile_path(p) for p in self.ignore),
             fields=tuple(compile_path(p) for p in self.fields),
         )
+        self._list_spec = self._spec
+        if self.detail is not None:
+            # ignore and fields apply to the detail (the item); a list entry counts whole
+            self._list_spec = ItemSpec(items=self._spec.items, key=self._spec.key)
+            self._detail_spec = DetailSpec(
+                url=parse_detail_url(self.detail.url),
+                items=compile_path(self.detail.items),
+                ignore=self._spec.ignore,
+                fields=self._spec.fields,
+                concurrency=self.detail.concurrency,
+            )
         self._format_options = FormatOptions(delimiter=self.delimiter, encoding=self.encoding)
         self._page_spec = None if self.paginate is None else _page_spec(self.paginate)
         self._delete_limit = parse_delete_limit(self.max_deletes)
@@ -362,6 +449,16 @@ class SourceConfig(StrictModel):
     def spec(self) -> ItemSpec:
         """The compiled paths (built once at load)."""
         return self._spec
+
+    @property
+    def list_spec(self) -> ItemSpec:
+        """How list pages are read: the item spec, or for a detail source its list entries."""
+        return self._list_spec
+
+    @property
+    def detail_spec(self) -> DetailSpec | None:
+        """``[sources.detail]`` compiled, or None."""
+        return self._detail_spec
 
     @property
     def page_spec(self) -> PageSpec | None:
@@ -397,7 +494,14 @@ class SourceConfig(StrictModel):
             "fields": self.fields,
             "format": self.format,
         }
+        if self.graphql is not None:
+            fields["graphql"] = self.graphql.model_dump()
+        if self.detail is not None:
+            fields["detail"] = self.detail.model_dump(exclude={"concurrency"})
         if self.paginate is not None:
             # only when set, so adding pagination support did not re-baseline existing sources
-            fields["paginate"] = self.paginate.model_dump(exclude={"max_pages"})
+            paginate = self.paginate.model_dump(exclude={"max_pages"})
+            if paginate.get("body_param", "") is None:
+                del paginate["body_param"]  # added later: unset, it must not re-baseline
+            fields["paginate"] = paginate
         return fields

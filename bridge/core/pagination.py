@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import parse_qsl, quote, unquote_plus, urljoin, urlsplit, urlunsplit
 
+from bridge.core.bodypath import with_body_value
 from bridge.core.extract import ExtractionFailed, select_items
 from bridge.core.paths import JsonPath
 from bridge.models import Item
@@ -38,6 +39,8 @@ class PageSpec:
     """cursor: a boolean in the body; false ends the list."""
     param: str | None = None
     """cursor / page / offset: the query parameter carrying the cursor, page number or offset."""
+    body_param: tuple[str, ...] | None = None
+    """cursor: the dotted path in the JSON body carrying the cursor instead (``variables.after``)."""
     start: int = 0
     """page / offset: the first page number or offset (sent on the first page too)."""
     size_param: str | None = None
@@ -253,8 +256,25 @@ def _raw_items(page: Page) -> list[Any]:
         return []
 
 
+def next_page_body(spec: PageSpec, page: Page, body: Any) -> dict[str, Any] | None:
+    """The request body of the page after ``page`` (cursor in the body), or None at the end.
+
+    Only for ``cursor`` pagination with ``body_param``; the URL stays the same.
+    """
+    assert spec.kind == "cursor" and spec.body_param is not None  # noqa: S101
+    cursor = _next_cursor(spec, page)
+    if cursor is None:
+        return None
+    return with_body_value(body, spec.body_param, cursor)
+
+
 def _next_cursor_url(spec: PageSpec, page: Page) -> str | None:
     assert spec.param is not None  # noqa: S101
+    cursor = _next_cursor(spec, page)
+    return None if cursor is None else with_params(page.url, {spec.param: cursor})
+
+
+def _next_cursor(spec: PageSpec, page: Page) -> Any:
     if spec.has_more is not None:
         more = _single(page.doc, spec.has_more, "has_more")
         if more is None or more is False:
@@ -263,6 +283,12 @@ def _next_cursor_url(spec: PageSpec, page: Page) -> str | None:
             raise PaginationFailed(f"has_more at {spec.has_more.text!r} is not a boolean: {more!r}")
     if spec.cursor is not None:
         cursor = _single(page.doc, spec.cursor, "cursor")
+        if spec.has_more is not None and (cursor is None or cursor == ""):
+            # GraphQL's hasNextPage true with a null endCursor: stopping would cut the list
+            raise PaginationFailed(
+                f"has_more at {spec.has_more.text!r} is true but there is no cursor at "
+                f"{spec.cursor.text!r}"
+            )
     else:
         assert spec.cursor_from_last_item is not None  # noqa: S101
         raw = _raw_items(page)
@@ -282,7 +308,7 @@ def _next_cursor_url(spec: PageSpec, page: Page) -> str | None:
         return None
     if isinstance(cursor, dict | list):
         raise PaginationFailed(f"cursor is not a string or number: {cursor!r}")
-    return with_params(page.url, {spec.param: cursor})
+    return cursor
 
 
 def _next_numbered_url(spec: PageSpec, page: Page) -> str | None:

@@ -20,6 +20,7 @@ from bridge.core.pagination import (
     Page,
     PaginationFailed,
     first_page_url,
+    next_page_body,
     next_page_url,
     same_origin,
     with_params,
@@ -47,7 +48,7 @@ class Pages:
 def conditional(source: SourceConfig) -> bool:
     """Whether ``source``'s pages are asked for conditionally."""
     # If-None-Match on a POST is a write precondition, not a cache validator
-    return source.conditional and source.method == "GET"
+    return source.conditional and source.request_method == "GET"
 
 
 async def walk_pages(
@@ -108,6 +109,7 @@ class _Walk:
         pages: list[list[Item]] = []
         seen: dict[str, dict[str, str]] = {}
         url: str | None = self.first_url
+        body: Any = source.request_body
         while url is not None:
             if len(seen) >= self.max_pages:
                 raise PollError(
@@ -116,13 +118,13 @@ class _Walk:
                     "paginate.max_pages or narrow the list (a partial list would delete items)",
                     url=url,
                 )
-            page_key = self.redact(url)
+            page_key = self.redact(url) + self._body_cursor(body)
             if page_key in seen:
                 raise PollError(
                     source.name, f"pagination loops: page {len(seen) + 1} repeats {url}"
                 )
             known = known_all.get(page_key) if known_all is not None else None
-            fetched = await self._fetch(url, known)
+            fetched = await self._fetch(url, known, body)
             if fetched.not_modified:
                 assert known is not None  # noqa: S101 - a 304 is accepted only then
                 seen[page_key] = {**known, **_validators_of(fetched.headers, known.get("next"))}
@@ -136,14 +138,42 @@ class _Walk:
                 return None
             known_all = None
             doc, items = await self.decode(fetched)
-            next_url = self._next_url(url, doc, fetched)
-            stored_next = None if next_url is None else self.redact(next_url)
+            if self._body_paging():
+                body = self._next_body(url, doc, fetched, body)
+                next_url = None if body is None else url
+                stored_next = None  # never conditional (a POST): nothing to store
+            else:
+                next_url = self._next_url(url, doc, fetched)
+                stored_next = None if next_url is None else self.redact(next_url)
             seen[page_key] = _validators_of(fetched.headers, stored_next)
             pages.append(items)
             url = next_url
         return Pages(pages if pages else None, seen, len(seen))
 
-    async def _fetch(self, url: str, known: Mapping[str, str] | None) -> Fetched:
+    def _body_paging(self) -> bool:
+        spec = self.source.page_spec
+        return spec is not None and spec.body_param is not None
+
+    def _body_cursor(self, body: Any) -> str:
+        """What tells pages apart when the cursor travels in the body (loop detection)."""
+        spec = self.source.page_spec
+        if spec is None or spec.body_param is None:
+            return ""
+        node = body
+        for name in spec.body_param:
+            node = node.get(name) if isinstance(node, dict) else None
+        return f" [{'.'.join(spec.body_param)}={node!r}]"
+
+    def _next_body(self, url: str, doc: Any, fetched: Fetched, body: Any) -> Any:
+        source = self.source
+        assert source.page_spec is not None  # noqa: S101 - body paging needs a spec
+        page = Page(url, doc, fetched.headers.get_list("link"), source.spec.items, fetched.url)
+        try:
+            return next_page_body(source.page_spec, page, body)
+        except PaginationFailed as exc:
+            raise ExtractError(source.name, str(exc), url=fetched.url) from exc
+
+    async def _fetch(self, url: str, known: Mapping[str, str] | None, body: Any) -> Fetched:
         source = self.source
         headers = dict(source.headers)
         if known is not None:
@@ -151,9 +181,9 @@ class _Walk:
         return await self.poller.fetch(
             source.name,
             url,
-            method=source.method,
+            method=source.request_method,
             headers=headers,
-            json_body=source.body,
+            json_body=body,
             timeout_s=source.timeout.total_seconds(),
             max_bytes=source.max_bytes,
             now=self.now,

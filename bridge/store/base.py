@@ -25,7 +25,7 @@ from bridge.models import (
     SourceState,
 )
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 """The schema version of every SQL backend (SQLite's ``user_version``, PostgreSQL's
 ``schema_version`` table): one migration per version in each backend."""
 
@@ -43,7 +43,8 @@ class PollCommit:
     polled_at: datetime
     duration_s: float
     upserts: Sequence[Item]
-    """Created and updated items (the whole list on a baseline)."""
+    """Created and updated items (the whole list on a baseline); an item's ``list_hash`` is
+    stored with it (detail sources)."""
     deletes: Sequence[str]
     """Key texts of deleted items."""
     changes: Sequence[Change]
@@ -66,6 +67,8 @@ class SnapshotHashes:
 
     version: int
     hashes: dict[str, str]
+    list_hashes: dict[str, str] | None = None
+    """Detail sources: key text -> the hash of the item's list entry (loaded when asked for)."""
 
 
 MergeUpdates = Callable[[Sequence[Event]], list[dict[str, Any]] | None]
@@ -208,7 +211,10 @@ class SnapshotStore(Protocol):
 
     async def get_source_state(self, source: str) -> SourceState | None: ...
     async def list_source_states(self) -> list[SourceState]: ...
-    async def load_hashes(self, source: str) -> SnapshotHashes: ...
+    async def load_hashes(self, source: str, *, list_hashes: bool = False) -> SnapshotHashes:
+        """The snapshot's hashes; with ``list_hashes`` also the stored list-entry hashes."""
+        ...
+
     async def snapshot_version(self, source: str) -> int: ...
     async def load_items(
         self, source: str, key_texts: Sequence[str]

@@ -57,6 +57,7 @@ class StoredItem:
     key: ItemKey
     hash: str
     value: bytes
+    list_hash: str | None = None
 
 
 _LISTENER_COLUMNS = (

@@ -42,11 +42,14 @@ class MemorySnapshots(MemoryBase):
         self._check_open()
         return [s for name in sorted(self._sources) if (s := self._source(name)) is not None]
 
-    async def load_hashes(self, source: str) -> SnapshotHashes:
+    async def load_hashes(self, source: str, *, list_hashes: bool = False) -> SnapshotHashes:
         self._check_open()
         items = self._items.get(source, {})
+        listed = None
+        if list_hashes:
+            listed = {k: it.list_hash for k, it in items.items() if it.list_hash is not None}
         return SnapshotHashes(
-            self._versions.get(source, 0), {k: it.hash for k, it in items.items()}
+            self._versions.get(source, 0), {k: it.hash for k, it in items.items()}, listed
         )
 
     async def snapshot_version(self, source: str) -> int:
@@ -75,6 +78,7 @@ class MemorySnapshots(MemoryBase):
                 it.key if isinstance(it.key, str) else tuple(it.key),
                 it.hash,
                 orjson.dumps(it.value),
+                it.list_hash,
             )
             for it in commit.upserts
         }

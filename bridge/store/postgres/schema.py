@@ -128,6 +128,10 @@ MIGRATIONS: dict[int, str] = {
     5: """
     ALTER TABLE deliveries ADD COLUMN claimed_at timestamptz
     """,
+    # detail sources: the hash of an item's list entry, so an unchanged entry is not re-fetched
+    6: """
+    ALTER TABLE items ADD COLUMN list_hash text
+    """,
 }
 
 assert max(MIGRATIONS) == SCHEMA_VERSION  # noqa: S101 - a programming error, caught by any test

@@ -36,7 +36,7 @@ class PostgresSnapshots(PostgresBase):
             rows = await cur.fetchall()
         return [row_to_source(r) for r in rows]
 
-    async def load_hashes(self, source: str) -> SnapshotHashes:
+    async def load_hashes(self, source: str, *, list_hashes: bool = False) -> SnapshotHashes:
         async with (
             self._connection("load_hashes") as conn,
             conn.transaction(),
@@ -51,7 +51,15 @@ class PostgresSnapshots(PostgresBase):
                 "SELECT key_text, hash FROM items WHERE source = %s", (source,)
             )
             hashes = {r["key_text"]: r["hash"] for r in await cur.fetchall()}
-        return SnapshotHashes(int(row["snapshot_version"]) if row else 0, hashes)
+            listed = None
+            if list_hashes:
+                cur = await conn.execute(
+                    "SELECT key_text, list_hash FROM items WHERE source = %s "
+                    "AND list_hash IS NOT NULL",
+                    (source,),
+                )
+                listed = {r["key_text"]: r["list_hash"] for r in await cur.fetchall()}
+        return SnapshotHashes(int(row["snapshot_version"]) if row else 0, hashes, listed)
 
     async def snapshot_version(self, source: str) -> int:
         async with self._connection("snapshot_version") as conn:
@@ -120,11 +128,12 @@ class PostgresSnapshots(PostgresBase):
     async def _write_items(self, conn: Conn, commit: PollCommit) -> None:
         if commit.upserts:
             await conn.execute(
-                "INSERT INTO items (source, key_text, key, hash, item, updated_at) "
-                "SELECT %s, k, kj, h, it, %s FROM unnest(%s::text[], %s::text[], %s::text[], "
-                "%s::text[]) AS u(k, kj, h, it) "
+                "INSERT INTO items (source, key_text, key, hash, item, updated_at, list_hash) "
+                "SELECT %s, k, kj, h, it, %s, lh FROM unnest(%s::text[], %s::text[], "
+                "%s::text[], %s::text[], %s::text[]) AS u(k, kj, h, it, lh) "
                 "ON CONFLICT (source, key_text) DO UPDATE SET key = excluded.key, "
-                "hash = excluded.hash, item = excluded.item, updated_at = excluded.updated_at",
+                "hash = excluded.hash, item = excluded.item, updated_at = excluded.updated_at, "
+                "list_hash = excluded.list_hash",
                 (
                     commit.source,
                     commit.polled_at,
@@ -132,6 +141,7 @@ class PostgresSnapshots(PostgresBase):
                     [key_json(it.key) for it in commit.upserts],
                     [it.hash for it in commit.upserts],
                     [dumps(it.value) for it in commit.upserts],
+                    [it.list_hash for it in commit.upserts],
                 ),
             )
         if commit.deletes:

@@ -17,6 +17,10 @@ def _add_claimed_at(db: sqlite_utils.Database) -> None:
     db.table("deliveries").add_column("claimed_at", str)
 
 
+def _add_list_hash(db: sqlite_utils.Database) -> None:
+    db.table("items").add_column("list_hash", str)
+
+
 MIGRATIONS: dict[int, str | Callable[[sqlite_utils.Database], None]] = {
     1: """
     CREATE TABLE sources (
@@ -121,6 +125,8 @@ MIGRATIONS: dict[int, str | Callable[[sqlite_utils.Database], None]] = {
     # claims are durable: when a delivery was first claimed for sending, so that a send cut
     # short by a crash (attempts still 0) is never coalesced away
     5: _add_claimed_at,
+    # detail sources: the hash of an item's list entry, so an unchanged entry is not re-fetched
+    6: _add_list_hash,
 }
 
 assert max(MIGRATIONS) == SCHEMA_VERSION  # noqa: S101 - a programming error, caught by any test

@@ -33,10 +33,10 @@ class SQLiteSnapshots(SQLiteBase):
         rows = self.conn.execute("SELECT * FROM sources ORDER BY name").fetchall()
         return [row_to_source(r) for r in rows]
 
-    async def load_hashes(self, source: str) -> SnapshotHashes:
-        return await self._run(self._load_hashes, source)
+    async def load_hashes(self, source: str, *, list_hashes: bool = False) -> SnapshotHashes:
+        return await self._run(self._load_hashes, source, list_hashes)
 
-    def _load_hashes(self, source: str) -> SnapshotHashes:
+    def _load_hashes(self, source: str, with_list_hashes: bool = False) -> SnapshotHashes:
         conn = self.conn
         conn.execute("BEGIN")
         try:
@@ -46,9 +46,18 @@ class SQLiteSnapshots(SQLiteBase):
             hashes = dict(
                 conn.execute("SELECT key_text, hash FROM items WHERE source = ?", (source,))
             )
+            list_hashes = None
+            if with_list_hashes:
+                list_hashes = dict(
+                    conn.execute(
+                        "SELECT key_text, list_hash FROM items WHERE source = ? "
+                        "AND list_hash IS NOT NULL",
+                        (source,),
+                    )
+                )
         finally:
             conn.execute("COMMIT")
-        return SnapshotHashes(row[0] if row else 0, hashes)
+        return SnapshotHashes(row[0] if row else 0, hashes, list_hashes)
 
     async def snapshot_version(self, source: str) -> int:
         return await self._run(self._snapshot_version, source)
@@ -105,10 +114,10 @@ class SQLiteSnapshots(SQLiteBase):
         now = iso(commit.polled_at)
         if commit.upserts:
             self.conn.executemany(
-                "INSERT INTO items (source, key_text, key, hash, item, updated_at) "
-                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (source, key_text) DO UPDATE SET "
+                "INSERT INTO items (source, key_text, key, hash, item, updated_at, list_hash) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source, key_text) DO UPDATE SET "
                 "key = excluded.key, hash = excluded.hash, item = excluded.item, "
-                "updated_at = excluded.updated_at",
+                "updated_at = excluded.updated_at, list_hash = excluded.list_hash",
                 (
                     (
                         commit.source,
@@ -117,6 +126,7 @@ class SQLiteSnapshots(SQLiteBase):
                         it.hash,
                         dumps(it.value),
                         now,
+                        it.list_hash,
                     )
                     for it in commit.upserts
                 ),
