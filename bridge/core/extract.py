@@ -51,6 +51,10 @@ def select_items(doc: Any, items_path: JsonPath) -> list[Any]:
         return items_path.find(doc)
     found = items_path.find(doc)
     if not found:
+        array = items_path.element_array()
+        arrays = array.find(doc) if array is not None else []
+        if arrays and all(a == [] for a in arrays):
+            return []  # ``edges[*].node`` over an empty ``edges``: a real empty list
         raise ExtractionFailed(f"items path {items_path.text!r} matched nothing in the response")
     if len(found) == 1 and isinstance(found[0], list):
         return list(found[0])

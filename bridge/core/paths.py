@@ -88,6 +88,26 @@ class JsonPath:
             return None
         return compile_path(self.text[: last.start].rstrip(_BLANKS))
 
+    def element_array(self) -> JsonPath | None:
+        """For ``a.b[*].c.d`` (names after the last ``[*]``), the path of the array ``a.b``.
+
+        GraphQL connections list ``edges[*].node``: an empty ``edges`` is an empty list, not a
+        path that matched nothing.
+        """
+        return self._element_array
+
+    @cached_property
+    def _element_array(self) -> JsonPath | None:
+        segments = self.segments
+        for index in range(len(segments) - 1, -1, -1):
+            seg = segments[index]
+            if seg.kind == "wildcard" and seg.bracketed and not seg.descendant:
+                rest = segments[index + 1 :]
+                if rest and all(r.kind == "name" and not r.descendant for r in rest):
+                    return compile_path(self.text[: seg.start].rstrip(_BLANKS))
+                return None
+        return None
+
     def locate(self, doc: Any) -> list[tuple[str | int, ...]]:
         """Where each match is: the member names and array indices leading to it from ``doc``.
 

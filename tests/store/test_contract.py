@@ -514,3 +514,24 @@ async def test_a_store_at_rest_has_no_call_waiting(store: Store):
     """oldest_call_s, what a health check reads, is 0 once every call has returned."""
     await store.pending_count()
     assert store.oldest_call_s() == 0.0
+
+
+async def test_list_hashes_are_stored_beside_detail_items(store: Store):
+    """An item's list_hash is stored with it, updated by a later upsert and gone with it."""
+    a = Item("a", "a", {"id": "a", "detail": 1}, hash_value({"detail": 1}), "list-a-1")
+    b = Item("b", "b", {"id": "b", "detail": 2}, hash_value({"detail": 2}), "list-b-1")
+    plain = item("c", v=3)  # a source without detail stores no list hash
+    await store.commit_poll(commit("orders", upserts=[a, b, plain], expected_version=0))
+    snap = await store.load_hashes("orders", list_hashes=True)
+    assert snap.list_hashes == {"a": "list-a-1", "b": "list-b-1"}
+    assert snap.hashes == {"a": a.hash, "b": b.hash, "c": plain.hash}
+    assert (await store.load_hashes("orders")).list_hashes is None  # not asked for: not read
+    # the detail is unchanged, the list entry moved: the item is rewritten with its new hash
+    a2 = Item("a", "a", a.value, a.hash, "list-a-2")
+    await store.commit_poll(commit("orders", upserts=[a2], deletes=["b"], expected_version=1))
+    snap = await store.load_hashes("orders", list_hashes=True)
+    assert snap.version == 2
+    assert snap.list_hashes == {"a": "list-a-2"}
+    assert await store.load_items("orders", ["a"]) == {"a": ("a", a.value)}
+    other = await store.load_hashes("elsewhere", list_hashes=True)
+    assert (other.version, other.hashes, other.list_hashes) == (0, {}, {})

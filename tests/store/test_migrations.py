@@ -29,3 +29,29 @@ async def test_version_1_file_gains_accept_requested(tmp_path):
     finally:
         await store.close()
     assert version == SCHEMA_VERSION >= 2
+
+
+async def test_version_5_file_gains_list_hash_and_keeps_items(tmp_path):
+    """Migration 6 adds items.list_hash (null: no list entry remembered) and keeps the items."""
+    path = tmp_path / "state.db"
+    store = SQLiteStore(path)
+    await store.open()
+    await store.close()
+    conn = sqlite3.connect(path)
+    conn.execute("ALTER TABLE items DROP COLUMN list_hash")
+    conn.execute(
+        "INSERT INTO items (source, key_text, key, hash, item, updated_at) "
+        "VALUES ('s', 'a', '\"a\"', 'h1', '{}', '2025-01-01T00:00:00+00:00')"
+    )
+    conn.execute("PRAGMA user_version = 5")
+    conn.commit()
+    conn.close()
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        snap = await store.load_hashes("s", list_hashes=True)
+        version = store.conn.execute("PRAGMA user_version").fetchone()[0]
+    finally:
+        await store.close()
+    assert (snap.hashes, snap.list_hashes) == ({"a": "h1"}, {})
+    assert version == SCHEMA_VERSION >= 6

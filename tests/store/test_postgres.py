@@ -311,10 +311,12 @@ async def test_an_older_schema_is_migrated_and_a_newer_one_refused(open_store, p
         conn.execute("ALTER TABLE deliveries DROP COLUMN coalesced_into, DROP COLUMN claimed_at")
         conn.execute("DROP TABLE meta")
         conn.execute("DROP INDEX deliveries_finished, deliveries_dead")
+        conn.execute("ALTER TABLE items DROP COLUMN list_hash")
         conn.execute("DELETE FROM schema_version WHERE version > 1")
     await store.close()
     store = await open_store()
-    assert await store.schema_version() == SCHEMA_VERSION == 5
+    assert await store.schema_version() == SCHEMA_VERSION == 6
+    assert (await store.load_hashes("s", list_hashes=True)).list_hashes == {}
     await store.write_runtime({"pid": 1})
     await store.update_source_state("s", accept_requested=True)
     state = await store.get_source_state("s")
