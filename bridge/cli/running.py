@@ -107,8 +107,8 @@ async def _poll(config: Config, source: Any, commit: bool) -> int:
         why = (
             "no snapshot yet"
             if key == "baseline"
-            else "what defines its items changed (url, params, body, items, key, ignore, "
-            "fields, format or paginate)"
+            else "what defines its items changed (url, params, body, graphql, items, key, "
+            "ignore, fields, format, paginate or detail)"
         )
         print(
             f"{source.name}: {why}; the {key} {verb} {outcome.item_count} item(s) {how}",
@@ -118,6 +118,12 @@ async def _poll(config: Config, source: Any, commit: bool) -> int:
         print(
             f"{source.name}: {outcome.item_count} item(s), {len(outcome.changes)} change(s) "
             f"{'recorded' if commit else '(dry run: nothing recorded; add --commit to record)'}",
+            file=sys.stderr,
+        )
+    if source.detail is not None:
+        print(
+            f"{source.name}: {outcome.detail_fetches} detail request(s), one per new or changed "
+            "list entry",
             file=sys.stderr,
         )
     if commit and outcome.events:

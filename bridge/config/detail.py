@@ -24,6 +24,6 @@ class DetailFetch(StrictModel):
         try:
             template = parse_detail_url(v)
         except DetailFailed as exc:
-            raise ValueError(f"detail URL {v!r} {exc}") from None
+            raise ValueError(f"{v!r}: {exc}") from None
         check_url(sample_url(template))
         return v

@@ -38,11 +38,24 @@ def iter_summary(config: Config) -> Iterable[str]:
     for s in config.sources:
         fmt = "" if s.format == "json" else f", format {s.format}"
         yield (
-            f"  - {s.name}: {s.method} {redact(safe_url(s.url))} {_schedule(s)}{fmt}, "
+            f"  - {s.name}: {s.request_method} {redact(safe_url(s.url))} {_schedule(s)}{fmt}, "
             f"items {s.items}, key {s.key}"
         )
+        if s.graphql is not None:
+            names = ", ".join(s.graphql.variables) or "none"
+            lines = len(s.graphql.query.strip().splitlines())
+            yield f"      graphql: query of {lines} line(s), variables {names}"
         if s.paginate is not None:
-            yield f"      paginate: {s.paginate.kind}, at most {s.paginate.max_pages} pages"
+            body_param = getattr(s.paginate, "body_param", None)
+            where = f" (in body {body_param})" if body_param else ""
+            yield (
+                f"      paginate: {s.paginate.kind}{where}, at most {s.paginate.max_pages} pages"
+            )
+        if s.detail is not None:
+            yield (
+                f"      detail: GET {redact(safe_url(s.detail.url))} per new or changed entry, "
+                f"items {s.detail.items}, at most {s.detail.concurrency} at once"
+            )
         if s.auth is not None:
             yield f"      auth: {s.auth.kind} (secrets ***)"
     for h in config.hosts:
@@ -129,7 +142,7 @@ def summary_doc(config: Config, warnings: Sequence[ConfigWarning] = ()) -> dict[
         "sources": [
             {
                 "name": s.name,
-                "method": s.method,
+                "method": s.request_method,
                 "url": redact(safe_url(s.url)),
                 "schedule": _schedule(s),
                 "format": s.format,
@@ -137,6 +150,14 @@ def summary_doc(config: Config, warnings: Sequence[ConfigWarning] = ()) -> dict[
                 "key": s.key,
                 "paginate": None if s.paginate is None else s.paginate.kind,
                 "auth": None if s.auth is None else s.auth.kind,
+                "graphql": None if s.graphql is None else {"variables": list(s.graphql.variables)},
+                "detail": None
+                if s.detail is None
+                else {
+                    "url": redact(safe_url(s.detail.url)),
+                    "items": s.detail.items,
+                    "concurrency": s.detail.concurrency,
+                },
             }
             for s in config.sources
         ],

@@ -86,7 +86,7 @@ def parse_detail_url(text: str) -> DetailTemplate:
     template = DetailTemplate(text, tuple(p for p in parts if p != ""))
     if not template.placeholders:
         raise DetailFailed(
-            "has no placeholder: every item would fetch the same URL (e.g. "
+            "no placeholder: every item would fetch the same URL (e.g. "
             '"https://api.example.com/orders/{id}")'
         )
     first = parts[0] if isinstance(parts[0], str) else ""
@@ -105,7 +105,7 @@ def parse_detail_url(text: str) -> DetailTemplate:
 
 def _placeholder_path(inner: str) -> JsonPath:
     if not inner:
-        raise DetailFailed("has an empty placeholder '{}'")
+        raise DetailFailed("an empty placeholder '{}'")
     if inner.startswith("$"):
         text = inner
     elif _NAME.fullmatch(inner):

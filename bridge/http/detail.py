@@ -25,7 +25,7 @@ from bridge.core.detail import (
 )
 from bridge.core.formats import FormatError, parse_document
 from bridge.core.pagination import PaginationFailed, combine_pages
-from bridge.errors import BridgeError, ExtractError
+from bridge.errors import BridgeError, ExtractError, PollError
 from bridge.http.auth import SourceAuth
 from bridge.http.poller import Fetched, Poller
 from bridge.models import Item
@@ -93,16 +93,26 @@ async def _fetch_one(
 ) -> Item:
     spec = source.detail_spec
     assert spec is not None  # noqa: S101
-    response = await poller.fetch(
-        source.name,
-        url,
-        headers=source.headers,
-        timeout_s=source.timeout.total_seconds(),
-        max_bytes=source.max_bytes,
-        now=now,
-        auth=auth,
-        redirect_headers=source.redirect_headers,
-    )
+    try:
+        response = await poller.fetch(
+            source.name,
+            url,
+            headers=source.headers,
+            timeout_s=source.timeout.total_seconds(),
+            max_bytes=source.max_bytes,
+            now=now,
+            auth=auth,
+            redirect_headers=source.redirect_headers,
+        )
+    except PollError as exc:
+        # the stored error must say it was a detail request, and which
+        raise PollError(
+            source.name,
+            f"detail of item {entry.key_text!r} ({exc.url or url}): {exc.cause}",
+            url=exc.url or url,
+            status=exc.status,
+            retry_after_s=exc.retry_after_s,
+        ) from exc
     doc = await asyncio.to_thread(_decode, response, source)
     try:
         return detail_item(entry, doc, spec)
