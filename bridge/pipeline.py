@@ -455,7 +455,9 @@ class Pipeline:
         # only the changed items, so this costs O(k) on the event loop, not O(N)
         upserts = analysis.upserts
         changes = build_changes(emitted, upserts, before, source.ignore_paths)
-        outcome = await self._record(ctx, items, upserts, plan.deleted, changes, "ok", old)
+        # only list hashes refreshed (detail fetch): written, but nothing changed
+        result = "ok" if changes or plan.deleted else "unchanged"
+        outcome = await self._record(ctx, items, upserts, plan.deleted, changes, result, old)
         outcome.held = applied
         return outcome
 

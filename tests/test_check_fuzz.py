@@ -116,6 +116,7 @@ def _env() -> dict[str, str]:
             "OAUTH_CLIENT_ID",
             "OAUTH_CLIENT_SECRET",
             "STRIPE_SECRET_KEY",
+            "SHOPIFY_ACCESS_TOKEN",
         )
     }
     for name in (

@@ -84,7 +84,9 @@ async def test_a_changed_entry_with_an_unchanged_detail_is_fetched_once(tmp_path
             touched = await h.poll()
             settled = await h.poll()
             events = await h.events()
-    assert (touched.ok, touched.changes, touched.detail_fetches) == (True, [], 1), touched.error
+    assert (touched.result, touched.changes, touched.detail_fetches) == ("unchanged", [], 1), (
+        touched.error
+    )
     assert (settled.result, settled.detail_fetches) == ("unchanged", 0)
     assert events == []
     assert api.detail_requests[1] == 2
