@@ -68,3 +68,12 @@ def test_bench_sources_prints_its_table() -> None:
     )
     assert "CPU % of a core" in out
     assert "5 idle (cron not due)" in out
+
+
+def test_bench_detail_prints_its_table() -> None:
+    """bench_detail polls a small list+detail source: every detail, then 1%, then none."""
+    out = _run("bench_detail.py", "--ns", "100")
+    rows = {r[1]: r for r in _rows(out)[1:]}
+    assert rows["baseline"][3] == "100"
+    assert rows["1 changed"][3] == "1"
+    assert rows["unchanged"][3] == "0"
