@@ -57,15 +57,8 @@ async def resolve_details(
     """
     spec = source.detail_spec
     assert spec is not None  # noqa: S101 - called for detail sources only
-    try:
-        entries = combine_pages(pages)
-    except PaginationFailed as exc:
-        raise ExtractError(source.name, str(exc), url=source.url) from exc
-    wanted = needs_detail(entries, old.hashes, old.list_hashes or {}, refetch_all=refetch_all)
-    try:
-        urls = [detail_url(spec.url, entry) for entry in wanted]
-    except DetailFailed as exc:
-        raise ExtractError(source.name, str(exc), url=source.url) from exc
+    # O(N) over the list: off the event loop, like the rest of the per-item work
+    entries, wanted, urls = await asyncio.to_thread(_plan, source, pages, old, refetch_all)
     fetched: dict[str, Item] = {}
     todo = iter(zip(wanted, urls, strict=True))
 
@@ -80,7 +73,26 @@ async def resolve_details(
                 group.create_task(worker())
     except BaseExceptionGroup as group_error:
         raise _first_error(group_error) from None
-    return Details(merge_details(entries, fetched, old.hashes), len(wanted))
+    items = await asyncio.to_thread(merge_details, entries, fetched, old.hashes)
+    return Details(items, len(wanted))
+
+
+def _plan(
+    source: SourceConfig, pages: Sequence[Sequence[Item]], old: SnapshotHashes, refetch_all: bool
+) -> tuple[list[Item], list[Item], list[str]]:
+    """The list entries, those whose detail is fetched, and their detail URLs."""
+    spec = source.detail_spec
+    assert spec is not None  # noqa: S101
+    try:
+        entries = combine_pages(pages)
+    except PaginationFailed as exc:
+        raise ExtractError(source.name, str(exc), url=source.url) from exc
+    wanted = needs_detail(entries, old.hashes, old.list_hashes or {}, refetch_all=refetch_all)
+    try:
+        urls = [detail_url(spec.url, entry) for entry in wanted]
+    except DetailFailed as exc:
+        raise ExtractError(source.name, str(exc), url=source.url) from exc
+    return entries, wanted, urls
 
 
 async def _fetch_one(
