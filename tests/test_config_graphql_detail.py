@@ -185,7 +185,7 @@ def test_check_summary_shows_graphql_and_detail(write_config):
     assert "paginate: cursor (in body variables.after), at most 100 pages" in text
     assert (
         "detail: GET https://api.example.com/orders/{id}?expand={$.kind} per new or changed "
-        "entry, items $.order, at most 4 at once" in text
+        "entry, items $.order, at most 4 at once (per_host_concurrency = 2 caps it)" in text
     )
     doc = summary_doc(config)["sources"][0]
     assert doc["method"] == "POST"

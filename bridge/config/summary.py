@@ -52,9 +52,15 @@ def iter_summary(config: Config) -> Iterable[str]:
                 f"      paginate: {s.paginate.kind}{where}, at most {s.paginate.max_pages} pages"
             )
         if s.detail is not None:
+            per_host = config.bridge.per_host_concurrency
+            capped = (
+                f" (per_host_concurrency = {per_host} caps it)"
+                if s.detail.concurrency > per_host
+                else ""
+            )
             yield (
                 f"      detail: GET {redact(safe_url(s.detail.url))} per new or changed entry, "
-                f"items {s.detail.items}, at most {s.detail.concurrency} at once"
+                f"items {s.detail.items}, at most {s.detail.concurrency} at once{capped}"
             )
         if s.auth is not None:
             yield f"      auth: {s.auth.kind} (secrets ***)"
