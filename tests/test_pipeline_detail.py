@@ -228,3 +228,66 @@ concurrency = 3
             outcome = await h.poll()
     assert outcome.ok and outcome.detail_fetches == 12, outcome.error
     assert 1 <= state["peak"] <= 3
+
+
+async def test_detail_requests_carry_the_sources_auth_and_headers(tmp_path):
+    """Bearer token and extra headers go with every detail request, as with the list."""
+    api = FakeDetailAPI(count=2)
+    with serve(api) as server:
+        base = server.url("").rstrip("/")
+        config = make_config(
+            tmp_path,
+            f"""
+[[sources]]
+name = "orders"
+url = "{base}/orders"
+every = "1m"
+items = "$.orders[*]"
+headers = {{ X-Tenant = "acme" }}
+[sources.auth]
+kind = "bearer"
+token = "tok-detail-1"
+[sources.detail]
+url = "{base}/orders/{{id}}?expand=lines"
+items = "$.order"
+""",
+        )
+        async with running(config) as h:
+            outcome = await h.poll()
+    assert outcome.ok and outcome.detail_fetches == 2, outcome.error
+    details = [r for r in server.requests if r.path.startswith("/orders/")]
+    assert len(details) == 2
+    for r in details:
+        assert r.method == "GET"
+        assert r.headers["authorization"] == "Bearer tok-detail-1"
+        assert r.headers["x-tenant"] == "acme"
+        assert r.query == {"expand": ["lines"]}
+
+
+async def test_a_429_on_a_detail_postpones_the_source(tmp_path):
+    """Retry-After on a detail request is honoured like one on the list."""
+    api = FakeDetailAPI(count=2)
+    api.fail_detail[2] = Reply(429, {"error": "slow down"}, {"retry-after": "120"})
+    with serve(api) as server:
+        config = _config(tmp_path, server.url("").rstrip("/"))
+        async with running(config) as h:
+            outcome = await h.poll()
+            now = h.clock()
+            state = await h.store.get_source_state("orders")
+    assert not outcome.ok and "HTTP 429" in (outcome.error or "")
+    assert "detail of item '2'" in (outcome.error or "")
+    assert outcome.not_before is not None
+    assert (outcome.not_before - now).total_seconds() >= 120
+    assert state is not None and state.fingerprint is None  # nothing recorded: still no baseline
+
+
+async def test_a_detail_without_the_item_fails_the_poll(tmp_path):
+    """detail.items matching nothing in a detail answer fails the poll, naming the item."""
+    api = FakeDetailAPI(count=2)
+    api.fail_detail[1] = Reply(200, {"unexpected": True})
+    with serve(api) as server:
+        config = _config(tmp_path, server.url("").rstrip("/"))
+        async with running(config) as h:
+            outcome = await h.poll()
+    assert not outcome.ok
+    assert "detail of item '1': detail.items '$.order' matched nothing" in (outcome.error or "")
