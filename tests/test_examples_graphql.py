@@ -1,4 +1,4 @@
-"""The GraphQL examples in config/examples/ load and poll a local GraphQL endpoint."""
+"""The GraphQL and detail-fetch examples in config/examples/ poll local fakes of their APIs."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 
 from bridge.config import iter_summary, load_config
 from bridge.core.signing import generate_secret
-from tests.support.fake_graphql import FakeGraphQL
+from tests.support.fake_graphql import FakeDetailAPI, FakeGraphQL
 from tests.support.pipelines import running
 from tests.support.servers import serve
 
@@ -105,8 +105,32 @@ async def test_graphql_errors_fail_the_poll(tmp_path):
     assert state is not None and state.consecutive_failures == 0
 
 
-@pytest.mark.parametrize("name", ["github-graphql", "shopify"])
+async def test_orders_detail_example(tmp_path):
+    """Summaries in the list, the order from its detail URL; only changed entries are asked."""
+    fake = FakeDetailAPI(count=6)
+    with serve(fake) as server:
+        env = _env(tmp_path, ORDERS_API=server.url("").rstrip("/"), ORDERS_TOKEN="tok-orders-1")
+        config = load_config(EXAMPLES / "orders-detail.toml", env)
+        async with running(config) as h:
+            first = await h.poll()
+            with fake.lock:
+                fake.orders[5] = {
+                    **fake.orders[5],
+                    "updated_at": "2024-08-01T00:00:00Z",
+                    "total": 1,
+                }
+            changed = await h.poll()
+    assert (first.result, first.item_count, first.detail_fetches) == ("baseline", 6, 6), first.error
+    assert changed.detail_fetches == 1
+    assert [(c.type, c.key_text) for c in changed.changes] == [("updated", "5")]
+    assert changed.changes[0].after["total"] == 1
+    assert fake.detail_requests == {1: 1, 2: 1, 3: 1, 4: 1, 5: 2, 6: 1}
+    details = [r for r in server.requests if r.path.startswith("/orders/")]
+    assert all(r.headers["authorization"] == "Bearer tok-orders-1" for r in details)
+
+
+@pytest.mark.parametrize("name", ["github-graphql", "shopify", "orders-detail"])
 def test_graphql_examples_need_their_secrets(tmp_path, name):
-    """Without the token variables a GraphQL example refuses to load, naming the variable."""
+    """Without the token variables these examples refuse to load, naming the variable."""
     with pytest.raises(Exception, match=r"(is|are) not set in the environment"):
         load_config(EXAMPLES / f"{name}.toml", {"STATE_DIRECTORY": str(tmp_path)})
