@@ -60,15 +60,17 @@ def report_poll(
     fields = describe_outcome(outcome)
     changed = fields["created"] + fields["updated"] + fields["deleted"]
     level = logging.INFO if changed or outcome.result != "unchanged" else logging.DEBUG
+    details = f", {outcome.detail_fetches} detail request(s)" if outcome.detail_fetches else ""
     log.log(
         level,
-        "poll %s: %s, %d items, %d created, %d updated, %d deleted (%.0f ms)",
+        "poll %s: %s, %d items, %d created, %d updated, %d deleted%s (%.0f ms)",
         source,
         outcome.result,
         outcome.item_count,
         fields["created"],
         fields["updated"],
         fields["deleted"],
+        details,
         outcome.duration_s * 1000,
         extra=extra,
     )

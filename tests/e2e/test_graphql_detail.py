@@ -129,6 +129,13 @@ def test_list_and_detail_fetch_only_what_changed(tmp_path, receiver, backend, re
             items = state.items("orders")
             code = daemon.terminate()
     assert code == 0, daemon.output()
+    assert (
+        "poll orders: baseline, 4 items, 0 created, 0 updated, 0 deleted, 4 detail request(s)"
+        in (daemon.output())
+    )
+    assert "poll orders: ok, 4 items, 0 created, 1 updated, 0 deleted, 1 detail request(s)" in (
+        daemon.output()
+    )
     body = updated[0].json()
     assert (body["type"], body["key"]) == ("item.updated", "2")
     assert body["data"]["after"] == {
