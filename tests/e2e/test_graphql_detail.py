@@ -151,3 +151,46 @@ def test_list_and_detail_fetch_only_what_changed(tmp_path, receiver, backend, re
     # before the failure cancelled it), the recovering poll; 2: baseline and its change; 4 once
     assert api.detail_requests[4] == 1 and api.detail_requests[2] == 2
     assert api.detail_requests[3] == 3 and api.detail_requests[1] in (2, 3)
+
+
+def test_a_kill_during_detail_fetches_loses_nothing(tmp_path, receiver):
+    """kill -9 while a poll waits for a detail: after restart the change arrives, once."""
+    api = FakeDetailAPI(count=4)
+    with serve(api) as server:
+        base = server.url("").rstrip("/")
+        config = write_config(
+            tmp_path / "pollbridge.toml",
+            source(
+                "orders",
+                f"{base}/orders",
+                every="200ms",
+                items="$.orders[*]",
+                raw=table("[sources.detail]", {"url": f"{base}/orders/{{id}}", "items": "$.order"}),
+            ),
+            listener("hooks", receiver.url("/hooks"), secret=generate_secret()),
+        )
+        state = StateView(tmp_path / "state.db")
+        with DaemonProcess(config) as first:
+            state.wait(
+                lambda s: s.sources().get("orders") and s.sources()["orders"].item_count == 4
+            )
+            changed = {**api.orders[2], "updated_at": "2024-09-01T00:00:00Z", "total": 99}
+            with api.lock:
+                api.fail_detail[2] = Reply(200, {"order": changed}, delay_s=5)  # hangs the poll
+                api.orders[2] = changed
+            eventually(lambda: api.detail_requests.get(2, 0) >= 2, 20, "the detail request")
+            first.kill()
+        assert state.event_list() == []  # the killed poll recorded nothing
+        with api.lock:
+            api.fail_detail.clear()
+        with DaemonProcess(config) as second:
+            hooks = receiver.wait_count(1)
+            settled = _polls(server, "/orders")
+            eventually(lambda: _polls(server, "/orders") >= settled + 3, 20, "three more polls")
+            code = second.terminate()
+    assert code == 0, second.output()
+    assert [(r.json()["type"], r.json()["key"]) for r in receiver.requests] == [
+        ("item.updated", "2")
+    ]
+    assert hooks[0].json()["data"]["after"]["total"] == 99
+    assert [e.key for e in state.event_list()] == ["2"]
