@@ -91,11 +91,9 @@ def parse_detail_url(text: str) -> DetailTemplate:
         )
     first = parts[0] if isinstance(parts[0], str) else ""
     authority = urlsplit(first)
-    if (
-        not authority.scheme
-        or not authority.netloc
-        or not first.startswith(f"{authority.scheme}://{authority.netloc}/")
-    ):
+    origin = f"{authority.scheme}://{authority.netloc}"
+    after_host = first[len(origin) : len(origin) + 1]
+    if not authority.netloc or not first.startswith(origin) or after_host not in ("/", "?"):
         raise DetailFailed(
             "placeholders may appear only after the host (in the path or query): "
             "list data must not choose which host is asked"
@@ -176,9 +174,10 @@ def detail_item(entry: Item, doc: Any, spec: DetailSpec) -> Item:
 
     ``list_hash`` keeps the list entry's hash, stored beside the item for the next poll.
     """
-    found = spec.items.find(doc) if isinstance(doc, dict | list) else []
     if spec.items.text.strip() == "$":
         found = [doc]
+    else:
+        found = spec.items.find(doc) if isinstance(doc, dict | list) else []
     if len(found) != 1:
         what = "nothing" if not found else f"{len(found)} values"
         raise DetailFailed(

@@ -193,6 +193,31 @@ def test_detail_url_refuses_a_missing_or_odd_value(value, message):
     assert message in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    "template",
+    ["https://a.example?x={id}", "https://a.example:8443/o/{id}", "http://a.example/{id}/x"],
+)
+def test_placeholders_after_the_host_are_accepted(template):
+    assert [p.text for p in parse_detail_url(template).placeholders] == ["$.id"]
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "https://{id}.a.example/x",
+        "https://a.example{id}/x",
+        "https://a.example:{id}/x",
+        "https://user:{id}@a.example/x",
+        "https://a.example#{id}",
+        "{id}",
+    ],
+)
+def test_placeholders_never_choose_the_host(template):
+    """List data must not pick the host, port or credentials of a detail request."""
+    with pytest.raises(DetailFailed, match="only after the host"):
+        parse_detail_url(template)
+
+
 def test_a_placeholder_matching_several_values_fails():
     template = parse_detail_url("https://a.example/o/{$.ids[*]}")
     with pytest.raises(DetailFailed, match="2 values"):
