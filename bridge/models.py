@@ -40,6 +40,9 @@ class Change:
     changes: list[dict[str, Any]]
     hash: str | None
     """The new hash of the item; None for a deletion."""
+    name: str | None = None
+    """The event type's name when it is not ``item.<type>`` (an append source's
+    ``event_type``, e.g. ``github.event``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +58,13 @@ class Event:
     before: JSON
     after: JSON
     changes: list[dict[str, Any]]
+    name: str | None = None
+    """The event type's name when it is not ``item.<type>`` (see :func:`event_type_name`)."""
+
+
+def event_type_name(change_type: ChangeType, name: str | None = None) -> str:
+    """What payloads call an event's type: ``item.created`` unless the source names it."""
+    return name if name is not None else f"item.{change_type}"
 
 
 DeliveryState = Literal["pending", "delivered", "dead", "coalesced"]

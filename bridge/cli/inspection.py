@@ -26,7 +26,7 @@ from bridge.cli._common import (
 from bridge.core.extract import key_text
 from bridge.core.payload import event_envelope
 from bridge.errors import BridgeError
-from bridge.models import Event
+from bridge.models import Event, event_type_name
 from bridge.state_view import parse_time, status_doc
 from bridge.store import (
     AttemptInfo,
@@ -200,7 +200,7 @@ def cmd_events(args: argparse.Namespace) -> int:
                 r.event.id,
                 r.event.source,
                 key_text(r.event.key),
-                r.event.type,
+                r.event.name or r.event.type,
                 " ".join(f"{n}:{st}" for n, st in sorted(r.deliveries.items())) or "(no listener)",
             ]
             for r in records
@@ -247,7 +247,7 @@ def _show_text(
 ) -> str:
     out = [
         f"event    {event.id}",
-        f"type     item.{event.type}",
+        f"type     {event_type_name(event.type, event.name)}",
         f"source   {event.source}",
         f"key      {key_text(event.key)}",
         f"detected {stamp(event.timestamp)} ({ago(event.timestamp, now)})",

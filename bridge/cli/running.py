@@ -22,6 +22,7 @@ from bridge.cli._common import (
 from bridge.cli._runtime import make_daemon, poll_once, run_once
 from bridge.config import Config, iter_summary, risky_settings, summary_doc
 from bridge.errors import NoStateError
+from bridge.models import event_type_name
 from bridge.store import Store, create_store
 
 EX_CONFIG = 78  # app.EX_CONFIG (app imports this module): `check --strict` with warnings
@@ -69,7 +70,7 @@ async def _open_for_dry_run(location: str, scratch: Path) -> Store:
 def change_line(change: Any) -> dict[str, Any]:
     """One ``poll`` JSON line: the change, typed as in webhooks (``item.updated``)."""
     return {
-        "type": f"item.{change.type}",
+        "type": event_type_name(change.type, change.name),
         "key": change.key if isinstance(change.key, str) else list(change.key),
         "before": change.before,
         "after": change.after,

@@ -8,7 +8,14 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from pydantic import BeforeValidator, Field, PrivateAttr, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    PrivateAttr,
+    field_validator,
+    model_validator,
+)
 
 from bridge.config.fields import (
     CONTENT_TYPE,
@@ -22,12 +29,13 @@ from bridge.config.fields import (
     never_or_duration,
     positive,
 )
+from bridge.config.modes import listener_event
 from bridge.core.durations import parse_duration
 from bridge.core.ratelimit import Rate, parse_rate
 from bridge.core.render import BodyFormat, compile_template, default_content_type
 from bridge.core.routing import ListenerRoute, check_pointer, compile_match
 from bridge.core.signing import decode_secret, decode_signing_key
-from bridge.models import CHANGE_TYPES, ChangeType
+from bridge.models import CHANGE_TYPES
 
 DEFAULT_RETRY = ("5s", "5m", "30m", "2h", "5h", "10h", "10h")
 MAX_BREAKER_COOLDOWN = timedelta(hours=1)
@@ -61,7 +69,10 @@ class ListenerConfig(StrictModel):
     name: str = Field(pattern=NAME_PATTERN)
     url: str
     sources: list[str] | None = None
-    events: list[ChangeType] = Field(default_factory=lambda: list(CHANGE_TYPES))
+    events: list[Annotated[str, AfterValidator(listener_event)]] = Field(
+        default_factory=lambda: [str(t) for t in CHANGE_TYPES]
+    )
+    """Change types (``created``, ``item.created``…) or append sources' ``event_type`` names."""
     on_fields: list[str] = Field(default_factory=list)
     match: str | None = None
     format: Literal["pollbridge", "cloudevents"] = "pollbridge"
@@ -152,7 +163,7 @@ class ListenerConfig(StrictModel):
 
     @field_validator("events")
     @classmethod
-    def _events(cls, v: list[ChangeType]) -> list[ChangeType]:
+    def _events(cls, v: list[str]) -> list[str]:
         if not v:
             raise ValueError("at least one of created, updated, deleted")
         return v
@@ -195,7 +206,8 @@ class ListenerConfig(StrictModel):
         self._route = ListenerRoute(
             self.name,
             None if self.sources is None else frozenset(self.sources),
-            frozenset(self.events),
+            # left out: every event, whatever an append source names its events
+            frozenset(self.events) if "events" in self.model_fields_set else None,
             tuple(self.on_fields),
             None if self.match is None else compile_match(self.match),
         )

@@ -27,10 +27,12 @@ from pydantic_settings import (
 from bridge.config.fields import Duration, StrictModel, parse_listen_address, positive
 from bridge.config.listeners import ListenerConfig
 from bridge.config.messages import EntryProblem
+from bridge.config.modes import event_names
 from bridge.config.sources import SourceConfig
 from bridge.core.redaction import Redactor
 from bridge.core.routing import ListenerRoute
 from bridge.errors import ConfigError
+from bridge.models import CHANGE_TYPES
 
 
 class HostConfig(StrictModel):
@@ -166,7 +168,17 @@ class Config(StrictModel):
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
         known = {s.name for s in self.sources}
+        named = {s.event_type for s in self.sources if s.event_name is not None}
         for i, listener in enumerate(self.listeners):
+            for name in listener.events:
+                if name not in CHANGE_TYPES and name not in named:
+                    raise EntryProblem(
+                        "listeners",
+                        i,
+                        "events",
+                        f"no append source has event_type = {name!r} (events: "
+                        f"{event_names(named)})",
+                    )
             for src in listener.sources or ():
                 if src not in known:
                     raise EntryProblem(

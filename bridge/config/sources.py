@@ -27,6 +27,15 @@ from bridge.config.fields import (
     check_url,
     positive,
 )
+from bridge.config.modes import (
+    DEFAULT_EVENT_TYPE,
+    DEFAULT_REMEMBER_COUNT,
+    MAX_REMEMBER_COUNT,
+    Mode,
+    check_event_type,
+    mode_problem,
+)
+from bridge.core.append import SeenWindow
 from bridge.core.bodypath import BodyPathError, parse_body_path, with_body_value
 from bridge.core.detail import DetailSpec, parse_detail_url
 from bridge.core.durations import format_duration
@@ -271,6 +280,12 @@ class SourceConfig(StrictModel):
     rebaseline: Literal["silent", "emit"] = "silent"
     ca_file: str | None = None
     tls_verify: bool = True
+    mode: Mode = "snapshot"
+    confirm_deletes: int = Field(default=1, ge=1, le=1000)
+    event_type: str = DEFAULT_EVENT_TYPE
+    remember: Duration = timedelta(days=30)
+    remember_count: int = Field(default=DEFAULT_REMEMBER_COUNT, ge=1, le=MAX_REMEMBER_COUNT)
+    stop_at_seen: bool = True
 
     _spec: ItemSpec = PrivateAttr()
     _list_spec: ItemSpec = PrivateAttr()
@@ -284,7 +299,12 @@ class SourceConfig(StrictModel):
     def _url(cls, v: str) -> str:
         return check_url(v)
 
-    @field_validator("every", "timeout", "max_backoff")
+    @field_validator("event_type")
+    @classmethod
+    def _event_type(cls, v: str) -> str:
+        return check_event_type(v)
+
+    @field_validator("every", "timeout", "max_backoff", "remember")
     @classmethod
     def _positive(cls, v: timedelta | None) -> timedelta | None:
         return None if v is None else positive(v)
@@ -379,6 +399,9 @@ class SourceConfig(StrictModel):
         ):
             raise ValueError("'delimiter' and 'encoding' apply only to format = \"csv\"")
         check_tls(self.ca_file, self.tls_verify)
+        problem = mode_problem(self.mode, self.model_fields_set, self.paginate is not None)
+        if problem is not None:
+            raise ValueError(problem)
         return self
 
     def _check_graphql(self) -> None:
@@ -479,6 +502,15 @@ class SourceConfig(StrictModel):
         return self._spec.ignore
 
     @property
+    def event_name(self) -> str | None:
+        """An append source's event type when it is not ``item.created``."""
+        return None if self.event_type == DEFAULT_EVENT_TYPE else self.event_type
+
+    @property
+    def seen_window(self) -> SeenWindow:
+        return SeenWindow(self.remember, self.remember_count)
+
+    @property
     def interval_s(self) -> float | None:
         return None if self.every is None else self.every.total_seconds()
 
@@ -504,4 +536,6 @@ class SourceConfig(StrictModel):
             if paginate.get("body_param", "") is None:
                 del paginate["body_param"]  # added later: unset, it must not re-baseline
             fields["paginate"] = paginate
+        if self.mode != "snapshot":
+            fields["mode"] = self.mode
         return fields

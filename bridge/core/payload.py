@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 
 from bridge.core.extract import key_text
-from bridge.models import Change, Event, ItemKey
+from bridge.models import Change, Event, ItemKey, event_type_name
 
 CLOUDEVENTS_CONTENT_TYPE = "application/cloudevents+json"
 
@@ -27,7 +27,7 @@ def event_envelope(event: Event) -> dict[str, Any]:
     """The event as the dict that becomes the JSON body."""
     return {
         "id": event.id,
-        "type": f"item.{event.type}",
+        "type": event_type_name(event.type, event.name),
         "timestamp": format_timestamp(event.timestamp),
         "source": event.source,
         "key": _key_value(event.key),
@@ -37,7 +37,7 @@ def event_envelope(event: Event) -> dict[str, Any]:
 
 def change_envelope(source: str, change: Change, detected_at: datetime | None) -> dict[str, Any]:
     """The envelope a change will have once committed, without its ``id`` (given at commit)."""
-    envelope: dict[str, Any] = {"type": f"item.{change.type}"}
+    envelope: dict[str, Any] = {"type": event_type_name(change.type, change.name)}
     if detected_at is not None:
         envelope["timestamp"] = format_timestamp(detected_at)
     envelope.update(
@@ -62,7 +62,7 @@ def cloudevent(event: Event) -> dict[str, Any]:
         "specversion": "1.0",
         "id": event.id,
         "source": f"pollbridge/{event.source}",
-        "type": f"pollbridge.item.{event.type}",
+        "type": f"pollbridge.{event_type_name(event.type, event.name)}",
         "subject": key_text(event.key),
         "time": format_timestamp(event.timestamp),
         "datacontenttype": "application/json",

@@ -13,7 +13,7 @@ from jsonpath_ng.ext.filter import Filter
 
 from bridge.core.paths import JsonPath, compile_path
 from bridge.core.payload import change_envelope
-from bridge.models import Change, ChangeType
+from bridge.models import Change
 
 _POINTER = re.compile(r"^(/([^~/]|~[01])*)+$")
 
@@ -102,7 +102,9 @@ class ListenerRoute:
     name: str
     sources: frozenset[str] | None
     """None means every source."""
-    events: frozenset[ChangeType]
+    events: frozenset[str] | None
+    """Change types and event type names (an append source's ``event_type``); None: every
+    event."""
     on_fields: tuple[str, ...] = ()
     """JSON Pointers; an update passes when one of them changed. Empty: every update."""
     match: EventMatch | None = None
@@ -111,7 +113,7 @@ class ListenerRoute:
         """Whether this listener gets ``change``; ``envelope`` is needed only with ``match``."""
         if self.sources is not None and source not in self.sources:
             return False
-        if change.type not in self.events:
+        if self.events is not None and (change.name or change.type) not in self.events:
             return False
         if (
             self.on_fields

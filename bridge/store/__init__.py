@@ -25,9 +25,12 @@ from bridge.store.base import (
     PruneResult,
     ReplayRequest,
     ReplayResult,
+    SeenKeys,
+    SeenUpdate,
     SnapshotHashes,
     SnapshotStore,
     Store,
+    TrackedCounts,
 )
 
 Backend = Literal["sqlite", "postgres", "memory"]
@@ -125,10 +128,13 @@ __all__ = [
     "PruneResult",
     "ReplayRequest",
     "ReplayResult",
+    "SeenKeys",
+    "SeenUpdate",
     "SnapshotHashes",
     "SnapshotStore",
     "StaleSnapshot",
     "Store",
+    "TrackedCounts",
     "backend_of",
     "claim_state_lock",
     "create_store",

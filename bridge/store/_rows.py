@@ -72,6 +72,8 @@ def event_from_row(row: Mapping[str, Any], to_time: ToTime) -> Event:
         before=loads(row["before"]),
         after=loads(row["after"]),
         changes=orjson.loads(row["changes"]),
+        # queries that join other tables may leave the column out
+        name=row["type_name"] if "type_name" in row.keys() else None,  # noqa: SIM118
     )
 
 

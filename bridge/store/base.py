@@ -25,7 +25,7 @@ from bridge.models import (
     SourceState,
 )
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 """The schema version of every SQL backend (SQLite's ``user_version``, PostgreSQL's
 ``schema_version`` table): one migration per version in each backend."""
 
@@ -59,6 +59,39 @@ class PollCommit:
     """The snapshot version the diff was computed against; a mismatch refuses the commit."""
     lease_token: int | None = None
     """The fencing token of the source lease the poll ran under; a lost lease refuses the commit."""
+    seen: SeenUpdate | None = None
+    """An append source's remembered keys: those first seen now and those forgotten. None for
+    any other source: keys it remembered as an append source (before a change of mode) go."""
+    missing: Mapping[str, int] | None = None
+    """``confirm_deletes``: key text -> consecutive polls the item has been missing, for the
+    items whose deletion is still pending. Replaces the source's stored counts (None: none)."""
+
+
+@dataclass(frozen=True)
+class SeenUpdate:
+    """How one poll changes an append source's remembered keys, first seen at ``polled_at``."""
+
+    add: Sequence[str] = ()
+    forget: Sequence[str] = ()
+
+
+@dataclass(frozen=True)
+class SeenKeys:
+    """An append source's remembered keys (key text -> first seen) and the snapshot version
+    they belong to (an append commit bumps it like any other)."""
+
+    version: int
+    first_seen: dict[str, datetime]
+
+
+@dataclass(frozen=True)
+class TrackedCounts:
+    """What a source remembers besides its snapshot, for ``status``."""
+
+    seen_keys: int = 0
+    """Keys an append source remembers."""
+    pending_deletes: int = 0
+    """Items missing from the list whose deletion waits for ``confirm_deletes``."""
 
 
 @dataclass(frozen=True)
@@ -219,6 +252,14 @@ class SnapshotStore(Protocol):
     async def load_items(
         self, source: str, key_texts: Sequence[str]
     ) -> dict[str, tuple[ItemKey, Any]]: ...
+    async def load_seen(self, source: str) -> SeenKeys:
+        """An append source's remembered keys with when each was first seen."""
+        ...
+
+    async def load_missing(self, source: str) -> dict[str, int]:
+        """``confirm_deletes``: key text -> consecutive polls missing, for pending deletions."""
+        ...
+
     async def commit_poll(self, commit: PollCommit) -> list[Event]:
         """Write the poll in one transaction; :class:`StaleSnapshot` (nothing written) when the
         snapshot moved since ``expected_version``, :class:`LeaseLost` when the lease did."""
@@ -363,6 +404,10 @@ class Inspection(Protocol):
         """listener -> state -> count, for the given states only (cheap for pending/dead)."""
         ...
 
+    async def tracked_counts(self) -> dict[str, TrackedCounts]:
+        """Source -> its remembered keys and pending deletions (sources with either only)."""
+        ...
+
 
 class Operations(Protocol):
     """What operators change through the CLI (and the daemon's auto-disable and retention)."""
@@ -427,8 +472,11 @@ __all__ = [
     "PruneResult",
     "ReplayRequest",
     "ReplayResult",
+    "SeenKeys",
+    "SeenUpdate",
     "SnapshotHashes",
     "SnapshotStore",
     "StaleSnapshot",
     "Store",
+    "TrackedCounts",
 ]

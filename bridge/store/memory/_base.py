@@ -81,6 +81,10 @@ class MemoryBase:
         self._sources: dict[str, dict[str, Any]] = {}
         self._versions: dict[str, int] = {}
         self._items: dict[str, dict[str, StoredItem]] = {}
+        self._seen: dict[str, dict[str, datetime]] = {}
+        """Append sources: key text -> first seen."""
+        self._missing: dict[str, dict[str, int]] = {}
+        """confirm_deletes: key text -> consecutive polls missing."""
         self._events: dict[int, Event] = {}
         self._event_keys: dict[int, str] = {}
         """Event seq -> the stored key text (what ``EventQuery.key`` names)."""

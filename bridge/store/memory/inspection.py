@@ -22,6 +22,7 @@ from bridge.store.base import (
     PruneResult,
     ReplayRequest,
     ReplayResult,
+    TrackedCounts,
 )
 from bridge.store.memory._base import MemoryBase, StoredDelivery, copy_event, required, utc
 
@@ -201,3 +202,12 @@ class MemoryInspection(MemoryBase):
                     per = out.setdefault(d.listener, {})
                     per[state] = per.get(state, 0) + 1
         return out
+
+    async def tracked_counts(self) -> dict[str, TrackedCounts]:
+        self._check_open()
+        names = {s for s, keys in self._seen.items() if keys}
+        names |= {s for s, keys in self._missing.items() if keys}
+        return {
+            s: TrackedCounts(len(self._seen.get(s, {})), len(self._missing.get(s, {})))
+            for s in sorted(names)
+        }

@@ -13,7 +13,7 @@ from bridge.core.ids import new_event_id
 from bridge.errors import StaleSnapshot
 from bridge.models import Event, ItemKey, SourceState
 from bridge.store._rows import SOURCE_FIELDS
-from bridge.store.base import PollCommit, SnapshotHashes
+from bridge.store.base import PollCommit, SeenKeys, SnapshotHashes
 from bridge.store.memory._base import MemoryBase, StoredItem, copy, copy_event, copy_field, required
 
 
@@ -63,6 +63,14 @@ class MemorySnapshots(MemoryBase):
         items = self._items.get(source, {})
         return {k: (items[k].key, orjson.loads(items[k].value)) for k in key_texts if k in items}
 
+    async def load_seen(self, source: str) -> SeenKeys:
+        self._check_open()
+        return SeenKeys(self._versions.get(source, 0), dict(self._seen.get(source, {})))
+
+    async def load_missing(self, source: str) -> dict[str, int]:
+        self._check_open()
+        return dict(self._missing.get(source, {}))
+
     async def commit_poll(self, commit: PollCommit) -> list[Event]:
         self._check_open()
         version = self._versions.get(commit.source, 0)
@@ -93,6 +101,7 @@ class MemorySnapshots(MemoryBase):
                 copy(change.before),
                 copy(change.after),
                 copy(change.changes),
+                change.name,
             )
             for n, change in enumerate(commit.changes)
         ]
@@ -110,6 +119,7 @@ class MemorySnapshots(MemoryBase):
         items.update(upserts)
         for key_text in commit.deletes:
             items.pop(key_text, None)
+        self._write_tracked(commit)
         self._next_seq += len(events)
         at = required(commit.polled_at)
         for event, change, listeners in routes:
@@ -119,6 +129,21 @@ class MemorySnapshots(MemoryBase):
                 self._add_delivery(event.seq, listener, commit.source, change.key_text, at)
         self._upsert_source(commit.source, fields_)
         return [copy_event(e) for e in events]
+
+    def _write_tracked(self, commit: PollCommit) -> None:
+        if commit.seen is None:
+            self._seen.pop(commit.source, None)
+        else:
+            seen = self._seen.setdefault(commit.source, {})
+            for key_text in commit.seen.forget:
+                seen.pop(key_text, None)
+            at = required(commit.polled_at)
+            for key_text in commit.seen.add:
+                seen.setdefault(key_text, at)
+        if commit.missing:
+            self._missing[commit.source] = dict(commit.missing)
+        else:
+            self._missing.pop(commit.source, None)
 
     async def record_poll_failure(
         self,

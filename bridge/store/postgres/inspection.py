@@ -25,6 +25,7 @@ from bridge.store.base import (
     PruneResult,
     ReplayRequest,
     ReplayResult,
+    TrackedCounts,
 )
 from bridge.store.postgres._base import PostgresBase
 from bridge.store.postgres._conn import row_to_event, utc
@@ -137,6 +138,19 @@ class PostgresInspection(PostgresBase):
                 for r in await cur.fetchall():
                     out.setdefault(r["listener"], {})[state] = int(r["n"])
         return out
+
+    async def tracked_counts(self) -> dict[str, TrackedCounts]:
+        async with self._connection("tracked_counts") as conn:
+            cur = await conn.execute("SELECT source, count(*) AS n FROM seen_keys GROUP BY source")
+            seen = {r["source"]: int(r["n"]) for r in await cur.fetchall()}
+            cur = await conn.execute(
+                "SELECT source, count(*) AS n FROM missing_items GROUP BY source"
+            )
+            missing = {r["source"]: int(r["n"]) for r in await cur.fetchall()}
+        return {
+            s: TrackedCounts(seen.get(s, 0), missing.get(s, 0))
+            for s in sorted(set(seen) | set(missing))
+        }
 
     async def replay(self, request: ReplayRequest, at: datetime) -> ReplayResult:
         where: list[sql.Composable] = []

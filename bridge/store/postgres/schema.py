@@ -132,6 +132,22 @@ MIGRATIONS: dict[int, str] = {
     6: """
     ALTER TABLE items ADD COLUMN list_hash text
     """,
+    # append sources (seen keys, named event types) and confirmed deletes (missing counts)
+    7: """
+    ALTER TABLE events ADD COLUMN type_name text;
+    CREATE TABLE seen_keys (
+        source text NOT NULL,
+        key_text text NOT NULL,
+        first_seen timestamptz NOT NULL,
+        PRIMARY KEY (source, key_text)
+    );
+    CREATE TABLE missing_items (
+        source text NOT NULL,
+        key_text text NOT NULL,
+        polls integer NOT NULL,
+        PRIMARY KEY (source, key_text)
+    )
+    """,
 }
 
 assert max(MIGRATIONS) == SCHEMA_VERSION  # noqa: S101 - a programming error, caught by any test

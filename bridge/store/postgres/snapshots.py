@@ -16,9 +16,9 @@ from bridge.core.ids import new_event_id
 from bridge.errors import LeaseLost, StaleSnapshot
 from bridge.models import Event, ItemKey, SourceState
 from bridge.store._rows import SOURCE_FIELDS, dumps, key_from_json, key_json
-from bridge.store.base import PollCommit, SnapshotHashes
+from bridge.store.base import PollCommit, SeenKeys, SnapshotHashes
 from bridge.store.postgres._base import PostgresBase
-from bridge.store.postgres._conn import Conn, row_to_source
+from bridge.store.postgres._conn import Conn, row_to_source, utc
 
 
 class PostgresSnapshots(PostgresBase):
@@ -80,6 +80,31 @@ class PostgresSnapshots(PostgresBase):
             rows = await cur.fetchall()
         return {r["key_text"]: (key_from_json(r["key"]), orjson.loads(r["item"])) for r in rows}
 
+    async def load_seen(self, source: str) -> SeenKeys:
+        async with (
+            self._connection("load_seen") as conn,
+            conn.transaction(),
+        ):
+            await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            cur = await conn.execute(
+                "SELECT snapshot_version FROM sources WHERE name = %s", (source,)
+            )
+            row = await cur.fetchone()
+            cur = await conn.execute(
+                "SELECT key_text, first_seen FROM seen_keys WHERE source = %s", (source,)
+            )
+            seen = {r["key_text"]: utc(r["first_seen"]) for r in await cur.fetchall()}
+        version = int(row["snapshot_version"]) if row else 0
+        return SeenKeys(version, {k: at for k, at in seen.items() if at is not None})
+
+    async def load_missing(self, source: str) -> dict[str, int]:
+        async with self._connection("load_missing") as conn:
+            cur = await conn.execute(
+                "SELECT key_text, polls FROM missing_items WHERE source = %s", (source,)
+            )
+            rows = await cur.fetchall()
+        return {r["key_text"]: int(r["polls"]) for r in rows}
+
     async def commit_poll(self, commit: PollCommit) -> list[Event]:
         async with self._connection("commit_poll") as conn, conn.transaction():
             await conn.execute("SET LOCAL synchronous_commit = on")
@@ -102,6 +127,7 @@ class PostgresSnapshots(PostgresBase):
                     f"{commit.expected_version} to {version} during the poll",
                 )
             await self._write_items(conn, commit)
+            await self._write_tracked(conn, commit)
             events = await self._write_events(conn, commit)
             delivered = await self._write_deliveries(conn, commit, events)
             await self._upsert_source(conn, commit.source, self._source_fields(commit, version + 1))
@@ -150,15 +176,42 @@ class PostgresSnapshots(PostgresBase):
                 (commit.source, list(commit.deletes)),
             )
 
+    async def _write_tracked(self, conn: Conn, commit: PollCommit) -> None:
+        """The seen keys of an append source and the missing counts of pending deletions."""
+        source, seen = commit.source, commit.seen
+        if seen is None:
+            await conn.execute("DELETE FROM seen_keys WHERE source = %s", (source,))
+        else:
+            if seen.forget:
+                await conn.execute(
+                    "DELETE FROM seen_keys WHERE source = %s AND key_text = ANY(%s)",
+                    (source, list(seen.forget)),
+                )
+            if seen.add:
+                await conn.execute(
+                    "INSERT INTO seen_keys (source, key_text, first_seen) "
+                    "SELECT %s, k, %s FROM unnest(%s::text[]) AS u(k) "
+                    "ON CONFLICT (source, key_text) DO NOTHING",
+                    (source, commit.polled_at, list(seen.add)),
+                )
+        await conn.execute("DELETE FROM missing_items WHERE source = %s", (source,))
+        if commit.missing:
+            await conn.execute(
+                "INSERT INTO missing_items (source, key_text, polls) "
+                "SELECT %s, k, n FROM unnest(%s::text[], %s::integer[]) AS u(k, n)",
+                (source, list(commit.missing), list(commit.missing.values())),
+            )
+
     async def _write_events(self, conn: Conn, commit: PollCommit) -> list[Event]:
         if not commit.changes:
             return []
         ids = [new_event_id(commit.polled_at) for _ in commit.changes]
         cur = await conn.execute(
-            "INSERT INTO events (id, source, key_text, key, type, timestamp, before, after, "
-            "changes) SELECT i, %s, k, kj, t, %s, b, a, c FROM unnest(%s::text[], %s::text[], "
-            "%s::text[], %s::text[], %s::text[], %s::text[], %s::text[]) "
-            "WITH ORDINALITY AS u(i, k, kj, t, b, a, c, n) ORDER BY n RETURNING id, seq",
+            "INSERT INTO events (id, source, key_text, key, type, type_name, timestamp, before, "
+            "after, changes) SELECT i, %s, k, kj, t, tn, %s, b, a, c FROM unnest(%s::text[], "
+            "%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], "
+            "%s::text[]) WITH ORDINALITY AS u(i, k, kj, t, tn, b, a, c, n) ORDER BY n "
+            "RETURNING id, seq",
             (
                 commit.source,
                 commit.polled_at,
@@ -166,6 +219,7 @@ class PostgresSnapshots(PostgresBase):
                 [c.key_text for c in commit.changes],
                 [key_json(c.key) for c in commit.changes],
                 [c.type for c in commit.changes],
+                [c.name for c in commit.changes],
                 [None if c.before is None else dumps(c.before) for c in commit.changes],
                 [None if c.after is None else dumps(c.after) for c in commit.changes],
                 [dumps(c.changes) for c in commit.changes],
@@ -183,6 +237,7 @@ class PostgresSnapshots(PostgresBase):
                 change.before,
                 change.after,
                 change.changes,
+                change.name,
             )
             for event_id, change in zip(ids, commit.changes, strict=True)
         ]

@@ -32,6 +32,7 @@ from bridge.store.base import (
     PruneResult,
     ReplayRequest,
     ReplayResult,
+    TrackedCounts,
 )
 from bridge.store.sqlite._base import SQLiteBase, iso, parse_iso, row_to_event
 from bridge.store.sqlite.schema import STATE_INDEX
@@ -178,6 +179,19 @@ class SQLiteInspection(SQLiteBase):
             ):
                 out.setdefault(listener, {})[state] = n
         return out
+
+    async def tracked_counts(self) -> dict[str, TrackedCounts]:
+        return await self._run(self._tracked_counts)
+
+    def _tracked_counts(self) -> dict[str, TrackedCounts]:
+        seen = dict(self.conn.execute("SELECT source, COUNT(*) FROM seen_keys GROUP BY source"))
+        missing = dict(
+            self.conn.execute("SELECT source, COUNT(*) FROM missing_items GROUP BY source")
+        )
+        return {
+            s: TrackedCounts(seen.get(s, 0), missing.get(s, 0))
+            for s in sorted(set(seen) | set(missing))
+        }
 
     async def replay(self, request: ReplayRequest, at: datetime) -> ReplayResult:
         return await self._run(self._replay, request, at)

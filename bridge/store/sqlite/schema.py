@@ -21,6 +21,23 @@ def _add_list_hash(db: sqlite_utils.Database) -> None:
     db.table("items").add_column("list_hash", str)
 
 
+def _add_seen_keys_and_missing(db: sqlite_utils.Database) -> None:
+    # an append source's event type when it is not item.<type> (e.g. github.event)
+    db.table("events").add_column("type_name", str)
+    # append sources remember the keys they have seen (bounded by age and count), not items
+    db.table("seen_keys").create(
+        {"source": str, "key_text": str, "first_seen": str},
+        pk=("source", "key_text"),
+        not_null={"source", "key_text", "first_seen"},
+    )
+    # confirm_deletes: how many polls in a row each pending item has been missing
+    db.table("missing_items").create(
+        {"source": str, "key_text": str, "polls": int},
+        pk=("source", "key_text"),
+        not_null={"source", "key_text", "polls"},
+    )
+
+
 MIGRATIONS: dict[int, str | Callable[[sqlite_utils.Database], None]] = {
     1: """
     CREATE TABLE sources (
@@ -127,6 +144,8 @@ MIGRATIONS: dict[int, str | Callable[[sqlite_utils.Database], None]] = {
     5: _add_claimed_at,
     # detail sources: the hash of an item's list entry, so an unchanged entry is not re-fetched
     6: _add_list_hash,
+    # append sources (seen keys, named event types) and confirmed deletes (missing counts)
+    7: _add_seen_keys_and_missing,
 }
 
 assert max(MIGRATIONS) == SCHEMA_VERSION  # noqa: S101 - a programming error, caught by any test

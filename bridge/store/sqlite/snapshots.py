@@ -12,8 +12,8 @@ from bridge.core import source_state
 from bridge.errors import StaleSnapshot
 from bridge.models import Event, ItemKey, SourceState
 from bridge.store._rows import SOURCE_FIELDS, dumps, key_from_json
-from bridge.store.base import PollCommit, SnapshotHashes
-from bridge.store.sqlite._base import SQLiteBase, iso, rollback, row_to_source
+from bridge.store.base import PollCommit, SeenKeys, SnapshotHashes
+from bridge.store.sqlite._base import SQLiteBase, iso, parse_iso, rollback, row_to_source
 
 
 class SQLiteSnapshots(SQLiteBase):
@@ -86,6 +86,30 @@ class SQLiteSnapshots(SQLiteBase):
                 out[key_text] = (key_from_json(key), orjson.loads(item))
         return out
 
+    async def load_seen(self, source: str) -> SeenKeys:
+        return await self._run(self._load_seen, source)
+
+    def _load_seen(self, source: str) -> SeenKeys:
+        conn = self.conn
+        conn.execute("BEGIN")
+        try:
+            version = self._snapshot_version(source)
+            rows = conn.execute(
+                "SELECT key_text, first_seen FROM seen_keys WHERE source = ?", (source,)
+            ).fetchall()
+        finally:
+            conn.execute("COMMIT")
+        return SeenKeys(version, {k: _time(at) for k, at in rows})
+
+    async def load_missing(self, source: str) -> dict[str, int]:
+        return await self._run(self._load_missing, source)
+
+    def _load_missing(self, source: str) -> dict[str, int]:
+        rows = self.conn.execute(
+            "SELECT key_text, polls FROM missing_items WHERE source = ?", (source,)
+        )
+        return {k: int(n) for k, n in rows}
+
     async def commit_poll(self, commit: PollCommit) -> list[Event]:
         return await self._run(self._commit_poll, commit)
 
@@ -101,6 +125,7 @@ class SQLiteSnapshots(SQLiteBase):
                     f"{commit.expected_version} to {version} during the poll",
                 )
             self._write_items(commit)
+            self._write_tracked(commit)
             events = self._write_events(commit)
             self._write_deliveries(commit, events)
             self._write_source_state(commit, version + 1)
@@ -137,6 +162,30 @@ class SQLiteSnapshots(SQLiteBase):
                 ((commit.source, k) for k in commit.deletes),
             )
 
+    def _write_tracked(self, commit: PollCommit) -> None:
+        """The seen keys of an append source and the missing counts of pending deletions."""
+        conn, source = self.conn, commit.source
+        seen = commit.seen
+        if seen is None:
+            conn.execute("DELETE FROM seen_keys WHERE source = ?", (source,))
+        else:
+            conn.executemany(
+                "DELETE FROM seen_keys WHERE source = ? AND key_text = ?",
+                ((source, k) for k in seen.forget),
+            )
+            at = iso(commit.polled_at)
+            conn.executemany(
+                "INSERT INTO seen_keys (source, key_text, first_seen) VALUES (?, ?, ?) "
+                "ON CONFLICT (source, key_text) DO NOTHING",
+                ((source, k, at) for k in seen.add),
+            )
+        conn.execute("DELETE FROM missing_items WHERE source = ?", (source,))
+        if commit.missing:
+            conn.executemany(
+                "INSERT INTO missing_items (source, key_text, polls) VALUES (?, ?, ?)",
+                ((source, k, n) for k, n in commit.missing.items()),
+            )
+
     def _write_events(self, commit: PollCommit) -> list[Event]:
         from bridge.core.ids import new_event_id
 
@@ -147,14 +196,15 @@ class SQLiteSnapshots(SQLiteBase):
             event_id = new_event_id(commit.polled_at)
             key_json = dumps(change.key if isinstance(change.key, str) else list(change.key))
             cur.execute(
-                "INSERT INTO events (id, source, key_text, key, type, timestamp, before, after, "
-                "changes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO events (id, source, key_text, key, type, type_name, timestamp, "
+                "before, after, changes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     event_id,
                     commit.source,
                     change.key_text,
                     key_json,
                     change.type,
+                    change.name,
                     ts,
                     None if change.before is None else dumps(change.before),
                     None if change.after is None else dumps(change.after),
@@ -174,6 +224,7 @@ class SQLiteSnapshots(SQLiteBase):
                     change.before,
                     change.after,
                     change.changes,
+                    change.name,
                 )
             )
         return events
@@ -279,6 +330,12 @@ class SQLiteSnapshots(SQLiteBase):
         if unknown:
             raise ValueError(f"unknown source state fields: {sorted(unknown)}")
         await self._run(self._upsert_source, source, _stored_source_fields(fields))
+
+
+def _time(text: str) -> datetime:
+    moment = parse_iso(text)
+    assert moment is not None  # noqa: S101 - the column is NOT NULL
+    return moment
 
 
 def _stored_source_fields(fields: Mapping[str, Any]) -> dict[str, Any]:

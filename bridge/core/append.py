@@ -1,0 +1,106 @@
+"""Event-log sources (``mode = "append"``): which entries are new, and which seen keys to forget.
+
+An append source's list is a log of immutable entries. An entry whose key was not seen before
+is one event; nothing is updated or deleted. Instead of a snapshot, the store keeps the keys
+seen, each with the time it was first seen, bounded by age (``remember``) and by number
+(``remember_count``). A key the latest answer still holds is never forgotten, whatever its
+age: forgetting it would make it new again at the next poll, a duplicate event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from bridge.core.diff import patch_ignoring
+from bridge.core.paths import JsonPath
+from bridge.models import Change, Item
+
+
+@dataclass(frozen=True)
+class SeenWindow:
+    """How long and how many seen keys an append source remembers."""
+
+    remember: timedelta
+    remember_count: int
+
+
+@dataclass(frozen=True)
+class AppendPlan:
+    """What one poll of an append source records."""
+
+    new: list[Item]
+    """Entries not seen before, in the answer's order (a key repeated in it counts once)."""
+    forget: list[str]
+    """Seen keys to drop, oldest first: past ``remember``, or beyond ``remember_count``."""
+    remembered: int
+    """How many keys are remembered once the poll is committed."""
+    over_count: bool
+    """The answer alone holds more keys than ``remember_count``: they are all kept."""
+
+
+def unique_entries(pages: Iterable[Sequence[Item]]) -> list[Item]:
+    """The pages' entries in order, each key once.
+
+    A log moves while it is paged: a new entry pushes the last one of a page onto the next,
+    where it is met again. That is no error here, as nothing is deleted from an append source.
+    """
+    out: list[Item] = []
+    met: set[str] = set()
+    for page in pages:
+        for item in page:
+            if item.key_text not in met:
+                met.add(item.key_text)
+                out.append(item)
+    return out
+
+
+def holds_seen(page: Sequence[Item], seen: Mapping[str, object]) -> bool:
+    """Whether a page holds an entry already seen (``stop_at_seen``: fetch no further page)."""
+    return any(item.key_text in seen for item in page)
+
+
+def plan_append(
+    seen: Mapping[str, datetime],
+    entries: Sequence[Item],
+    now: datetime,
+    window: SeenWindow,
+) -> AppendPlan:
+    """Split ``entries`` (see :func:`unique_entries`) into new ones and choose what to forget.
+
+    ``seen`` maps each remembered key to when it was first seen. The new keys are first seen
+    ``now``. Forgotten first: keys first seen before ``now - remember``; then, while more than
+    ``remember_count`` remain, the oldest (ties by key). Keys in ``entries`` are never
+    forgotten.
+    """
+    new = [item for item in entries if item.key_text not in seen]
+    answered = {item.key_text for item in entries}
+    horizon = now - window.remember
+    candidates = sorted(
+        ((at, key) for key, at in seen.items() if key not in answered), key=lambda p: p
+    )
+    forget = [key for at, key in candidates if at < horizon]
+    kept = len(seen) - len(forget) + len(new)
+    excess = kept - window.remember_count
+    if excess > 0:
+        still = [key for at, key in candidates if at >= horizon]
+        extra = still[:excess]
+        forget.extend(extra)
+        kept -= len(extra)
+    return AppendPlan(new, forget, kept, len(answered) > window.remember_count)
+
+
+def append_changes(
+    new: Sequence[Item], event_name: str | None, ignore: Sequence[JsonPath] = ()
+) -> list[Change]:
+    """One ``created`` change per new entry, typed ``event_name`` when the source names it."""
+    changes = []
+    for item in new:
+        patch = patch_ignoring(None, item.value, ignore)
+        changes.append(
+            Change(
+                "created", item.key, item.key_text, None, item.value, patch, item.hash, event_name
+            )
+        )
+    return changes
