@@ -12,9 +12,10 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from bridge.config import Config, SourceConfig
+from bridge.core.confirm import confirm_missing
 from bridge.core.detail import list_hash_refreshes
 from bridge.core.diff import DiffPlan, build_changes, plan_diff
 from bridge.core.extract import ExtractionFailed, extract_items
@@ -26,12 +27,13 @@ from bridge.core.pagination import PaginationFailed, combine_pages
 from bridge.core.retry import MAX_RETRY_AFTER_S, poll_backoff
 from bridge.core.routing import ListenerRoute, route_change
 from bridge.errors import ExtractError, PollError
+from bridge.eventlog import TrackedState, analyse_append, append_stop, baseline_mode
 from bridge.http.auth import Authenticators
 from bridge.http.detail import resolve_details
 from bridge.http.pages import conditional, walk_pages
 from bridge.http.poller import Fetched, Poller
 from bridge.models import Change, Event, Item, SourceState
-from bridge.store import PollCommit, SnapshotHashes, StaleSnapshot, Store
+from bridge.store import PollCommit, SeenKeys, SeenUpdate, SnapshotHashes, StaleSnapshot, Store
 
 log = logging.getLogger("pollbridge.poll")
 
@@ -61,6 +63,12 @@ class PollOutcome:
     held_polls: int = 0
     not_before: datetime | None = None
     """After a failure: the source is not polled again before this time (backoff, Retry-After)."""
+    pending_deletes: dict[str, int] = field(default_factory=dict)
+    """``confirm_deletes``: missing items not deleted yet -> polls missing so far."""
+    remembered: int | None = None
+    """An append source: the keys remembered once this poll is recorded."""
+    stopped: bool = False
+    """An append source's walk stopped at a page holding a seen key (``stop_at_seen``)."""
 
 
 @dataclass(frozen=True)
@@ -205,6 +213,7 @@ class Pipeline:
         self.auth = authenticators or Authenticators(poller.client)
         self._routes: list[ListenerRoute] = config.routes()
         self._hashes: dict[str, SnapshotHashes] = {}
+        self._tracked = TrackedState(store)
         self._locks: dict[str, asyncio.Lock] = {}
         self._lease_tokens: dict[str, int | None] = {}
 
@@ -264,10 +273,16 @@ class Pipeline:
             fingerprint = source_fingerprint(source)
             first = state is None or state.fingerprint is None
             rebaseline = not first and state is not None and state.fingerprint != fingerprint
-            # a changed item definition needs the body even if the API's data did not change
+            baseline = baseline_mode(source, first, rebaseline)
+            seen = await self._tracked.seen(source.name) if source.mode == "append" else None
+            # a changed item definition needs the body even if the API's data did not change;
+            # while deletions are pending, every poll must look at the list itself
             ask = (
                 state.validators
-                if state and conditional(source) and not first and not rebaseline
+                if state
+                and conditional(source)
+                and baseline is None
+                and not await self._tracked.pending(source)
                 else None
             )
 
@@ -282,6 +297,7 @@ class Pipeline:
                 redact=self.config.redact,
                 auth=self.auth.for_source(source),
                 validators=ask,
+                stop=None if seen is None else append_stop(source, seen, baseline),
             )
             ctx = _Context(
                 source,
@@ -296,6 +312,8 @@ class Pipeline:
             if pages.items is None:
                 return await self._unchanged(ctx, state.item_count if state else 0, True)
             old = await self._snapshot(source.name, detail=source.detail is not None)
+            if seen is not None:
+                return await self._append(ctx, pages.items, seen, old, baseline, pages.stopped)
             listed, details = pages.items, 0
             if source.detail is not None:
                 resolved = await resolve_details(
@@ -322,6 +340,7 @@ class Pipeline:
             return await self._failed(source, state, exc, now, started, commit)
         except StaleSnapshot as exc:
             self._hashes.pop(source.name, None)
+            self._tracked.forget(source.name)
             duration = time.monotonic() - started
             return PollOutcome(source.name, False, "error", duration, error=str(exc))
 
@@ -413,9 +432,12 @@ class Pipeline:
 
     async def _diff(self, ctx: _Context, analysis: _Analysis, old: SnapshotHashes) -> PollOutcome:
         source, state = ctx.source, ctx.state
-        plan = analysis.plan
         items = analysis.items
-        if plan.empty and not analysis.upserts:
+        missing = await self._tracked.missing(source.name, old.version)
+        confirmation = confirm_missing(missing, analysis.plan.deleted, source.confirm_deletes)
+        # an item missing from fewer than confirm_deletes polls in a row keeps its snapshot
+        plan = DiffPlan(analysis.plan.created, analysis.plan.updated, confirmation.confirmed)
+        if plan.empty and not analysis.upserts and confirmation.pending == missing:
             return await self._unchanged(ctx, len(items), False)
         reason = excessive_deletes(len(old.hashes), len(plan.deleted), source.delete_limit)
         applied: str | None = None
@@ -456,9 +478,42 @@ class Pipeline:
         upserts = analysis.upserts
         changes = build_changes(emitted, upserts, before, source.ignore_paths)
         # only list hashes refreshed (detail fetch): written, but nothing changed
-        result = "ok" if changes or plan.deleted else "unchanged"
-        outcome = await self._record(ctx, items, upserts, plan.deleted, changes, result, old)
+        counted = confirmation.pending != missing
+        result = "ok" if changes or plan.deleted or counted else "unchanged"
+        outcome = await self._record(
+            ctx, items, upserts, plan.deleted, changes, result, old, missing=confirmation.pending
+        )
         outcome.held = applied
+        outcome.pending_deletes = confirmation.pending
+        return outcome
+
+    async def _append(
+        self,
+        ctx: _Context,
+        pages: list[list[Item]],
+        seen: SeenKeys,
+        old: SnapshotHashes,
+        baseline: Literal["silent", "emit"] | None,
+        stopped: bool,
+    ) -> PollOutcome:
+        step = await asyncio.to_thread(
+            analyse_append, ctx.source, pages, seen, ctx, baseline, old.version
+        )
+        if baseline is None and not step.changes and not step.seen.forget:
+            outcome = await self._unchanged(ctx, len(step.entries), False)
+        else:
+            # an append source keeps keys, not items: a snapshot from another mode goes
+            outcome = await self._record(
+                ctx,
+                step.entries,
+                [],
+                list(old.hashes),
+                step.changes,
+                step.result,
+                old,
+                seen=step.seen,
+            )
+        outcome.remembered, outcome.stopped = step.remembered, stopped
         return outcome
 
     async def _hold(
@@ -517,6 +572,9 @@ class Pipeline:
         changes: list[Change],
         result: str,
         old: SnapshotHashes,
+        *,
+        seen: SeenUpdate | None = None,
+        missing: dict[str, int] | None = None,
     ) -> PollOutcome:
         source = ctx.source
         if not ctx.commit:
@@ -541,8 +599,11 @@ class Pipeline:
                 validators=ctx.validators,
                 expected_version=old.version,
                 lease_token=self._lease_tokens.get(source.name),
+                seen=seen,
+                missing=missing,
             )
         )
+        self._tracked.committed(source.name, old.version + 1, ctx.now, seen, missing)
         # Updated in place: O(k), where a copy would cost O(N) on the event loop. Nothing else
         # holds this dict, and the source's lock keeps its polls one at a time.
         hashes, listed = old.hashes, old.list_hashes

@@ -9,9 +9,10 @@ age: forgetting it would make it new again at the next poll, a duplicate event.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Literal
 
 from bridge.core.diff import patch_ignoring
 from bridge.core.paths import JsonPath
@@ -59,6 +60,25 @@ def unique_entries(pages: Iterable[Sequence[Item]]) -> list[Item]:
 def holds_seen(page: Sequence[Item], seen: Mapping[str, object]) -> bool:
     """Whether a page holds an entry already seen (``stop_at_seen``: fetch no further page)."""
     return any(item.key_text in seen for item in page)
+
+
+def stop_rule(
+    seen: Mapping[str, object],
+    *,
+    stop_at_seen: bool,
+    baseline: Literal["silent", "emit"] | None,
+) -> Callable[[Sequence[Item]], bool] | None:
+    """When a walk over a newest-first log may end early, or None to walk every page.
+
+    A later poll stops after the first page holding a seen key: nothing beyond it is new. A
+    silent baseline (``baseline``) needs only the first page: what lies beyond it is older,
+    and a later walk never reaches it, as it stops at the first page's entries.
+    """
+    if not stop_at_seen or baseline == "emit":
+        return None
+    if baseline == "silent":
+        return lambda page: True
+    return lambda page: holds_seen(page, seen)
 
 
 def plan_append(

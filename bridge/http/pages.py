@@ -32,6 +32,8 @@ from bridge.models import Item
 
 DecodePage = Callable[[Fetched], Awaitable[tuple[Any, list[Item]]]]
 """Turns a fetched page into its decoded document (for the next link) and its items."""
+StopAfter = Callable[[list[Item]], bool]
+"""Whether the walk ends after a page with these items (an append source's ``stop_at_seen``)."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,8 @@ class Pages:
     validators: dict[str, dict[str, str]]
     """Per page URL (redacted): its ETag, Last-Modified and the next page's URL."""
     requests: int
+    stopped: bool = False
+    """The walk ended early: a page had an entry already seen (``stop_at_seen``)."""
 
 
 def conditional(source: SourceConfig) -> bool:
@@ -60,8 +64,11 @@ async def walk_pages(
     redact: Callable[[str], str],
     auth: SourceAuth | None = None,
     validators: Mapping[str, Mapping[str, str]] | None = None,
+    stop: StopAfter | None = None,
 ) -> Pages:
     """Fetch every page of ``source``; any failing page fails the whole list.
+
+    ``stop``: no page is fetched after one for which it says True.
 
     With ``validators`` (from the previous walk) the pages are asked for conditionally; when
     all answer 304 the result has no items. Once a page has changed, every page is fetched in
@@ -74,7 +81,7 @@ async def walk_pages(
     ask = validators is not None and _usable(validators)
     known_all = validators or {}
     while True:
-        walk = _Walk(poller, source, now, decode, redact, auth, first_url, max_pages)
+        walk = _Walk(poller, source, now, decode, redact, auth, first_url, max_pages, stop)
         done = await walk.run(known_all if ask else None)
         if done is not None:
             return done
@@ -94,6 +101,7 @@ class _Walk:
         auth: SourceAuth | None,
         first_url: str,
         max_pages: int,
+        stop: StopAfter | None = None,
     ) -> None:
         self.poller = poller
         self.source = source
@@ -103,6 +111,7 @@ class _Walk:
         self.auth = auth
         self.first_url = first_url
         self.max_pages = max_pages
+        self.stop = stop
 
     async def run(self, known_all: Mapping[str, Mapping[str, str]] | None) -> Pages | None:
         source = self.source
@@ -110,6 +119,7 @@ class _Walk:
         seen: dict[str, dict[str, str]] = {}
         url: str | None = self.first_url
         body: Any = source.request_body
+        stopped = False
         while url is not None:
             if len(seen) >= self.max_pages:
                 raise PollError(
@@ -145,10 +155,13 @@ class _Walk:
             else:
                 next_url = self._next_url(url, doc, fetched)
                 stored_next = None if next_url is None else self.redact(next_url)
+            if next_url is not None and self.stop is not None and self.stop(items):
+                # stored without its next link: a 304 of this page ends the walk there too
+                next_url, stored_next, stopped = None, None, True
             seen[page_key] = _validators_of(fetched.headers, stored_next)
             pages.append(items)
             url = next_url
-        return Pages(pages if pages else None, seen, len(seen))
+        return Pages(pages if pages else None, seen, len(seen), stopped)
 
     def _body_paging(self) -> bool:
         spec = self.source.page_spec

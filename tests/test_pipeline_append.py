@@ -1,0 +1,196 @@
+"""Event-log sources (mode = "append") polled in process against a local newest-first log."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bridge.core.payload import cloudevent, event_envelope
+from bridge.store import EventQuery
+from tests.support.event_logs import EventLogAPI
+from tests.support.pipelines import make_config, running
+from tests.support.servers import TestServer, serve
+
+
+@pytest.fixture
+def log_api() -> Iterator[tuple[EventLogAPI, TestServer]]:
+    """A newest-first log of 25 entries, pages of 10, on 127.0.0.1."""
+    fake = EventLogAPI(25, page_size=10)
+    with serve(fake) as server:
+        yield fake, server
+
+
+def _config(tmp_path: Path, server: TestServer, extra: str = "", paginate: bool = True) -> str:
+    table = '[sources.paginate]\nkind = "link"\n' if paginate else ""
+    return f"""
+[[sources]]
+name = "feed"
+url = "{server.url("/events")}"
+every = "10s"
+mode = "append"
+{extra}
+{table}
+[[listeners]]
+name = "hook"
+url = "http://127.0.0.1:9/hook"
+"""
+
+
+def _event_requests(server: TestServer) -> int:
+    return sum(1 for r in server.requests if r.path == "/events")
+
+
+async def test_silent_baseline_reads_one_page_and_a_quiet_log_costs_one_request(
+    tmp_path: Path, log_api: tuple[EventLogAPI, TestServer]
+) -> None:
+    """The first poll remembers page 1 without events; a quiet poll asks for page 1 only."""
+    _fake, server = log_api
+    config = make_config(tmp_path, _config(tmp_path, server))
+    async with running(config) as h:
+        first = await h.poll()
+        assert (first.result, first.changes, first.pages) == ("baseline", [], 1)
+        assert first.remembered == 10
+        for _ in range(3):
+            before = _event_requests(server)
+            quiet = await h.poll()
+            assert quiet.result == "unchanged"
+            assert _event_requests(server) - before == 1
+        assert await h.events() == []
+
+
+async def test_new_entries_become_one_event_each_across_pages(
+    tmp_path: Path, log_api: tuple[EventLogAPI, TestServer]
+) -> None:
+    """A burst larger than a page is walked until a page holds a seen key; each entry once."""
+    fake, server = log_api
+    config = make_config(tmp_path, _config(tmp_path, server))
+    async with running(config) as h:
+        await h.poll()
+        new_ids = fake.emit(13)
+        before = _event_requests(server)
+        outcome = await h.poll()
+        assert outcome.result == "ok"
+        # page 1 and 2 hold only new entries until entry 26..38; page 2 holds 26..28 and 25
+        assert _event_requests(server) - before == 2
+        assert outcome.stopped
+        assert sorted(int(c.key) for c in outcome.changes) == sorted(int(i) for i in new_ids)
+        assert {c.type for c in outcome.changes} == {"created"}
+        again = await h.poll()
+        assert again.result == "unchanged" and again.changes == []
+        rows = await h.events()
+        assert len(rows) == 13 and {r["type"] for r in rows} == {"created"}
+
+
+async def test_emit_baseline_sends_every_entry_and_event_type_names_them(
+    tmp_path: Path, log_api: tuple[EventLogAPI, TestServer]
+) -> None:
+    """baseline = "emit" walks the whole log; event_type names the events in the payload."""
+    _fake, server = log_api
+    extra = 'baseline = "emit"\nevent_type = "github.event"'
+    config = make_config(tmp_path, _config(tmp_path, server, extra))
+    async with running(config) as h:
+        outcome = await h.poll()
+        assert outcome.result == "baseline" and outcome.pages == 3
+        assert len(outcome.changes) == 25
+        assert {c.name for c in outcome.changes} == {"github.event"}
+        assert outcome.events and outcome.events[0].name == "github.event"
+        assert event_envelope(outcome.events[0])["type"] == "github.event"
+        assert cloudevent(outcome.events[0])["type"] == "pollbridge.github.event"
+        listed = await h.store.list_events(EventQuery(limit=5))
+        assert {r.event.name for r in listed} == {"github.event"}
+
+
+async def test_stop_at_seen_false_walks_every_page(
+    tmp_path: Path, log_api: tuple[EventLogAPI, TestServer]
+) -> None:
+    """stop_at_seen = false reads the whole log each poll (a log that is oldest-first)."""
+    fake, server = log_api
+    config = make_config(tmp_path, _config(tmp_path, server, "stop_at_seen = false"))
+    async with running(config) as h:
+        first = await h.poll()
+        assert first.pages == 3 and first.remembered == 25
+        fake.emit(1)
+        outcome = await h.poll()
+        assert outcome.pages == 3 and len(outcome.changes) == 1 and not outcome.stopped
+
+
+async def test_seen_keys_stay_bounded_on_an_endless_log(
+    tmp_path: Path, log_api: tuple[EventLogAPI, TestServer]
+) -> None:
+    """Many polls of a log that never stops: at most remember_count keys are remembered,
+    and no entry is announced twice."""
+    fake, server = log_api
+    config = make_config(tmp_path, _config(tmp_path, server, "remember_count = 30"))
+    async with running(config) as h:
+        await h.poll()
+        announced: list[str] = []
+        for n in range(60):
+            fake.emit(1 + n % 7)
+            outcome = await h.poll()
+            assert outcome.ok, outcome.error
+            announced += [str(c.key) for c in outcome.changes]
+            counts = await h.store.tracked_counts()
+            assert counts["feed"].seen_keys <= 30
+            assert outcome.remembered is not None and outcome.remembered <= 30
+        assert len(announced) == len(set(announced)) == fake.next_id - 26
+
+
+async def test_remember_forgets_by_age_but_never_what_the_answer_holds(
+    tmp_path: Path, log_api: tuple[EventLogAPI, TestServer]
+) -> None:
+    """Keys older than remember are dropped unless the latest answer still lists them."""
+    fake, server = log_api
+    # unconditional: a 304 would leave the remembered keys as they are (nothing to prune for)
+    extra = 'remember = "1h"\nconditional = false'
+    config = make_config(tmp_path, _config(tmp_path, server, extra))
+    async with running(config) as h:
+        await h.poll()  # remembers 25..16 (page 1)
+        fake.emit(10)  # page 1 is now 35..26: all new; page 2 holds 25..16, seen
+        await h.poll()
+        assert (await h.store.tracked_counts())["feed"].seen_keys == 20
+        h.clock.advance(2 * 3600)
+        outcome = await h.poll()  # page 1 only: 25..16 are past remember and not in it
+        assert outcome.result == "ok" and outcome.changes == []
+        assert (await h.store.tracked_counts())["feed"].seen_keys == 10
+        h.clock.advance(30 * 24 * 3600)
+        quiet = await h.poll()  # the page's own keys stay, however old
+        assert quiet.changes == []
+        assert (await h.store.tracked_counts())["feed"].seen_keys == 10
+
+
+async def test_a_dry_run_records_nothing(
+    tmp_path: Path, log_api: tuple[EventLogAPI, TestServer]
+) -> None:
+    """poll without commit shows the new entries but remembers none of them."""
+    fake, server = log_api
+    config = make_config(tmp_path, _config(tmp_path, server))
+    async with running(config) as h:
+        await h.poll()
+        fake.emit(2)
+        dry = await h.poll(commit=False)
+        assert len(dry.changes) == 2 and not dry.committed
+        real = await h.poll()
+        assert len(real.changes) == 2 and real.committed
+
+
+async def test_switching_to_append_drops_the_snapshot_and_back_drops_the_keys(
+    tmp_path: Path, log_api: tuple[EventLogAPI, TestServer]
+) -> None:
+    """A change of mode re-baselines: append keeps keys, not items; snapshot keeps items."""
+    _fake, server = log_api
+    snapshot = _config(tmp_path, server).replace('mode = "append"\n', "")
+    async with running(make_config(tmp_path, snapshot)) as h:
+        await h.poll()
+        assert len((await h.store.load_hashes("feed")).hashes) == 25
+        h.reconfigure(make_config(tmp_path, _config(tmp_path, server)))
+        outcome = await h.poll()
+        assert outcome.result == "rebaseline" and outcome.changes == []
+        assert (await h.store.load_hashes("feed")).hashes == {}
+        assert (await h.store.tracked_counts())["feed"].seen_keys == 10
+        h.reconfigure(make_config(tmp_path, snapshot))
+        back = await h.poll()
+        assert back.result == "rebaseline"
+        assert "feed" not in await h.store.tracked_counts()
+        assert len((await h.store.load_hashes("feed")).hashes) == 25
