@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from bridge.models import ListenerState, SourceState
+from bridge.store import TrackedCounts
 
 RUNNING_HEARTBEAT_S = 30.0
 """A daemon whose runtime status is older than this is reported as not responding."""
@@ -81,8 +82,12 @@ def status_doc(
     sources: Sequence[SourceState],
     listeners: Sequence[ListenerState],
     now: datetime,
+    tracked: Mapping[str, TrackedCounts] | None = None,
 ) -> dict[str, Any]:
-    """``pollbridge status --json``: the daemon, every source and every listener."""
+    """``pollbridge status --json``: the daemon, every source and every listener.
+
+    ``tracked``: per source, an append source's seen keys and the deletions waiting for
+    ``confirm_deletes``."""
     daemon = daemon_doc(runtime, now)
     rt_sources: Mapping[str, Any] = (runtime or {}).get("sources", {})
     rt_listeners: Mapping[str, Any] = (runtime or {}).get("listeners", {})
@@ -109,6 +114,8 @@ def status_doc(
                 "backoff_until": iso(s.not_before),
                 "held_reason": s.held_reason,
                 "held_polls": s.held_polls,
+                "seen_keys": (tracked or {}).get(name, TrackedCounts()).seen_keys,
+                "pending_deletes": (tracked or {}).get(name, TrackedCounts()).pending_deletes,
             }
         )
     by_listener = {lst.name: lst for lst in listeners}

@@ -45,7 +45,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         runtime = await store.read_runtime()
         sources = await store.list_source_states()
         listeners = await store.list_listener_states()
-        doc = status_doc(store.location, runtime, sources, listeners, now)
+        tracked = await store.tracked_counts()
+        doc = status_doc(store.location, runtime, sources, listeners, now, tracked)
         print(dumps(doc) if args.json else status_text(doc, now))
         return 0
 
@@ -113,6 +114,10 @@ def status_text(doc: dict[str, Any], now: datetime) -> str:
             state = f"failing ({s['consecutive_failures']}x): {s['last_error']}"
         if s["configured"] is False:
             state += " (not configured)"
+        if s.get("seen_keys"):
+            state += f"; {s['seen_keys']} seen key(s)"
+        if s.get("pending_deletes"):
+            state += f"; {s['pending_deletes']} delete(s) pending confirmation"
         duration = s["last_duration_s"]
         rows.append(
             [

@@ -67,6 +67,34 @@ async def _open_for_dry_run(location: str, scratch: Path) -> Store:
     return store
 
 
+def tracked_lines(source: Any, outcome: Any, commit: bool) -> list[str]:
+    """What a poll did to an append source's seen keys or to deletions awaiting confirmation."""
+    lines = []
+    if outcome.remembered is not None:
+        walk = (
+            f"{outcome.pages} page(s), stopped at a page holding a seen key"
+            if outcome.stopped
+            else f"{outcome.pages} page(s)"
+        )
+        lines.append(
+            f"append: {len(outcome.changes)} new {source.event_type} entr(ies) in {walk}; "
+            f"{outcome.remembered} key(s) {'remembered' if commit else 'would be remembered'} "
+            f"(remember_count = {source.remember_count})"
+        )
+    if outcome.pending_deletes:
+        shown = ", ".join(
+            f"{key} ({polls} of {source.confirm_deletes})"
+            for key, polls in sorted(outcome.pending_deletes.items())[:10]
+        )
+        more = len(outcome.pending_deletes) - 10
+        lines.append(
+            f"{len(outcome.pending_deletes)} missing item(s) not deleted yet (confirm_deletes = "
+            f"{source.confirm_deletes}; polls missing so far): {shown}"
+            + (f" and {more} more" if more > 0 else "")
+        )
+    return lines
+
+
 def change_line(change: Any) -> dict[str, Any]:
     """One ``poll`` JSON line: the change, typed as in webhooks (``item.updated``)."""
     return {
@@ -127,6 +155,8 @@ async def _poll(config: Config, source: Any, commit: bool) -> int:
             "list entry",
             file=sys.stderr,
         )
+    for line in tracked_lines(source, outcome, commit):
+        print(f"{source.name}: {line}", file=sys.stderr)
     if commit and outcome.events:
         from bridge.core.routing import route_change
 

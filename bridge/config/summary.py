@@ -64,6 +64,7 @@ def iter_summary(config: Config) -> Iterable[str]:
             )
         if s.auth is not None:
             yield f"      auth: {s.auth.kind} (secrets ***)"
+        yield from (f"      {line}" for line in _mode_lines(s))
     for h in config.hosts:
         yield (
             f"host {h.name}: at most {config.bridge.per_host_concurrency} requests at once, "
@@ -74,6 +75,41 @@ def iter_summary(config: Config) -> Iterable[str]:
         yield f"  - {lst.name}: POST {redact(safe_url(lst.url))} <- {_listener_summary(lst)}"
     # valid, but rarely what a new user meant: say so rather than leave them wondering later
     yield from (f"note: {note}" for note in _notes(config))
+
+
+def _mode_lines(s: SourceConfig) -> list[str]:
+    if s.mode == "append":
+        walk = (
+            "; stop_at_seen: no page after one holding a seen key"
+            if s.paginate is not None and s.stop_at_seen
+            else ""
+        )
+        return [
+            f"mode: append: each new entry is one {s.event_type} event, never updated or "
+            f"deleted; remembers seen keys {format_duration(s.remember)}, at most "
+            f"{s.remember_count}{walk}"
+        ]
+    lines = [] if s.mode == "snapshot" else [f"mode: {s.mode}"]
+    if s.confirm_deletes > 1:
+        lines.append(
+            f"confirm_deletes: an item is deleted once missing from {s.confirm_deletes} "
+            "polls in a row"
+        )
+    return lines
+
+
+def _mode_doc(s: SourceConfig) -> dict[str, Any]:
+    doc: dict[str, Any] = {"mode": s.mode}
+    if s.mode == "append":
+        doc["append"] = {
+            "event_type": s.event_type,
+            "remember": format_duration(s.remember),
+            "remember_count": s.remember_count,
+            "stop_at_seen": s.stop_at_seen,
+        }
+    else:
+        doc["confirm_deletes"] = s.confirm_deletes
+    return doc
 
 
 def _notes(config: Config) -> list[str]:
@@ -164,6 +200,7 @@ def summary_doc(config: Config, warnings: Sequence[ConfigWarning] = ()) -> dict[
                     "items": s.detail.items,
                     "concurrency": s.detail.concurrency,
                 },
+                **_mode_doc(s),
             }
             for s in config.sources
         ],
