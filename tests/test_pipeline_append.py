@@ -77,8 +77,11 @@ async def test_new_entries_become_one_event_each_across_pages(
         assert outcome.stopped
         assert sorted(int(c.key) for c in outcome.changes) == sorted(int(i) for i in new_ids)
         assert {c.type for c in outcome.changes} == {"created"}
+        before = _event_requests(server)
         again = await h.poll()
         assert again.result == "unchanged" and again.changes == []
+        # the stored walk reached page 2, but page 1 answering 304 ends it: one request
+        assert _event_requests(server) - before == 1
         rows = await h.events()
         assert len(rows) == 13 and {r["type"] for r in rows} == {"created"}
 

@@ -138,7 +138,8 @@ class _Walk:
             if fetched.not_modified:
                 assert known is not None  # noqa: S101 - a 304 is accepted only then
                 seen[page_key] = {**known, **_validators_of(fetched.headers, known.get("next"))}
-                url = known.get("next")
+                # an unchanged page was read in full before: every entry on it was seen
+                url = known.get("next") if self.stop is None else None
                 if url is not None and "***" in url:
                     return None  # the stored link lost its secret: walk it afresh
                 continue

@@ -28,6 +28,8 @@ class EventLogAPI:
         self.log: list[dict[str, Any]] = []
         """Newest first."""
         self.next_id = 1
+        self.slow_pages: dict[int, float] = {}
+        """Page number -> seconds its answer is held back (to kill a poll in the middle)."""
         self.emit(entries)
 
     def emit(self, n: int = 1) -> list[str]:
@@ -62,9 +64,10 @@ class EventLogAPI:
         headers = {"etag": etag}
         if more:
             headers["link"] = f'</events?page={page + 1}&per_page={size}>; rel="next"'
+        delay = self.slow_pages.get(page, 0.0)
         if req.headers.get("if-none-match") == etag:
-            return Reply(304, b"", headers)
-        return Reply(200, body, headers)
+            return Reply(304, b"", headers, delay_s=delay)
+        return Reply(200, body, headers, delay_s=delay)
 
 
 class BlinkingList:
