@@ -21,14 +21,19 @@ from bridge.core.append import (
     unique_entries,
 )
 from bridge.models import Change, Item, SourceState
-from bridge.store import SeenKeys, SeenUpdate, SnapshotStore, StaleSnapshot
+from bridge.store import SeenKeys, SeenUpdate, SnapshotHashes, SnapshotStore, StaleSnapshot
 
 log = logging.getLogger("pollbridge.poll")
 
+Baseline = Literal["silent", "emit"] | None
+"""How a poll baselines (``baseline`` or ``rebaseline``), or None when it diffs."""
 
-class PollTime(Protocol):
+
+class PollContext(Protocol):
     """What :func:`analyse_append` needs to know of the poll (the pipeline's context)."""
 
+    @property
+    def source(self) -> SourceConfig: ...
     @property
     def now(self) -> datetime: ...
     @property
@@ -114,9 +119,7 @@ class TrackedState:
         self._missing.pop(source, None)
 
 
-def baseline_mode(
-    source: SourceConfig, first: bool, rebaseline: bool
-) -> Literal["silent", "emit"] | None:
+def baseline_mode(source: SourceConfig, first: bool, rebaseline: bool) -> Baseline:
     """How this poll baselines (``baseline`` or ``rebaseline``), or None when it diffs."""
     if rebaseline:
         return source.rebaseline
@@ -124,7 +127,7 @@ def baseline_mode(
 
 
 def append_stop(
-    source: SourceConfig, seen: SeenKeys, baseline: Literal["silent", "emit"] | None
+    source: SourceConfig, seen: SeenKeys, baseline: Baseline
 ) -> Callable[[list[Item]], bool] | None:
     """The walk's ``stop`` for an append source (None: every page)."""
     if source.page_spec is None:
@@ -133,21 +136,24 @@ def append_stop(
 
 
 def analyse_append(
-    source: SourceConfig,
-    pages: Sequence[Sequence[Item]],
+    poll: PollContext,
+    pages: Sequence[Sequence[Item]] | None,
     seen: SeenKeys,
-    poll: PollTime,
-    baseline: Literal["silent", "emit"] | None,
-    expected_version: int,
+    baseline: Baseline,
+    snapshot: SnapshotHashes,
 ) -> AppendStep:
-    """New entries become changes (none on a silent baseline); seen keys are added and pruned."""
-    if seen.version != expected_version:
+    """New entries become changes (none on a silent baseline); seen keys are added and pruned.
+
+    ``snapshot`` is what the commit will be checked against: the seen keys must be of its
+    version."""
+    source = poll.source
+    if seen.version != snapshot.version:
         raise StaleSnapshot(
             source.name,
             f"state of {source.name!r} moved from version {seen.version} to "
-            f"{expected_version} during the poll",
+            f"{snapshot.version} during the poll",
         )
-    entries = unique_entries(pages)
+    entries = unique_entries(pages or [])
     plan = plan_append(seen.first_seen, entries, poll.now, source.seen_window)
     if plan.over_count:
         log.warning(

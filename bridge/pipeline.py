@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
 from bridge.config import Config, SourceConfig
 from bridge.core.confirm import confirm_missing
@@ -27,10 +27,10 @@ from bridge.core.pagination import PaginationFailed, combine_pages
 from bridge.core.retry import MAX_RETRY_AFTER_S, poll_backoff
 from bridge.core.routing import ListenerRoute, route_change
 from bridge.errors import ExtractError, PollError
-from bridge.eventlog import TrackedState, analyse_append, append_stop, baseline_mode
+from bridge.eventlog import Baseline, TrackedState, analyse_append, append_stop, baseline_mode
 from bridge.http.auth import Authenticators
 from bridge.http.detail import resolve_details
-from bridge.http.pages import conditional, walk_pages
+from bridge.http.pages import Pages, conditional, walk_pages
 from bridge.http.poller import Fetched, Poller
 from bridge.models import Change, Event, Item, SourceState
 from bridge.store import PollCommit, SeenKeys, SeenUpdate, SnapshotHashes, StaleSnapshot, Store
@@ -277,14 +277,8 @@ class Pipeline:
             seen = await self._tracked.seen(source.name) if source.mode == "append" else None
             # a changed item definition needs the body even if the API's data did not change;
             # while deletions are pending, every poll must look at the list itself
-            ask = (
-                state.validators
-                if state
-                and conditional(source)
-                and baseline is None
-                and not await self._tracked.pending(source)
-                else None
-            )
+            fresh = baseline is not None or await self._tracked.pending(source)
+            ask = state.validators if state and conditional(source) and not fresh else None
 
             async def decode(fetched: Fetched) -> tuple[Any, list[Item]]:
                 return await asyncio.to_thread(_decode_and_extract, fetched, source)
@@ -313,7 +307,7 @@ class Pipeline:
                 return await self._unchanged(ctx, state.item_count if state else 0, True)
             old = await self._snapshot(source.name, detail=source.detail is not None)
             if seen is not None:
-                return await self._append(ctx, pages.items, seen, old, baseline, pages.stopped)
+                return await self._append(ctx, pages, seen, old, baseline)
             listed, details = pages.items, 0
             if source.detail is not None:
                 resolved = await resolve_details(
@@ -488,32 +482,17 @@ class Pipeline:
         return outcome
 
     async def _append(
-        self,
-        ctx: _Context,
-        pages: list[list[Item]],
-        seen: SeenKeys,
-        old: SnapshotHashes,
-        baseline: Literal["silent", "emit"] | None,
-        stopped: bool,
+        self, ctx: _Context, pages: Pages, seen: SeenKeys, old: SnapshotHashes, baseline: Baseline
     ) -> PollOutcome:
-        step = await asyncio.to_thread(
-            analyse_append, ctx.source, pages, seen, ctx, baseline, old.version
-        )
+        step = await asyncio.to_thread(analyse_append, ctx, pages.items, seen, baseline, old)
         if baseline is None and not step.changes and not step.seen.forget:
             outcome = await self._unchanged(ctx, len(step.entries), False)
-        else:
-            # an append source keeps keys, not items: a snapshot from another mode goes
+        else:  # an append source keeps keys, not items: a snapshot from another mode goes
+            deletes, result = list(old.hashes), step.result
             outcome = await self._record(
-                ctx,
-                step.entries,
-                [],
-                list(old.hashes),
-                step.changes,
-                step.result,
-                old,
-                seen=step.seen,
+                ctx, step.entries, (), deletes, step.changes, result, old, seen=step.seen
             )
-        outcome.remembered, outcome.stopped = step.remembered, stopped
+        outcome.remembered, outcome.stopped = step.remembered, pages.stopped
         return outcome
 
     async def _hold(
