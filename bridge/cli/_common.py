@@ -20,6 +20,7 @@ from bridge.config import (
     locate_state,
     resolve_config_path,
 )
+from bridge.config.modes import listener_event
 from bridge.core.durations import parse_since
 from bridge.core.redaction import redact_url
 from bridge.errors import BridgeError, NoStateError, UsageError
@@ -89,13 +90,17 @@ def since(text: str | None, at: datetime) -> datetime | None:
 
 
 def event_type(text: str | None) -> str | None:
-    """``--type``: ``updated`` or ``item.updated``, stored as ``updated``."""
+    """``--type``: ``updated`` or ``item.updated``, stored as ``updated``; or the named event
+    type of an append source (``github.event``)."""
     if text is None:
         return None
-    value = text.removeprefix("item.")
-    if value not in CHANGE_TYPES:
-        raise UsageError(f"--type {text!r}: expected one of {', '.join(CHANGE_TYPES)}")
-    return value
+    try:
+        return listener_event(text)
+    except ValueError:
+        raise UsageError(
+            f"--type {text!r}: expected one of {', '.join(CHANGE_TYPES)} or an append "
+            "source's event_type (e.g. github.event)"
+        ) from None
 
 
 def with_store(

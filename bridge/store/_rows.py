@@ -156,7 +156,8 @@ def event_filters(query: EventQuery) -> list[Filter]:
     wanted = [
         ("e.source", "=", "source", query.source),
         ("e.key_text", "=", "key", query.key),
-        ("e.type", "=", "type", query.type),
+        # an append source's named events are of their name, not of "created"
+        ("COALESCE(e.type_name, e.type)", "=", "type", query.type),
         ("e.timestamp", ">=", "since", query.since),
     ]
     return [f for f in wanted if f[3] is not None]

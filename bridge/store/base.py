@@ -116,6 +116,8 @@ class EventQuery:
     key: str | None = None
     """The stored key text: the key itself, or a JSON array for a composite key."""
     type: str | None = None
+    """``created``, ``updated``, ``deleted``, or an append source's ``event_type`` (events of
+    that name only: they are not ``created`` here)."""
     since: datetime | None = None
     limit: int = 50
 

@@ -101,6 +101,13 @@ def test_a_quiet_log_costs_one_request_per_poll_and_new_entries_arrive_once(tmp_
         assert row["seen_keys"] == 23  # the baseline's page 1 (10) and the 13 new entries
         text = run_cli("status", "--config", str(config))
         assert "23 seen key(s)" in text.stdout
+        listed = run_cli("events", "--type", "github.event", "--config", str(config), "--json")
+        assert listed.returncode == 0, listed.stderr
+        docs = json.loads(listed.stdout)
+        assert sorted(d["key"] for d in docs) == sorted(new)
+        assert {d["type"] for d in docs} == {"github.event"}
+        created = run_cli("events", "--type", "created", "--config", str(config), "--json")
+        assert json.loads(created.stdout) == []
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

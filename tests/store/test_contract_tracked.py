@@ -89,3 +89,15 @@ async def test_a_named_event_type_is_stored_with_the_event(store: Store) -> None
     assert {r.event.key: r.event.name for r in listed} == {"e1": "github.event", "e2": None}
     due = await store.due_deliveries("hooks", T0.timestamp() + 1, 10, [])
     assert {d.event.key: d.event.name for d in due} == {"e1": "github.event", "e2": None}
+
+
+async def test_events_of_a_named_type_are_listed_by_that_name(store: Store) -> None:
+    """``type`` filters on the name an event has: a named event is not a ``created`` one."""
+    it = item("e1", v=1)
+    named = Change("created", it.key, it.key_text, None, it.value, [], it.hash, "github.event")
+    other = item("o1", v=1)
+    plain = Change("created", "o1", "o1", None, other.value, [], other.hash)
+    await store.commit_poll(commit("feed", changes=[named, plain]))
+    by_name = await store.list_events(EventQuery(type="github.event"))
+    assert [r.event.key for r in by_name] == ["e1"]
+    assert [r.event.key for r in await store.list_events(EventQuery(type="created"))] == ["o1"]

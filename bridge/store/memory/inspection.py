@@ -140,7 +140,7 @@ class MemoryInspection(MemoryBase):
             for seq, e in sorted(self._events.items())
             if (query.source is None or e.source == query.source)
             and (query.key is None or self._event_keys[seq] == query.key)
-            and (query.type is None or e.type == query.type)
+            and (query.type is None or (e.name or e.type) == query.type)
             and (query.since is None or e.timestamp >= query.since)
         ]
         newest = matching[-query.limit :] if query.limit > 0 else []
