@@ -76,6 +76,14 @@ def source_state_name(s: SourceState, now: datetime) -> str:
     return "ok"
 
 
+def _tracked_fields(tracked: Mapping[str, TrackedCounts] | None, name: str) -> dict[str, Any]:
+    counts = None if tracked is None else tracked.get(name, TrackedCounts())
+    return {
+        "seen_keys": None if counts is None else counts.seen_keys,
+        "pending_deletes": None if counts is None else counts.pending_deletes,
+    }
+
+
 def status_doc(
     location: str,
     runtime: Mapping[str, Any] | None,
@@ -114,8 +122,7 @@ def status_doc(
                 "backoff_until": iso(s.not_before),
                 "held_reason": s.held_reason,
                 "held_polls": s.held_polls,
-                "seen_keys": (tracked or {}).get(name, TrackedCounts()).seen_keys,
-                "pending_deletes": (tracked or {}).get(name, TrackedCounts()).pending_deletes,
+                **_tracked_fields(tracked, name),
             }
         )
     by_listener = {lst.name: lst for lst in listeners}

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from bridge.cli.running import tracked_lines
 from tests.support.event_logs import BlinkingList
 from tests.support.pipelines import make_config, running
 from tests.support.servers import TestServer, serve
@@ -45,6 +46,10 @@ async def test_an_item_that_blinks_out_for_one_poll_emits_nothing(
         missing = await h.poll()
         assert missing.result == "ok" and missing.changes == []
         assert missing.pending_deletes == {"3": 1}
+        assert tracked_lines(h.source(), missing, False) == [
+            "1 missing item(s) not deleted yet (confirm_deletes = 2; polls missing so far): "
+            "3 (1 of 2)"
+        ]
         assert "3" in (await h.store.load_hashes("tickets")).hashes
         assert (await h.store.tracked_counts())["tickets"].pending_deletes == 1
         back = await h.poll()

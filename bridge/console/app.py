@@ -206,6 +206,7 @@ async def overview(request: web.Request) -> web.Response:
         await store.list_source_states(),
         await store.list_listener_states(),
         now,
+        await store.tracked_counts(),
     )
     if _wants_json(request):
         return _json(console, doc)
