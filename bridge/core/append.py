@@ -89,25 +89,27 @@ def plan_append(
 ) -> AppendPlan:
     """Split ``entries`` (see :func:`unique_entries`) into new ones and choose what to forget.
 
-    ``seen`` maps each remembered key to when it was first seen. The new keys are first seen
-    ``now``. Forgotten first: keys first seen before ``now - remember``; then, while more than
-    ``remember_count`` remain, the oldest (ties by key). Keys in ``entries`` are never
-    forgotten.
+    ``seen`` maps each remembered key to when it was first seen, and iterates oldest first (as
+    the store loads it, and as new keys are appended). The new keys are first seen ``now``.
+    Forgotten, oldest first: keys first seen before ``now - remember``, and more while over
+    ``remember_count``. Keys in ``entries`` are never forgotten. The walk over ``seen`` ends
+    at the first key kept for both reasons, so a poll costs O(entries + forgotten), not
+    O(remembered).
     """
     new = [item for item in entries if item.key_text not in seen]
     answered = {item.key_text for item in entries}
     horizon = now - window.remember
-    candidates = sorted(
-        ((at, key) for key, at in seen.items() if key not in answered), key=lambda p: p
-    )
-    forget = [key for at, key in candidates if at < horizon]
+    excess = len(seen) + len(new) - window.remember_count
+    forget: list[str] = []
+    for key, at in seen.items():
+        old = at < horizon
+        if not old and excess <= 0:
+            break
+        if key in answered:
+            continue
+        forget.append(key)
+        excess -= 1
     kept = len(seen) - len(forget) + len(new)
-    excess = kept - window.remember_count
-    if excess > 0:
-        still = [key for at, key in candidates if at >= horizon]
-        extra = still[:excess]
-        forget.extend(extra)
-        kept -= len(extra)
     return AppendPlan(new, forget, kept, len(answered) > window.remember_count)
 
 

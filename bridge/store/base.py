@@ -82,6 +82,7 @@ class SeenKeys:
 
     version: int
     first_seen: dict[str, datetime]
+    """Oldest first."""
 
 
 @dataclass(frozen=True)
@@ -255,7 +256,8 @@ class SnapshotStore(Protocol):
         self, source: str, key_texts: Sequence[str]
     ) -> dict[str, tuple[ItemKey, Any]]: ...
     async def load_seen(self, source: str) -> SeenKeys:
-        """An append source's remembered keys with when each was first seen."""
+        """An append source's remembered keys with when each was first seen, oldest first
+        (ties by key)."""
         ...
 
     async def load_missing(self, source: str) -> dict[str, int]:

@@ -17,7 +17,7 @@ __all__ = ["store"]  # the fixture, imported for this module's tests
 
 async def test_seen_keys_are_added_forgotten_and_counted(store: Store) -> None:
     """A commit adds keys first seen at its time, forgets others, and bumps the version."""
-    await store.commit_poll(replace(commit("feed"), seen=SeenUpdate(add=["1", "2", "3"])))
+    await store.commit_poll(replace(commit("feed"), seen=SeenUpdate(add=["3", "1", "2"])))
     seen = await store.load_seen("feed")
     assert seen.version == 1
     assert seen.first_seen == {"1": T0, "2": T0, "3": T0}
@@ -29,6 +29,7 @@ async def test_seen_keys_are_added_forgotten_and_counted(store: Store) -> None:
     assert seen.version == 2
     # a key added again keeps the time it was first seen
     assert seen.first_seen == {"2": T0, "3": T0, "4": later}
+    assert list(seen.first_seen) == ["2", "3", "4"]  # oldest first, ties by key
     assert await store.tracked_counts() == {"feed": TrackedCounts(seen_keys=3)}
     assert (await store.load_seen("other")).first_seen == {}
 

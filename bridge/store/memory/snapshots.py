@@ -65,7 +65,8 @@ class MemorySnapshots(MemoryBase):
 
     async def load_seen(self, source: str) -> SeenKeys:
         self._check_open()
-        return SeenKeys(self._versions.get(source, 0), dict(self._seen.get(source, {})))
+        oldest_first = sorted(self._seen.get(source, {}).items(), key=lambda kv: (kv[1], kv[0]))
+        return SeenKeys(self._versions.get(source, 0), dict(oldest_first))
 
     async def load_missing(self, source: str) -> dict[str, int]:
         self._check_open()

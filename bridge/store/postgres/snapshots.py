@@ -91,7 +91,9 @@ class PostgresSnapshots(PostgresBase):
             )
             row = await cur.fetchone()
             cur = await conn.execute(
-                "SELECT key_text, first_seen FROM seen_keys WHERE source = %s", (source,)
+                "SELECT key_text, first_seen FROM seen_keys WHERE source = %s "
+                "ORDER BY first_seen, key_text",
+                (source,),
             )
             seen = {r["key_text"]: utc(r["first_seen"]) for r in await cur.fetchall()}
         version = int(row["snapshot_version"]) if row else 0

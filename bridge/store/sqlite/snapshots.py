@@ -95,7 +95,9 @@ class SQLiteSnapshots(SQLiteBase):
         try:
             version = self._snapshot_version(source)
             rows = conn.execute(
-                "SELECT key_text, first_seen FROM seen_keys WHERE source = ?", (source,)
+                "SELECT key_text, first_seen FROM seen_keys WHERE source = ? "
+                "ORDER BY first_seen, key_text",
+                (source,),
             ).fetchall()
         finally:
             conn.execute("COMMIT")
