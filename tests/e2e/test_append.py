@@ -4,6 +4,8 @@ log with pagination and a blinking list, webhooks to a real receiver."""
 from __future__ import annotations
 
 import json
+import random
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -223,3 +225,39 @@ def test_check_and_a_dry_run_show_what_an_append_source_would_do(tmp_path: Path)
         assert "7 key(s) would be remembered" in dry.stderr
         again = run_cli("poll", "feed", "--config", str(config))
         assert len(again.stdout.splitlines()) == 2  # the dry run recorded nothing
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_kill_9_at_random_moments_of_a_busy_log(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+):
+    """A log that keeps growing, the daemon SIGKILLed at random moments and restarted: in the
+    end every entry is one event, none missing and none twice."""
+    rng = random.Random(1515)
+    log = EventLogAPI(25, page_size=10)
+    with serve(log) as api, serve() as hooks:
+        state = _state(backend, tmp_path, request)
+        config = _config(tmp_path, state, api, hooks)
+        view = StateView(state)
+        sent: list[str] = []
+        with DaemonProcess(config) as daemon:
+            eventually(lambda: _baselined(view), 20, "the baseline", daemon.output)
+            daemon.kill()
+        for _ in range(5):
+            with DaemonProcess(config) as daemon:
+                for _ in range(rng.randint(1, 4)):
+                    sent += log.emit(rng.randint(1, 12))
+                    time.sleep(rng.uniform(0.0, 0.3))
+                daemon.kill()
+        with DaemonProcess(config) as daemon:
+            eventually(
+                lambda: len(view.events(source="feed")) >= len(sent),
+                30,
+                "every event",
+                daemon.output,
+            )
+            more_from = len(_log_requests(api))
+            api.wait_for(lambda rs: len([r for r in rs if r.path == "/events"]) >= more_from + 4)
+            assert daemon.terminate() == 0, daemon.output()
+        keys = [str(r.event.key) for r in view.events(source="feed")]
+        assert sorted(keys) == sorted(sent)
