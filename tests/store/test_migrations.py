@@ -39,6 +39,10 @@ async def test_version_5_file_gains_list_hash_and_keeps_items(tmp_path):
     await store.close()
     conn = sqlite3.connect(path)
     conn.execute("ALTER TABLE items DROP COLUMN list_hash")
+    # and what migration 7 adds: this is a version 5 file
+    conn.execute("ALTER TABLE events DROP COLUMN type_name")
+    conn.execute("DROP TABLE seen_keys")
+    conn.execute("DROP TABLE missing_items")
     conn.execute(
         "INSERT INTO items (source, key_text, key, hash, item, updated_at) "
         "VALUES ('s', 'a', '\"a\"', 'h1', '{}', '2025-01-01T00:00:00+00:00')"
@@ -55,3 +59,48 @@ async def test_version_5_file_gains_list_hash_and_keeps_items(tmp_path):
         await store.close()
     assert (snap.hashes, snap.list_hashes) == ({"a": "h1"}, {})
     assert version == SCHEMA_VERSION >= 6
+
+
+async def test_version_6_file_gains_seen_keys_missing_counts_and_named_events(tmp_path):
+    """Migration 7: an existing state keeps its events (unnamed) and can track seen keys and
+    missing counts."""
+    from dataclasses import replace
+    from datetime import UTC, datetime
+
+    import sqlite_utils
+
+    from bridge.models import Change
+    from bridge.store import PollCommit, SeenUpdate
+
+    path = tmp_path / "state.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(MIGRATIONS[1])
+    for version in range(2, 7):
+        step = MIGRATIONS[version]
+        if isinstance(step, str):
+            conn.executescript(step)
+        else:
+            step(sqlite_utils.Database(conn))
+    conn.execute(
+        "INSERT INTO events (id, source, key_text, key, type, timestamp, changes) VALUES "
+        "('evt_old', 's', 'k', '\"k\"', 'created', '2025-01-01T00:00:00+00:00', '[]')"
+    )
+    conn.execute("PRAGMA user_version = 6")
+    conn.commit()
+    conn.close()
+    at = datetime(2025, 2, 1, tzinfo=UTC)
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        old = await store.get_event("evt_old")
+        assert old is not None and old.name is None
+        change = Change("created", "e", "e", None, {"id": "e"}, [], "h", "github.event")
+        base = PollCommit("feed", at, 0.0, [], [], [change], [[]], 1, "fp")
+        (event,) = await store.commit_poll(
+            replace(base, seen=SeenUpdate(add=["e"]), missing={"gone": 1})
+        )
+        assert event.name == "github.event"
+        assert (await store.load_seen("feed")).first_seen == {"e": at}
+        assert await store.load_missing("feed") == {"gone": 1}
+    finally:
+        await store.close()

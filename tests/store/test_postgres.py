@@ -312,10 +312,12 @@ async def test_an_older_schema_is_migrated_and_a_newer_one_refused(open_store, p
         conn.execute("DROP TABLE meta")
         conn.execute("DROP INDEX deliveries_finished, deliveries_dead")
         conn.execute("ALTER TABLE items DROP COLUMN list_hash")
+        conn.execute("ALTER TABLE events DROP COLUMN type_name")
+        conn.execute("DROP TABLE seen_keys, missing_items")
         conn.execute("DELETE FROM schema_version WHERE version > 1")
     await store.close()
     store = await open_store()
-    assert await store.schema_version() == SCHEMA_VERSION == 6
+    assert await store.schema_version() == SCHEMA_VERSION == 7
     assert (await store.load_hashes("s", list_hashes=True)).list_hashes == {}
     await store.write_runtime({"pid": 1})
     await store.update_source_state("s", accept_requested=True)
@@ -323,6 +325,7 @@ async def test_an_older_schema_is_migrated_and_a_newer_one_refused(open_store, p
     assert state is not None and state.accept_requested
     await store.set_listener_paused("hooks", False, None, T0)
     assert [s.failing_since for s in await store.list_listener_states()] == [None]
+    assert (await store.load_seen("s")).first_seen == {} and await store.tracked_counts() == {}
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (SCHEMA_VERSION + 1,))
     with pytest.raises(StoreError, match="newer than this pollbridge"):
