@@ -74,6 +74,10 @@ def mode_problem(mode: Mode, given: Collection[str], paginated: bool) -> str | N
         )
     if "stop_at_seen" in given and not paginated:
         return "'stop_at_seen' applies only with a [sources.paginate] table"
+    if "detail" in given:
+        # the detail fetch decides what to re-fetch from a snapshot, which an append source
+        # does not keep
+        return '[sources.detail] is not supported with mode = "append"'
     return None
 
 
