@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from bridge.core.payload import cloudevent, event_envelope
 from bridge.store import EventQuery
 from tests.support.event_logs import EventLogAPI
 from tests.support.pipelines import make_config, running
-from tests.support.servers import TestServer, serve
+from tests.support.servers import Reply, TestServer, serve
 
 
 @pytest.fixture
@@ -197,3 +198,39 @@ async def test_switching_to_append_drops_the_snapshot_and_back_drops_the_keys(
         assert back.result == "rebaseline"
         assert "feed" not in await h.store.tracked_counts()
         assert len((await h.store.load_hashes("feed")).hashes) == 25
+
+
+async def test_stop_at_seen_ends_a_walk_whose_cursor_is_in_the_body(tmp_path: Path) -> None:
+    """A POST (or GraphQL) log paged by a body cursor stops like a linked one."""
+    log = [{"id": i} for i in range(10, 0, -1)]  # newest first
+
+    def audit(req):  # type: ignore[no-untyped-def]
+        body = json.loads(req.body)
+        start = int((body.get("page") or {}).get("cursor") or 0)
+        more = start + 3 < len(log)
+        return Reply(
+            200, {"results": log[start : start + 3], "next": str(start + 3) if more else None}
+        )
+
+    with serve(audit) as server:
+        text = f"""
+[[sources]]
+name = "audit"
+url = "{server.url("/audit")}"
+every = "1m"
+method = "POST"
+body = {{ kind = "audit" }}
+items = "$.results[*]"
+mode = "append"
+[sources.paginate]
+kind = "cursor"
+cursor = "$.next"
+body_param = "page.cursor"
+"""
+        async with running(make_config(tmp_path, text)) as h:
+            first = await h.poll()
+            assert (first.result, first.pages) == ("baseline", 1)
+            log[:0] = [{"id": i} for i in range(14, 10, -1)]
+            outcome = await h.poll()
+            assert outcome.pages == 2 and outcome.stopped
+            assert [c.key_text for c in outcome.changes] == ["14", "13", "12", "11"]
