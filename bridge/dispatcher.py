@@ -362,8 +362,9 @@ class Dispatcher:
         if pace.breaker is not None and pace.breaker.wait_s(self.monotonic()) > 0:
             wait = pace.breaker.wait_s(self.monotonic())
             return wait if math.isfinite(wait) else 0.0  # the probe's result wakes the loop
-        if len(inflight) < listener.max_in_flight:
-            return None
+        if len(inflight) < listener.max_in_flight and len(due) < free:
+            return None  # nothing more due now: ask the store when the next one is
+        # Full (or a full claim: more may be due; the slots freed meanwhile woke the loop)
         return 0.0
 
     def _start(self, listener: ListenerConfig, pace: _Pace, delivery: Delivery) -> bool:
@@ -578,6 +579,8 @@ class Dispatcher:
 def redacted(result: AttemptResult, redact: Callable[[str], str]) -> AttemptResult:
     """``result`` with secrets out of its error and excerpt: a listener may echo the headers
     it was sent (tokens) in its error response."""
+    if result.error is None and result.response_excerpt is None:
+        return result  # the usual 2xx with an empty body: nothing to look at
     return replace(
         result,
         error=None if result.error is None else redact(result.error),

@@ -15,7 +15,7 @@ from yarl import URL
 
 from bridge import __version__
 from bridge.config import ListenerConfig, SigningKeys
-from bridge.core.render import RenderFailed, render_body
+from bridge.core.render import BodyFormat, RenderFailed, render_body
 from bridge.core.retry import parse_retry_after
 from bridge.core.signing import signature_header
 from bridge.http.connections import (
@@ -84,6 +84,8 @@ class _Route:
     proxy: str | None
     """The proxy from the environment for this URL (aiohttp clients only)."""
     timeout_s: float
+    body_format: BodyFormat
+    keys: SigningKeys
 
 
 @dataclass(frozen=True)
@@ -127,7 +129,14 @@ class Sender:
             if len(self._routes) > 4 * len(self.clients) + 100:
                 self._routes.clear()  # listeners of configurations reloaded away
             route = _Route(
-                listener, client, target, headers, proxy, listener.timeout.total_seconds()
+                listener,
+                client,
+                target,
+                headers,
+                proxy,
+                listener.timeout.total_seconds(),
+                listener.body_format,
+                listener.keys,
             )
             self._routes[id(listener)] = route
         return route
@@ -139,8 +148,9 @@ class Sender:
         :data:`RENDER_TIMEOUT_S`) is a failure that no retry can fix: ``retryable`` and
         ``sent`` are False.
         """
+        route = self._route(listener)
         try:
-            body = await _render(listener, event)
+            body = await _render(route.body_format, event)
         except RenderFailed as exc:
             return AttemptResult(
                 False,
@@ -150,9 +160,8 @@ class Sender:
                 retryable=False,
                 sent=False,
             )
-        route = self._route(listener)
         headers = dict(route.headers)
-        _sign(headers, listener.keys, event.id, body, int(now.timestamp()))
+        _sign(headers, route.keys, event.id, body, int(now.timestamp()))
         client = route.client
         timeout_s = route.timeout_s
         started = time.monotonic()
@@ -177,10 +186,10 @@ class Sender:
         return _result(answer, time.monotonic() - started, now)
 
 
-async def _render(listener: ListenerConfig, event: Event) -> bytes:
-    if listener.body_format.kind != "template":
-        return render_body(listener.body_format, event)  # our own code: fast and bounded
-    return await render_in_thread(listener.body_format, event, RENDER_TIMEOUT_S)
+async def _render(fmt: BodyFormat, event: Event) -> bytes:
+    if fmt.kind != "template":
+        return render_body(fmt, event)  # our own code: fast and bounded
+    return await render_in_thread(fmt, event, RENDER_TIMEOUT_S)
 
 
 async def _post_aiohttp(

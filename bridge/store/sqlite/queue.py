@@ -157,60 +157,80 @@ class SQLiteQueue(SQLiteBase):
         conn = self.conn
         conn.execute("BEGIN IMMEDIATE")
         try:
-            states = [self._record_attempt(*attempt) for attempt in batch]
+            states = self._write_attempts_rows(batch)
             conn.execute("COMMIT")
         except BaseException:
             rollback(conn)
             raise
         return states
 
-    def _record_attempt(
-        self, delivery_id: int, at: datetime, result: AttemptResult, next_at: float | None
-    ) -> str:
+    def _write_attempts_rows(
+        self, batch: list[tuple[int, datetime, AttemptResult, float | None]]
+    ) -> list[str]:
+        # A handful of statements per batch, not four per attempt: each statement is a
+        # round of the GIL between this thread and the event loop.
         conn = self.conn
-        state = state_after_attempt(result, next_at)
-        now = iso(at)
-        conn.execute(
+        states = [state_after_attempt(result, next_at) for _, _, result, next_at in batch]
+        stamps = [iso(at) for _, at, _, _ in batch]
+        conn.executemany(
             "INSERT INTO attempts (delivery_id, at, status, duration_ms, error, response) "
             "VALUES (?, ?, ?, ?, ?, ?)",
-            (
-                delivery_id,
-                now,
-                result.status,
-                result.duration_s * 1000,
-                result.error,
-                result.response_excerpt,
-            ),
+            [
+                (d, now, r.status, r.duration_s * 1000, r.error, r.response_excerpt)
+                for (d, _, r, _), now in zip(batch, stamps, strict=True)
+            ],
         )
-        conn.execute(
+        conn.executemany(
             "UPDATE deliveries SET state = ?, attempts = attempts + 1, next_at = ?, "
             "updated_at = ?, delivered_at = ?, last_status = ?, last_error = ?, "
             "last_response = ? WHERE id = ?",
-            (
-                state,
-                next_at if next_at is not None else at.timestamp(),
-                now,
-                now if result.ok else None,
-                result.status,
-                result.error,
-                result.response_excerpt,
-                delivery_id,
-            ),
-        )
-        listener = conn.execute(
-            "SELECT listener FROM deliveries WHERE id = ?", (delivery_id,)
-        ).fetchone()[0]
-        if result.ok:
-            self._touch_listener(listener, {"last_success_at": now, "failing_since": None})
-        else:
-            self._touch_listener(listener, {"last_failure_at": now, "last_error": result.error})
-            if result.sent:
-                conn.execute(
-                    "UPDATE listeners SET failing_since = COALESCE(failing_since, ?) "
-                    "WHERE name = ?",
-                    (now, listener),
+            [
+                (
+                    state,
+                    next_at if next_at is not None else at.timestamp(),
+                    now,
+                    now if r.ok else None,
+                    r.status,
+                    r.error,
+                    r.response_excerpt,
+                    d,
                 )
-        return state
+                for (d, at, r, next_at), now, state in zip(batch, stamps, states, strict=True)
+            ],
+        )
+        owners = dict(
+            conn.execute(
+                "SELECT id, listener FROM deliveries WHERE id IN (SELECT value FROM json_each(?))",
+                (dumps([d for d, *_ in batch]),),
+            ).fetchall()
+        )
+        # Each listener's row once per batch, as if its attempts had been applied in turn.
+        touched: dict[str, dict[str, Any]] = {}
+        failing_from: dict[str, str | None] = {}
+        """Listeners whose failing_since becomes this time unless it already is set."""
+        for (d, _, r, _), now in zip(batch, stamps, strict=True):
+            listener = owners[d]
+            fields = touched.setdefault(listener, {})
+            if r.ok:
+                fields.update(last_success_at=now, failing_since=None)
+                failing_from.pop(listener, None)
+                continue
+            fields.update(last_failure_at=now, last_error=r.error)
+            if not r.sent:
+                continue
+            if "failing_since" in fields:
+                if fields["failing_since"] is None:
+                    fields["failing_since"] = now
+            else:
+                failing_from.setdefault(listener, now)
+        for listener, fields in touched.items():
+            self._touch_listener(listener, fields)
+        for listener, now in failing_from.items():
+            conn.execute(
+                "UPDATE listeners SET failing_since = COALESCE(failing_since, ?) WHERE name = ?",
+                (now, listener),
+            )
+        return states
 
     async def pending_count(self, listeners: Sequence[str] | None = None) -> int:
         return await self._run(self._pending_count, None if listeners is None else list(listeners))
