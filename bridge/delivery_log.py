@@ -98,3 +98,29 @@ def log_attempt(
             max(0.0, wait),
             extra=extra,
         )
+
+
+def log_pause(listener: ListenerConfig, gone: bool, failing_for: str | None, waiting: int) -> None:
+    """Say that an attempt's result paused the listener: 410 Gone, or ``disable_after``."""
+    name = listener.name
+    if gone:
+        log.warning(
+            "listener %s answered 410 Gone: paused; its deliveries wait "
+            "(resume with: pollbridge resume %s)",
+            name,
+            name,
+            extra={"listener": name},
+        )
+        return
+    limit = listener.disable_after
+    log.error(
+        "LISTENER %s DISABLED: every delivery has failed for %s (disable_after = %s). "
+        "Its %d pending delivery(ies) are kept and wait. Fix the receiver, then run: "
+        "pollbridge resume %s",
+        name,
+        failing_for or "?",
+        "?" if limit is None else format_duration(limit),
+        waiting,
+        name,
+        extra={"listener": name},
+    )

@@ -28,8 +28,8 @@ from bridge.core.coalesce import merged_changes
 from bridge.core.durations import format_duration
 from bridge.core.paths import JsonPath
 from bridge.core.ratelimit import TokenBucket
-from bridge.core.retry import next_delivery_delay
-from bridge.delivery_log import log_attempt, log_transition
+from bridge.core.retry import retry_at
+from bridge.delivery_log import log_attempt, log_pause, log_transition
 from bridge.errors import StoreError
 from bridge.http.sender import Sender
 from bridge.models import AttemptResult, Delivery, Event
@@ -125,6 +125,9 @@ class Dispatcher:
         self._paused_checked = -math.inf
         self._rate_blocked: set[str] = set()
         self._inflight: dict[str, dict[int, asyncio.Task[None]]] = {n: {} for n in self._listeners}
+        """Attempts whose request is being sent, by listener (each holds one of its slots)."""
+        self._recording: dict[int, asyncio.Task[None]] = {}
+        """Attempts sent and being recorded: no slot held, still excluded from claims."""
         self._wakeup = asyncio.Event()
         self._stopping = False
         self._accepting = True
@@ -173,7 +176,8 @@ class Dispatcher:
         self.wake()
 
     def inflight_count(self) -> int:
-        return sum(len(v) for v in self._inflight.values())
+        """Attempts not yet recorded (being sent, or sent and being recorded)."""
+        return sum(len(v) for v in self._inflight.values()) + len(self._recording)
 
     def inflight_for(self, listener: str) -> int:
         """Deliveries to ``listener`` being sent right now."""
@@ -274,6 +278,7 @@ class Dispatcher:
         waits = [PAUSED_REFRESH_S if self._paused else MAX_IDLE_S]
         self._rate_blocked = set()
         exclude = [d for tasks in self._inflight.values() for d in tasks]
+        exclude.extend(self._recording)
         # A reload may replace the listener set while this pass awaits the store: iterate a
         # snapshot, and skip a listener that is gone by the time its turn comes.
         for name, listener in list(self._listeners.items()):
@@ -420,60 +425,58 @@ class Dispatcher:
         return merged_changes(events, self._ignore.get(events[0].source, ()))
 
     async def _attempt(self, listener: ListenerConfig, delivery: Delivery, probe: bool) -> None:
+        name = listener.name
         settled = False
         try:
             result = redacted(
                 await self.sender.send(listener, delivery.event, self.clock()), self.redact
             )
-            failed = delivery.attempts + 1
-            next_at: float | None = None
-            if not result.ok and result.retryable:
-                delay = next_delivery_delay(
-                    listener.retry_s, failed, self.rng.random(), result.retry_after_s
-                )
-                next_at = None if delay is None else self.clock().timestamp() + delay
-                if result.gone:
-                    # 410: the listener says it is gone; keep its deliveries waiting
-                    next_at = self.clock().timestamp() if next_at is None else next_at
+            next_at = retry_at(
+                listener.retry_s, delivery.attempts + 1, self.rng.random, result, self.clock()
+            )
+            # What may stop this listener's next sends (breaker, streak, pause) is settled
+            # before its slot is given back; the slot is given back before the attempt is
+            # recorded, so the next claim and this record can share one store round trip.
+            # The delivery stays excluded from claims until it is recorded.
+            settled = self._account(listener, result, probe)
+            reason = self._pause_reason(listener, result)
+            if reason is not None:
+                await self._pause(name, reason)
+            task = self._inflight.get(name, {}).pop(delivery.id, None)
+            if task is not None:
+                self._recording[delivery.id] = task
+                self.wake()
             state = await self._record(delivery, result, next_at)
             log_attempt(listener, delivery, result, state, next_at, self.clock().timestamp())
             if self.on_result is not None:
                 self.on_result(listener, delivery, result, state)
-            settled = await self._account(listener, result, probe)
-            if result.gone and listener.name not in self._paused:
-                await self._pause(listener.name, "the listener answered 410 Gone")
-                log.warning(
-                    "listener %s answered 410 Gone: paused; its deliveries wait "
-                    "(resume with: pollbridge resume %s)",
-                    listener.name,
-                    listener.name,
-                    extra={"listener": listener.name},
-                )
+            if reason is not None:
+                await self._log_pause(listener, result)
         except asyncio.CancelledError:
             raise
         except Exception:
             self._internal_error(
                 "sender",
-                f"delivery {delivery.id} to {listener.name}: unexpected error; it stays pending",
-                listener.name,
+                f"delivery {delivery.id} to {name}: unexpected error; it stays pending",
+                name,
             )
-            pace = self._pace.get(listener.name)
+            pace = self._pace.get(name)
             if pace is not None:
                 self._hold(pace)
         finally:
-            pace = self._pace.get(listener.name)
+            pace = self._pace.get(name)
             if probe and not settled and pace is not None and pace.breaker is not None:
                 pace.breaker.release_probe()
-            self._inflight.get(listener.name, {}).pop(delivery.id, None)
+            self._inflight.get(name, {}).pop(delivery.id, None)
+            self._recording.pop(delivery.id, None)
             self.wake()
 
-    async def _account(self, listener: ListenerConfig, result: AttemptResult, probe: bool) -> bool:
+    def _account(self, listener: ListenerConfig, result: AttemptResult, probe: bool) -> bool:
         """Feed an attempt's result to the breaker and the failure streak; True if it counted."""
         pace = self._pace.get(listener.name)
         if pace is None or not result.sent:
             return False  # our own failure (the body): says nothing about the receiver
         mono = self.monotonic()
-        now = self.clock()
         transition: Transition | None = None
         if result.ok:
             pace.failing_since = None
@@ -481,41 +484,37 @@ class Dispatcher:
                 transition = pace.breaker.record_success(mono, probe=probe)
         else:
             if pace.failing_since is None:
-                pace.failing_since = now
+                pace.failing_since = self.clock()
             if pace.breaker is not None:
                 transition = pace.breaker.record_failure(mono, probe=probe)
         if transition is not None:
             log_transition(listener, transition)
-        if not result.ok:
-            await self._maybe_disable(listener, pace, now)
         return True
 
-    async def _maybe_disable(self, listener: ListenerConfig, pace: _Pace, now: datetime) -> None:
+    def _pause_reason(self, listener: ListenerConfig, result: AttemptResult) -> str | None:
+        """Why this result pauses the listener (410 Gone, or ``disable_after`` reached)."""
+        if listener.name in self._paused or result.ok:
+            return None
+        if result.gone:
+            return "the listener answered 410 Gone"
+        pace = self._pace.get(listener.name)
         limit = listener.disable_after
-        since = pace.failing_since
-        if limit is None or since is None or listener.name in self._paused:
-            return
-        if now - since < limit:
-            return
-        failing_for = format_duration(timedelta(seconds=int((now - since).total_seconds())))
-        reason = (
-            f"disabled: nothing but failed deliveries for {failing_for} since "
+        since = None if pace is None else pace.failing_since
+        now = self.clock()
+        if limit is None or since is None or now - since < limit or not result.sent:
+            return None
+        return (
+            f"disabled: nothing but failed deliveries for {_failing_for(now, since)} since "
             f"{since.isoformat(timespec='seconds')} (disable_after = "
             f"{format_duration(limit)})"
         )
-        await self._pause(listener.name, reason)
-        waiting = await self.store.pending_count([listener.name])
-        log.error(
-            "LISTENER %s DISABLED: every delivery has failed for %s (disable_after = %s). "
-            "Its %d pending delivery(ies) are kept and wait. Fix the receiver, then run: "
-            "pollbridge resume %s",
-            listener.name,
-            failing_for,
-            format_duration(limit),
-            waiting,
-            listener.name,
-            extra={"listener": listener.name},
-        )
+
+    async def _log_pause(self, listener: ListenerConfig, result: AttemptResult) -> None:
+        pace = self._pace.get(listener.name)
+        since = None if pace is None else pace.failing_since
+        failing_for = None if since is None else _failing_for(self.clock(), since)
+        waiting = 0 if result.gone else await self.store.pending_count([listener.name])
+        log_pause(listener, result.gone, failing_for, waiting)
 
     async def _pause(self, name: str, reason: str) -> None:
         self._paused.add(name)
@@ -545,6 +544,7 @@ class Dispatcher:
         """
         self._accepting = False
         tasks = [t for tasks in self._inflight.values() for t in tasks.values()]
+        tasks.extend(self._recording.values())
         if tasks:
             _done, pending = await asyncio.wait(tasks, timeout=grace_s)
             for t in pending:
@@ -574,6 +574,10 @@ class Dispatcher:
             return False
         next_at = await self.store.next_due_at(sorted(self._rate_blocked), [])
         return next_at is not None and next_at <= self.clock().timestamp()
+
+
+def _failing_for(now: datetime, since: datetime) -> str:
+    return format_duration(timedelta(seconds=int((now - since).total_seconds())))
 
 
 def redacted(result: AttemptResult, redact: Callable[[str], str]) -> AttemptResult:

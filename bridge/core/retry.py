@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from email.utils import parsedate_to_datetime
+
+from bridge.models import AttemptResult
 
 JITTER = 0.2
 MAX_RETRY_AFTER_S = 24 * 3600.0
@@ -58,3 +60,22 @@ def poll_backoff(
     doublings = min(consecutive_failures - 1, 64)
     delay = min(interval_s * 2.0**doublings, max_backoff_s)
     return delay * (1 - JITTER + 2 * JITTER * rand)
+
+
+def retry_at(
+    schedule_s: Sequence[float],
+    failed: int,
+    rand: Callable[[], float],
+    result: AttemptResult,
+    now: datetime,
+) -> float | None:
+    """When (epoch seconds) an attempt that ended with ``result`` is tried again, after
+    ``failed`` attempts in all; None when it is not: delivered, failed for good, or retries
+    used up. A 410 Gone is always tried again (its listener is paused meanwhile)."""
+    if result.ok or not result.retryable:
+        return None
+    delay = next_delivery_delay(schedule_s, failed, rand(), result.retry_after_s)
+    now_s = now.timestamp()
+    if result.gone:
+        return now_s if delay is None else now_s + delay
+    return None if delay is None else now_s + delay

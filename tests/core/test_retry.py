@@ -14,6 +14,7 @@ from bridge.core.retry import (
     next_delivery_delay,
     parse_retry_after,
     poll_backoff,
+    retry_at,
 )
 
 NOW = datetime(2015, 10, 21, 7, 28, 0, tzinfo=UTC)
@@ -140,3 +141,25 @@ def test_poll_backoff_never_exceeds_cap_plus_jitter(
     """However many failures, the back-off stays finite and within the jittered cap."""
     delay = poll_backoff(interval_s, failures, cap_s, rand)
     assert 0.0 <= delay <= cap_s * (1 + JITTER) * (1 + 1e-9)
+
+
+def test_retry_at_draws_jitter_only_for_a_retry() -> None:
+    """Delivered and failed-for-good attempts are not tried again and use no random draw."""
+    from bridge.models import AttemptResult
+
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    draws: list[float] = []
+
+    def rand() -> float:
+        draws.append(0.5)
+        return 0.5
+
+    assert retry_at([10.0], 1, rand, AttemptResult(True, 204, 0.01), now) is None
+    local = AttemptResult(False, None, 0.0, error="body", retryable=False, sent=False)
+    assert retry_at([10.0], 1, rand, local, now) is None
+    assert draws == []
+    failed = AttemptResult(False, 500, 0.01, error="HTTP 500")
+    assert retry_at([10.0], 1, rand, failed, now) == pytest.approx(now.timestamp() + 10.0)
+    assert retry_at([10.0], 2, rand, failed, now) is None  # retries used up: dead
+    gone = AttemptResult(False, 410, 0.01, error="HTTP 410", gone=True)
+    assert retry_at([10.0], 2, rand, gone, now) == now.timestamp()  # waits for a resume

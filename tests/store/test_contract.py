@@ -3,7 +3,6 @@ configured."""
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -421,35 +420,6 @@ async def test_failing_since_marks_the_failure_streak(store: Store):
     await store.set_listener_paused("hooks", True, "disabled", T0)
     await store.set_listener_paused("hooks", False, None, T0)
     assert (await store.list_listener_states())[0].failing_since is None
-
-
-async def test_attempts_recorded_together_end_as_if_recorded_in_turn(store: Store):
-    """Attempts that finish at once (one write for all of them in SQLite) leave the deliveries
-    and the listener's streak and last times as if each had been recorded alone, in order."""
-    its = [item(k, v=1) for k in "abcde"]
-    await store.commit_poll(commit("s", upserts=its, changes=[created(i) for i in its]))
-    ids = [d.id for d in await store.due_deliveries("hooks", 1e10, 10, [])]
-    local = AttemptResult(False, None, 0.0, "template error", retryable=False, sent=False)
-    hour = timedelta(hours=1)
-    results = [
-        (FAILED, T0, 1.0),
-        (OK, T0 + hour, None),
-        (local, T0 + 2 * hour, None),
-        (FAILED, T0 + 3 * hour, 1.0),
-        (AttemptResult(False, 502, 0.01, error="HTTP 502"), T0 + 4 * hour, 1.0),
-    ]
-    states = await asyncio.gather(
-        *(
-            store.record_attempt(d, at, result, next_at=next_at)
-            for d, (result, at, next_at) in zip(ids, results, strict=True)
-        )
-    )
-    assert states == ["pending", "delivered", "dead", "pending", "pending"]
-    (state,) = await store.list_listener_states()
-    assert state.failing_since == T0 + 3 * hour
-    assert state.last_success_at == T0 + hour
-    assert state.last_failure_at == T0 + 4 * hour
-    assert state.last_error == "HTTP 502"
 
 
 # -- inspection, operator actions and retention (the CLI's calls) ------------------------------

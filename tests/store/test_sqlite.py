@@ -431,6 +431,36 @@ async def test_a_failing_attempt_does_not_fail_the_others(
     assert count_rows(db_path, "attempts") == 2
 
 
+async def test_calls_made_together_run_in_order_and_fail_alone(store: SQLiteStore) -> None:
+    """Store calls issued at once reach the worker thread in one hand-over: each still runs
+    in call order, with its own result or error; a call cancelled before it ran never runs."""
+    await baseline(store)
+    a, b = await store.due_deliveries("hook", T0.timestamp(), 10, [])
+    cancelled = asyncio.ensure_future(store.set_listener_paused("hook", True, "no", T0))
+    await asyncio.sleep(0)  # queued, not yet handed over
+    cancelled.cancel()
+
+    stale = commit(
+        upserts=[item("z", 1)], changes=[change("created", "z", after=1)], expected_version=0
+    )
+    results = await asyncio.gather(
+        store.pending_count(),
+        store.claim_deliveries("hook", T0.timestamp(), 1, [], owner="local", claim_s=30),
+        store.commit_poll(stale),
+        store.due_deliveries("hook", T0.timestamp(), 10, [a.id]),
+        store.load_hashes("orders"),
+        return_exceptions=True,
+    )
+
+    assert results[0] == 2
+    assert [d.id for d in results[1]] == [a.id]
+    assert isinstance(results[2], StaleSnapshot)
+    assert [d.id for d in results[3]] == [b.id]
+    assert results[4].version == 1
+    (hook,) = await store.list_listener_states()
+    assert not hook.paused
+
+
 # --- the file ------------------------------------------------------------------------------
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
@@ -206,3 +207,34 @@ async def test_version_2_file_gains_the_listener_columns(tmp_path):
         assert store.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     finally:
         await store.close()
+
+
+async def test_attempts_recorded_together_end_as_if_recorded_in_turn(store):
+    """Attempts that finish at once are written in one transaction (group commit); the
+    deliveries, the listener's failure streak and its last times end as if each attempt had
+    been recorded alone, in order."""
+    await _commit(store, 1, [_change("created", k, None, {"v": 1}) for k in "abcde"])
+    ids = [d.id for d in await store.due_deliveries("hooks", 1e10, 10, [])]
+    local = AttemptResult(False, None, 0.0, "template error", retryable=False, sent=False)
+    hour = timedelta(hours=1)
+    results = [
+        (AttemptResult(False, 500, 0.01, error="HTTP 500"), T0, 1.0),
+        (AttemptResult(True, 204, 0.01), T0 + hour, None),
+        (local, T0 + 2 * hour, None),
+        (AttemptResult(False, 500, 0.01, error="HTTP 500"), T0 + 3 * hour, 1.0),
+        (AttemptResult(False, 502, 0.01, error="HTTP 502"), T0 + 4 * hour, 1.0),
+    ]
+    states = await asyncio.gather(
+        *(
+            store.record_attempt(d, at, result, next_at=next_at)
+            for d, (result, at, next_at) in zip(ids, results, strict=True)
+        )
+    )
+    assert states == ["pending", "delivered", "dead", "pending", "pending"]
+    (state,) = await store.list_listener_states()
+    assert state.failing_since == T0 + 3 * hour
+    assert state.last_success_at == T0 + hour
+    assert state.last_failure_at == T0 + 4 * hour
+    assert state.last_error == "HTTP 502"
+    attempts = store.conn.execute("SELECT COUNT(*) FROM attempts").fetchone()[0]
+    assert attempts == 5

@@ -69,17 +69,79 @@ class SQLiteBase:
         self._attempts_writer: asyncio.Task[None] | None = None
         self._calls: dict[object, float] = {}
         """In-flight calls (queued for the worker thread or running on it) -> loop time begun."""
+        self._queued: list[tuple[Callable[..., Any], tuple[Any, ...], asyncio.Future[Any]]] = []
+        self._handing_off = False
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` on the worker thread, in call order.
+
+        Calls made while the thread is busy (or in the same turn of the event loop) go to it
+        together, in one hand-over: each hand-over costs both threads a round of the GIL,
+        more than a small statement does.
+        """
         if self._executor is None:
             raise StoreError("use", "the store is not open", location=self.location)
         loop = asyncio.get_running_loop()
+        done: asyncio.Future[T] = loop.create_future()
+        self._queued.append((fn, args, done))
+        if not self._handing_off:
+            self._handing_off = True
+            loop.call_soon(self._hand_off, loop)
         call = object()
         self._calls[call] = loop.time()
         try:
-            return await loop.run_in_executor(self._executor, self._guarded, fn, args)
+            return await done
         finally:
             del self._calls[call]
+
+    def _hand_off(self, loop: asyncio.AbstractEventLoop) -> None:
+        batch = [call for call in self._queued if not call[2].cancelled()]
+        self._queued = []
+        if not batch or self._executor is None:
+            self._handing_off = False
+            for *_, done in batch:
+                done.set_exception(
+                    StoreError("use", "the store is not open", location=self.location)
+                )
+            return
+        work = loop.run_in_executor(self._executor, self._run_batch, [c[:2] for c in batch])
+        work.add_done_callback(lambda w: self._handed_back(loop, batch, w))
+
+    def _handed_back(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        batch: list[tuple[Callable[..., Any], tuple[Any, ...], asyncio.Future[Any]]],
+        work: asyncio.Future[list[tuple[bool, Any]]],
+    ) -> None:
+        if work.cancelled() or work.exception() is not None:
+            error = work.exception() if not work.cancelled() else None
+            outcomes: list[tuple[bool, Any]] = [
+                (False, error or asyncio.CancelledError()) for _ in batch
+            ]
+        else:
+            outcomes = work.result()
+        for (*_, done), (ok, value) in zip(batch, outcomes, strict=True):
+            if done.done():
+                continue  # its caller was cancelled; the call ran all the same
+            if ok:
+                done.set_result(value)
+            else:
+                done.set_exception(value)
+        if self._queued:
+            self._hand_off(loop)
+        else:
+            self._handing_off = False
+
+    def _run_batch(
+        self, calls: list[tuple[Callable[..., Any], tuple[Any, ...]]]
+    ) -> list[tuple[bool, Any]]:
+        outcomes: list[tuple[bool, Any]] = []
+        for fn, args in calls:
+            try:
+                outcomes.append((True, self._guarded(fn, args)))
+            except Exception as exc:
+                outcomes.append((False, exc))
+        return outcomes
 
     async def location_problem(self) -> str | None:
         if self._identity is None:
