@@ -62,3 +62,11 @@ async def test_leases_lists_instances_sources_and_orphans(tmp_path, pg_url):
         ("hostA-1-aaaaaa", ["orders", "users"], True)
     ]
     assert data["unowned_sources"] == ["invoices"]
+    leases = {lease["source"]: lease for lease in data["leases"]}
+    assert sorted(leases) == ["invoices", "orders", "users"]
+    assert leases["invoices"]["owner"] == "hostB-2-bbbbbb"
+    orders = leases["orders"]
+    assert orders["owner"] == "hostA-1-aaaaaa"
+    acquired = datetime.fromisoformat(orders["acquired_at"])
+    expires = datetime.fromisoformat(orders["expires_at"])
+    assert 29 <= (expires - acquired).total_seconds() <= 31

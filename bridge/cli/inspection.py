@@ -364,6 +364,15 @@ def print_owners(report: OwnersReport, location: str, as_json: bool) -> int:
                 for i in report.instances
             ],
             "unowned_sources": report.unowned_sources,
+            "leases": [
+                {
+                    "source": lease.source,
+                    "owner": lease.owner,
+                    "acquired_at": lease.acquired_at.isoformat(),
+                    "expires_at": lease.expires_at.isoformat(),
+                }
+                for lease in report.leases
+            ],
         }
         sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
         return 0

@@ -9,7 +9,7 @@ attempt). A single-instance backend implements those calls trivially: it always 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
@@ -234,12 +234,26 @@ class InstanceStatus:
 
 
 @dataclass(frozen=True)
+class LeaseInfo:
+    """One source's lease row, as the store has it (the store's clock)."""
+
+    source: str
+    owner: str | None
+    """The instance that last acquired it (None once released)."""
+    acquired_at: datetime
+    expires_at: datetime
+    """In the past when released, given back on leaving, or its owner stopped renewing it."""
+
+
+@dataclass(frozen=True)
 class OwnersReport:
     """Which instance owns what (empty for a single-instance store)."""
 
     instances: list[InstanceStatus]
     unowned_sources: list[str]
     """Sources with a lease that no live instance holds (they are taken at the next tick)."""
+    leases: list[LeaseInfo] = field(default_factory=list)
+    """Every source's lease, live or not, by source name."""
 
 
 class SnapshotStore(Protocol):

@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-import orjson
-import psycopg
 import pytest
 
+from bridge.core.extract import key_text
+from bridge.errors import NoStateError, StoreError
+from bridge.models import Event
+from bridge.store import (
+    EventQuery,
+    InstanceStatus,
+    LeaseInfo,
+    OwnersReport,
+    Store,
+    open_store,
+)
 from tests.support import configs
 from tests.support.configs import listener, write_config
 from tests.support.daemon import DaemonProcess, run_cli
@@ -21,6 +32,7 @@ from tests.support.servers import Reply, Request, TestServer, serve
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.timeout(180)]
 
+T = TypeVar("T")
 SOURCES = [f"s{i}" for i in range(6)]
 LEASE_S = 2.0
 
@@ -107,22 +119,72 @@ def _config(tmp_path: Path, state: str, api: TestServer, hooks: TestServer) -> P
     )
 
 
-class DB:
-    """Read-only looks into the shared state, as an operator would with psql."""
+class State:
+    """Looks into the shared state through the store interface, read-only, as ``pollbridge
+    leases``/``status``/``events`` do: a store on this (synchronous) test's own event loop."""
 
     def __init__(self, url: str):
-        self.conn = psycopg.connect(url, autocommit=True)
+        self.url = url
+        self.loop = asyncio.new_event_loop()
+        self.store: Store | None = None
 
     def close(self) -> None:
-        self.conn.close()
+        if self.store is not None:
+            self.loop.run_until_complete(self.store.close())
+        self.loop.close()
 
-    def rows(self, query: str, *args: Any) -> list[tuple[Any, ...]]:
-        return self.conn.execute(query, args).fetchall()  # type: ignore[arg-type]
+    def ask(self, question: Callable[[Store], Awaitable[T]]) -> T | None:
+        """The answer, or None while no instance has created the schema yet."""
+        if self.store is None:
+            store = open_store(self.url, access="read")
+            try:
+                self.loop.run_until_complete(store.open())
+            except (NoStateError, StoreError):
+                return None
+            self.store = store
+        return self.loop.run_until_complete(question(self.store))
 
-    def value(self, query: str, *args: Any) -> Any:
-        return self.rows(query, *args)[0][0]
+    def owners(self) -> OwnersReport:
+        return self.ask(lambda s: s.list_owners()) or OwnersReport([], [], [])
 
-    def wait_for(self, what: str, check: Any, timeout_s: float = 30) -> None:
+    def live_instances(self) -> list[InstanceStatus]:
+        return [i for i in self.owners().instances if i.alive]
+
+    def baselined(self) -> int:
+        sources = self.ask(lambda s: s.list_source_states()) or []
+        return sum(1 for st in sources if st.fingerprint is not None)
+
+    def live_leases(self) -> list[LeaseInfo]:
+        now = datetime.now(UTC)
+        return [lease for lease in self.owners().leases if lease.expires_at > now]
+
+    def items(self) -> dict[str, dict[str, Any]]:
+        async def read(store: Store) -> dict[str, dict[str, Any]]:
+            out: dict[str, dict[str, Any]] = {}
+            for source in SOURCES:
+                keys = list((await store.load_hashes(source)).hashes)
+                loaded = await store.load_items(source, keys)
+                out[source] = {k: value for k, (_key, value) in loaded.items()}
+            return out
+
+        return self.ask(read) or {}
+
+    def undelivered(self) -> int:
+        async def count(store: Store) -> int:
+            dead = sum(st.dead for st in await store.list_listener_states())
+            return await store.pending_count() + dead
+
+        answer = self.ask(count)
+        return -1 if answer is None else answer
+
+    def delivered(self) -> int:
+        return sum(st.delivered for st in self.ask(lambda s: s.list_listener_states()) or [])
+
+    def events(self) -> list[Event]:
+        records = self.ask(lambda s: s.list_events(EventQuery(limit=1_000_000))) or []
+        return sorted((r.event for r in records), key=lambda e: e.seq)
+
+    def wait_for(self, what: str, check: Callable[[], bool], timeout_s: float = 30) -> None:
         deadline = time.monotonic() + timeout_s
         while not check():
             if time.monotonic() > deadline:
@@ -149,97 +211,80 @@ def test_three_instances_share_the_work_and_survive_a_kill(
     receiver.handler = lambda _r: Reply(204, delay_s=0.4)
     config = _config(tmp_path, pg_url, api_server, receiver)
     daemons = [DaemonProcess(config, env={"PB_INSTANCE": f"d{i}"}) for i in range(3)]
-    db = DB(pg_url)
+    state = State(pg_url)
     try:
-        db.wait_for(
-            "every source's baseline",
-            lambda: (
-                _safe(db, "SELECT count(*) FROM sources WHERE fingerprint IS NOT NULL")
-                == len(SOURCES)
-            ),
-        )
-        db.wait_for(
-            "three live instances",
-            lambda: _safe(db, "SELECT count(*) FROM instances WHERE expires_at > now()") == 3,
-        )
+        state.wait_for("every source's baseline", lambda: state.baselined() == len(SOURCES))
+        state.wait_for("three live instances", lambda: len(state.live_instances()) == 3)
         api.start()
         time.sleep(3)
 
-        owned = dict(
-            db.rows(
-                "SELECT i.pid, count(*) FROM source_leases l JOIN instances i ON i.id = l.owner "
-                "WHERE l.expires_at > clock_timestamp() GROUP BY i.pid"
-            )
-        )
+        owned = {i.pid: len(i.sources) for i in state.live_instances()}
         victim = max(daemons, key=lambda d: owned.get(d.proc.pid, 0))
         assert owned.get(victim.proc.pid, 0) > 0, f"no instance owns a source: {owned}"
+        before = {i.pid: i for i in state.owners().instances}[victim.proc.pid]
         victim.kill()
-        killed_at = db.value("SELECT clock_timestamp()")
-        (victim_id,) = db.rows("SELECT id FROM instances WHERE pid = %s", victim.proc.pid)[0]
-        orphaned = dict(
-            db.rows("SELECT source, expires_at FROM source_leases WHERE owner = %s", victim_id)
-        )
+        killed_at = datetime.now(UTC)
+        victim_id = before.id
+        orphaned = {
+            lease.source: lease.expires_at
+            for lease in state.owners().leases
+            if lease.owner == victim_id
+        }
         assert orphaned, "the victim held no lease when killed"
-        victim_claims = db.value(
-            "SELECT count(*) FROM deliveries WHERE claimed_by = %s AND state = 'pending'",
-            victim_id,
-        )
-        taken_at: dict[str, Any] = {}
+        victim_claims = {i.id: i for i in state.owners().instances}[victim_id].claimed_deliveries
+        taken_at: dict[str, datetime] = {}
 
         def all_taken() -> bool:
-            for source, owner, acquired in db.rows(
-                "SELECT source, owner, acquired_at FROM source_leases WHERE source = ANY(%s)",
-                list(orphaned),
-            ):
-                if owner is not None and owner != victim_id and source not in taken_at:
-                    taken_at[source] = acquired
+            for lease in state.owners().leases:
+                if (
+                    lease.source in orphaned
+                    and lease.owner not in (None, victim_id)
+                    and lease.source not in taken_at
+                ):
+                    taken_at[lease.source] = lease.acquired_at
             return len(taken_at) == len(orphaned)
 
-        db.wait_for("the victim's sources to be taken over", all_taken, timeout_s=LEASE_S * 5)
+        state.wait_for("the victim's sources to be taken over", all_taken, LEASE_S * 5)
         time.sleep(2)
         api.stop()
         final = api.snapshot()
 
         def caught_up() -> bool:
-            stored: dict[str, dict[str, Any]] = defaultdict(dict)
-            for source, key_text, body in db.rows("SELECT source, key_text, item FROM items"):
-                stored[source][key_text] = orjson.loads(body)
-            pending = db.value("SELECT count(*) FROM deliveries WHERE state <> 'delivered'")
-            return pending == 0 and all(stored[s] == final[s] for s in SOURCES)
+            stored = state.items()
+            return state.undelivered() == 0 and all(stored.get(s) == final[s] for s in SOURCES)
 
-        db.wait_for("the snapshots to match the API and every delivery to land", caught_up, 60)
+        state.wait_for("the snapshots to match the API and every delivery to land", caught_up, 60)
         survivors = [d for d in daemons if d is not victim]
         codes = [d.terminate() for d in survivors]
         assert codes == [0, 0], "\n".join(d.output() for d in survivors)
-        events = db.rows(
-            "SELECT seq, id, source, key_text, type, before, after FROM events ORDER BY seq"
-        )
+        events = state.events()
     finally:
         api.stop()
         for d in daemons:
             d.__exit__(None, None, None)
-        db.close()
+        state.close()
     assert len(events) > 50, "the API changed too little for the test to mean much"
 
     # no loss: every committed event reached the receiver
     received = [(r.headers["webhook-id"], r.json()) for r in receiver.requests]
-    assert {e[1] for e in events} <= {wid for wid, _ in received}
+    assert {e.id for e in events} <= {wid for wid, _ in received}
 
     # the only duplicates are the attempts the victim had in flight (same webhook-id)
     assert len(received) - len({wid for wid, _ in received}) <= victim_claims
 
     # no double poll commit: per key, each event continues from the previous one
     last_after: dict[tuple[str, str], Any] = {}
-    for _seq, _id, source, key, kind, before, after in events:
-        if (source, key) in last_after:
-            assert (orjson.loads(before) if before else None) == last_after[(source, key)], (
-                f"event {_id} of {source}/{key} does not continue the previous one"
+    for e in events:
+        where = (e.source, key_text(e.key))
+        if where in last_after:
+            assert e.before == last_after[where], (
+                f"event {e.id} of {where[0]}/{where[1]} does not continue the previous one"
             )
-        last_after[(source, key)] = orjson.loads(after) if after else None
-        assert kind in ("created", "updated", "deleted")
+        last_after[where] = e.after
+        assert e.type in ("created", "updated", "deleted")
 
     # per-key order at the receiver (a duplicate may repeat an event, never go back)
-    seq_of = {e[1]: (e[0], e[2], e[3]) for e in events}
+    seq_of = {e.id: (e.seq, e.source, key_text(e.key)) for e in events}
     newest: dict[tuple[str, str], int] = {}
     for wid, _body in received:
         seq, source, key = seq_of[wid]
@@ -260,13 +305,6 @@ def test_three_instances_share_the_work_and_survive_a_kill(
     )
 
 
-def _safe(db: DB, query: str) -> Any:
-    try:
-        return db.value(query)
-    except psycopg.errors.UndefinedTable:
-        return None  # the first instance has not created the schema yet
-
-
 def test_a_stopped_instance_hands_its_sources_over_at_once(
     tmp_path, pg_url, changing_api, receiver
 ):
@@ -275,45 +313,31 @@ def test_a_stopped_instance_hands_its_sources_over_at_once(
     config = _config(tmp_path, pg_url, api_server, receiver)
     # a lease far longer than the test may wait: only a clean hand-over can pass
     config.write_text(config.read_text().replace(f'lease = "{LEASE_S:g}s"', 'lease = "120s"'))
-    db = DB(pg_url)
+    state = State(pg_url)
     first = DaemonProcess(config, env={"PB_INSTANCE": "first"})
     second = None
     try:
-        db.wait_for(
+        state.wait_for(
             "the first instance to own every source",
-            lambda: (
-                _safe(db, "SELECT count(*) FROM source_leases WHERE owner IS NOT NULL")
-                == len(SOURCES)
-            ),
+            lambda: sum(1 for lease in state.owners().leases if lease.owner) == len(SOURCES),
         )
         second = DaemonProcess(config, env={"PB_INSTANCE": "second"})
-        db.wait_for(
-            "two live instances",
-            lambda: _safe(db, "SELECT count(*) FROM instances WHERE expires_at > now()") == 2,
-        )
+        state.wait_for("two live instances", lambda: len(state.live_instances()) == 2)
         assert first.terminate() == 0, first.output()
-        db.wait_for(
-            "the second instance to own every source",
-            lambda: (
-                db.value(
-                    "SELECT count(*) FROM source_leases l JOIN instances i ON i.id = l.owner "
-                    "WHERE l.expires_at > clock_timestamp()"
-                )
-                == len(SOURCES)
-                and db.value("SELECT count(*) FROM instances") == 1
-            ),
-            timeout_s=30,
-        )
+
+        def second_owns_all() -> bool:
+            owners = state.owners()
+            return [len(i.sources) for i in owners.instances] == [len(SOURCES)]
+
+        state.wait_for("the second instance to own every source", second_owns_all, 30)
         assert second.terminate() == 0, second.output()
-        assert (
-            db.value("SELECT count(*) FROM source_leases WHERE expires_at > clock_timestamp()") == 0
-        )
-        assert db.value("SELECT count(*) FROM instances") == 0
+        assert state.live_leases() == []
+        assert state.owners().instances == []
     finally:
         for d in (first, second):
             if d is not None:
                 d.__exit__(None, None, None)
-        db.close()
+        state.close()
 
 
 def test_run_once_on_postgres_polls_delivers_and_leaves(tmp_path, pg_url, changing_api, receiver):
@@ -326,15 +350,15 @@ def test_run_once_on_postgres_polls_delivers_and_leaves(tmp_path, pg_url, changi
         api.mutate_once()
     second = run_cli("run", "--once", "--config", str(config), env={"PB_INSTANCE": "once"})
     assert second.returncode == 0, second.stderr
-    db = DB(pg_url)
+    state = State(pg_url)
     try:
-        events = db.value("SELECT count(*) FROM events")
+        events = len(state.events())
         assert events >= 1
-        assert db.value("SELECT count(*) FROM deliveries WHERE state = 'delivered'") == events
+        assert state.delivered() == events
+        assert state.undelivered() == 0
         assert len(receiver.requests) == events
-        assert (
-            db.value("SELECT count(*) FROM source_leases WHERE expires_at > clock_timestamp()") == 0
-        )
-        assert db.value("SELECT count(*) FROM deliveries WHERE claimed_by IS NOT NULL") == 0
+        # left: no live lease, no instance (so no claim held by one)
+        assert state.live_leases() == []
+        assert state.owners().instances == []
     finally:
-        db.close()
+        state.close()

@@ -170,6 +170,11 @@ async def test_heartbeat_renews_held_leases_and_counts_live_instances(open_store
     owners = await store.list_owners()
     assert {i.id: i.sources for i in owners.instances} == {"A": ("kept",), "B": ("lost",)}
     assert all(i.alive for i in owners.instances)
+    leases = {lease.source: lease for lease in owners.leases}
+    assert {s: lease.owner for s, lease in leases.items()} == {"kept": "A", "lost": "B"}
+    # renewed by the heartbeat (30 s), and the taken-over one acquired after the first expired
+    assert (leases["kept"].expires_at - leases["kept"].acquired_at).total_seconds() > 20
+    assert leases["lost"].acquired_at >= leases["kept"].acquired_at
 
 
 async def _two_keys_three_events(store: PostgresStore) -> None:

@@ -51,7 +51,7 @@ class MemoryInspection(MemoryBase):
         return None
 
     async def list_owners(self) -> OwnersReport:
-        return OwnersReport(instances=[], unowned_sources=[])
+        return OwnersReport(instances=[], unowned_sources=[], leases=[])  # one instance: none
 
     async def write_runtime(self, status: Mapping[str, Any]) -> None:
         self._check_open()

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from bridge.store._rows import dumps
-from bridge.store.base import Heartbeat, InstanceInfo, InstanceStatus, OwnersReport
+from bridge.store.base import Heartbeat, InstanceInfo, InstanceStatus, LeaseInfo, OwnersReport
 from bridge.store.postgres._base import PostgresBase
 
 # Runtime records of processes that stopped writing them are dropped after this long.
@@ -133,6 +133,18 @@ class PostgresCoordination(PostgresBase):
                 "AND i.expires_at > clock_timestamp()) ORDER BY source"
             )
             unowned = [r["source"] for r in await cur.fetchall()]
+            cur = await conn.execute(
+                "SELECT source, owner, acquired_at, expires_at FROM source_leases ORDER BY source"
+            )
+            leases = [
+                LeaseInfo(
+                    r["source"],
+                    r["owner"],
+                    r["acquired_at"].astimezone(UTC),
+                    r["expires_at"].astimezone(UTC),
+                )
+                for r in await cur.fetchall()
+            ]
         return OwnersReport(
             instances=[
                 InstanceStatus(
@@ -148,6 +160,7 @@ class PostgresCoordination(PostgresBase):
                 for r in rows
             ],
             unowned_sources=unowned,
+            leases=leases,
         )
 
     async def write_runtime(self, status: Mapping[str, Any]) -> None:

@@ -295,7 +295,7 @@ class SQLiteInspection(SQLiteBase):
         return None
 
     async def list_owners(self) -> OwnersReport:
-        return OwnersReport(instances=[], unowned_sources=[])
+        return OwnersReport(instances=[], unowned_sources=[], leases=[])  # one instance: none
 
 
 def _where(filters: list[Filter], limit: int) -> tuple[str, dict[str, Any]]:
