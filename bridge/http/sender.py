@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -67,7 +68,6 @@ def _sign(
 
 RENDER_TIMEOUT_S = 2.0
 """A template render still running after this long fails its delivery (no retry)."""
-_NO_TIMEOUT = aiohttp.ClientTimeout(total=None)  # the listener's timeout bounds the whole send
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,9 @@ class _Route:
     proxy: str | None
     """The proxy from the environment for this URL (aiohttp clients only)."""
     timeout_s: float
+    timeout: aiohttp.ClientTimeout
+    """The listener's timeout over the whole send, response excerpt included, as aiohttp
+    enforces it (one timer per request; no asyncio.timeout around it)."""
     body_format: BodyFormat
     keys: SigningKeys
 
@@ -135,6 +138,9 @@ class Sender:
                 headers,
                 proxy,
                 listener.timeout.total_seconds(),
+                aiohttp.ClientTimeout(
+                    total=listener.timeout.total_seconds(), ceil_threshold=math.inf
+                ),
                 listener.body_format,
                 listener.keys,
             )
@@ -166,10 +172,10 @@ class Sender:
         timeout_s = route.timeout_s
         started = time.monotonic()
         try:
-            async with asyncio.timeout(timeout_s):
-                if isinstance(client, StackClient):
-                    answer = await _post_aiohttp(client.session, route, headers, body)
-                else:
+            if isinstance(client, StackClient):
+                answer = await _post_aiohttp(client.session, route, headers, body)
+            else:
+                async with asyncio.timeout(timeout_s):
                     answer = await _post_httpx(client, route.url, headers, body, timeout_s)
         except TimeoutError:
             return AttemptResult(
@@ -200,7 +206,7 @@ async def _post_aiohttp(
         data=body,
         headers=headers,
         allow_redirects=False,
-        timeout=_NO_TIMEOUT,
+        timeout=route.timeout,
         proxy=route.proxy,
     )
     try:
