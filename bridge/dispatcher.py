@@ -431,9 +431,10 @@ class Dispatcher:
             result = redacted(
                 await self.sender.send(listener, delivery.event, self.clock()), self.redact
             )
-            next_at = retry_at(
-                listener.retry_s, delivery.attempts + 1, self.rng.random, result, self.clock()
-            )
+            next_at = None
+            if not result.ok:  # (the schedule is a list built per call)
+                failed = delivery.attempts + 1
+                next_at = retry_at(listener.retry_s, failed, self.rng.random, result, self.clock())
             # What may stop this listener's next sends (breaker, streak, pause) is settled
             # before its slot is given back; the slot is given back before the attempt is
             # recorded, so the next claim and this record can share one store round trip.
