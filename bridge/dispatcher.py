@@ -435,10 +435,9 @@ class Dispatcher:
             if not result.ok:  # (the schedule is a list built per call)
                 failed = delivery.attempts + 1
                 next_at = retry_at(listener.retry_s, failed, self.rng.random, result, self.clock())
-            # What may stop this listener's next sends (breaker, streak, pause) is settled
-            # before its slot is given back; the slot is given back before the attempt is
-            # recorded, so the next claim and this record can share one store round trip.
-            # The delivery stays excluded from claims until it is recorded.
+            # What may stop the listener's next sends is settled, then the slot given back
+            # before the record, so the next claim and this record share one store round
+            # trip; the delivery stays excluded from claims until it is recorded.
             settled = self._account(listener, result, probe)
             reason = self._pause_reason(listener, result)
             if reason is not None:
@@ -511,8 +510,7 @@ class Dispatcher:
         )
 
     async def _log_pause(self, listener: ListenerConfig, result: AttemptResult) -> None:
-        pace = self._pace.get(listener.name)
-        since = None if pace is None else pace.failing_since
+        since = getattr(self._pace.get(listener.name), "failing_since", None)
         failing_for = None if since is None else _failing_for(self.clock(), since)
         waiting = 0 if result.gone else await self.store.pending_count([listener.name])
         log_pause(listener, result.gone, failing_for, waiting)
@@ -520,7 +518,10 @@ class Dispatcher:
     async def _pause(self, name: str, reason: str) -> None:
         self._paused.add(name)
         self._paused_checked = self.monotonic()
-        await self.store.set_listener_paused(name, True, reason, self.clock())
+        try:
+            await self.store.set_listener_paused(name, True, reason, self.clock())
+        except StoreError as exc:  # the attempt is recorded all the same
+            log.error("pausing %s: %s; it is paused in this process only", name, exc)
 
     async def _record(
         self, delivery: Delivery, result: AttemptResult, next_at: float | None

@@ -13,6 +13,7 @@ import pytest
 from bridge.config import ListenerConfig
 from bridge.core.patch import make_patch
 from bridge.dispatcher import Dispatcher
+from bridge.errors import StoreError
 from bridge.http.sender import Sender
 from bridge.models import Change, Delivery
 from bridge.store import PollCommit
@@ -121,6 +122,37 @@ async def test_a_breaker_that_opens_during_a_claim_sends_the_claim_back_unattemp
     assert sorted(store.released) == sorted(
         r[0] for r in store.conn.execute("SELECT id FROM deliveries WHERE listener = 'bad'")
     )
+
+
+class UnpausableStore(HookedStore):
+    """A store whose pause write fails (a locked database, say)."""
+
+    async def set_listener_paused(self, *args: Any, **kwargs: Any) -> None:
+        raise StoreError("set_listener_paused", "database is locked", location="test")
+
+
+async def test_a_410_whose_pause_cannot_be_written_is_still_recorded_and_pauses(tmp_path, caplog):
+    """The attempt that answered 410 Gone is recorded even when writing the pause fails, and
+    the listener sends nothing more from this process."""
+    store = UnpausableStore(tmp_path / "state.db")
+    await store.open()
+    try:
+        sent: list[str] = []
+
+        def gone(request: httpx.Request) -> httpx.Response:
+            sent.append(str(request.url))
+            return httpx.Response(410)
+
+        sender = Sender(httpx.AsyncClient(transport=httpx.MockTransport(gone)))
+        await _commit(store, ["a", "b", "c"], ["hooks"])
+        dispatcher = _dispatcher(store, sender, [_listener("hooks", max_in_flight=1)])
+        await _run_until(dispatcher, lambda: ("pending", 1) in _states(store, "hooks"))
+        assert len(sent) == 1
+        assert sorted(_states(store, "hooks")) == [("pending", 0), ("pending", 0), ("pending", 1)]
+        assert dispatcher.listener_state("hooks") == "paused"
+        assert "paused in this process only" in caplog.text
+    finally:
+        await store.close()
 
 
 class ExplodingSender(Sender):
