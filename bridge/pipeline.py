@@ -10,7 +10,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -22,6 +22,7 @@ from bridge.core.formats import FormatError, parse_document
 from bridge.core.graphql import graphql_error
 from bridge.core.guards import decide_hold, deletion_digest, excessive_deletes
 from bridge.core.hashing import hash_value
+from bridge.core.incremental import capped_warning
 from bridge.core.pagination import PaginationFailed, combine_pages
 from bridge.core.retry import MAX_RETRY_AFTER_S, poll_backoff
 from bridge.core.routing import ListenerRoute, route_change
@@ -30,6 +31,7 @@ from bridge.http.auth import Authenticators
 from bridge.http.detail import resolve_details
 from bridge.http.pages import conditional, walk_pages
 from bridge.http.poller import Fetched, Poller
+from bridge.incremental import IncrementalPoll, plan_incremental
 from bridge.models import Change, Event, Item, SourceState
 from bridge.store import PollCommit, SnapshotHashes, StaleSnapshot, Store
 
@@ -61,6 +63,12 @@ class PollOutcome:
     held_polls: int = 0
     not_before: datetime | None = None
     """After a failure: the source is not polled again before this time (backoff, Retry-After)."""
+    asked: str | None = None
+    """An incremental source: what the poll asked for (a window since a cursor, or the list)."""
+    cursor_sent: str | None = None
+    cursor: str | None = None
+    """An incremental source: the cursor stored (or, in a dry run, that would be stored)."""
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -207,6 +215,7 @@ class Pipeline:
         self._hashes: dict[str, SnapshotHashes] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._lease_tokens: dict[str, int | None] = {}
+        self._window_counts: dict[str, int] = {}
 
     async def _route(
         self, source: str, changes: Sequence[Change], now: datetime
@@ -264,10 +273,12 @@ class Pipeline:
             fingerprint = source_fingerprint(source)
             first = state is None or state.fingerprint is None
             rebaseline = not first and state is not None and state.fingerprint != fingerprint
-            # a changed item definition needs the body even if the API's data did not change
+            inc = plan_incremental(source, state, first=first, rebaseline=rebaseline, now=now)
+            # a changed item definition needs the body even if the API's data did not change;
+            # an incremental window asks for a new range each time
             ask = (
                 state.validators
-                if state and conditional(source) and not first and not rebaseline
+                if state and conditional(source) and not first and not rebaseline and inc is None
                 else None
             )
 
@@ -282,6 +293,7 @@ class Pipeline:
                 redact=self.config.redact,
                 auth=self.auth.for_source(source),
                 validators=ask,
+                request=inc.request if inc is not None else None,
             )
             ctx = _Context(
                 source,
@@ -290,8 +302,9 @@ class Pipeline:
                 started,
                 fingerprint,
                 commit,
-                pages.validators if conditional(source) else {},
+                pages.validators if conditional(source) and inc is None else {},
                 pages.requests,
+                inc,
             )
             if pages.items is None:
                 return await self._unchanged(ctx, state.item_count if state else 0, True)
@@ -308,6 +321,13 @@ class Pipeline:
                     refetch_all=first or rebaseline,
                 )
                 listed, details = [resolved.items], resolved.requests
+            if inc is not None and inc.window:
+                outcome = await self._window(ctx, inc, listed, old)
+                outcome.detail_fetches = details
+                return outcome
+            if inc is not None:
+                ctx = replace(ctx, cursor=inc.after_full(listed), reconciled_at=now)
+                listed = inc.complete_list(listed)
             analysis = await asyncio.to_thread(_analyse, listed, source, old)
             try:
                 if first or rebaseline:
@@ -315,7 +335,7 @@ class Pipeline:
                 else:
                     outcome = await self._diff(ctx, analysis, old)
                 outcome.detail_fetches = details
-                return outcome
+                return _annotated(outcome, ctx)
             finally:
                 await asyncio.to_thread(_release, [*pages.items, analysis.items])
         except PollError as exc:
@@ -363,6 +383,15 @@ class Pipeline:
             await self.store.record_poll_unchanged(
                 ctx.source.name, ctx.now, duration, result="unchanged", validators=ctx.validators
             )
+            if ctx.incremental is not None and (ctx.cursor, ctx.reconciled_at) != (
+                ctx.state.cursor if ctx.state else None,
+                ctx.state.reconciled_at if ctx.state else None,
+            ):
+                # nothing to record with it: unchanged items moved the cursor, or a complete
+                # list found nothing new
+                await self.store.update_source_state(
+                    ctx.source.name, cursor=ctx.cursor, reconciled_at=ctx.reconciled_at
+                )
             state = ctx.state
             if state is not None and (state.held_reason or state.accept_requested):
                 log.info(
@@ -461,6 +490,47 @@ class Pipeline:
         outcome.held = applied
         return outcome
 
+    async def _window(
+        self, ctx: _Context, inc: IncrementalPoll, pages: list[list[Item]], old: SnapshotHashes
+    ) -> PollOutcome:
+        """A window of changes: what it returned is compared by key and hash; nothing absent
+        from it is deleted (only what ``deleted_when`` selects)."""
+        found = await asyncio.to_thread(inc.window_plan, pages, old.hashes)
+        ctx = replace(ctx, cursor=inc.after_window(found), reconciled_at=inc.reconciled_at)
+        warning = self._capped(ctx.source, found.returned)
+        source, plan = ctx.source, found.plan
+        count = len(old.hashes) + len(plan.created) - len(plan.deleted)
+        silent = inc.plan.rebaseline and source.rebaseline == "silent"
+        if plan.empty:
+            outcome = await self._unchanged(ctx, count, False)
+        else:
+            # deletes = false: deleted items leave the snapshot without an event
+            emitted = plan if source.deletes else DiffPlan(plan.created, plan.updated, [])
+            before = await self.store.load_items(source.name, emitted.needs_before)
+            changes = build_changes(emitted, found.upserts, before, source.ignore_paths)
+            result = "rebaseline" if inc.plan.rebaseline else "ok"
+            outcome = await self._record(
+                ctx,
+                found.upserts,
+                found.upserts,
+                plan.deleted,
+                [] if silent else changes,
+                result,
+                old,
+                count,
+            )
+        if warning is not None:
+            log.warning("poll %s: %s", ctx.source.name, warning, extra={"source": ctx.source.name})
+            outcome.warnings.append(warning)
+        return _annotated(outcome, ctx)
+
+    def _capped(self, source: SourceConfig, returned: int) -> str | None:
+        previous = self._window_counts.get(source.name)
+        self._window_counts[source.name] = returned
+        return capped_warning(
+            returned, source.params, paginated=source.paginate is not None, previous=previous
+        )
+
     async def _hold(
         self,
         ctx: _Context,
@@ -517,12 +587,14 @@ class Pipeline:
         changes: list[Change],
         result: str,
         old: SnapshotHashes,
+        item_count: int | None = None,
     ) -> PollOutcome:
         source = ctx.source
+        count = len(items) if item_count is None else item_count
         if not ctx.commit:
             duration = time.monotonic() - ctx.started
             return PollOutcome(
-                source.name, True, result, duration, len(items), changes, pages=ctx.requests
+                source.name, True, result, duration, count, changes, pages=ctx.requests
             )
         routes = await self._route(source.name, changes, ctx.now)
         duration = time.monotonic() - ctx.started
@@ -535,12 +607,14 @@ class Pipeline:
                 deletes=deletes,
                 changes=changes,
                 routes=routes,
-                item_count=len(items),
+                item_count=count,
                 fingerprint=ctx.fingerprint,
                 result=result,
                 validators=ctx.validators,
                 expected_version=old.version,
                 lease_token=self._lease_tokens.get(source.name),
+                cursor=ctx.cursor,
+                reconciled_at=ctx.reconciled_at,
             )
         )
         # Updated in place: O(k), where a copy would cost O(N) on the event loop. Nothing else
@@ -562,7 +636,7 @@ class Pipeline:
             True,
             result,
             duration,
-            len(items),
+            count,
             changes,
             events,
             committed=True,
@@ -583,6 +657,20 @@ class _Context:
     validators: dict[str, dict[str, str]]
     """The validators to store with this poll's result."""
     requests: int
+    incremental: IncrementalPoll | None = None
+    cursor: str | None = None
+    """An incremental source's cursor to store with this poll's result."""
+    reconciled_at: datetime | None = None
+
+
+def _annotated(outcome: PollOutcome, ctx: _Context) -> PollOutcome:
+    """``outcome`` with what an incremental poll asked for and the cursor it stores."""
+    inc = ctx.incremental
+    if inc is not None:
+        outcome.asked = inc.describe()
+        outcome.cursor_sent = inc.sent
+        outcome.cursor = ctx.cursor
+    return outcome
 
 
 def describe_outcome(outcome: PollOutcome) -> dict[str, Any]:

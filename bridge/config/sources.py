@@ -27,6 +27,7 @@ from bridge.config.fields import (
     check_url,
     positive,
 )
+from bridge.config.incremental import IncrementalConfig, check_incremental
 from bridge.core.bodypath import BodyPathError, parse_body_path, with_body_value
 from bridge.core.detail import DetailSpec, parse_detail_url
 from bridge.core.durations import format_duration
@@ -271,6 +272,8 @@ class SourceConfig(StrictModel):
     rebaseline: Literal["silent", "emit"] = "silent"
     ca_file: str | None = None
     tls_verify: bool = True
+    mode: Literal["snapshot", "incremental", "append"] = "snapshot"
+    incremental: IncrementalConfig | None = None
 
     _spec: ItemSpec = PrivateAttr()
     _list_spec: ItemSpec = PrivateAttr()
@@ -379,6 +382,7 @@ class SourceConfig(StrictModel):
         ):
             raise ValueError("'delimiter' and 'encoding' apply only to format = \"csv\"")
         check_tls(self.ca_file, self.tls_verify)
+        check_incremental(self.mode, self.incremental, self.request_method, self.request_body)
         return self
 
     def _check_graphql(self) -> None:
@@ -504,4 +508,8 @@ class SourceConfig(StrictModel):
             if paginate.get("body_param", "") is None:
                 del paginate["body_param"]  # added later: unset, it must not re-baseline
             fields["paginate"] = paginate
+        if self.mode != "snapshot":
+            fields["mode"] = self.mode
+        if self.incremental is not None:
+            fields["incremental.cursor"] = self.incremental.cursor
         return fields

@@ -64,6 +64,8 @@ def iter_summary(config: Config) -> Iterable[str]:
             )
         if s.auth is not None:
             yield f"      auth: {s.auth.kind} (secrets ***)"
+        if s.incremental is not None:
+            yield f"      incremental: {s.incremental.describe()}"
     for h in config.hosts:
         yield (
             f"host {h.name}: at most {config.bridge.per_host_concurrency} requests at once, "
@@ -164,6 +166,8 @@ def summary_doc(config: Config, warnings: Sequence[ConfigWarning] = ()) -> dict[
                     "items": s.detail.items,
                     "concurrency": s.detail.concurrency,
                 },
+                "mode": s.mode,
+                "incremental": (None if s.incremental is None else s.incremental.summary_doc()),
             }
             for s in config.sources
         ],

@@ -25,7 +25,7 @@ from bridge.models import (
     SourceState,
 )
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 """The schema version of every SQL backend (SQLite's ``user_version``, PostgreSQL's
 ``schema_version`` table): one migration per version in each backend."""
 
@@ -59,6 +59,10 @@ class PollCommit:
     """The snapshot version the diff was computed against; a mismatch refuses the commit."""
     lease_token: int | None = None
     """The fencing token of the source lease the poll ran under; a lost lease refuses the commit."""
+    cursor: str | None = None
+    """An incremental source's new cursor, stored with the snapshot (None for other sources)."""
+    reconciled_at: datetime | None = None
+    """When an incremental source last read its complete list (None for other sources)."""
 
 
 @dataclass(frozen=True)

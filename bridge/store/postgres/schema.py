@@ -132,6 +132,11 @@ MIGRATIONS: dict[int, str] = {
     6: """
     ALTER TABLE items ADD COLUMN list_hash text
     """,
+    # incremental sources: the cursor and the last complete list, state like the snapshot
+    7: """
+    ALTER TABLE sources ADD COLUMN cursor text;
+    ALTER TABLE sources ADD COLUMN reconciled_at timestamptz
+    """,
 }
 
 assert max(MIGRATIONS) == SCHEMA_VERSION  # noqa: S101 - a programming error, caught by any test

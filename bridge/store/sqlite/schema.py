@@ -21,6 +21,11 @@ def _add_list_hash(db: sqlite_utils.Database) -> None:
     db.table("items").add_column("list_hash", str)
 
 
+def _add_incremental_state(db: sqlite_utils.Database) -> None:
+    db.table("sources").add_column("cursor", str)
+    db.table("sources").add_column("reconciled_at", str)
+
+
 MIGRATIONS: dict[int, str | Callable[[sqlite_utils.Database], None]] = {
     1: """
     CREATE TABLE sources (
@@ -127,6 +132,8 @@ MIGRATIONS: dict[int, str | Callable[[sqlite_utils.Database], None]] = {
     5: _add_claimed_at,
     # detail sources: the hash of an item's list entry, so an unchanged entry is not re-fetched
     6: _add_list_hash,
+    # incremental sources: the cursor and the last complete list, state like the snapshot
+    7: _add_incremental_state,
 }
 
 assert max(MIGRATIONS) == SCHEMA_VERSION  # noqa: S101 - a programming error, caught by any test

@@ -1,0 +1,129 @@
+"""One poll of an incremental source, as the pipeline runs it: what it asks for (a window of
+changes since the cursor, or the complete list) and the cursor it stores.
+
+The rules are in :mod:`bridge.core.incremental`; this module binds them to a source's
+configuration and stored state, so that :mod:`bridge.pipeline` only asks it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TypeVar
+
+from bridge.config import SourceConfig
+from bridge.core.incremental import (
+    CursorError,
+    IncrementalSpec,
+    PollPlan,
+    WindowPlan,
+    advance,
+    cursor_text,
+    cursor_value,
+    greatest_cursor,
+    load_cursor,
+    plan_poll,
+    plan_window,
+    window_request,
+    without_deleted,
+)
+from bridge.errors import ExtractError
+from bridge.http.pages import Request
+from bridge.models import Item, SourceState
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class IncrementalPoll:
+    """What one poll of an incremental source asks for, and what it knew before."""
+
+    source: str
+    spec: IncrementalSpec
+    plan: PollPlan
+    request: Request | None
+    """The window's parameters and body; None for a complete list."""
+    stored: datetime | None
+    """The cursor stored before this poll."""
+    reconciled_at: datetime | None
+
+    @property
+    def window(self) -> bool:
+        return self.plan.kind == "window"
+
+    @property
+    def sent(self) -> str | None:
+        """The lower bound as sent (None: none sent)."""
+        if self.plan.since is None:
+            return None
+        return str(cursor_value(self.plan.since, self.spec.format))
+
+    def describe(self) -> str:
+        """For logs and the poll output: what was asked for, and why."""
+        if not self.window:
+            return f"complete list ({self.plan.why})"
+        bound = "no lower bound" if self.sent is None else f"since {self.sent}"
+        return f"window {bound} ({self.plan.why})"
+
+    def after_window(self, found: WindowPlan) -> str | None:
+        """The cursor to store after a window: it never moves back."""
+        new = advance(self.stored, found.cursor)
+        return None if new is None else cursor_text(new)
+
+    def after_full(self, pages: Sequence[Sequence[Item]]) -> str | None:
+        """The cursor to store after a complete list: its greatest value on a first poll or a
+        re-baseline; a reconcile keeps the stored one (the windows carry on from there)."""
+        if self.plan.why == "reconcile" and self.stored is not None:
+            return cursor_text(self.stored)
+        seen = self._checked(lambda: greatest_cursor([i for p in pages for i in p], self.spec))
+        return None if seen is None else cursor_text(seen)
+
+    def window_plan(self, pages: Sequence[Sequence[Item]], old: dict[str, str]) -> WindowPlan:
+        """The window's diff against the snapshot (ExtractError on a bad cursor value)."""
+        return self._checked(lambda: plan_window(pages, old, self.spec))
+
+    def complete_list(self, pages: Sequence[Sequence[Item]]) -> list[list[Item]]:
+        """A complete list's pages as the ordinary diff sees them: soft-deleted items absent."""
+        return without_deleted(pages, self.spec)
+
+    def _checked(self, run: Callable[[], _T]) -> _T:
+        try:
+            return run()
+        except CursorError as exc:
+            raise ExtractError(self.source, str(exc)) from exc
+
+
+def plan_incremental(
+    source: SourceConfig,
+    state: SourceState | None,
+    *,
+    first: bool,
+    rebaseline: bool,
+    now: datetime,
+) -> IncrementalPoll | None:
+    """What this poll of ``source`` asks for; None for a source that is not incremental."""
+    if source.mode != "incremental" or source.incremental is None:
+        return None
+    spec = source.incremental.spec
+    stored = None if first or rebaseline or state is None else load_cursor(state.cursor)
+    plan = plan_poll(
+        spec,
+        cursor=stored,
+        reconciled_at=state.reconciled_at if state is not None else None,
+        first=first,
+        rebaseline=rebaseline,
+        now=now,
+    )
+    request = None
+    if plan.kind == "window":
+        params, body = window_request(spec, source.params, source.body, plan.since)
+        request = Request(params, body)
+    return IncrementalPoll(
+        source.name,
+        spec,
+        plan,
+        request,
+        stored,
+        state.reconciled_at if state is not None else None,
+    )
