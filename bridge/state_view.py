@@ -109,6 +109,8 @@ def status_doc(
                 "backoff_until": iso(s.not_before),
                 "held_reason": s.held_reason,
                 "held_polls": s.held_polls,
+                "cursor": s.cursor,
+                "reconciled_at": iso(s.reconciled_at),
             }
         )
     by_listener = {lst.name: lst for lst in listeners}
