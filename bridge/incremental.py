@@ -13,12 +13,14 @@ from datetime import datetime
 from typing import TypeVar
 
 from bridge.config import SourceConfig
+from bridge.core.diff import DiffPlan
 from bridge.core.incremental import (
     CursorError,
     IncrementalSpec,
     PollPlan,
     WindowPlan,
     advance,
+    capped_warning,
     cursor_text,
     cursor_value,
     greatest_cursor,
@@ -33,6 +35,39 @@ from bridge.http.pages import Request
 from bridge.models import Item, SourceState
 
 _T = TypeVar("_T")
+
+
+class WindowSizes:
+    """How many items each source's last window returned (in this process), to notice an API
+    that caps its answers: a window of the same size twice in a row."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, int] = {}
+
+    def warning(self, source: SourceConfig, returned: int) -> str | None:
+        previous = self._last.get(source.name)
+        self._last[source.name] = returned
+        paginated = source.paginate is not None
+        return capped_warning(returned, source.params, paginated=paginated, previous=previous)
+
+
+@dataclass(frozen=True)
+class WindowResult:
+    """What one window changes, as the pipeline records it."""
+
+    plan: DiffPlan
+    """Every change to the snapshot (deletes included, even with ``deletes = false``)."""
+    emitted: DiffPlan
+    """The changes that become events."""
+    upserts: list[Item]
+    cursor: str | None
+    """The cursor to store."""
+    item_count: int
+    result: str
+    """``ok``, or ``rebaseline`` for the first window after the source's definition changed."""
+    silent: bool
+    """A silent re-baseline: the snapshot and cursor move, no event is sent."""
+    warning: str | None
 
 
 @dataclass(frozen=True)
@@ -79,9 +114,28 @@ class IncrementalPoll:
         seen = self._checked(lambda: greatest_cursor([i for p in pages for i in p], self.spec))
         return None if seen is None else cursor_text(seen)
 
-    def window_plan(self, pages: Sequence[Sequence[Item]], old: dict[str, str]) -> WindowPlan:
+    def analyse(
+        self,
+        source: SourceConfig,
+        pages: Sequence[Sequence[Item]],
+        old: dict[str, str],
+        sizes: WindowSizes,
+    ) -> WindowResult:
         """The window's diff against the snapshot (ExtractError on a bad cursor value)."""
-        return self._checked(lambda: plan_window(pages, old, self.spec))
+        found: WindowPlan = self._checked(lambda: plan_window(pages, old, self.spec))
+        plan = found.plan
+        # deletes = false: deleted items leave the snapshot without an event
+        emitted = plan if source.deletes else DiffPlan(plan.created, plan.updated, [])
+        return WindowResult(
+            plan,
+            emitted,
+            found.upserts,
+            self.after_window(found),
+            len(old) + len(plan.created) - len(plan.deleted),
+            "rebaseline" if self.plan.rebaseline else "ok",
+            self.plan.rebaseline and source.rebaseline == "silent",
+            sizes.warning(source, found.returned),
+        )
 
     def complete_list(self, pages: Sequence[Sequence[Item]]) -> list[list[Item]]:
         """A complete list's pages as the ordinary diff sees them: soft-deleted items absent."""

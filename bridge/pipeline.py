@@ -22,7 +22,6 @@ from bridge.core.formats import FormatError, parse_document
 from bridge.core.graphql import graphql_error
 from bridge.core.guards import decide_hold, deletion_digest, excessive_deletes
 from bridge.core.hashing import hash_value
-from bridge.core.incremental import capped_warning
 from bridge.core.pagination import PaginationFailed, combine_pages
 from bridge.core.retry import MAX_RETRY_AFTER_S, poll_backoff
 from bridge.core.routing import ListenerRoute, route_change
@@ -31,7 +30,7 @@ from bridge.http.auth import Authenticators
 from bridge.http.detail import resolve_details
 from bridge.http.pages import conditional, walk_pages
 from bridge.http.poller import Fetched, Poller
-from bridge.incremental import IncrementalPoll, plan_incremental
+from bridge.incremental import IncrementalPoll, WindowSizes, plan_incremental
 from bridge.models import Change, Event, Item, SourceState
 from bridge.store import PollCommit, SnapshotHashes, StaleSnapshot, Store
 
@@ -215,7 +214,7 @@ class Pipeline:
         self._hashes: dict[str, SnapshotHashes] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._lease_tokens: dict[str, int | None] = {}
-        self._window_counts: dict[str, int] = {}
+        self._caps = WindowSizes()
 
     async def _route(
         self, source: str, changes: Sequence[Change], now: datetime
@@ -383,15 +382,11 @@ class Pipeline:
             await self.store.record_poll_unchanged(
                 ctx.source.name, ctx.now, duration, result="unchanged", validators=ctx.validators
             )
-            if ctx.incremental is not None and (ctx.cursor, ctx.reconciled_at) != (
-                ctx.state.cursor if ctx.state else None,
-                ctx.state.reconciled_at if ctx.state else None,
-            ):
-                # nothing to record with it: unchanged items moved the cursor, or a complete
-                # list found nothing new
-                await self.store.update_source_state(
-                    ctx.source.name, cursor=ctx.cursor, reconciled_at=ctx.reconciled_at
-                )
+            known = (ctx.state.cursor, ctx.state.reconciled_at) if ctx.state else (None, None)
+            if ctx.incremental is not None and (ctx.cursor, ctx.reconciled_at) != known:
+                # unchanged items moved the cursor, or a complete list found nothing new
+                fields = {"cursor": ctx.cursor, "reconciled_at": ctx.reconciled_at}
+                await self.store.update_source_state(ctx.source.name, **fields)
             state = ctx.state
             if state is not None and (state.held_reason or state.accept_requested):
                 log.info(
@@ -495,41 +490,28 @@ class Pipeline:
     ) -> PollOutcome:
         """A window of changes: what it returned is compared by key and hash; nothing absent
         from it is deleted (only what ``deleted_when`` selects)."""
-        found = await asyncio.to_thread(inc.window_plan, pages, old.hashes)
-        ctx = replace(ctx, cursor=inc.after_window(found), reconciled_at=inc.reconciled_at)
-        warning = self._capped(ctx.source, found.returned)
-        source, plan = ctx.source, found.plan
-        count = len(old.hashes) + len(plan.created) - len(plan.deleted)
-        silent = inc.plan.rebaseline and source.rebaseline == "silent"
-        if plan.empty:
-            outcome = await self._unchanged(ctx, count, False)
+        source = ctx.source
+        found = await asyncio.to_thread(inc.analyse, source, pages, old.hashes, self._caps)
+        ctx = replace(ctx, cursor=found.cursor, reconciled_at=inc.reconciled_at)
+        if found.plan.empty:
+            outcome = await self._unchanged(ctx, found.item_count, False)
         else:
-            # deletes = false: deleted items leave the snapshot without an event
-            emitted = plan if source.deletes else DiffPlan(plan.created, plan.updated, [])
-            before = await self.store.load_items(source.name, emitted.needs_before)
-            changes = build_changes(emitted, found.upserts, before, source.ignore_paths)
-            result = "rebaseline" if inc.plan.rebaseline else "ok"
+            before = await self.store.load_items(source.name, found.emitted.needs_before)
+            changes = build_changes(found.emitted, found.upserts, before, source.ignore_paths)
             outcome = await self._record(
                 ctx,
                 found.upserts,
                 found.upserts,
-                plan.deleted,
-                [] if silent else changes,
-                result,
+                found.plan.deleted,
+                [] if found.silent else changes,
+                found.result,
                 old,
-                count,
+                found.item_count,
             )
-        if warning is not None:
-            log.warning("poll %s: %s", ctx.source.name, warning, extra={"source": ctx.source.name})
-            outcome.warnings.append(warning)
+        if found.warning is not None:
+            log.warning("poll %s: %s", source.name, found.warning, extra={"source": source.name})
+            outcome.warnings.append(found.warning)
         return _annotated(outcome, ctx)
-
-    def _capped(self, source: SourceConfig, returned: int) -> str | None:
-        previous = self._window_counts.get(source.name)
-        self._window_counts[source.name] = returned
-        return capped_warning(
-            returned, source.params, paginated=source.paginate is not None, previous=previous
-        )
 
     async def _hold(
         self,
