@@ -24,6 +24,7 @@ from bridge.core.incremental import (
     cursor_text,
     cursor_value,
     greatest_cursor,
+    item_cursor,
     load_cursor,
     plan_poll,
     plan_window,
@@ -136,6 +137,20 @@ class IncrementalPoll:
             self.plan.rebaseline and source.rebaseline == "silent",
             sizes.warning(source, found.returned),
         )
+
+    def in_scope(self, plan: DiffPlan, upserts: Sequence[Item]) -> DiffPlan:
+        """A reconcile's events: with ``start`` a time, an unknown item last changed before it
+        was never asked for (nor is it a change since ``start``): it joins the snapshot silently."""
+        start = self.spec.start
+        if start is None or not plan.created:
+            return plan
+        created = set(plan.created)
+        fresh = [i for i in upserts if i.key_text in created]
+        moments = self._checked(lambda: [item_cursor(i, self.spec) for i in fresh])
+        early = {i.key_text for i, moment in zip(fresh, moments, strict=True) if moment < start}
+        if not early:
+            return plan
+        return DiffPlan([k for k in plan.created if k not in early], plan.updated, plan.deleted)
 
     def complete_list(self, pages: Sequence[Sequence[Item]]) -> list[list[Item]]:
         """A complete list's pages as the ordinary diff sees them: soft-deleted items absent."""

@@ -475,6 +475,8 @@ class Pipeline:
             )
         # deletes = false: deleted items leave the snapshot without an event
         emitted = plan if source.deletes else DiffPlan(plan.created, plan.updated, [])
+        if ctx.incremental is not None:
+            emitted = ctx.incremental.in_scope(emitted, analysis.upserts)
         before = await self.store.load_items(source.name, emitted.needs_before)
         # only the changed items, so this costs O(k) on the event loop, not O(N)
         upserts = analysis.upserts

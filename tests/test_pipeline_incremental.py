@@ -315,3 +315,20 @@ start = "1970-01-01T00:02:30Z"
         {"query": "q", "variables": {"first": 50, "since": 150}},
         {"query": "q", "variables": {"first": 50, "since": 200}},
     ]
+
+
+async def test_a_reconcile_after_a_backfill_adds_older_items_silently(tmp_path: Path, api):
+    """start = a time, then a reconcile: items last changed before start join the snapshot
+    without events (they were never asked for); a missed item changed since start is created."""
+    handler, server = api
+    text = _source(server.url("/tickets"), start="2026-03-01T09:00:21Z", reconcile_every="1h")
+    config = make_config(tmp_path, text)
+    async with running(config) as h:
+        await h.poll()  # the backfill: tickets 21-25
+        handler.change(30, subject="missed", status="open")
+        with handler.lock:  # a window would have found it: make it a ticket the windows missed
+            handler.tickets[30]["updated_at"] = "2026-03-01T09:00:22Z"
+        reconcile = await h.poll()
+        assert reconcile.asked == "complete list (reconcile)"
+        assert [(c.type, c.key_text) for c in reconcile.changes] == [("created", "30")]
+        assert len((await h.store.load_hashes("tickets")).hashes) == 26
