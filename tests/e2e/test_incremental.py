@@ -111,6 +111,8 @@ def test_a_kill_between_pages_and_the_commit_loses_nothing(tmp_path, api, receiv
             "every change delivered",
             daemon.output,
         )
+        # the restarted daemon re-asked from the old cursor (minus the 1s lookback)
+        daemon.wait_output(r"asked for the window since 2026-03-01T09:00:24Z")
         assert daemon.terminate() == 0, daemon.output()
     updates = _updates(receiver)
     assert set(updates) == {str(i) for i in range(1, 26)}
