@@ -7,7 +7,7 @@ configuration and stored state, so that :mod:`bridge.pipeline` only asks it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
@@ -107,13 +107,23 @@ class IncrementalPoll:
         new = advance(self.stored, found.cursor)
         return None if new is None else cursor_text(new)
 
-    def after_full(self, pages: Sequence[Sequence[Item]]) -> str | None:
-        """The cursor to store after a complete list: its greatest value on a first poll or a
-        re-baseline; a reconcile keeps the stored one (the windows carry on from there)."""
-        if self.plan.why == "reconcile" and self.stored is not None:
-            return cursor_text(self.stored)
-        seen = self._checked(lambda: greatest_cursor([i for p in pages for i in p], self.spec))
-        return None if seen is None else cursor_text(seen)
+    def complete_list(
+        self, pages: Sequence[Sequence[Item]], old: Mapping[str, str]
+    ) -> tuple[str | None, list[list[Item]]]:
+        """A complete list (first poll, re-baseline, reconcile): the cursor to store, and the
+        pages as the ordinary diff sees them, soft-deleted items absent.
+
+        The cursor is the list's greatest value when none is stored (a first poll or a
+        re-baseline); a reconcile keeps the stored one, and the windows carry on from there.
+        ``deleted_when`` is read only for items that are new or changed: an item stored with
+        the same hash was not deleted then and is not now.
+        """
+        if self.stored is not None:
+            cursor: str | None = cursor_text(self.stored)
+        else:
+            seen = self._checked(lambda: greatest_cursor([i for p in pages for i in p], self.spec))
+            cursor = None if seen is None else cursor_text(seen)
+        return cursor, without_deleted(pages, self.spec, old)
 
     def analyse(
         self,
@@ -151,10 +161,6 @@ class IncrementalPoll:
         if not early:
             return plan
         return DiffPlan([k for k in plan.created if k not in early], plan.updated, plan.deleted)
-
-    def complete_list(self, pages: Sequence[Sequence[Item]]) -> list[list[Item]]:
-        """A complete list's pages as the ordinary diff sees them: soft-deleted items absent."""
-        return without_deleted(pages, self.spec)
 
     def _checked(self, run: Callable[[], _T]) -> _T:
         try:

@@ -325,8 +325,8 @@ class Pipeline:
                 outcome.detail_fetches = details
                 return outcome
             if inc is not None:
-                ctx = replace(ctx, cursor=inc.after_full(listed), reconciled_at=now)
-                listed = inc.complete_list(listed)
+                cursor, listed = await asyncio.to_thread(inc.complete_list, listed, old.hashes)
+                ctx = replace(ctx, cursor=cursor, reconciled_at=now)
             analysis = await asyncio.to_thread(_analyse, listed, source, old)
             try:
                 if first or rebaseline:

@@ -225,6 +225,8 @@ def test_deleted_when_deletes_known_items_only():
     assert found.cursor == T + timedelta(seconds=6)
     live = item("3", status="open", updated_at="2026-03-01T09:00:30Z")
     assert without_deleted([[gone, live]], s) == [[live]]
+    # a complete list reads deleted_when only for new or changed items
+    assert without_deleted([[gone, live]], s, {"1": "other", "3": live.hash}) == [[live]]
 
 
 def test_an_item_paged_twice_counts_in_its_latest_version():
