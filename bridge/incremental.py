@@ -192,7 +192,7 @@ def plan_incremental(
     )
     request = None
     if plan.kind == "window":
-        params, body = window_request(spec, source.params, source.body, plan.since)
+        params, body = window_request(spec, source.params, source.request_body, plan.since)
         request = Request(params, body)
     return IncrementalPoll(
         source.name,

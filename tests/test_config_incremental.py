@@ -96,7 +96,7 @@ def test_append_is_a_mode_name(write_config):
         (
             'cursor = "$.u"\nbody = "variables.since"\n',
             'mode = "incremental"\nmethod = "POST"\nbody = { variables = 3 }',
-            "body.variables is not a table",
+            "'variables' is a number, not an object",
         ),
     ],
 )

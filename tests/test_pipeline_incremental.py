@@ -332,3 +332,41 @@ async def test_a_reconcile_after_a_backfill_adds_older_items_silently(tmp_path: 
         assert reconcile.asked == "complete list (reconcile)"
         assert [(c.type, c.key_text) for c in reconcile.changes] == [("created", "30")]
         assert len((await h.store.load_hashes("tickets")).hashes) == 26
+
+
+async def test_a_graphql_source_carries_the_cursor_in_its_variables(tmp_path: Path):
+    """[sources.graphql] with body = "variables.since": the bound joins the query's variables."""
+    seen: list[object] = []
+
+    def api(req):  # type: ignore[no-untyped-def]
+        body = req.json()
+        seen.append(body["variables"])
+        rows = [
+            {"id": "a", "at": "2026-03-01T09:00:00Z"},
+            {"id": "b", "at": "2026-03-01T10:00:00Z"},
+        ]
+        since = body["variables"].get("since")
+        return Reply(
+            200, {"data": {"issues": [r for r in rows if since is None or r["at"] >= since]}}
+        )
+
+    with serve(api) as server:
+        text = f"""
+[[sources]]
+name = "issues"
+url = "{server.url("/graphql")}"
+every = "1m"
+mode = "incremental"
+items = "$.data.issues[*]"
+[sources.graphql]
+query = "query($since: String) {{ issues(since: $since) {{ id at }} }}"
+variables = {{ team = "core" }}
+[sources.incremental]
+cursor = "$.at"
+body = "variables.since"
+"""
+        async with running(make_config(tmp_path, text)) as h:
+            first = await h.poll()
+            assert first.result == "baseline", first.error
+            await h.poll()
+    assert seen == [{"team": "core"}, {"team": "core", "since": "2026-03-01T10:00:00Z"}]

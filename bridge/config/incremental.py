@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import PrivateAttr, field_validator, model_validator
 
 from bridge.config.fields import Duration, JsonPathText, Param, StrictModel, never_or_duration
+from bridge.core.bodypath import BodyPathError, with_body_value
 from bridge.core.durations import format_duration
 from bridge.core.incremental import IncrementalSpec, check_format, parse_start
 from bridge.core.paths import compile_path
@@ -159,14 +160,7 @@ def check_incremental(
         raise ValueError(
             'incremental.body puts the cursor in the JSON body: it needs method = "POST"'
         )
-    if body is not None and not isinstance(body, dict):
-        raise ValueError("incremental.body needs 'body' to be a table")
-    node = body or {}
-    steps = incremental.body.split(".")
-    for i, name in enumerate(steps[:-1]):
-        node = node.get(name, {})
-        if not isinstance(node, dict):
-            raise ValueError(
-                f"incremental.body = {incremental.body!r}: body.{'.'.join(steps[: i + 1])} "
-                "is not a table"
-            )
+    try:
+        with_body_value(body, incremental.body, "")
+    except BodyPathError as exc:
+        raise ValueError(f"incremental.body: {exc}") from None

@@ -12,13 +12,13 @@ format, so changing ``format`` does not lose it.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
+from bridge.core.bodypath import with_body_value
 from bridge.core.diff import DiffPlan
 from bridge.core.paths import JsonPath
 from bridge.core.routing import EventMatch
@@ -247,25 +247,9 @@ def window_request(
         out_params[spec.param] = cursor_value(since, spec.format)
         return out_params, body
     assert spec.body_path is not None  # noqa: S101 - one of the two is checked at load
-    return out_params, set_body_path(
+    return out_params, with_body_value(
         body, spec.body_path, cursor_value(since, spec.format, number=True)
     )
-
-
-def set_body_path(body: Any, path: Sequence[str], value: Any) -> Any:
-    """A copy of ``body`` (a table, or None for an empty one) with ``value`` at the dotted path;
-    ValueError when a step on the way is not a table."""
-    out = {} if body is None else copy.deepcopy(body)
-    if not isinstance(out, dict):
-        raise ValueError("'body' must be a table to hold the cursor")
-    node = out
-    for i, name in enumerate(path[:-1]):
-        child = node.setdefault(name, {})
-        if not isinstance(child, dict):
-            raise ValueError(f"body.{'.'.join(path[: i + 1])} is not a table")
-        node = child
-    node[path[-1]] = value
-    return out
 
 
 # --- what came back -----------------------------------------------------------------------------

@@ -24,7 +24,6 @@ from bridge.core.incremental import (
     parse_start,
     plan_poll,
     plan_window,
-    set_body_path,
     window_request,
     without_deleted,
 )
@@ -195,12 +194,6 @@ def test_the_bound_goes_in_the_param_or_the_body():
     assert body == {"query": "q", "variables": {"first": 5, "since": 1772355625}}
     assert source_body == {"query": "q", "variables": {"first": 5}}  # not modified
     assert window_request(spec(), {"a": 1}, None, None) == ({"a": 1}, None)
-
-
-def test_a_body_path_needs_tables_on_the_way():
-    assert set_body_path(None, ["a", "b"], 1) == {"a": {"b": 1}}
-    with pytest.raises(ValueError, match=r"body\.a is not a table"):
-        set_body_path({"a": 3}, ["a", "b"], 1)
 
 
 def test_a_window_creates_updates_and_leaves_the_rest_alone():
