@@ -39,6 +39,8 @@ async def test_version_5_file_gains_list_hash_and_keeps_items(tmp_path):
     await store.close()
     conn = sqlite3.connect(path)
     conn.execute("ALTER TABLE items DROP COLUMN list_hash")
+    conn.execute("ALTER TABLE sources DROP COLUMN cursor")
+    conn.execute("ALTER TABLE sources DROP COLUMN reconciled_at")
     conn.execute(
         "INSERT INTO items (source, key_text, key, hash, item, updated_at) "
         "VALUES ('s', 'a', '\"a\"', 'h1', '{}', '2025-01-01T00:00:00+00:00')"
@@ -55,3 +57,26 @@ async def test_version_5_file_gains_list_hash_and_keeps_items(tmp_path):
         await store.close()
     assert (snap.hashes, snap.list_hashes) == ({"a": "h1"}, {})
     assert version == SCHEMA_VERSION >= 6
+
+
+async def test_version_6_file_gains_the_incremental_cursor(tmp_path):
+    """Migration 7 adds sources.cursor and reconciled_at (none yet) and keeps the sources."""
+    path = tmp_path / "state.db"
+    store = SQLiteStore(path)
+    await store.open()
+    await store.update_source_state("s", item_count=3)
+    await store.close()
+    conn = sqlite3.connect(path)
+    conn.execute("ALTER TABLE sources DROP COLUMN cursor")
+    conn.execute("ALTER TABLE sources DROP COLUMN reconciled_at")
+    conn.execute("PRAGMA user_version = 6")
+    conn.commit()
+    conn.close()
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        state = await store.get_source_state("s")
+    finally:
+        await store.close()
+    assert state is not None and state.item_count == 3
+    assert (state.cursor, state.reconciled_at) == (None, None)
