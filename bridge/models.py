@@ -122,6 +122,10 @@ class SourceState:
     """Per page URL: the ETag / Last-Modified values last seen, and the next page's URL."""
     accept_requested: bool = False
     """The operator ran ``pollbridge accept``: apply the held result at the next poll."""
+    cursor: str | None = None
+    """An incremental source's cursor: the greatest cursor value seen (ISO 8601, UTC)."""
+    reconciled_at: datetime | None = None
+    """When an incremental source last read its complete list (baseline or reconcile)."""
 
 
 @dataclass(frozen=True, slots=True)

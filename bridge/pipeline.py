@@ -10,7 +10,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -32,6 +32,7 @@ from bridge.http.auth import Authenticators
 from bridge.http.detail import resolve_details
 from bridge.http.pages import Pages, conditional, walk_pages
 from bridge.http.poller import Fetched, Poller
+from bridge.incremental import IncrementalPoll, WindowSizes, plan_incremental
 from bridge.models import Change, Event, Item, SourceState
 from bridge.store import PollCommit, SeenKeys, SeenUpdate, SnapshotHashes, StaleSnapshot, Store
 
@@ -69,6 +70,12 @@ class PollOutcome:
     """An append source: the keys remembered once this poll is recorded."""
     stopped: bool = False
     """An append source's walk stopped at a page holding a seen key (``stop_at_seen``)."""
+    asked: str | None = None
+    """An incremental source: what the poll asked for (a window since a cursor, or the list)."""
+    cursor_sent: str | None = None
+    cursor: str | None = None
+    """An incremental source: the cursor stored (or, in a dry run, that would be stored)."""
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -216,6 +223,7 @@ class Pipeline:
         self._tracked = TrackedState(store)
         self._locks: dict[str, asyncio.Lock] = {}
         self._lease_tokens: dict[str, int | None] = {}
+        self._caps = WindowSizes()
 
     async def _route(
         self, source: str, changes: Sequence[Change], now: datetime
@@ -275,9 +283,11 @@ class Pipeline:
             rebaseline = not first and state is not None and state.fingerprint != fingerprint
             baseline = baseline_mode(source, first, rebaseline)
             seen = await self._tracked.seen(source.name) if source.mode == "append" else None
+            inc = plan_incremental(source, state, first=first, rebaseline=rebaseline, now=now)
             # a changed item definition needs the body even if the API's data did not change;
-            # while deletions are pending, every poll must look at the list itself
-            fresh = baseline is not None or await self._tracked.pending(source)
+            # while deletions are pending, every poll must look at the list itself; an
+            # incremental window asks for a new range each time
+            fresh = baseline is not None or inc is not None or await self._tracked.pending(source)
             ask = state.validators if state and conditional(source) and not fresh else None
 
             async def decode(fetched: Fetched) -> tuple[Any, list[Item]]:
@@ -292,6 +302,7 @@ class Pipeline:
                 auth=self.auth.for_source(source),
                 validators=ask,
                 stop=None if seen is None else append_stop(source, seen, baseline),
+                request=inc.request if inc is not None else None,
             )
             ctx = _Context(
                 source,
@@ -300,8 +311,9 @@ class Pipeline:
                 started,
                 fingerprint,
                 commit,
-                pages.validators if conditional(source) else {},
+                pages.validators if conditional(source) and inc is None else {},
                 pages.requests,
+                inc,
             )
             if pages.items is None:
                 return await self._unchanged(ctx, state.item_count if state else 0, True)
@@ -320,6 +332,13 @@ class Pipeline:
                     refetch_all=first or rebaseline,
                 )
                 listed, details = [resolved.items], resolved.requests
+            if inc is not None and inc.window:
+                outcome = await self._window(ctx, inc, listed, old)
+                outcome.detail_fetches = details
+                return outcome
+            if inc is not None:
+                cursor, listed = await asyncio.to_thread(inc.complete_list, listed, old.hashes)
+                ctx = replace(ctx, cursor=cursor, reconciled_at=now)
             analysis = await asyncio.to_thread(_analyse, listed, source, old)
             try:
                 if first or rebaseline:
@@ -327,7 +346,7 @@ class Pipeline:
                 else:
                     outcome = await self._diff(ctx, analysis, old)
                 outcome.detail_fetches = details
-                return outcome
+                return _annotated(outcome, ctx)
             finally:
                 await asyncio.to_thread(_release, [*pages.items, analysis.items])
         except PollError as exc:
@@ -376,6 +395,11 @@ class Pipeline:
             await self.store.record_poll_unchanged(
                 ctx.source.name, ctx.now, duration, result="unchanged", validators=ctx.validators
             )
+            known = (ctx.state.cursor, ctx.state.reconciled_at) if ctx.state else (None, None)
+            if ctx.incremental is not None and (ctx.cursor, ctx.reconciled_at) != known:
+                # unchanged items moved the cursor, or a complete list found nothing new
+                fields = {"cursor": ctx.cursor, "reconciled_at": ctx.reconciled_at}
+                await self.store.update_source_state(ctx.source.name, **fields)
             state = ctx.state
             if state is not None and (state.held_reason or state.accept_requested):
                 log.info(
@@ -467,6 +491,8 @@ class Pipeline:
             )
         # deletes = false: deleted items leave the snapshot without an event
         emitted = plan if source.deletes else DiffPlan(plan.created, plan.updated, [])
+        if ctx.incremental is not None:
+            emitted = ctx.incremental.in_scope(emitted, analysis.upserts)
         before = await self.store.load_items(source.name, emitted.needs_before)
         # only the changed items, so this costs O(k) on the event loop, not O(N)
         upserts = analysis.upserts
@@ -494,6 +520,34 @@ class Pipeline:
             )
         outcome.remembered, outcome.stopped = step.remembered, pages.stopped
         return outcome
+
+    async def _window(
+        self, ctx: _Context, inc: IncrementalPoll, pages: list[list[Item]], old: SnapshotHashes
+    ) -> PollOutcome:
+        """A window of changes: what it returned is compared by key and hash; nothing absent
+        from it is deleted (only what ``deleted_when`` selects)."""
+        source = ctx.source
+        found = await asyncio.to_thread(inc.analyse, source, pages, old.hashes, self._caps)
+        ctx = replace(ctx, cursor=found.cursor, reconciled_at=inc.reconciled_at)
+        if found.plan.empty:
+            outcome = await self._unchanged(ctx, found.item_count, False)
+        else:
+            before = await self.store.load_items(source.name, found.emitted.needs_before)
+            changes = build_changes(found.emitted, found.upserts, before, source.ignore_paths)
+            outcome = await self._record(
+                ctx,
+                found.upserts,
+                found.upserts,
+                found.plan.deleted,
+                [] if found.silent else changes,
+                found.result,
+                old,
+                found.item_count,
+            )
+        if found.warning is not None:
+            log.warning("poll %s: %s", source.name, found.warning, extra={"source": source.name})
+            outcome.warnings.append(found.warning)
+        return _annotated(outcome, ctx)
 
     async def _hold(
         self,
@@ -551,15 +605,17 @@ class Pipeline:
         changes: list[Change],
         result: str,
         old: SnapshotHashes,
+        item_count: int | None = None,
         *,
         seen: SeenUpdate | None = None,
         missing: dict[str, int] | None = None,
     ) -> PollOutcome:
         source = ctx.source
+        count = len(items) if item_count is None else item_count
         if not ctx.commit:
             duration = time.monotonic() - ctx.started
             return PollOutcome(
-                source.name, True, result, duration, len(items), changes, pages=ctx.requests
+                source.name, True, result, duration, count, changes, pages=ctx.requests
             )
         routes = await self._route(source.name, changes, ctx.now)
         duration = time.monotonic() - ctx.started
@@ -572,7 +628,7 @@ class Pipeline:
                 deletes=deletes,
                 changes=changes,
                 routes=routes,
-                item_count=len(items),
+                item_count=count,
                 fingerprint=ctx.fingerprint,
                 result=result,
                 validators=ctx.validators,
@@ -580,6 +636,8 @@ class Pipeline:
                 lease_token=self._lease_tokens.get(source.name),
                 seen=seen,
                 missing=missing,
+                cursor=ctx.cursor,
+                reconciled_at=ctx.reconciled_at,
             )
         )
         self._tracked.committed(source.name, old.version + 1, ctx.now, seen, missing)
@@ -602,7 +660,7 @@ class Pipeline:
             True,
             result,
             duration,
-            len(items),
+            count,
             changes,
             events,
             committed=True,
@@ -623,6 +681,20 @@ class _Context:
     validators: dict[str, dict[str, str]]
     """The validators to store with this poll's result."""
     requests: int
+    incremental: IncrementalPoll | None = None
+    cursor: str | None = None
+    """An incremental source's cursor to store with this poll's result."""
+    reconciled_at: datetime | None = None
+
+
+def _annotated(outcome: PollOutcome, ctx: _Context) -> PollOutcome:
+    """``outcome`` with what an incremental poll asked for and the cursor it stores."""
+    inc = ctx.incremental
+    if inc is not None:
+        outcome.asked = inc.describe()
+        outcome.cursor_sent = inc.sent
+        outcome.cursor = ctx.cursor
+    return outcome
 
 
 def describe_outcome(outcome: PollOutcome) -> dict[str, Any]:

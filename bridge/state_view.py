@@ -123,6 +123,8 @@ def status_doc(
                 "held_reason": s.held_reason,
                 "held_polls": s.held_polls,
                 **_tracked_fields(tracked, name),
+                "cursor": s.cursor,
+                "reconciled_at": iso(s.reconciled_at),
             }
         )
     by_listener = {lst.name: lst for lst in listeners}

@@ -77,3 +77,12 @@ def test_bench_detail_prints_its_table() -> None:
     assert rows["baseline"][3] == "100"
     assert rows["1 changed"][3] == "1"
     assert rows["unchanged"][3] == "0"
+
+
+def test_bench_incremental_prints_its_table() -> None:
+    """bench_incremental polls a small source in full and incrementally, side by side."""
+    out = _run("bench_incremental.py", "--items", "2000", "--changes", "10", "--rounds", "1")
+    rows = {r[0]: r for r in _rows(out)}
+    assert rows["full list (snapshot)"][-1] == rows["incremental window"][-1] == "10"
+    assert rows["incremental window"][1] == "1"  # one request for the window
+    assert "full / incremental" in rows

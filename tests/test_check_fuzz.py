@@ -117,6 +117,7 @@ def _env() -> dict[str, str]:
             "OAUTH_CLIENT_SECRET",
             "STRIPE_SECRET_KEY",
             "SHOPIFY_ACCESS_TOKEN",
+            "HELPDESK_TOKEN",
         )
     }
     for name in (

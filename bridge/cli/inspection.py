@@ -139,6 +139,12 @@ def status_text(doc: dict[str, Any], now: datetime) -> str:
         if rows
         else "no sources yet" + not_run_yet
     )
+    out.extend(
+        f"  {s['name']}: cursor {s['cursor']}, last complete list "
+        f"{ago(parse_time(s['reconciled_at']), now)}"
+        for s in doc["sources"]
+        if s.get("cursor") is not None or s.get("reconciled_at") is not None
+    )
     out.append("")
     rows = []
     for lst in doc["listeners"]:

@@ -120,6 +120,18 @@ async def _poll(config: Config, source: Any, commit: bool) -> int:
     for change in outcome.changes:
         sys.stdout.write(orjson.dumps(change_line(change)).decode() + "\n")
     verb = "recorded" if commit else "would record"
+    for warning in outcome.warnings:
+        print(f"{source.name}: warning: {warning}", file=sys.stderr)
+    if outcome.asked is not None:
+        stored = "stored" if commit and outcome.result != "held" else "would store"
+        if outcome.result == "held":
+            stored = "would store, once applied,"
+        print(
+            f"{source.name}: asked for the {outcome.asked}; sent "
+            f"{source.incremental.param if source.incremental and source.incremental.param else 'cursor'}"
+            f" = {outcome.cursor_sent or '(none)'}; {stored} cursor {outcome.cursor or '(none yet)'}",
+            file=sys.stderr,
+        )
     if outcome.result == "held":
         print(
             f"{source.name}: held: {outcome.held}; no events, snapshot unchanged "

@@ -27,6 +27,7 @@ from bridge.config.fields import (
     check_url,
     positive,
 )
+from bridge.config.incremental import IncrementalConfig, check_incremental
 from bridge.config.modes import (
     DEFAULT_EVENT_TYPE,
     DEFAULT_REMEMBER_COUNT,
@@ -286,6 +287,7 @@ class SourceConfig(StrictModel):
     remember: Duration = timedelta(days=30)
     remember_count: int = Field(default=DEFAULT_REMEMBER_COUNT, ge=1, le=MAX_REMEMBER_COUNT)
     stop_at_seen: bool = True
+    incremental: IncrementalConfig | None = None
 
     _spec: ItemSpec = PrivateAttr()
     _list_spec: ItemSpec = PrivateAttr()
@@ -402,6 +404,14 @@ class SourceConfig(StrictModel):
         problem = mode_problem(self.mode, self.model_fields_set, self.paginate is not None)
         if problem is not None:
             raise ValueError(problem)
+        check_incremental(self.mode, self.incremental, self.request_method, self.request_body)
+        if self.mode == "incremental" and self.confirm_deletes > 1:
+            # a window never lists what is missing; only a reconcile poll could count misses,
+            # and one a day is too seldom to confirm a blink
+            raise ValueError(
+                "'confirm_deletes' applies to complete lists: an incremental source deletes "
+                "only through deleted_when or a reconcile poll"
+            )
         return self
 
     def _check_graphql(self) -> None:
@@ -538,4 +548,6 @@ class SourceConfig(StrictModel):
             fields["paginate"] = paginate
         if self.mode != "snapshot":
             fields["mode"] = self.mode
+        if self.incremental is not None:
+            fields["incremental.cursor"] = self.incremental.cursor
         return fields

@@ -65,6 +65,8 @@ def iter_summary(config: Config) -> Iterable[str]:
         if s.auth is not None:
             yield f"      auth: {s.auth.kind} (secrets ***)"
         yield from (f"      {line}" for line in _mode_lines(s))
+        if s.incremental is not None:
+            yield f"      incremental: {s.incremental.describe()}"
     for h in config.hosts:
         yield (
             f"host {h.name}: at most {config.bridge.per_host_concurrency} requests at once, "
@@ -201,6 +203,7 @@ def summary_doc(config: Config, warnings: Sequence[ConfigWarning] = ()) -> dict[
                     "concurrency": s.detail.concurrency,
                 },
                 **_mode_doc(s),
+                "incremental": (None if s.incremental is None else s.incremental.summary_doc()),
             }
             for s in config.sources
         ],

@@ -20,6 +20,8 @@ def after_commit(
     fingerprint: str,
     snapshot_version: int,
     validators: Mapping[str, Mapping[str, str]] | None,
+    cursor: str | None = None,
+    reconciled_at: datetime | None = None,
 ) -> dict[str, Any]:
     """A poll whose changes were committed: success recorded, the failure streak, any backoff
     and any hold (with a pending ``accept``) are over, the snapshot moved to a new version."""
@@ -38,6 +40,8 @@ def after_commit(
         "held_digest": None,
         "accept_requested": False,
         "snapshot_version": snapshot_version,
+        "cursor": cursor,
+        "reconciled_at": reconciled_at,
     }
     if validators is not None:
         fields["validators"] = validators

@@ -61,9 +61,10 @@ def report_poll(
     changed = fields["created"] + fields["updated"] + fields["deleted"]
     level = logging.INFO if changed or outcome.result != "unchanged" else logging.DEBUG
     details = f", {outcome.detail_fetches} detail request(s)" if outcome.detail_fetches else ""
+    asked = f"; asked for the {outcome.asked}, cursor {outcome.cursor}" if outcome.asked else ""
     log.log(
         level,
-        "poll %s: %s, %d items, %d created, %d updated, %d deleted%s (%.0f ms)",
+        "poll %s: %s, %d items, %d created, %d updated, %d deleted%s (%.0f ms)%s",
         source,
         outcome.result,
         outcome.item_count,
@@ -72,5 +73,6 @@ def report_poll(
         fields["deleted"],
         details,
         outcome.duration_s * 1000,
+        asked,
         extra=extra,
     )

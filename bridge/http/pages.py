@@ -49,6 +49,15 @@ class Pages:
     """The walk ended early: a page had an entry already seen (``stop_at_seen``)."""
 
 
+@dataclass(frozen=True)
+class Request:
+    """The query parameters and JSON body a walk sends, when not the source's own (an
+    incremental source's window sets its cursor in them)."""
+
+    params: Mapping[str, Any]
+    body: Any
+
+
 def conditional(source: SourceConfig) -> bool:
     """Whether ``source``'s pages are asked for conditionally."""
     # If-None-Match on a POST is a write precondition, not a cache validator
@@ -65,6 +74,7 @@ async def walk_pages(
     auth: SourceAuth | None = None,
     validators: Mapping[str, Mapping[str, str]] | None = None,
     stop: StopAfter | None = None,
+    request: Request | None = None,
 ) -> Pages:
     """Fetch every page of ``source``; any failing page fails the whole list.
 
@@ -77,11 +87,13 @@ async def walk_pages(
     """
     spec = source.page_spec
     max_pages = spec.max_pages if spec is not None else 1
-    first_url = first_page_url(spec, with_params(source.url, source.params))
+    request = request or Request(source.params, source.request_body)
+    first_url = first_page_url(spec, with_params(source.url, request.params))
     ask = validators is not None and _usable(validators)
     known_all = validators or {}
     while True:
         walk = _Walk(poller, source, now, decode, redact, auth, first_url, max_pages, stop)
+        walk.body = request.body
         done = await walk.run(known_all if ask else None)
         if done is not None:
             return done
@@ -112,13 +124,14 @@ class _Walk:
         self.first_url = first_url
         self.max_pages = max_pages
         self.stop = stop
+        self.body: Any = source.request_body
 
     async def run(self, known_all: Mapping[str, Mapping[str, str]] | None) -> Pages | None:
         source = self.source
         pages: list[list[Item]] = []
         seen: dict[str, dict[str, str]] = {}
         url: str | None = self.first_url
-        body: Any = source.request_body
+        body: Any = self.body
         stopped = False
         while url is not None:
             if len(seen) >= self.max_pages:

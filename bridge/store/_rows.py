@@ -32,6 +32,8 @@ SOURCE_FIELDS = (
     "held_digest",
     "validators",
     "accept_requested",
+    "cursor",
+    "reconciled_at",
 )
 """The source-state columns ``update_source_state`` may set."""
 
@@ -94,6 +96,8 @@ def source_from_row(row: Mapping[str, Any], to_time: ToTime) -> SourceState:
         held_digest=row["held_digest"],
         validators=loads(row["validators"]) or {},
         accept_requested=bool(row["accept_requested"]),
+        cursor=row["cursor"],
+        reconciled_at=to_time(row["reconciled_at"]),
     )
 
 

@@ -25,7 +25,7 @@ from bridge.models import (
     SourceState,
 )
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 """The schema version of every SQL backend (SQLite's ``user_version``, PostgreSQL's
 ``schema_version`` table): one migration per version in each backend."""
 
@@ -65,6 +65,10 @@ class PollCommit:
     missing: Mapping[str, int] | None = None
     """``confirm_deletes``: key text -> consecutive polls the item has been missing, for the
     items whose deletion is still pending. Replaces the source's stored counts (None: none)."""
+    cursor: str | None = None
+    """An incremental source's new cursor, stored with the snapshot (None for other sources)."""
+    reconciled_at: datetime | None = None
+    """When an incremental source last read its complete list (None for other sources)."""
 
 
 @dataclass(frozen=True)

@@ -185,6 +185,56 @@ async def test_stale_snapshot_refuses_the_commit(store: Store):
     assert await store.pending_count() == 1
 
 
+async def test_an_incremental_cursor_is_committed_with_the_snapshot(store: Store):
+    """The cursor and the last complete list are source state, written by the same commit as
+    the items and events; a commit refused as stale leaves the old cursor in place."""
+    from dataclasses import replace
+
+    a, a2 = item("a", v=1), item("a", v=2)
+    first = replace(
+        commit("s", upserts=[a], changes=[], expected_version=0),
+        cursor="2026-03-01T09:00:25.000000+00:00",
+        reconciled_at=T0,
+    )
+    await store.commit_poll(first)
+    state = await store.get_source_state("s")
+    assert state is not None
+    assert (state.cursor, state.reconciled_at) == ("2026-03-01T09:00:25.000000+00:00", T0)
+    stale = replace(
+        commit("s", upserts=[a2], changes=[updated(a, a2)], expected_version=0),
+        cursor="2026-03-01T10:00:00.000000+00:00",
+    )
+    with pytest.raises(StaleSnapshot):
+        await store.commit_poll(stale)
+    state = await store.get_source_state("s")
+    assert state is not None and state.cursor == "2026-03-01T09:00:25.000000+00:00"
+    broken = replace(
+        commit("s", upserts=[a2], changes=[updated(a, a2)], expected_version=1),
+        routes=[],
+        cursor="2026-03-01T11:00:00.000000+00:00",
+    )
+    with pytest.raises(ValueError):
+        await store.commit_poll(broken)
+    state = await store.get_source_state("s")
+    assert state is not None and state.cursor == "2026-03-01T09:00:25.000000+00:00"
+    await store.update_source_state("s", cursor="2026-03-01T12:00:00.000000+00:00")
+    later = T0 + timedelta(days=1)
+    await store.commit_poll(
+        replace(
+            commit("s", upserts=[a2], changes=[updated(a, a2)], expected_version=1),
+            cursor="2026-03-01T12:30:00.000000+00:00",
+            reconciled_at=later,
+        )
+    )
+    state = await store.get_source_state("s")
+    assert state is not None
+    assert (state.cursor, state.reconciled_at) == ("2026-03-01T12:30:00.000000+00:00", later)
+    # a source that is not incremental has neither
+    await store.commit_poll(commit("plain", upserts=[a], changes=[]))
+    plain = await store.get_source_state("plain")
+    assert plain is not None and (plain.cursor, plain.reconciled_at) == (None, None)
+
+
 async def test_deliveries_are_due_in_order_per_key(store: Store):
     """Only the oldest pending delivery of a key is due; the next one waits for it to finish."""
     a1, a2, b1 = item("a", v=1), item("a", v=2), item("b", v=1)

@@ -39,10 +39,12 @@ async def test_version_5_file_gains_list_hash_and_keeps_items(tmp_path):
     await store.close()
     conn = sqlite3.connect(path)
     conn.execute("ALTER TABLE items DROP COLUMN list_hash")
-    # and what migration 7 adds: this is a version 5 file
+    # and what migrations 7 and 8 add: this is a version 5 file
     conn.execute("ALTER TABLE events DROP COLUMN type_name")
     conn.execute("DROP TABLE seen_keys")
     conn.execute("DROP TABLE missing_items")
+    conn.execute("ALTER TABLE sources DROP COLUMN cursor")
+    conn.execute("ALTER TABLE sources DROP COLUMN reconciled_at")
     conn.execute(
         "INSERT INTO items (source, key_text, key, hash, item, updated_at) "
         "VALUES ('s', 'a', '\"a\"', 'h1', '{}', '2025-01-01T00:00:00+00:00')"
@@ -104,3 +106,26 @@ async def test_version_6_file_gains_seen_keys_missing_counts_and_named_events(tm
         assert await store.load_missing("feed") == {"gone": 1}
     finally:
         await store.close()
+
+
+async def test_version_7_file_gains_the_incremental_cursor(tmp_path):
+    """Migration 8 adds sources.cursor and reconciled_at (none yet) and keeps the sources."""
+    path = tmp_path / "state.db"
+    store = SQLiteStore(path)
+    await store.open()
+    await store.update_source_state("s", item_count=3)
+    await store.close()
+    conn = sqlite3.connect(path)
+    conn.execute("ALTER TABLE sources DROP COLUMN cursor")
+    conn.execute("ALTER TABLE sources DROP COLUMN reconciled_at")
+    conn.execute("PRAGMA user_version = 7")
+    conn.commit()
+    conn.close()
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        state = await store.get_source_state("s")
+    finally:
+        await store.close()
+    assert state is not None and state.item_count == 3
+    assert (state.cursor, state.reconciled_at) == (None, None)

@@ -312,6 +312,7 @@ async def test_an_older_schema_is_migrated_and_a_newer_one_refused(open_store, p
     store = await open_store()
     with psycopg.connect(pg_url, autocommit=True) as conn:  # back to version 1
         conn.execute("ALTER TABLE sources DROP COLUMN accept_requested")
+        conn.execute("ALTER TABLE sources DROP COLUMN cursor, DROP COLUMN reconciled_at")
         conn.execute("ALTER TABLE listeners DROP COLUMN failing_since")
         conn.execute("ALTER TABLE deliveries DROP COLUMN coalesced_into, DROP COLUMN claimed_at")
         conn.execute("DROP TABLE meta")
@@ -322,7 +323,7 @@ async def test_an_older_schema_is_migrated_and_a_newer_one_refused(open_store, p
         conn.execute("DELETE FROM schema_version WHERE version > 1")
     await store.close()
     store = await open_store()
-    assert await store.schema_version() == SCHEMA_VERSION == 7
+    assert await store.schema_version() == SCHEMA_VERSION == 8
     assert (await store.load_hashes("s", list_hashes=True)).list_hashes == {}
     await store.write_runtime({"pid": 1})
     await store.update_source_state("s", accept_requested=True)

@@ -115,6 +115,8 @@ class MemorySnapshots(MemoryBase):
             fingerprint=commit.fingerprint,
             snapshot_version=version + 1,
             validators=commit.validators,
+            cursor=commit.cursor,
+            reconciled_at=commit.reconciled_at,
         )
         items = self._items.setdefault(commit.source, {})
         items.update(upserts)

@@ -148,6 +148,11 @@ MIGRATIONS: dict[int, str] = {
         PRIMARY KEY (source, key_text)
     )
     """,
+    # incremental sources: the cursor and the last complete list, state like the snapshot
+    8: """
+    ALTER TABLE sources ADD COLUMN cursor text;
+    ALTER TABLE sources ADD COLUMN reconciled_at timestamptz
+    """,
 }
 
 assert max(MIGRATIONS) == SCHEMA_VERSION  # noqa: S101 - a programming error, caught by any test

@@ -277,6 +277,8 @@ class PostgresSnapshots(PostgresBase):
             fingerprint=commit.fingerprint,
             snapshot_version=version,
             validators=commit.validators,
+            cursor=commit.cursor,
+            reconciled_at=commit.reconciled_at,
         )
         return _stored_source_fields(fields)
 

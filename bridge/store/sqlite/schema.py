@@ -38,6 +38,11 @@ def _add_seen_keys_and_missing(db: sqlite_utils.Database) -> None:
     )
 
 
+def _add_incremental_state(db: sqlite_utils.Database) -> None:
+    db.table("sources").add_column("cursor", str)
+    db.table("sources").add_column("reconciled_at", str)
+
+
 MIGRATIONS: dict[int, str | Callable[[sqlite_utils.Database], None]] = {
     1: """
     CREATE TABLE sources (
@@ -146,6 +151,8 @@ MIGRATIONS: dict[int, str | Callable[[sqlite_utils.Database], None]] = {
     6: _add_list_hash,
     # append sources (seen keys, named event types) and confirmed deletes (missing counts)
     7: _add_seen_keys_and_missing,
+    # incremental sources: the cursor and the last complete list, state like the snapshot
+    8: _add_incremental_state,
 }
 
 assert max(MIGRATIONS) == SCHEMA_VERSION  # noqa: S101 - a programming error, caught by any test

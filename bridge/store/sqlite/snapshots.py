@@ -255,6 +255,8 @@ class SQLiteSnapshots(SQLiteBase):
             fingerprint=commit.fingerprint,
             snapshot_version=version,
             validators=commit.validators,
+            cursor=commit.cursor,
+            reconciled_at=commit.reconciled_at,
         )
         self._upsert_source(commit.source, _stored_source_fields(fields))
 
