@@ -65,6 +65,7 @@ async def walk_pages(
     auth: SourceAuth | None = None,
     validators: Mapping[str, Mapping[str, str]] | None = None,
     stop: StopAfter | None = None,
+    spool_above: int | None = None,
 ) -> Pages:
     """Fetch every page of ``source``; any failing page fails the whole list.
 
@@ -74,6 +75,8 @@ async def walk_pages(
     all answer 304 the result has no items. Once a page has changed, every page is fetched in
     full, so the list is always complete. Page keys and next links are stored ``redact``-ed: a
     URL may carry a password or a key in its query, and the state file must not.
+    A page of ``spool_above`` bytes or more is spooled to a file (``Fetched.spool``) before
+    ``decode`` gets it.
     """
     spec = source.page_spec
     max_pages = spec.max_pages if spec is not None else 1
@@ -82,6 +85,7 @@ async def walk_pages(
     known_all = validators or {}
     while True:
         walk = _Walk(poller, source, now, decode, redact, auth, first_url, max_pages, stop)
+        walk.spool_above = spool_above
         done = await walk.run(known_all if ask else None)
         if done is not None:
             return done
@@ -112,6 +116,7 @@ class _Walk:
         self.first_url = first_url
         self.max_pages = max_pages
         self.stop = stop
+        self.spool_above: int | None = None
 
     async def run(self, known_all: Mapping[str, Mapping[str, str]] | None) -> Pages | None:
         source = self.source
@@ -204,6 +209,7 @@ class _Walk:
             accept_not_modified=known is not None,
             auth=self.auth,
             redirect_headers=source.redirect_headers,
+            spool_above=self.spool_above,
         )
 
     def _next_url(self, url: str, doc: Any, fetched: Fetched) -> str | None:

@@ -1,0 +1,61 @@
+"""A response body kept in memory while small and in a temporary file once it is large.
+
+A large response is analysed by a worker process that reads it from a file
+(:mod:`bridge.analysis_pool`), so the daemon never holds it, let alone twice (the chunks and
+their join). The file is created with mode 0600 under the temporary directory (``TMPDIR``)
+and removed by whoever ends up with it: the reader on any failure, the pipeline after the
+analysis.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import IO
+
+
+class BodySpool:
+    """Collects a body's pieces; from ``threshold`` bytes on they go to a temporary file."""
+
+    def __init__(self, threshold: int) -> None:
+        self.threshold = threshold
+        self.size = 0
+        self._chunks: list[bytes] = []
+        self._file: IO[bytes] | None = None
+        self._path: Path | None = None
+
+    def write(self, piece: bytes) -> None:
+        self.size += len(piece)
+        if self._file is None:
+            self._chunks.append(piece)
+            if self.size >= self.threshold:
+                fd, name = tempfile.mkstemp(prefix="pollbridge-body-", suffix=".part")
+                self._path = Path(name)
+                self._file = os.fdopen(fd, "wb")
+                self._file.writelines(self._chunks)
+                self._chunks = []
+        else:
+            self._file.write(piece)
+
+    def finish(self) -> tuple[bytes, Path | None]:
+        """The body in memory (``b""`` once spooled) and the file holding it, if any."""
+        if self._file is None:
+            return b"".join(self._chunks), None
+        self._file.close()
+        return b"", self._path
+
+    def discard(self) -> None:
+        """Drop what was collected (the reader failed): the file is removed."""
+        self._chunks = []
+        if self._file is not None:
+            self._file.close()
+        if self._path is not None:
+            remove_spool(self._path)
+
+
+def remove_spool(path: Path) -> None:
+    """Remove a spooled body; one already gone is fine."""
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
