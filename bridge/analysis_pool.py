@@ -180,7 +180,7 @@ class AnalysisPool:
         self.workers = workers
         self.min_bytes = min_bytes
         while len(self._idle) + self._busy > workers and self._idle:
-            self._idle.pop().stop()
+            _stop_soon(self._idle.pop())
         if self._free is not None:
             self._notify()
 
@@ -273,8 +273,13 @@ class AnalysisPool:
         async with self._free:
             await self._free.wait_for(lambda: self._busy < max(1, self.workers))
             self._busy += 1
-        if self._idle:
-            return self._idle.pop()
+        while self._idle:
+            worker = self._idle.pop()
+            if worker.proc.poll() is None:
+                return worker
+            # died while idle (killed from outside): nothing was lost, start another
+            log.warning("analysis worker (pid %d) %s while idle", worker.pid, worker.why_gone())
+            worker.stop()  # it has ended: this only closes its pipes
         try:
             worker = await asyncio.to_thread(_Worker, self.command)
         except BaseException:
@@ -319,6 +324,16 @@ def _whole_snapshot(source: SourceConfig) -> bool:
         and source.detail is None
         and source.mode == "snapshot"
     )
+
+
+def _stop_soon(worker: _Worker) -> None:
+    """Stop ``worker`` in a thread when a loop runs (a reload), else now."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        worker.stop()
+        return
+    loop.run_in_executor(None, worker.stop)
 
 
 async def _settled(task: asyncio.Future[Any]) -> None:
