@@ -66,6 +66,14 @@ class _Worker:
         self.stdin = cast(IO[bytes], self.proc.stdin)
         self.stdout = cast(IO[bytes], self.proc.stdout)
         self.healthy = True
+        self.last_run: dict[str, float] = {}
+        try:
+            ready, _ = read_message(self.stdout)
+        except EOFError:
+            ready = b""
+        if ready != b"R":
+            self.stop()
+            raise _Died(f"could not start: it {self.why_gone()}")
 
     @property
     def pid(self) -> int:
@@ -75,6 +83,7 @@ class _Worker:
         self, job: Job, old_hashes: Mapping[str, str]
     ) -> tuple[int, list[Item], list[str]] | dict[str, str]:
         """Send ``job`` and the hashes, read the result; runs in a thread."""
+        self.last_run = {}
         try:
             write_message(self.stdin, b"J", job.encode())
             pairs = iter(old_hashes.items())
@@ -94,8 +103,9 @@ class _Worker:
                 elif kind == b"D":
                     deleted.extend(orjson.loads(payload))
                 elif kind == b"E":
-                    count: int = orjson.loads(payload)["count"]
-                    return count, upserts, deleted
+                    end = orjson.loads(payload)
+                    self.last_run = {"cpu_s": end["cpu_s"], "peak_rss_kib": end["peak_rss_kib"]}
+                    return end["count"], upserts, deleted
                 elif kind == b"X":
                     error: dict[str, str] = orjson.loads(payload)
                     return error
@@ -162,6 +172,16 @@ class AnalysisPool:
         self._busy = 0
         self._free: asyncio.Condition | None = None
         self._closed = False
+        self.last_run: dict[str, float] = {}
+        """The last analysis's CPU seconds and the worker's peak RSS (for logs, benchmarks)."""
+
+    async def warm(self) -> None:
+        """Start a worker now, so the first large response does not wait for one."""
+        if self.workers > 0 and not self._idle:
+            try:
+                await self._release(await self._acquire())
+            except _Died as exc:
+                log.warning("the analysis worker %s", exc)
 
     def spool_above(self, source: SourceConfig) -> int | None:
         """The size from which ``source``'s response is spooled for a worker, or None.
@@ -220,11 +240,24 @@ class AnalysisPool:
             stream_min_bytes=self.stream_min_bytes,
         )
         timeout_s = source.timeout.total_seconds()
-        worker = await self._acquire()
+        try:
+            worker = await self._acquire()
+        except _Died as exc:
+            raise PollError(source.name, f"the analysis worker {exc}", url=url) from exc
         try:
             result = await self._run(worker, job, old_hashes, timeout_s, url)
         finally:
             await self._release(worker)
+        if worker.last_run:
+            self.last_run = worker.last_run
+            log.debug(
+                "poll %s analysed in worker pid %d: %.3fs CPU, peak RSS %d KiB",
+                source.name,
+                worker.pid,
+                worker.last_run["cpu_s"],
+                worker.last_run["peak_rss_kib"],
+                extra={"source": source.name},
+            )
         if isinstance(result, dict):
             if result["kind"] == "memory":
                 raise PollError(
@@ -282,6 +315,9 @@ class AnalysisPool:
             worker.stop()  # it has ended: this only closes its pipes
         try:
             worker = await asyncio.to_thread(_Worker, self.command)
+        except OSError as exc:  # the interpreter cannot be started at all
+            await self._release(None)
+            raise _Died(f"could not start: {exc}") from exc
         except BaseException:
             await self._release(None)
             raise

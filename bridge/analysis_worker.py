@@ -6,8 +6,9 @@ length, the payload):
 
 - to the worker: ``J`` a job (JSON: where the spooled body is, how to read its items), ``H`` a
   chunk of the previous snapshot's ``[key, hash]`` pairs (any number), ``G`` go;
-- from the worker: ``U`` a chunk of the upserts (``[key, key_text, value, hash]`` each), ``D``
-  a chunk of deleted keys, then ``E`` the end (``{"count": N}``) or ``X`` an error
+- from the worker: ``R`` ready (once, at start), ``U`` a chunk of the upserts (``[key, key_text, value, hash]`` each), ``D``
+  a chunk of deleted keys, then ``E`` the end (``{"count": N, "cpu_s", "peak_rss_kib"}``:
+  the job's CPU time and the worker's peak RSS) or ``X`` an error
   (``{"kind", "message"}``, the message as the in-process path words it).
 
 So only what the commit needs crosses back, in chunks the daemon decodes a few milliseconds at
@@ -25,6 +26,7 @@ import codecs
 import gc
 import os
 import re
+import resource
 import struct
 import sys
 from collections.abc import Iterator
@@ -45,7 +47,7 @@ from bridge.core.paths import compile_path
 CHUNK_ITEMS = 5000
 """Items per result message: decoding one costs the daemon a few milliseconds."""
 
-STREAM_MIN_BYTES = 8 * 1024 * 1024
+STREAM_MIN_BYTES = 32 * 1024 * 1024
 """JSON bodies from this size on are parsed item by item when their item path allows it;
 below, one ``orjson.loads`` is faster and its peak memory small in absolute terms."""
 
@@ -189,7 +191,7 @@ def _stream(path: Path, prefix: str) -> Iterator[Any]:
         yield from ijson.items(f, prefix, use_float=True)
 
 
-def _send_result(out: IO[bytes], planned: Planned) -> None:
+def _send_result(out: IO[bytes], planned: Planned, cpu_s: float) -> None:
     upserts = planned.upserts
     for start in range(0, len(upserts), CHUNK_ITEMS):
         chunk = [[i.key, i.key_text, i.value, i.hash] for i in upserts[start : start + CHUNK_ITEMS]]
@@ -197,7 +199,9 @@ def _send_result(out: IO[bytes], planned: Planned) -> None:
     deleted = planned.plan.deleted
     for start in range(0, len(deleted), CHUNK_ITEMS * 4):
         write_message(out, b"D", orjson.dumps(deleted[start : start + CHUNK_ITEMS * 4]))
-    write_message(out, b"E", orjson.dumps({"count": planned.item_count}))
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    end = {"count": planned.item_count, "cpu_s": cpu_s, "peak_rss_kib": usage.ru_maxrss}
+    write_message(out, b"E", orjson.dumps(end))
 
 
 def _error(kind: str, message: str) -> bytes:
@@ -209,6 +213,8 @@ def serve(inp: IO[bytes], out: IO[bytes]) -> None:
     # every object of a job lives until it ends; reference counting frees them, and a
     # collection per job replaces the ones the allocations would trigger on a growing heap
     gc.disable()
+    write_message(out, b"R", b"")  # imported and listening: the first job waits for nothing
+    out.flush()
     while True:
         try:
             kind, payload = read_message(inp)
@@ -222,6 +228,7 @@ def serve(inp: IO[bytes], out: IO[bytes]) -> None:
             hashes.update(orjson.loads(message[1]))
         if message[0] != b"G":
             raise WorkerProtocolError(f"expected hashes or go, got {message[0]!r}")
+        started = _cpu_s()
         try:
             planned = analyse_job(job, hashes)
         except FormatError as exc:
@@ -234,11 +241,16 @@ def serve(inp: IO[bytes], out: IO[bytes]) -> None:
             gc.collect()
             write_message(out, b"X", _error("memory", "the analysis ran out of memory"))
         else:
-            _send_result(out, planned)
+            _send_result(out, planned, _cpu_s() - started)
             del planned
         out.flush()
         hashes = {}
         gc.collect()
+
+
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:

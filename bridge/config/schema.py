@@ -96,7 +96,7 @@ class BridgeSettings(BaseSettings):
     per_host_concurrency: int = Field(default=2, ge=1, le=1000)
     analysis_workers: int = Field(default=1, ge=0, le=64)
     """Worker processes that analyse large responses; 0 analyses every response in process."""
-    analysis_worker_min_bytes: ByteSize = 4 * 1024 * 1024
+    analysis_worker_min_bytes: ByteSize = 2 * 1024 * 1024
     """A single-page response of this size or more is spooled and analysed in a worker."""
     http: str | None = None
     """``host:port`` serving /metrics, /healthz and the console (/ui/); off when unset."""

@@ -17,8 +17,10 @@ def main() -> None:
         runpy.run_module("bridge.analysis_worker", run_name="__main__")
         return
     marker.write_text(str(os.getpid()))
-    from bridge.analysis_worker import read_message
+    from bridge.analysis_worker import read_message, write_message
 
+    write_message(sys.stdout.buffer, b"R", b"")
+    sys.stdout.flush()
     read_message(sys.stdin.buffer)  # the job: the failure comes in the middle of the exchange
     if mode == "crash":
         os.kill(os.getpid(), signal.SIGKILL)
