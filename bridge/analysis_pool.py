@@ -100,6 +100,8 @@ class _Worker:
                         upserts.append(
                             Item(tuple(key) if type(key) is list else key, text, value, digest)
                         )
+                elif kind == b"S":
+                    upserts = []
                 elif kind == b"D":
                     deleted.extend(orjson.loads(payload))
                 elif kind == b"E":

@@ -6,7 +6,8 @@ length, the payload):
 
 - to the worker: ``J`` a job (JSON: where the spooled body is, how to read its items), ``H`` a
   chunk of the previous snapshot's ``[key, hash]`` pairs (any number), ``G`` go;
-- from the worker: ``R`` ready (once, at start), ``U`` a chunk of the upserts (``[key, key_text, value, hash]`` each), ``D``
+- from the worker: ``R`` ready (once, at start), ``U`` a chunk of the upserts (``[key, key_text, value, hash]`` each; ``S`` drops those
+  sent so far), ``D``
   a chunk of deleted keys, then ``E`` the end (``{"count": N, "cpu_s", "peak_rss_kib"}``:
   the job's CPU time and the worker's peak RSS) or ``X`` an error
   (``{"kind", "message"}``, the message as the in-process path words it).
@@ -43,6 +44,7 @@ from bridge.core.decode import has_long_digit_run
 from bridge.core.extract import ExtractionFailed, ItemSpec, iter_items
 from bridge.core.formats import FormatError, FormatOptions, detect_format, parse_document
 from bridge.core.paths import compile_path
+from bridge.models import Item
 
 CHUNK_ITEMS = 5000
 """Items per result message: decoding one costs the daemon a few milliseconds."""
@@ -125,19 +127,20 @@ def _spec(
     )
 
 
-def analyse_job(job: Job, old_hashes: dict[str, str]) -> Planned:
+def analyse_job(job: Job, old_hashes: dict[str, str], emit: _Upserts | None = None) -> Planned:
     """Analyse the spooled body of ``job`` against ``old_hashes``.
 
-    Raises FormatError or ExtractionFailed exactly as the in-process path would.
+    Raises FormatError or ExtractionFailed exactly as the in-process path would. With
+    ``emit`` the upserts are sent as they are found (a baseline's million items are never
+    all held); a failed stream then starts afresh from the whole document.
     """
     spec = _spec(job.items, job.key, job.ignore, job.fields)
     path = Path(job.path)
     prefix = _stream_prefix(job, spec, path)
     if prefix is not None:
+        found = iter_items(_stream(path, prefix), spec)
         try:
-            planned = plan_items(
-                iter_items(_stream(path, prefix), spec), old_hashes, keep_all=job.keep_all
-            )
+            planned = plan_items(found, old_hashes, keep_all=job.keep_all, emit=emit)
         except MemoryError:
             raise
         except Exception:  # noqa: S110 - the whole-document path below raises the real error
@@ -145,10 +148,12 @@ def analyse_job(job: Job, old_hashes: dict[str, str]) -> Planned:
         else:
             if planned.item_count:
                 return planned
+        if emit is not None:
+            emit.restart()
     doc = parse_document(
         path.read_bytes(), job.format, content_type=job.content_type, options=job.options
     )
-    return plan_document(doc, spec, old_hashes, keep_all=job.keep_all)
+    return plan_document(doc, spec, old_hashes, keep_all=job.keep_all, emit=emit)
 
 
 def _stream_prefix(job: Job, spec: ItemSpec, path: Path) -> str | None:
@@ -191,11 +196,30 @@ def _stream(path: Path, prefix: str) -> Iterator[Any]:
         yield from ijson.items(f, prefix, use_float=True)
 
 
+class _Upserts:
+    """Sends upserts to the daemon ``CHUNK_ITEMS`` at a time, as the analysis finds them."""
+
+    def __init__(self, out: IO[bytes]) -> None:
+        self.out = out
+        self.pending: list[list[Any]] = []
+
+    def __call__(self, item: Item) -> None:
+        self.pending.append([item.key, item.key_text, item.value, item.hash])
+        if len(self.pending) >= CHUNK_ITEMS:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            write_message(self.out, b"U", orjson.dumps(self.pending))
+            self.pending = []
+
+    def restart(self) -> None:
+        """Tell the daemon to drop the upserts sent so far: the analysis starts again."""
+        self.pending = []
+        write_message(self.out, b"S", b"")
+
+
 def _send_result(out: IO[bytes], planned: Planned, cpu_s: float) -> None:
-    upserts = planned.upserts
-    for start in range(0, len(upserts), CHUNK_ITEMS):
-        chunk = [[i.key, i.key_text, i.value, i.hash] for i in upserts[start : start + CHUNK_ITEMS]]
-        write_message(out, b"U", orjson.dumps(chunk))
     deleted = planned.plan.deleted
     for start in range(0, len(deleted), CHUNK_ITEMS * 4):
         write_message(out, b"D", orjson.dumps(deleted[start : start + CHUNK_ITEMS * 4]))
@@ -229,8 +253,10 @@ def serve(inp: IO[bytes], out: IO[bytes]) -> None:
         if message[0] != b"G":
             raise WorkerProtocolError(f"expected hashes or go, got {message[0]!r}")
         started = _cpu_s()
+        upserts = _Upserts(out)
         try:
-            planned = analyse_job(job, hashes)
+            planned = analyse_job(job, hashes, upserts)
+            upserts.flush()
         except FormatError as exc:
             ctype = job.content_type or "no content type"
             write_message(out, b"X", _error("format", f"response ({ctype}): {exc}"))

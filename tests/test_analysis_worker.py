@@ -146,9 +146,12 @@ def _summary(outcome: PollOutcome) -> tuple[Any, ...]:
 
 @pytest.mark.parametrize("streamed", [False, True], ids=["whole", "streamed"])
 async def test_worker_and_in_process_record_the_same(
-    tmp_path: Path, states: Callable[[str], str], streamed: bool
+    tmp_path: Path, states: Callable[[str], str], streamed: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Polls analysed in a worker give the same outcomes, events and stored items as in process."""
+    spools = tmp_path / "spool"
+    spools.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spools))
     api = Body()
     extra = 'items = "$.data.rows[*]"\nignore = ["$.seen"]\nbaseline = "emit"'
     versions = [
@@ -174,7 +177,7 @@ async def test_worker_and_in_process_record_the_same(
                     assert _changes(a) == _changes(b)
                 assert await inproc.stored() == await apart.stored()
             assert apart.services.analysis.idle_pids, "the polls went through a worker"
-            assert not list(Path(tempfile.gettempdir()).glob("pollbridge-body-*"))
+            assert not list(spools.iterdir()), "every spooled body was removed"
 
 
 CORPUS = [

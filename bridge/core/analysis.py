@@ -9,7 +9,7 @@ construction; only the way the raw items are parsed differs.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,18 +29,24 @@ class Planned:
 
 
 def plan_items(
-    items: Iterable[Item], old_hashes: Mapping[str, str], *, keep_all: bool = False
+    items: Iterable[Item],
+    old_hashes: Mapping[str, str],
+    *,
+    keep_all: bool = False,
+    emit: Callable[[Item], None] | None = None,
 ) -> Planned:
     """Classify ``items`` against ``old_hashes`` in one pass, keeping only what is written.
 
     Created and updated keys come in response order, deleted keys sorted (as
     :func:`bridge.core.diff.plan_diff`). ``keep_all`` (a baseline) keeps every item as an
     upsert; otherwise the unchanged items are dropped as they pass, so a streaming caller
-    holds only the changed ones.
+    holds only the changed ones. With ``emit`` each upsert is handed to it as it is found
+    instead of being kept (the result's ``upserts`` is then empty).
     """
     created: list[str] = []
     updated: list[str] = []
     upserts: list[Item] = []
+    keep = upserts.append if emit is None else emit
     new_keys: set[str] = set()
     count = 0
     for item in items:
@@ -50,23 +56,27 @@ def plan_items(
         old = old_hashes.get(text)
         if old is None:
             created.append(text)
-            upserts.append(item)
+            keep(item)
         elif old != item.hash:
             updated.append(text)
-            upserts.append(item)
+            keep(item)
         elif keep_all:
-            upserts.append(item)
+            keep(item)
     deleted = sorted(k for k in old_hashes if k not in new_keys)
     return Planned(count, DiffPlan(created, updated, deleted), upserts)
 
 
 def plan_document(
-    doc: Any, spec: ItemSpec, old_hashes: Mapping[str, str], *, keep_all: bool = False
+    doc: Any,
+    spec: ItemSpec,
+    old_hashes: Mapping[str, str],
+    *,
+    keep_all: bool = False,
+    emit: Callable[[Item], None] | None = None,
 ) -> Planned:
     """:func:`plan_items` over the items of a whole decoded document."""
-    return plan_items(
-        iter_items(select_items(doc, spec.items), spec), old_hashes, keep_all=keep_all
-    )
+    found = iter_items(select_items(doc, spec.items), spec)
+    return plan_items(found, old_hashes, keep_all=keep_all, emit=emit)
 
 
 def plan_from_upserts(
