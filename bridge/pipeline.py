@@ -175,6 +175,8 @@ def _analyse_pages(pages: list[list[Item]], source: SourceConfig, old: SnapshotH
 
 
 _FREE_SLICE = 5000
+_CHANGES_ON_LOOP = 200
+"""Up to this many changes are built on the event loop (a thread hand-off costs more)."""
 
 
 def _release(lists: list[list[Item]]) -> None:
@@ -504,7 +506,13 @@ class Pipeline:
         before = await self.store.load_items(source.name, emitted.needs_before)
         # only the changed items, so this costs O(k) on the event loop, not O(N)
         upserts = analysis.upserts
-        changes = build_changes(emitted, upserts, before, source.ignore_paths)
+        if len(upserts) + len(emitted.deleted) > _CHANGES_ON_LOOP:
+            # a patch per change: 10k of them would hold the loop for ~0.3 s
+            changes = await asyncio.to_thread(
+                build_changes, emitted, upserts, before, source.ignore_paths
+            )
+        else:
+            changes = build_changes(emitted, upserts, before, source.ignore_paths)
         # only list hashes refreshed (detail fetch): written, but nothing changed
         counted = confirmation.pending != missing
         result = "ok" if changes or plan.deleted or counted else "unchanged"
