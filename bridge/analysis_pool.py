@@ -35,6 +35,7 @@ from bridge.analysis_worker import STREAM_MIN_BYTES, Job, read_message, write_me
 from bridge.config import SourceConfig
 from bridge.core.analysis import Planned, plan_from_upserts
 from bridge.errors import ExtractError, PollError
+from bridge.http.spool import SpoolPolicy
 from bridge.models import Item
 
 log = logging.getLogger("pollbridge.analysis")
@@ -154,7 +155,7 @@ class AnalysisPool:
     """Up to ``workers`` analysis worker processes, started when first needed.
 
     ``min_bytes`` is the response size from which a single-page response is spooled and
-    analysed in a worker (:meth:`spool_above`). ``command`` starts a worker (tests stand in
+    analysed in a worker (:meth:`spool_policy`). ``command`` starts a worker (tests stand in
     a failing one).
     """
 
@@ -174,6 +175,7 @@ class AnalysisPool:
         self._busy = 0
         self._free: asyncio.Condition | None = None
         self._closed = False
+        self._warming: asyncio.Task[None] | None = None
         self.last_run: dict[str, float] = {}
         """The last analysis's CPU seconds and the worker's peak RSS (for logs, benchmarks)."""
 
@@ -185,8 +187,10 @@ class AnalysisPool:
             except _Died as exc:
                 log.warning("the analysis worker %s", exc)
 
-    def spool_above(self, source: SourceConfig) -> int | None:
-        """The size from which ``source``'s response is spooled for a worker, or None.
+    def spool_policy(self, source: SourceConfig) -> SpoolPolicy | None:
+        """When ``source``'s response is spooled for a worker, or None (always in process).
+
+        A worker is started as soon as a response is spooled, while the rest of it arrives.
 
         A paginated list is analysed in process: its pages' items are combined (a key on
         two pages fails the list) and each page's document is needed for the next link. So
@@ -195,7 +199,11 @@ class AnalysisPool:
         """
         if self.workers == 0 or self._closed or not _whole_snapshot(source):
             return None
-        return self.min_bytes
+        return SpoolPolicy(self.min_bytes, self._prestart)
+
+    def _prestart(self) -> None:
+        if self._warming is None or self._warming.done():
+            self._warming = asyncio.get_running_loop().create_task(self.warm())
 
     def resize(self, workers: int, min_bytes: int) -> None:
         """Take a reloaded ``[bridge]``: more workers start when needed, extra idle ones stop."""

@@ -307,7 +307,7 @@ class Pipeline:
                     auth=self.auth.for_source(source),
                     validators=ask,
                     stop=None if seen is None else append_stop(source, seen, baseline),
-                    spool_above=self.analysis.spool_above(source) if self.analysis else None,
+                    spool=self.analysis.spool_policy(source) if self.analysis else None,
                 )
                 ctx = _Context(
                     source,

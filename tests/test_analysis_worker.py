@@ -340,7 +340,7 @@ async def test_without_workers_nothing_is_spooled(tmp_path: Path) -> None:
             workers=0,
             source_extra='items = "$.data.rows[*]"',
         ) as b:
-            assert b.services.analysis.spool_above(b.services.config.sources[0]) is None
+            assert b.services.analysis.spool_policy(b.services.config.sources[0]) is None
             assert (await b.poll()).result == "baseline"
             assert b.services.analysis.idle_pids == []
 

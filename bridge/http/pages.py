@@ -28,6 +28,7 @@ from bridge.core.pagination import (
 from bridge.errors import ExtractError, PollError
 from bridge.http.auth import SourceAuth
 from bridge.http.poller import Fetched, Poller
+from bridge.http.spool import SpoolPolicy
 from bridge.models import Item
 
 DecodePage = Callable[[Fetched], Awaitable[tuple[Any, list[Item]]]]
@@ -65,7 +66,7 @@ async def walk_pages(
     auth: SourceAuth | None = None,
     validators: Mapping[str, Mapping[str, str]] | None = None,
     stop: StopAfter | None = None,
-    spool_above: int | None = None,
+    spool: SpoolPolicy | None = None,
 ) -> Pages:
     """Fetch every page of ``source``; any failing page fails the whole list.
 
@@ -75,7 +76,7 @@ async def walk_pages(
     all answer 304 the result has no items. Once a page has changed, every page is fetched in
     full, so the list is always complete. Page keys and next links are stored ``redact``-ed: a
     URL may carry a password or a key in its query, and the state file must not.
-    A page of ``spool_above`` bytes or more is spooled to a file (``Fetched.spool``) before
+    A page of ``spool.threshold`` bytes or more is spooled to a file (``Fetched.spool``) before
     ``decode`` gets it.
     """
     spec = source.page_spec
@@ -85,7 +86,7 @@ async def walk_pages(
     known_all = validators or {}
     while True:
         walk = _Walk(poller, source, now, decode, redact, auth, first_url, max_pages, stop)
-        walk.spool_above = spool_above
+        walk.spool = spool
         done = await walk.run(known_all if ask else None)
         if done is not None:
             return done
@@ -116,7 +117,7 @@ class _Walk:
         self.first_url = first_url
         self.max_pages = max_pages
         self.stop = stop
-        self.spool_above: int | None = None
+        self.spool: SpoolPolicy | None = None
 
     async def run(self, known_all: Mapping[str, Mapping[str, str]] | None) -> Pages | None:
         source = self.source
@@ -209,7 +210,7 @@ class _Walk:
             accept_not_modified=known is not None,
             auth=self.auth,
             redirect_headers=source.redirect_headers,
-            spool_above=self.spool_above,
+            spool=self.spool,
         )
 
     def _next_url(self, url: str, doc: Any, fetched: Fetched) -> str | None:

@@ -21,7 +21,7 @@ from bridge.errors import PollError
 from bridge.http.auth import SOURCE_EXTENSION, SourceAuth
 from bridge.http.connections import describe_http_error
 from bridge.http.decoding import BoundedDecoder
-from bridge.http.spool import BodySpool
+from bridge.http.spool import BodySpool, SpoolPolicy
 
 MAX_REDIRECTS = 5
 _CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
@@ -126,7 +126,7 @@ class Poller:
         accept_not_modified: bool = False,
         auth: SourceAuth | None = None,
         redirect_headers: Collection[str] = (),
-        spool_above: int | None = None,
+        spool: SpoolPolicy | None = None,
     ) -> Fetched:
         """Fetch ``url``; raise PollError for a non-2xx status, a timeout or an oversized body.
 
@@ -139,7 +139,7 @@ class Poller:
         can renew them gets one more try. That retry is ours, not an auth flow's: httpx reads a
         401's whole body before an auth flow's retry, past ``max_bytes``. The body is decoded in
         bounded steps, so ``max_bytes`` holds for the decoded size whatever the codings.
-        A successful body of ``spool_above`` bytes or more is written to a temporary file as
+        A successful body of ``spool.threshold`` bytes or more is written to a temporary file as
         it is read (:attr:`Fetched.spool`).
         """
         async with self.hosts.slot(url):
@@ -160,7 +160,7 @@ class Poller:
                             accept_not_modified,
                             auth,
                             redirect_headers,
-                            spool_above,
+                            spool,
                         )
                 except TimeoutError as exc:
                     raise PollError(source, f"timed out after {timeout_s:g}s", url=url) from exc
@@ -185,7 +185,7 @@ class Poller:
         accept_not_modified: bool,
         auth: SourceAuth | None,
         redirect_headers: Collection[str],
-        spool_above: int | None = None,
+        spool: SpoolPolicy | None = None,
     ) -> Fetched:
         base_headers = {"user-agent": USER_AGENT, "accept": "application/json, */*;q=0.5"}
         # header names are case-insensitive: a source's User-Agent replaces ours, not joins it
@@ -231,8 +231,8 @@ class Poller:
                         current_method = "GET"
                     continue
                 ok = 200 <= response.status_code < 300
-                body, spool = await _read_capped(
-                    response, max_bytes, source, shown_url, spool_above if ok else None
+                body, spooled = await _read_capped(
+                    response, max_bytes, source, shown_url, spool if ok else None
                 )
             finally:
                 await response.aclose()
@@ -250,12 +250,12 @@ class Poller:
                     status=response.status_code,
                     retry_after_s=retry_after,
                 )
-            return Fetched(shown_url, response.status_code, response.headers, body, spool)
+            return Fetched(shown_url, response.status_code, response.headers, body, spooled)
         raise PollError(source, f"more than {MAX_REDIRECTS} redirects", url=url)
 
 
 async def _read_capped(
-    response: httpx.Response, max_bytes: int, source: str, url: str, spool_above: int | None
+    response: httpx.Response, max_bytes: int, source: str, url: str, policy: SpoolPolicy | None
 ) -> tuple[bytes, Path | None]:
     declared = response.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > max_bytes:
@@ -277,7 +277,9 @@ async def _read_capped(
         return response.content, None
     decoder = BoundedDecoder(response.headers.get_list("content-encoding", split_commas=True))
     # without a spool size the body stays in memory, whatever its size
-    spool = BodySpool(max_bytes + 1 if spool_above is None else spool_above)
+    spool = (
+        BodySpool(max_bytes + 1) if policy is None else BodySpool(policy.threshold, policy.on_spool)
+    )
     try:
         async for raw in response.aiter_raw():
             for piece in decoder.decode(raw):

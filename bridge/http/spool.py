@@ -12,15 +12,27 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
+
+
+@dataclass(frozen=True)
+class SpoolPolicy:
+    """When a response goes to a file: from ``threshold`` bytes on; ``on_spool`` is called
+    (on the event loop) the moment one does, while the rest of it is still arriving."""
+
+    threshold: int
+    on_spool: Callable[[], None] | None = None
 
 
 class BodySpool:
     """Collects a body's pieces; from ``threshold`` bytes on they go to a temporary file."""
 
-    def __init__(self, threshold: int) -> None:
+    def __init__(self, threshold: int, on_spool: Callable[[], None] | None = None) -> None:
         self.threshold = threshold
+        self.on_spool = on_spool
         self.size = 0
         self._chunks: list[bytes] = []
         self._file: IO[bytes] | None = None
@@ -36,6 +48,8 @@ class BodySpool:
                 self._file = os.fdopen(fd, "wb")
                 self._file.writelines(self._chunks)
                 self._chunks = []
+                if self.on_spool is not None:
+                    self.on_spool()
         else:
             self._file.write(piece)
 
