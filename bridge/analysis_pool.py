@@ -181,7 +181,7 @@ class AnalysisPool:
 
     async def warm(self) -> None:
         """Start a worker now, so the first large response does not wait for one."""
-        if self.workers > 0 and not self._idle:
+        if self.workers > 0 and not self._idle and not self._closed:
             try:
                 await self._release(await self._acquire())
             except _Died as exc:
@@ -357,6 +357,8 @@ class AnalysisPool:
     async def aclose(self) -> None:
         """Stop every idle worker; a busy one is stopped when its poll is cancelled."""
         self._closed = True
+        if self._warming is not None:
+            await _settled(self._warming)  # a worker being started is stopped as it arrives
         idle, self._idle = self._idle, []
         for worker in idle:
             await asyncio.to_thread(worker.stop)

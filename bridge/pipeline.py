@@ -34,7 +34,7 @@ from bridge.http.auth import Authenticators
 from bridge.http.detail import resolve_details
 from bridge.http.pages import Pages, conditional, walk_pages
 from bridge.http.poller import Fetched, Poller
-from bridge.http.spool import remove_spool
+from bridge.http.spool import remove_spools
 from bridge.models import Change, Event, Item, SourceState
 from bridge.store import PollCommit, SeenKeys, SeenUpdate, SnapshotHashes, StaleSnapshot, Store
 
@@ -229,13 +229,15 @@ class Pipeline:
     async def _route(
         self, source: str, changes: Sequence[Change], now: datetime
     ) -> list[list[str]]:
-        """Each change's listeners; ``match`` filters (JSONPath, ~0.1 ms each) run off the loop."""
+        """Each change's listeners; ``match`` filters (JSONPath, ~0.1 ms each) and many changes
+        are routed off the loop."""
         routes = self._routes
 
         def route_all() -> list[list[str]]:
             return [route_change(source, c, routes, now) for c in changes]
 
-        if any(r.match is not None for r in routes) and len(changes) > 10:
+        filtered = any(r.match is not None for r in routes)
+        if (filtered and len(changes) > 10) or len(changes) > _CHANGES_ON_LOOP:
             return await asyncio.to_thread(route_all)
         return route_all()
 
@@ -343,9 +345,8 @@ class Pipeline:
                 else:
                     analysis = await asyncio.to_thread(_analyse, listed, source, old)
             finally:
-                for fetched in spooled:
-                    if fetched.spool is not None:
-                        remove_spool(fetched.spool)
+                if spooled:
+                    await remove_spools([f.spool for f in spooled if f.spool is not None])
             try:
                 if first or rebaseline:
                     outcome = await self._baseline(ctx, analysis, old, rebaseline)

@@ -9,6 +9,7 @@ analysis.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import tempfile
@@ -73,3 +74,17 @@ def remove_spool(path: Path) -> None:
     """Remove a spooled body; one already gone is fine."""
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
+
+
+async def remove_spools(paths: list[Path]) -> None:
+    """Remove spooled bodies in a thread: unlinking 180 MB held the event loop for ~60 ms."""
+
+    def remove_all() -> None:
+        for path in paths:
+            remove_spool(path)
+
+    try:
+        await asyncio.to_thread(remove_all)
+    except asyncio.CancelledError:
+        remove_all()  # the thread may be done already; a file already gone is fine
+        raise
