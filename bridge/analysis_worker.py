@@ -49,7 +49,7 @@ from bridge.models import Item
 CHUNK_ITEMS = 5000
 """Items per result message: decoding one costs the daemon a few milliseconds."""
 
-STREAM_MIN_BYTES = 32 * 1024 * 1024
+STREAM_MIN_BYTES = 64 * 1024 * 1024
 """JSON bodies from this size on are parsed item by item when their item path allows it;
 below, one ``orjson.loads`` is faster and its peak memory small in absolute terms."""
 
