@@ -9,12 +9,21 @@ takes the baseline into a fresh SQLite state file; then each (N, k) case runs in
 process (so peak RSS belongs to that case) holding the snapshot's hashes in memory, as a running
 daemon does after its previous poll, and polls once while the API has changed k items.
 
-Columns: wall and CPU time of the cycle; peak RSS of the process (interpreter and imports
-included) and its ratio to the body size; the floor (best of 3 plain ``orjson.loads`` of the
-same body, Python's GC as it comes) and cycle/floor; the same floor with the GC disabled (the
-parse alone: at 100k items the GC makes up half or more of a plain ``orjson.loads``) and the
-ratio to it; the event loop's longest stall during the cycle (a 1 ms ticker task); the bytes
-the cycle wrote to the SQLite WAL (writes should follow k, not N).
+Each case process builds the daemon's services (bridge/runtime.py), so a response of
+``[bridge] analysis_worker_min_bytes`` or more is analysed in a worker process (``--workers 0``:
+all in process, as before); the worker is started before the clock, as a daemon's would be.
+
+Columns: where the response was analysed; wall and CPU time of the cycle (the daemon's process)
+and the worker's CPU for it; the daemon's RSS before the cycle (with the snapshot's hashes) and
+its peak during it (sampled every 10 ms), beside the target 2 x idle + body; the worker's peak
+RSS and its ratio to the body; the floor (best of 3 plain ``orjson.loads`` of the same body,
+Python's GC as it comes) and cycle/floor; the same floor with the GC disabled and the ratio to
+it; the event loop's longest stall during the cycle (a 1 ms ticker task); the bytes the cycle
+wrote to the SQLite WAL (writes should follow k, not N).
+
+For N >= 100k one more cycle (k = 10) runs while ``--flow`` webhooks of another source are
+being delivered to a receiver in this script: their rate during the 2 s before the cycle and
+during the cycle is the second table.
 """
 
 from __future__ import annotations
