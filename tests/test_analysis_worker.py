@@ -372,3 +372,73 @@ async def test_reload_resizes_the_pool(tmp_path: Path) -> None:
             api.body = _items(30, changed=1)
             assert len((await b.poll()).changes) == 1
             await asyncio.sleep(0)
+
+
+def _cli_config(tmp_path: Path, url: str, hook: str = "http://127.0.0.1:9/hook") -> Path:
+    path = tmp_path / "pollbridge.toml"
+    path.write_text(
+        f"""
+[bridge]
+state = "{tmp_path}/state.db"
+log_level = "debug"
+analysis_worker_min_bytes = 1
+shutdown_grace = "5s"
+
+[[sources]]
+name = "orders"
+url = "{url}"
+every = "300ms"
+items = "$.data[*]"
+
+[[listeners]]
+name = "hooks"
+url = "{hook}"
+secret = "{SECRET}"
+"""
+    )
+    return path
+
+
+def test_cli_poll_dry_run_and_commit_use_a_worker(tmp_path: Path, items_api: Any) -> None:
+    """``pollbridge poll`` (dry run and --commit) with every response for a worker: the same
+    baseline and changes as in process (the daemon test below sees the worker in its log)."""
+    from tests.support.daemon import run_cli
+
+    api, server = items_api
+    api.set({"id": 1, "s": "a"}, {"id": 2, "s": "a"})
+    config = _cli_config(tmp_path, server.url("/orders"))
+    first = run_cli("poll", "orders", "--commit", "--config", str(config))
+    assert first.returncode == 0, first.stderr
+    api.set({"id": 1, "s": "b"}, {"id": 3, "s": "a"})
+    dry = run_cli("poll", "orders", "--config", str(config))
+    assert dry.returncode == 0, dry.stderr
+    lines = [orjson.loads(line) for line in dry.stdout.splitlines()]
+    assert [(x["type"], x["key"]) for x in lines] == [
+        ("item.updated", "1"),
+        ("item.created", "3"),
+        ("item.deleted", "2"),
+    ]
+
+
+@pytest.mark.e2e
+def test_the_daemon_delivers_changes_analysed_in_a_worker(
+    tmp_path: Path, items_api: Any, receiver: Any
+) -> None:
+    """``pollbridge run`` with every response analysed in a worker delivers each change once."""
+    from tests.support.daemon import DaemonProcess
+
+    api, api_server = items_api
+    api.set({"id": 1, "s": "a"}, {"id": 2, "s": "a"})
+    config = _cli_config(tmp_path, api_server.url("/orders"), receiver.url("/hooks"))
+    with DaemonProcess(config) as daemon:
+        api_server.wait_count(1)
+        api.set({"id": 1, "s": "b"}, {"id": 3, "s": "a"})
+        reqs = receiver.wait_count(3)
+        code = daemon.terminate()
+    assert code == 0, daemon.output()
+    assert "analysed in worker" in daemon.output()
+    assert sorted((r.json()["type"], r.json()["key"]) for r in reqs) == [
+        ("item.created", "3"),
+        ("item.deleted", "2"),
+        ("item.updated", "1"),
+    ]
