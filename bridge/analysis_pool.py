@@ -111,6 +111,8 @@ class _Worker:
                     return end["count"], upserts, deleted
                 elif kind == b"X":
                     error: dict[str, str] = orjson.loads(payload)
+                    if error["kind"] == "memory":
+                        self.healthy = False  # its heap is spent: a fresh one takes the next
                     return error
                 else:
                     self.healthy = False
