@@ -227,11 +227,11 @@ async def test_fixture_corpus_gives_the_same_results_in_a_worker(
                 assert await a.stored() == await b.stored()
 
 
-@pytest.mark.parametrize("mode", ["crash", "hang"])
+@pytest.mark.parametrize("mode", ["crash", "hang", "memory"])
 async def test_a_failing_worker_fails_its_poll_only(
     tmp_path: Path, states: Callable[[str], str], mode: str
 ) -> None:
-    """A worker killed (or hanging past the source's timeout) mid-analysis fails that poll
+    """A worker killed, out of memory or hanging past the source's timeout mid-analysis fails that poll
     with an error naming the source; nothing is recorded, and the next poll succeeds."""
     api = Body(_items(50))
     marker = tmp_path / "failed-once"
@@ -255,6 +255,8 @@ async def test_a_failing_worker_fails_its_poll_only(
             assert "source 'big'" in (failed.error or "")
             if mode == "crash":
                 assert "was killed by SIGKILL" in (failed.error or "")
+            elif mode == "memory":
+                assert "ran out of memory; the worker is replaced" in (failed.error or "")
             else:
                 assert "did not finish within the source's timeout of 2s" in (failed.error or "")
             assert not failed.events and not failed.committed

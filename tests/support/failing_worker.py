@@ -1,5 +1,5 @@
 """An analysis worker that fails its first job (``crash``: killed by SIGKILL; ``hang``: never
-answers), then, once ``marker`` exists, is the real worker: the pool's replacement works."""
+answers; ``memory``: reports a MemoryError), then, once ``marker`` exists, is the real worker: the pool's replacement works."""
 
 from __future__ import annotations
 
@@ -24,6 +24,13 @@ def main() -> None:
     read_message(sys.stdin.buffer)  # the job: the failure comes in the middle of the exchange
     if mode == "crash":
         os.kill(os.getpid(), signal.SIGKILL)
+    if mode == "memory":  # what the real worker answers when a MemoryError stopped it
+        while read_message(sys.stdin.buffer)[0] != b"G":
+            pass
+        message = b'{"kind": "memory", "message": "the analysis ran out of memory"}'
+        write_message(sys.stdout.buffer, b"X", message)
+        sys.stdout.flush()
+        read_message(sys.stdin.buffer)  # never comes: a worker that ran out is not used again
     time.sleep(600)
 
 
