@@ -231,8 +231,8 @@ async def test_fixture_corpus_gives_the_same_results_in_a_worker(
 async def test_a_failing_worker_fails_its_poll_only(
     tmp_path: Path, states: Callable[[str], str], mode: str
 ) -> None:
-    """A worker killed, out of memory or hanging past the source's timeout mid-analysis fails that poll
-    with an error naming the source; nothing is recorded, and the next poll succeeds."""
+    """A worker killed, out of memory or hanging past the source's timeout mid-analysis fails
+    that poll with an error naming the source; nothing is recorded, the next poll succeeds."""
     api = Body(_items(50))
     marker = tmp_path / "failed-once"
     with serve(api) as server:
