@@ -14,10 +14,12 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from bridge.analysis_pool import AnalysisPool
 from bridge.config import Config, SourceConfig
+from bridge.core.analysis import plan_items
 from bridge.core.confirm import confirm_missing
 from bridge.core.detail import list_hash_refreshes
-from bridge.core.diff import DiffPlan, build_changes, plan_diff
+from bridge.core.diff import DiffPlan, build_changes
 from bridge.core.extract import ExtractionFailed, extract_items
 from bridge.core.formats import FormatError, parse_document
 from bridge.core.graphql import graphql_error
@@ -32,6 +34,7 @@ from bridge.http.auth import Authenticators
 from bridge.http.detail import resolve_details
 from bridge.http.pages import Pages, conditional, walk_pages
 from bridge.http.poller import Fetched, Poller
+from bridge.http.spool import remove_spools
 from bridge.incremental import IncrementalPoll, WindowSizes, plan_incremental
 from bridge.models import Change, Event, Item, SourceState
 from bridge.store import PollCommit, SeenKeys, SeenUpdate, SnapshotHashes, StaleSnapshot, Store
@@ -81,9 +84,11 @@ class PollOutcome:
 @dataclass(frozen=True)
 class _Analysis:
     items: list[Item]
+    """Every item; from a worker, only the upserts (every item in a baseline)."""
     plan: DiffPlan
     upserts: list[Item]
     """The created and updated items, in response order."""
+    item_count: int
 
 
 def source_fingerprint(source: SourceConfig) -> str:
@@ -166,18 +171,19 @@ def _analyse_pages(pages: list[list[Item]], source: SourceConfig, old: SnapshotH
         items = combine_pages(pages)
     except PaginationFailed as exc:
         raise ExtractError(source.name, str(exc), url=source.url) from exc
-    plan = plan_diff(old.hashes, items)
-    upserts: list[Item] = []
-    changed = set(plan.created) | set(plan.updated)
-    if changed:
-        upserts = [i for i in items if i.key_text in changed]
+    # the function a worker runs too (bridge.analysis_worker): the same plan either way
+    planned = plan_items(items, old.hashes)
+    plan, upserts = planned.plan, planned.upserts
     if source.detail is not None:
         # an entry whose detail did not change: store its new list hash, send nothing
-        upserts += list_hash_refreshes(items, old.list_hashes or {}, changed)
-    return _Analysis(items, plan, upserts)
+        changed = set(plan.created) | set(plan.updated)
+        upserts = upserts + list_hash_refreshes(items, old.list_hashes or {}, changed)
+    return _Analysis(items, plan, upserts, planned.item_count)
 
 
 _FREE_SLICE = 5000
+_CHANGES_ON_LOOP = 200
+"""Up to this many changes are built on the event loop (a thread hand-off costs more)."""
 
 
 def _release(lists: list[list[Item]]) -> None:
@@ -210,6 +216,7 @@ class Pipeline:
         on_commit: Callable[[list[Event]], None] | None = None,
         rand: Callable[[], float] = random.random,
         authenticators: Authenticators | None = None,
+        analysis: AnalysisPool | None = None,
     ):
         self.config = config
         self.store = store
@@ -218,6 +225,8 @@ class Pipeline:
         self.on_commit = on_commit
         self.rand = rand
         self.auth = authenticators or Authenticators(poller.client)
+        self.analysis = analysis
+        """Where a large single-page response is analysed (None: always in process)."""
         self._routes: list[ListenerRoute] = config.routes()
         self._hashes: dict[str, SnapshotHashes] = {}
         self._tracked = TrackedState(store)
@@ -228,13 +237,15 @@ class Pipeline:
     async def _route(
         self, source: str, changes: Sequence[Change], now: datetime
     ) -> list[list[str]]:
-        """Each change's listeners; ``match`` filters (JSONPath, ~0.1 ms each) run off the loop."""
+        """Each change's listeners; ``match`` filters (JSONPath, ~0.1 ms each) and many changes
+        are routed off the loop."""
         routes = self._routes
 
         def route_all() -> list[list[str]]:
             return [route_change(source, c, routes, now) for c in changes]
 
-        if any(r.match is not None for r in routes) and len(changes) > 10:
+        filtered = any(r.match is not None for r in routes)
+        if (filtered and len(changes) > 10) or len(changes) > _CHANGES_ON_LOOP:
             return await asyncio.to_thread(route_all)
         return route_all()
 
@@ -290,56 +301,71 @@ class Pipeline:
             fresh = baseline is not None or inc is not None or await self._tracked.pending(source)
             ask = state.validators if state and conditional(source) and not fresh else None
 
+            spooled: list[Fetched] = []
+
             async def decode(fetched: Fetched) -> tuple[Any, list[Item]]:
+                if fetched.spool is not None:  # analysed in a worker once the walk is done
+                    spooled.append(fetched)
+                    return None, []
                 return await asyncio.to_thread(_decode_and_extract, fetched, source)
 
-            pages = await walk_pages(
-                self.poller,
-                source,
-                now,
-                decode=decode,
-                redact=self.config.redact,
-                auth=self.auth.for_source(source),
-                validators=ask,
-                stop=None if seen is None else append_stop(source, seen, baseline),
-                request=inc.request if inc is not None else None,
-            )
-            ctx = _Context(
-                source,
-                state,
-                now,
-                started,
-                fingerprint,
-                commit,
-                pages.validators if conditional(source) and inc is None else {},
-                pages.requests,
-                inc,
-            )
-            if pages.items is None:
-                return await self._unchanged(ctx, state.item_count if state else 0, True)
-            old = await self._snapshot(source.name, detail=source.detail is not None)
-            if seen is not None:
-                return await self._append(ctx, pages, seen, old, baseline)
-            listed, details = pages.items, 0
-            if source.detail is not None:
-                resolved = await resolve_details(
+            try:
+                pages = await walk_pages(
                     self.poller,
                     source,
-                    pages.items,
-                    old,
                     now,
+                    decode=decode,
+                    redact=self.config.redact,
                     auth=self.auth.for_source(source),
-                    refetch_all=first or rebaseline,
+                    validators=ask,
+                    stop=None if seen is None else append_stop(source, seen, baseline),
+                    request=inc.request if inc is not None else None,
+                    spool=self.analysis.spool_policy(source) if self.analysis else None,
                 )
-                listed, details = [resolved.items], resolved.requests
-            if inc is not None and inc.window:
-                outcome = await self._window(ctx, inc, listed, old)
-                outcome.detail_fetches = details
-                return outcome
-            if inc is not None:
-                cursor, listed = await asyncio.to_thread(inc.complete_list, listed, old.hashes)
-                ctx = replace(ctx, cursor=cursor, reconciled_at=now)
-            analysis = await asyncio.to_thread(_analyse, listed, source, old)
+                ctx = _Context(
+                    source,
+                    state,
+                    now,
+                    started,
+                    fingerprint,
+                    commit,
+                    pages.validators if conditional(source) and inc is None else {},
+                    pages.requests,
+                    inc,
+                )
+                if pages.items is None:
+                    return await self._unchanged(ctx, state.item_count if state else 0, True)
+                old = await self._snapshot(source.name, detail=source.detail is not None)
+                if seen is not None:
+                    return await self._append(ctx, pages, seen, old, baseline)
+                listed, details = pages.items, 0
+                if source.detail is not None:
+                    resolved = await resolve_details(
+                        self.poller,
+                        source,
+                        pages.items,
+                        old,
+                        now,
+                        auth=self.auth.for_source(source),
+                        refetch_all=first or rebaseline,
+                    )
+                    listed, details = [resolved.items], resolved.requests
+                if inc is not None and inc.window:
+                    outcome = await self._window(ctx, inc, listed, old)
+                    outcome.detail_fetches = details
+                    return outcome
+                if inc is not None:
+                    cursor, listed = await asyncio.to_thread(inc.complete_list, listed, old.hashes)
+                    ctx = replace(ctx, cursor=cursor, reconciled_at=now)
+                if spooled:
+                    analysis = await self._analyse_apart(
+                        spooled[0], source, old, first or rebaseline
+                    )
+                else:
+                    analysis = await asyncio.to_thread(_analyse, listed, source, old)
+            finally:
+                if spooled:
+                    await remove_spools([f.spool for f in spooled if f.spool is not None])
             try:
                 if first or rebaseline:
                     outcome = await self._baseline(ctx, analysis, old, rebaseline)
@@ -356,6 +382,16 @@ class Pipeline:
             self._tracked.forget(source.name)
             duration = time.monotonic() - started
             return PollOutcome(source.name, False, "error", duration, error=str(exc))
+
+    async def _analyse_apart(
+        self, fetched: Fetched, source: SourceConfig, old: SnapshotHashes, keep_all: bool
+    ) -> _Analysis:
+        """A spooled response, analysed in a worker process (bridge.analysis_pool)."""
+        assert self.analysis is not None and fetched.spool is not None  # noqa: S101
+        planned = await self.analysis.analyse(
+            source, fetched.spool, fetched.content_type, fetched.url, old.hashes, keep_all=keep_all
+        )
+        return _Analysis(planned.upserts, planned.plan, planned.upserts, planned.item_count)
 
     async def _failed(
         self,
@@ -446,17 +482,16 @@ class Pipeline:
                 extra={"source": source.name},
             )
         deletes = analysis.plan.deleted
-        return await self._record(ctx, items, items, deletes, changes, result, old)
+        return await self._record(ctx, len(items), items, deletes, changes, result, old)
 
     async def _diff(self, ctx: _Context, analysis: _Analysis, old: SnapshotHashes) -> PollOutcome:
         source, state = ctx.source, ctx.state
-        items = analysis.items
         missing = await self._tracked.missing(source.name, old.version)
         confirmation = confirm_missing(missing, analysis.plan.deleted, source.confirm_deletes)
         # an item missing from fewer than confirm_deletes polls in a row keeps its snapshot
         plan = DiffPlan(analysis.plan.created, analysis.plan.updated, confirmation.confirmed)
         if plan.empty and not analysis.upserts and confirmation.pending == missing:
-            return await self._unchanged(ctx, len(items), False)
+            return await self._unchanged(ctx, analysis.item_count, False)
         reason = excessive_deletes(len(old.hashes), len(plan.deleted), source.delete_limit)
         applied: str | None = None
         if reason is not None:
@@ -469,7 +504,9 @@ class Pipeline:
                 accept_requested=state.accept_requested if state else False,
             )
             if decision.action == "hold":
-                return await self._hold(ctx, reason, decision.held_polls, decision.digest, items)
+                return await self._hold(
+                    ctx, reason, decision.held_polls, decision.digest, analysis.item_count
+                )
             how = (
                 "accepted by the operator"
                 if decision.action == "accepted"
@@ -496,12 +533,25 @@ class Pipeline:
         before = await self.store.load_items(source.name, emitted.needs_before)
         # only the changed items, so this costs O(k) on the event loop, not O(N)
         upserts = analysis.upserts
-        changes = build_changes(emitted, upserts, before, source.ignore_paths)
+        if len(upserts) + len(emitted.deleted) > _CHANGES_ON_LOOP:
+            # a patch per change: 10k of them would hold the loop for ~0.3 s
+            changes = await asyncio.to_thread(
+                build_changes, emitted, upserts, before, source.ignore_paths
+            )
+        else:
+            changes = build_changes(emitted, upserts, before, source.ignore_paths)
         # only list hashes refreshed (detail fetch): written, but nothing changed
         counted = confirmation.pending != missing
         result = "ok" if changes or plan.deleted or counted else "unchanged"
         outcome = await self._record(
-            ctx, items, upserts, plan.deleted, changes, result, old, missing=confirmation.pending
+            ctx,
+            analysis.item_count,
+            upserts,
+            plan.deleted,
+            changes,
+            result,
+            old,
+            missing=confirmation.pending,
         )
         outcome.held = applied
         outcome.pending_deletes = confirmation.pending
@@ -516,7 +566,7 @@ class Pipeline:
         else:  # an append source keeps keys, not items: a snapshot from another mode goes
             deletes, result = list(old.hashes), step.result
             outcome = await self._record(
-                ctx, step.entries, (), deletes, step.changes, result, old, seen=step.seen
+                ctx, len(step.entries), (), deletes, step.changes, result, old, seen=step.seen
             )
         outcome.remembered, outcome.stopped = step.remembered, pages.stopped
         return outcome
@@ -536,13 +586,12 @@ class Pipeline:
             changes = build_changes(found.emitted, found.upserts, before, source.ignore_paths)
             outcome = await self._record(
                 ctx,
-                found.upserts,
+                found.item_count,
                 found.upserts,
                 found.plan.deleted,
                 [] if found.silent else changes,
                 found.result,
                 old,
-                found.item_count,
             )
         if found.warning is not None:
             log.warning("poll %s: %s", source.name, found.warning, extra={"source": source.name})
@@ -555,7 +604,7 @@ class Pipeline:
         reason: str,
         held_polls: int,
         digest: str | None,
-        items: Sequence[Item],
+        item_count: int,
     ) -> PollOutcome:
         source = ctx.source
         duration = time.monotonic() - ctx.started
@@ -590,7 +639,7 @@ class Pipeline:
             True,
             "held",
             duration,
-            len(items),
+            item_count,
             pages=ctx.requests,
             held=reason,
             held_polls=held_polls,
@@ -599,23 +648,21 @@ class Pipeline:
     async def _record(
         self,
         ctx: _Context,
-        items: Sequence[Item],
+        item_count: int,
         upserts: Sequence[Item],
         deletes: Sequence[str],
         changes: list[Change],
         result: str,
         old: SnapshotHashes,
-        item_count: int | None = None,
         *,
         seen: SeenUpdate | None = None,
         missing: dict[str, int] | None = None,
     ) -> PollOutcome:
         source = ctx.source
-        count = len(items) if item_count is None else item_count
         if not ctx.commit:
             duration = time.monotonic() - ctx.started
             return PollOutcome(
-                source.name, True, result, duration, count, changes, pages=ctx.requests
+                source.name, True, result, duration, item_count, changes, pages=ctx.requests
             )
         routes = await self._route(source.name, changes, ctx.now)
         duration = time.monotonic() - ctx.started
@@ -628,7 +675,7 @@ class Pipeline:
                 deletes=deletes,
                 changes=changes,
                 routes=routes,
-                item_count=count,
+                item_count=item_count,
                 fingerprint=ctx.fingerprint,
                 result=result,
                 validators=ctx.validators,
@@ -660,7 +707,7 @@ class Pipeline:
             True,
             result,
             duration,
-            count,
+            item_count,
             changes,
             events,
             committed=True,

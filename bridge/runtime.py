@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 import httpx
 
+from bridge.analysis_pool import AnalysisPool
 from bridge.config import Config, ListenerConfig
 from bridge.dispatcher import Dispatcher
 from bridge.http.connections import ClientPool
@@ -74,7 +75,17 @@ class Services:
             self.hosts,
             clients=self.poll_clients.for_endpoints(config.sources, "source"),
         )
-        self.pipeline = Pipeline(config, store, self.poller, clock=clock, on_commit=hooks.on_commit)
+        self.analysis = AnalysisPool(
+            config.bridge.analysis_workers, min_bytes=config.bridge.analysis_worker_min_bytes
+        )
+        self.pipeline = Pipeline(
+            config,
+            store,
+            self.poller,
+            clock=clock,
+            on_commit=hooks.on_commit,
+            analysis=self.analysis,
+        )
         self.send_clients: ClientPool | None = None
         self.dispatcher: Dispatcher | None = None
         if deliver:
@@ -98,6 +109,7 @@ class Services:
         old = self.config
         self.config = new
         self.pipeline.reconfigure(new)
+        self.analysis.resize(new.bridge.analysis_workers, new.bridge.analysis_worker_min_bytes)
         self.poller.clients = self.poll_clients.for_endpoints(new.sources, "source")
         # [[hosts]] gaps apply at once; per_host_concurrency sizes semaphores: restart
         self.hosts.min_interval_s = {k.lower(): v for k, v in new.min_intervals_s().items()}
@@ -114,7 +126,8 @@ class Services:
             log.warning("[bridge] deny_private_targets changed: applies after a restart")
 
     async def aclose(self) -> None:
-        """Close every HTTP connection the services opened."""
+        """Close every HTTP connection the services opened and stop the analysis workers."""
+        await self.analysis.aclose()
         for pool in (self.poll_clients, self.send_clients):
             if pool is not None:
                 await pool.aclose()

@@ -351,6 +351,8 @@ def test_environment_overrides_bridge_table(
     [
         ("POLLBRIDGE_DENY_PRIVATE_TARGETS", "true", "deny_private_targets", True),
         ("POLLBRIDGE_PER_HOST_CONCURRENCY", "4", "per_host_concurrency", 4),
+        ("POLLBRIDGE_ANALYSIS_WORKERS", "0", "analysis_workers", 0),
+        ("POLLBRIDGE_ANALYSIS_WORKER_MIN_BYTES", "8MiB", "analysis_worker_min_bytes", 8 << 20),
     ],
 )
 def test_environment_overrides_are_read_as_their_type(
@@ -576,3 +578,17 @@ def test_summary_names_a_source_format_other_than_json(tmp_path: Path) -> None:
     )
     (line,) = [x for x in iter_summary(load_config(path, {})) if x.startswith("  - rel:")]
     assert "every 15m, format rss, items $[*]" in line
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("analysis_workers = -1", "analysis_workers"),
+        ("analysis_workers = 2.5", "analysis_workers"),
+        ('analysis_worker_min_bytes = "lots"', "invalid size 'lots'"),
+    ],
+)
+def test_analysis_settings_are_checked(write_files: WriteFiles, text: str, problem: str) -> None:
+    """A negative worker count or an unreadable size is refused at load, naming the key."""
+    message = str(load_error(write_files(f"[bridge]\n{text}\n" + SOURCE.format(name="s"))))
+    assert problem in message

@@ -24,7 +24,13 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from bridge.config.fields import Duration, StrictModel, parse_listen_address, positive
+from bridge.config.fields import (
+    ByteSize,
+    Duration,
+    StrictModel,
+    parse_listen_address,
+    positive,
+)
 from bridge.config.listeners import ListenerConfig
 from bridge.config.messages import EntryProblem
 from bridge.config.modes import event_names
@@ -88,6 +94,10 @@ class BridgeSettings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     shutdown_grace: Duration = timedelta(seconds=10)
     per_host_concurrency: int = Field(default=2, ge=1, le=1000)
+    analysis_workers: int = Field(default=1, ge=0, le=64)
+    """Worker processes that analyse large responses; 0 analyses every response in process."""
+    analysis_worker_min_bytes: ByteSize = 2 * 1024 * 1024
+    """A single-page response of this size or more is spooled and analysed in a worker."""
     http: str | None = None
     """``host:port`` serving /metrics, /healthz and the console (/ui/); off when unset."""
     http_token: str | None = None

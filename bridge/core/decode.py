@@ -35,6 +35,11 @@ def _has_digit_run(text: bytes) -> bool:
     return False
 
 
+def has_long_digit_run(text: bytes) -> bool:
+    """Whether ``text`` holds 19 digits in a row: only then can it hold an oversized integer."""
+    return _has_digit_run(text)
+
+
 def oversized_integer(text: bytes) -> str | None:
     """Why the JSON ``text`` cannot be carried exactly, or None (the common case, found fast).
 

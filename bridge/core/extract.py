@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -153,9 +153,15 @@ def comparable(value: Any, ignore: Sequence[JsonPath]) -> Any:
 
 def extract_items(doc: Any, spec: ItemSpec) -> list[Item]:
     """Extract, key and hash every item; raise ExtractionFailed on a missing or repeated key."""
-    raw = select_items(doc, spec.items)
+    return list(iter_items(select_items(doc, spec.items), spec))
+
+
+def iter_items(raw: Iterable[Any], spec: ItemSpec) -> Iterator[Item]:
+    """Key and hash each raw item as it comes (from a list or a streaming parse).
+
+    Raises ExtractionFailed on a missing or repeated key, naming the item's index.
+    """
     seen: dict[str, int] = {}
-    out: list[Item] = []
     key_paths = [(p, _plain_names(p)) for p in spec.key]
     composite = len(key_paths) > 1
     key_path, key_names = key_paths[0]
@@ -182,5 +188,4 @@ def extract_items(doc: Any, spec: ItemSpec) -> list[Item]:
             raise ExtractionFailed(
                 f"item #{index} (key {text!r}) cannot be hashed and sent as a webhook: {why}"
             ) from exc
-        out.append(Item(key, text, value, digest))
-    return out
+        yield Item(key, text, value, digest)

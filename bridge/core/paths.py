@@ -73,6 +73,16 @@ class JsonPath:
     def is_simple(self) -> bool:
         return self.steps is not None
 
+    def array_members(self) -> tuple[str, ...] | None:
+        """For ``$[*]`` or ``$.a.b[*]``: the member names leading to the array, else None."""
+        steps = self.steps
+        if not steps or steps[-1] is not _WILDCARD:
+            return None
+        names = steps[:-1]
+        if not all(isinstance(s, str) for s in names):
+            return None
+        return names
+
     def container(self) -> JsonPath | None:
         """For a path ending in ``[*]``, a slice or a filter, the path of the array it reads."""
         return self._container

@@ -28,6 +28,7 @@ from bridge.core.pagination import (
 from bridge.errors import ExtractError, PollError
 from bridge.http.auth import SourceAuth
 from bridge.http.poller import Fetched, Poller
+from bridge.http.spool import SpoolPolicy
 from bridge.models import Item
 
 DecodePage = Callable[[Fetched], Awaitable[tuple[Any, list[Item]]]]
@@ -75,6 +76,7 @@ async def walk_pages(
     validators: Mapping[str, Mapping[str, str]] | None = None,
     stop: StopAfter | None = None,
     request: Request | None = None,
+    spool: SpoolPolicy | None = None,
 ) -> Pages:
     """Fetch every page of ``source``; any failing page fails the whole list.
 
@@ -84,6 +86,8 @@ async def walk_pages(
     all answer 304 the result has no items. Once a page has changed, every page is fetched in
     full, so the list is always complete. Page keys and next links are stored ``redact``-ed: a
     URL may carry a password or a key in its query, and the state file must not.
+    A page of ``spool.threshold`` bytes or more is spooled to a file (``Fetched.spool``) before
+    ``decode`` gets it.
     """
     spec = source.page_spec
     max_pages = spec.max_pages if spec is not None else 1
@@ -94,6 +98,7 @@ async def walk_pages(
     while True:
         walk = _Walk(poller, source, now, decode, redact, auth, first_url, max_pages, stop)
         walk.body = request.body
+        walk.spool = spool
         done = await walk.run(known_all if ask else None)
         if done is not None:
             return done
@@ -125,6 +130,7 @@ class _Walk:
         self.max_pages = max_pages
         self.stop = stop
         self.body: Any = source.request_body
+        self.spool: SpoolPolicy | None = None
 
     async def run(self, known_all: Mapping[str, Mapping[str, str]] | None) -> Pages | None:
         source = self.source
@@ -217,6 +223,7 @@ class _Walk:
             accept_not_modified=known is not None,
             auth=self.auth,
             redirect_headers=source.redirect_headers,
+            spool=self.spool,
         )
 
     def _next_url(self, url: str, doc: Any, fetched: Fetched) -> str | None:

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapp
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -20,6 +21,7 @@ from bridge.errors import PollError
 from bridge.http.auth import SOURCE_EXTENSION, SourceAuth
 from bridge.http.connections import describe_http_error
 from bridge.http.decoding import BoundedDecoder
+from bridge.http.spool import BodySpool, SpoolPolicy
 
 MAX_REDIRECTS = 5
 _CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
@@ -36,6 +38,9 @@ class Fetched:
     status: int
     headers: httpx.Headers
     body: bytes
+    spool: Path | None = None
+    """Where the body is when it was spooled to a file (then ``body`` is empty); the caller
+    removes the file (:func:`bridge.http.spool.remove_spool`)."""
 
     @property
     def not_modified(self) -> bool:
@@ -121,6 +126,7 @@ class Poller:
         accept_not_modified: bool = False,
         auth: SourceAuth | None = None,
         redirect_headers: Collection[str] = (),
+        spool: SpoolPolicy | None = None,
     ) -> Fetched:
         """Fetch ``url``; raise PollError for a non-2xx status, a timeout or an oversized body.
 
@@ -133,6 +139,8 @@ class Poller:
         can renew them gets one more try. That retry is ours, not an auth flow's: httpx reads a
         401's whole body before an auth flow's retry, past ``max_bytes``. The body is decoded in
         bounded steps, so ``max_bytes`` holds for the decoded size whatever the codings.
+        A successful body of ``spool.threshold`` bytes or more is written to a temporary file as
+        it is read (:attr:`Fetched.spool`).
         """
         async with self.hosts.slot(url):
             retried = False
@@ -152,6 +160,7 @@ class Poller:
                             accept_not_modified,
                             auth,
                             redirect_headers,
+                            spool,
                         )
                 except TimeoutError as exc:
                     raise PollError(source, f"timed out after {timeout_s:g}s", url=url) from exc
@@ -176,6 +185,7 @@ class Poller:
         accept_not_modified: bool,
         auth: SourceAuth | None,
         redirect_headers: Collection[str],
+        spool: SpoolPolicy | None = None,
     ) -> Fetched:
         base_headers = {"user-agent": USER_AGENT, "accept": "application/json, */*;q=0.5"}
         # header names are case-insensitive: a source's User-Agent replaces ours, not joins it
@@ -220,12 +230,15 @@ class Poller:
                     if response.status_code in (301, 302, 303) and current_method == "POST":
                         current_method = "GET"
                     continue
-                body = await _read_capped(response, max_bytes, source, shown_url)
+                ok = 200 <= response.status_code < 300
+                body, spooled = await _read_capped(
+                    response, max_bytes, source, shown_url, spool if ok else None
+                )
             finally:
                 await response.aclose()
             if response.status_code == 304 and accept_not_modified:
                 return Fetched(shown_url, 304, response.headers, b"")
-            if not 200 <= response.status_code < 300:
+            if not ok:
                 retry_after = None
                 if response.status_code in (429, 503):
                     retry_after = parse_retry_after(response.headers.get("retry-after"), now)
@@ -237,11 +250,13 @@ class Poller:
                     status=response.status_code,
                     retry_after_s=retry_after,
                 )
-            return Fetched(shown_url, response.status_code, response.headers, body)
+            return Fetched(shown_url, response.status_code, response.headers, body, spooled)
         raise PollError(source, f"more than {MAX_REDIRECTS} redirects", url=url)
 
 
-async def _read_capped(response: httpx.Response, max_bytes: int, source: str, url: str) -> bytes:
+async def _read_capped(
+    response: httpx.Response, max_bytes: int, source: str, url: str, policy: SpoolPolicy | None
+) -> tuple[bytes, Path | None]:
     declared = response.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > max_bytes:
         raise PollError(
@@ -259,17 +274,22 @@ async def _read_capped(response: httpx.Response, max_bytes: int, source: str, ur
     if response.is_stream_consumed:  # built in memory (a mock transport): already decoded
         if len(response.content) > max_bytes:
             raise too_large
-        return response.content
+        return response.content, None
     decoder = BoundedDecoder(response.headers.get_list("content-encoding", split_commas=True))
-    chunks: list[bytes] = []
-    size = 0
-    async for raw in response.aiter_raw():
-        for piece in decoder.decode(raw):
-            size += len(piece)
-            if size > max_bytes:
-                raise too_large
-            chunks.append(piece)
-    return b"".join(chunks)
+    # without a spool size the body stays in memory, whatever its size
+    spool = (
+        BodySpool(max_bytes + 1) if policy is None else BodySpool(policy.threshold, policy.on_spool)
+    )
+    try:
+        async for raw in response.aiter_raw():
+            for piece in decoder.decode(raw):
+                if spool.size + len(piece) > max_bytes:
+                    raise too_large
+                spool.write(piece)
+        return spool.finish()
+    except BaseException:
+        spool.discard()
+        raise
 
 
 def _stringify(params: Mapping[str, Any] | None) -> dict[str, str] | None:

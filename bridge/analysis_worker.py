@@ -1,0 +1,290 @@
+"""The analysis worker: a process that decodes, extracts, hashes and plans one large response.
+
+The daemon (:mod:`bridge.analysis_pool`) starts it as ``python -m bridge.analysis_worker`` and
+talks to it over its standard input and output in framed messages (one kind byte, an 8-byte
+length, the payload):
+
+- to the worker: ``J`` a job (JSON: where the spooled body is, how to read its items), ``H`` a
+  chunk of the previous snapshot's ``[key, hash]`` pairs (any number), ``G`` go;
+- from the worker: ``R`` ready (once, at start), ``U`` a chunk of the upserts (``[key, key_text, value, hash]`` each; ``S`` drops those
+  sent so far), ``D``
+  a chunk of deleted keys, then ``E`` the end (``{"count": N, "cpu_s", "peak_rss_kib"}``:
+  the job's CPU time and the worker's peak RSS) or ``X`` an error
+  (``{"kind", "message"}``, the message as the in-process path words it).
+
+So only what the commit needs crosses back, in chunks the daemon decodes a few milliseconds at
+a time. The analysis itself is :func:`bridge.core.analysis.plan_items`, the function the daemon
+runs in process for small responses. For an item path of the shape ``$[*]`` or ``$.a.b[*]``
+the JSON body is parsed item by item (ijson's C backend) and unchanged items are dropped as
+they pass, so a 1M-item body never exists as one object tree; a body the stream cannot take as
+it is (an error anywhere, no items, a 19-digit number that may be out of range, an escaped
+surrogate) goes through the whole-document path, whose result or error is the reference.
+"""
+
+from __future__ import annotations
+
+import codecs
+import gc
+import os
+import re
+import resource
+import struct
+import sys
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import IO, Any
+
+import ijson  # type: ignore[import-untyped]
+import orjson
+
+from bridge.core.analysis import Planned, plan_document, plan_items
+from bridge.core.decode import has_long_digit_run
+from bridge.core.extract import ExtractionFailed, ItemSpec, iter_items
+from bridge.core.formats import FormatError, FormatOptions, detect_format, parse_document
+from bridge.core.paths import compile_path
+from bridge.models import Item
+
+CHUNK_ITEMS = 5000
+"""Items per result message: decoding one costs the daemon a few milliseconds."""
+
+STREAM_MIN_BYTES = 64 * 1024 * 1024
+"""JSON bodies from this size on are parsed item by item when their item path allows it;
+below, one ``orjson.loads`` is faster and its peak memory small in absolute terms."""
+
+_HEADER = struct.Struct("!cQ")
+_SCAN_BYTES = 1 << 20
+_ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+class WorkerProtocolError(RuntimeError):
+    """A message out of order: the two sides disagree, and the worker is replaced."""
+
+
+def write_message(out: IO[bytes], kind: bytes, payload: bytes) -> None:
+    """Write one framed message (not flushed)."""
+    out.write(_HEADER.pack(kind, len(payload)))
+    out.write(payload)
+
+
+def read_message(inp: IO[bytes]) -> tuple[bytes, bytes]:
+    """Read one framed message; EOFError when the other side has gone."""
+    head = _read_exactly(inp, _HEADER.size)
+    kind, size = _HEADER.unpack(head)
+    return kind, _read_exactly(inp, size)
+
+
+def _read_exactly(inp: IO[bytes], size: int) -> bytes:
+    data = inp.read(size)
+    if len(data) != size:
+        raise EOFError("the other side closed the pipe")
+    return data
+
+
+@dataclass(frozen=True)
+class Job:
+    """One response to analyse: the spooled body and how to read the source's items."""
+
+    source: str
+    path: str
+    format: str
+    content_type: str | None
+    delimiter: str
+    encoding: str
+    items: str
+    key: tuple[str, ...]
+    ignore: tuple[str, ...]
+    fields: tuple[str, ...]
+    keep_all: bool
+    stream_min_bytes: int = STREAM_MIN_BYTES
+
+    def encode(self) -> bytes:
+        return orjson.dumps(asdict(self))
+
+    @classmethod
+    def decode(cls, payload: bytes) -> Job:
+        raw = orjson.loads(payload)
+        for name in ("key", "ignore", "fields"):
+            raw[name] = tuple(raw[name])
+        return cls(**raw)
+
+    @property
+    def options(self) -> FormatOptions:
+        return FormatOptions(delimiter=self.delimiter, encoding=self.encoding)
+
+
+@lru_cache(maxsize=64)
+def _spec(
+    items: str, key: tuple[str, ...], ignore: tuple[str, ...], fields: tuple[str, ...]
+) -> ItemSpec:
+    # compiled here: a compiled path holds marker objects that do not survive pickling
+    return ItemSpec(
+        compile_path(items),
+        tuple(compile_path(p) for p in key),
+        tuple(compile_path(p) for p in ignore),
+        tuple(compile_path(p) for p in fields),
+    )
+
+
+def analyse_job(job: Job, old_hashes: dict[str, str], emit: _Upserts | None = None) -> Planned:
+    """Analyse the spooled body of ``job`` against ``old_hashes``.
+
+    Raises FormatError or ExtractionFailed exactly as the in-process path would. With
+    ``emit`` the upserts are sent as they are found (a baseline's million items are never
+    all held); a failed stream then starts afresh from the whole document.
+    """
+    spec = _spec(job.items, job.key, job.ignore, job.fields)
+    path = Path(job.path)
+    prefix = _stream_prefix(job, spec, path)
+    if prefix is not None:
+        found = iter_items(_stream(path, prefix), spec)
+        try:
+            planned = plan_items(found, old_hashes, keep_all=job.keep_all, emit=emit)
+        except MemoryError:
+            raise
+        except Exception:  # noqa: S110 - the whole-document path below raises the real error
+            pass
+        else:
+            if planned.item_count:
+                return planned
+        if emit is not None:
+            emit.restart()
+    doc = parse_document(
+        path.read_bytes(), job.format, content_type=job.content_type, options=job.options
+    )
+    return plan_document(doc, spec, old_hashes, keep_all=job.keep_all, emit=emit)
+
+
+def _stream_prefix(job: Job, spec: ItemSpec, path: Path) -> str | None:
+    """The ijson prefix of the items, when this body can be parsed item by item."""
+    fmt = job.format
+    if fmt == "auto":
+        fmt = detect_format(job.content_type, b"")  # an XML type needs the body: not streamed
+    if fmt != "json" or path.stat().st_size < job.stream_min_bytes:
+        return None
+    members = spec.items.array_members()
+    if members is None or any(not m or "." in m for m in members):
+        return None
+    if not _stream_safe(path):
+        return None
+    return ".".join([*members, "item"])
+
+
+def _stream_safe(path: Path) -> bool:
+    """Whether ijson reads this text exactly as orjson does (1 MiB at a time, overlapping).
+
+    Not so for an integer that may be beyond 64 bits (orjson reads it as a float, and the
+    whole-document check refuses it) or an escaped surrogate (orjson refuses a lone one).
+    """
+    tail = b""
+    with path.open("rb") as f:
+        while chunk := f.read(_SCAN_BYTES):
+            window = tail + chunk
+            if has_long_digit_run(window):
+                return False
+            if b"\\u" in window and _ESCAPED_SURROGATE.search(window):
+                return False
+            tail = window[-18:]
+    return True
+
+
+def _stream(path: Path, prefix: str) -> Iterator[Any]:
+    with path.open("rb") as f:
+        if f.read(len(codecs.BOM_UTF8)) != codecs.BOM_UTF8:
+            f.seek(0)  # RFC 8259 lets a parser skip a byte order mark, as parse_document does
+        yield from ijson.items(f, prefix, use_float=True)
+
+
+class _Upserts:
+    """Sends upserts to the daemon ``CHUNK_ITEMS`` at a time, as the analysis finds them."""
+
+    def __init__(self, out: IO[bytes]) -> None:
+        self.out = out
+        self.pending: list[list[Any]] = []
+
+    def __call__(self, item: Item) -> None:
+        self.pending.append([item.key, item.key_text, item.value, item.hash])
+        if len(self.pending) >= CHUNK_ITEMS:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            write_message(self.out, b"U", orjson.dumps(self.pending))
+            self.pending = []
+
+    def restart(self) -> None:
+        """Tell the daemon to drop the upserts sent so far: the analysis starts again."""
+        self.pending = []
+        write_message(self.out, b"S", b"")
+
+
+def _send_result(out: IO[bytes], planned: Planned, cpu_s: float) -> None:
+    deleted = planned.plan.deleted
+    for start in range(0, len(deleted), CHUNK_ITEMS * 4):
+        write_message(out, b"D", orjson.dumps(deleted[start : start + CHUNK_ITEMS * 4]))
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    end = {"count": planned.item_count, "cpu_s": cpu_s, "peak_rss_kib": usage.ru_maxrss}
+    write_message(out, b"E", orjson.dumps(end))
+
+
+def _error(kind: str, message: str) -> bytes:
+    return orjson.dumps({"kind": kind, "message": message})
+
+
+def serve(inp: IO[bytes], out: IO[bytes]) -> None:
+    """Answer jobs until the daemon closes the pipe."""
+    # every object of a job lives until it ends; reference counting frees them, and a
+    # collection per job replaces the ones the allocations would trigger on a growing heap
+    gc.disable()
+    write_message(out, b"R", b"")  # imported and listening: the first job waits for nothing
+    out.flush()
+    while True:
+        try:
+            kind, payload = read_message(inp)
+        except EOFError:
+            return
+        if kind != b"J":
+            raise WorkerProtocolError(f"expected a job, got {kind!r}")
+        job = Job.decode(payload)
+        hashes: dict[str, str] = {}
+        while (message := read_message(inp))[0] == b"H":
+            hashes.update(orjson.loads(message[1]))
+        if message[0] != b"G":
+            raise WorkerProtocolError(f"expected hashes or go, got {message[0]!r}")
+        started = _cpu_s()
+        upserts = _Upserts(out)
+        try:
+            planned = analyse_job(job, hashes, upserts)
+            upserts.flush()
+        except FormatError as exc:
+            ctype = job.content_type or "no content type"
+            write_message(out, b"X", _error("format", f"response ({ctype}): {exc}"))
+        except ExtractionFailed as exc:
+            write_message(out, b"X", _error("extract", str(exc)))
+        except MemoryError:
+            del hashes
+            gc.collect()
+            write_message(out, b"X", _error("memory", "the analysis ran out of memory"))
+        else:
+            _send_result(out, planned, _cpu_s() - started)
+            del planned
+        out.flush()
+        hashes = {}
+        gc.collect()
+
+
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def main() -> None:
+    # the results go to a copy of stdout; anything else printed (a warning) goes to stderr
+    out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    serve(sys.stdin.buffer, out)
+
+
+if __name__ == "__main__":
+    main()
