@@ -142,9 +142,20 @@ class IncrementalConfig(StrictModel):
 
 
 def check_incremental(
-    mode: str, incremental: IncrementalConfig | None, method: str, body: Any
+    mode: str,
+    incremental: IncrementalConfig | None,
+    method: str,
+    body: Any,
+    confirm_deletes: int,
 ) -> None:
     """The source-level rules of ``mode`` and ``[sources.incremental]`` (ValueError)."""
+    if mode == "incremental" and confirm_deletes > 1:
+        # a window never lists what is missing; only a reconcile poll could count misses,
+        # and one a day is too seldom to confirm a blink
+        raise ValueError(
+            "'confirm_deletes' applies to complete lists: an incremental source deletes "
+            "only through deleted_when or a reconcile poll"
+        )
     if mode == "incremental" and incremental is None:
         raise ValueError(
             'mode = "incremental" needs a [sources.incremental] table (at least cursor and '

@@ -404,14 +404,13 @@ class SourceConfig(StrictModel):
         problem = mode_problem(self.mode, self.model_fields_set, self.paginate is not None)
         if problem is not None:
             raise ValueError(problem)
-        check_incremental(self.mode, self.incremental, self.request_method, self.request_body)
-        if self.mode == "incremental" and self.confirm_deletes > 1:
-            # a window never lists what is missing; only a reconcile poll could count misses,
-            # and one a day is too seldom to confirm a blink
-            raise ValueError(
-                "'confirm_deletes' applies to complete lists: an incremental source deletes "
-                "only through deleted_when or a reconcile poll"
-            )
+        check_incremental(
+            self.mode,
+            self.incremental,
+            self.request_method,
+            self.request_body,
+            self.confirm_deletes,
+        )
         return self
 
     def _check_graphql(self) -> None:

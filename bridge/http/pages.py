@@ -96,9 +96,9 @@ async def walk_pages(
     ask = validators is not None and _usable(validators)
     known_all = validators or {}
     while True:
-        walk = _Walk(poller, source, now, decode, redact, auth, first_url, max_pages, stop)
-        walk.body = request.body
-        walk.spool = spool
+        walk = _Walk(
+            poller, source, now, decode, redact, auth, first_url, max_pages, stop, request, spool
+        )
         done = await walk.run(known_all if ask else None)
         if done is not None:
             return done
@@ -118,7 +118,9 @@ class _Walk:
         auth: SourceAuth | None,
         first_url: str,
         max_pages: int,
-        stop: StopAfter | None = None,
+        stop: StopAfter | None,
+        request: Request,
+        spool: SpoolPolicy | None,
     ) -> None:
         self.poller = poller
         self.source = source
@@ -129,8 +131,8 @@ class _Walk:
         self.first_url = first_url
         self.max_pages = max_pages
         self.stop = stop
-        self.body: Any = source.request_body
-        self.spool: SpoolPolicy | None = None
+        self.body: Any = request.body
+        self.spool = spool
 
     async def run(self, known_all: Mapping[str, Mapping[str, str]] | None) -> Pages | None:
         source = self.source
