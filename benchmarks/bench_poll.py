@@ -204,7 +204,7 @@ async def _child(args: argparse.Namespace) -> dict[str, Any]:
         await client.get(f"http://127.0.0.1:{args.port}/items/0")
         await services.analysis.warm()
         t = time.perf_counter()
-        await pipeline._snapshot(source.name)
+        await pipeline.recorder.snapshot(source.name)
         load_s = time.perf_counter() - t
         wal = Path(f"{db}-wal")
         dispatch = None

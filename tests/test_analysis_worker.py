@@ -20,7 +20,7 @@ import orjson
 import pytest
 
 from bridge.config import load_config
-from bridge.pipeline import PollOutcome
+from bridge.outcome import PollOutcome
 from bridge.runtime import Services
 from bridge.store import Store, create_store
 from tests.support.rawserver import RawRequest, serve_raw

@@ -22,7 +22,8 @@ import pytest
 from bridge.config import load_config
 from bridge.daemon import utcnow
 from bridge.http.poller import Poller
-from bridge.pipeline import Pipeline, PollOutcome
+from bridge.outcome import PollOutcome
+from bridge.pipeline import Pipeline
 from bridge.store import create_store
 from tests.support.configs import config_text, listener, source
 from tests.support.daemon import run_cli

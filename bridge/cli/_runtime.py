@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from bridge.daemon import Daemon
     from bridge.daemon.status import RuntimeStatus
     from bridge.http.sender import Sender
-    from bridge.pipeline import PollOutcome
+    from bridge.outcome import PollOutcome
 
 
 def utcnow() -> datetime:

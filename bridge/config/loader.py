@@ -105,10 +105,8 @@ def load_config(
     if not config.sources:
         raise ConfigError(no_sources(conf_d.is_dir()), file=main_file)
     state_location = resolve_state(config.bridge.state, env)
-    config._files = tuple(files)
-    config._origins = origin_of
-    config._redactor = build_redactor(config, sensitive, state_location)
-    config._state_location = state_location
+    redactor = build_redactor(config, sensitive, state_location)
+    config.bind_origin(files, origin_of, redactor, state_location)
     return config
 
 

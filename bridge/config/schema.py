@@ -5,6 +5,7 @@ The tables themselves are in :mod:`bridge.config.sources` and :mod:`bridge.confi
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any, Literal
 
@@ -209,6 +210,20 @@ class Config(StrictModel):
     def min_intervals_s(self) -> dict[str, float]:
         """Host name -> the least gap in seconds between two requests to it."""
         return {h.name: h.min_interval.total_seconds() for h in self.hosts}
+
+    def bind_origin(
+        self,
+        files: Iterable[str],
+        origins: dict[tuple[str, str], str],
+        redactor: Redactor,
+        state_location: str,
+    ) -> None:
+        """What the loader learnt beyond the fields: the files read, which file defines each
+        entry, the redactor for every secret and the resolved state location."""
+        self._files = tuple(files)
+        self._origins = origins
+        self._redactor = redactor
+        self._state_location = state_location
 
     @property
     def files(self) -> tuple[str, ...]:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from bridge.metrics import Metrics
-from bridge.pipeline import PollOutcome, describe_outcome
+from bridge.outcome import PollOutcome, describe_outcome
 
 log = logging.getLogger("pollbridge.daemon")
 

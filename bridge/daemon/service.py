@@ -42,7 +42,8 @@ from bridge.errors import BridgeError, ConfigError, StoreError
 from bridge.leases import LeaseKeeper, this_instance
 from bridge.metrics import Metrics
 from bridge.models import AttemptResult, Delivery, Event
-from bridge.pipeline import Pipeline, PollOutcome
+from bridge.outcome import PollOutcome
+from bridge.pipeline import Pipeline
 from bridge.runtime import Hooks, Services, utcnow
 from bridge.store import Store, create_store
 from bridge.systemd import Notifier

@@ -147,10 +147,15 @@ def test_list_and_detail_fetch_only_what_changed(tmp_path, receiver, backend, re
     assert "HTTP 503" in (failed.last_error or "") and "/orders/3" in (failed.last_error or "")
     assert sorted(r.json()["key"] for r in later[1:]) == ["1", "3"]
     assert items["3"]["note"] == "b"
-    # 1 and 3: baseline, the failed poll (3 answered 503; 1 may or may not have been asked
-    # before the failure cancelled it), the recovering poll; 2: baseline and its change; 4 once
+    # 1 and 3: baseline, each failed poll (3 answered 503; 1 may or may not have been asked
+    # before the failure cancelled it), the recovering poll; 2: baseline and its change; 4 once.
+    # On a slow machine the backoff can end before the test lifts the failure: count the polls
+    # that failed (one warning each) instead of assuming one.
+    failures = sum(1 for line in daemon.output().splitlines() if "HTTP 503" in line)
+    assert failures >= 1
     assert api.detail_requests[4] == 1 and api.detail_requests[2] == 2
-    assert api.detail_requests[3] == 3 and api.detail_requests[1] in (2, 3)
+    assert api.detail_requests[3] == 2 + failures
+    assert 2 <= api.detail_requests[1] <= 2 + failures
 
 
 def test_a_kill_during_detail_fetches_loses_nothing(tmp_path, receiver):
