@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bridge import __version__
@@ -78,29 +77,6 @@ def claim_sqlite_state(location: str) -> int | None:
 def release(lock: int | None) -> None:
     if lock is not None:
         os.close(lock)
-
-
-async def migrate_sqlite_state(path: Path, url: str) -> tuple[str, dict[str, int]]:
-    """Copy the SQLite state at ``path`` into the empty PostgreSQL database at ``url``;
-    return the target's location and the rows copied per table."""
-    from bridge.store.postgres import PostgresStore
-    from bridge.store.sqlite import SQLiteStore
-
-    # a daemon still running on the file would go on committing polls that are not copied
-    lock = claim_sqlite_state(str(path))
-    try:
-        lite = SQLiteStore(path)
-        lite.open_sync()  # brings an older state file to the current schema first, as `run` would
-        target = PostgresStore(url)
-        try:
-            await target.open()
-            counts = await target.import_sqlite(lite.conn)
-        finally:
-            lite.close_sync()
-            await target.close()
-    finally:
-        release(lock)
-    return target.location, counts
 
 
 # -- `run --once`: what it did, recorded like a daemon's stop ---------------------------------

@@ -15,7 +15,7 @@ from bridge.cli._common import (
     require_listener,
     require_source,
 )
-from bridge.cli._runtime import migrate_sqlite_state, open_sender, utcnow
+from bridge.cli._runtime import open_sender, utcnow
 from bridge.config import Config, ListenerConfig
 from bridge.core.durations import format_duration, parse_duration
 from bridge.core.extract import key_text
@@ -80,7 +80,9 @@ def cmd_migrate_state(args: argparse.Namespace) -> int:
     path = Path(args.from_)
     if not path.is_file():
         raise StoreError("migrate-state", "no such SQLite state file", location=str(path))
-    location, counts = asyncio.run(migrate_sqlite_state(path, args.to))
+    from bridge.store.transfer import copy_sqlite_into_postgres
+
+    location, counts = asyncio.run(copy_sqlite_into_postgres(path, args.to))
     copied = ", ".join(f"{n} {table}" for table, n in counts.items())
     print(f"copied {path} into {location}: {copied}")
     print("now set [bridge] state to that URL and start the instances (docs/scaling.md)")
