@@ -21,8 +21,8 @@ from bridge.store.postgres._base import PostgresBase
 from bridge.store.postgres._conn import Conn, row_to_source, utc
 
 
-class PostgresSnapshots(PostgresBase):
-    """Sources and snapshots (:class:`bridge.store.base.SnapshotStore`)."""
+class PostgresSnapshotReads(PostgresBase):
+    """The read side of sources and snapshots: states, hashes, items, tracked keys."""
 
     async def get_source_state(self, source: str) -> SourceState | None:
         async with self._connection("get_source_state") as conn:
@@ -106,6 +106,11 @@ class PostgresSnapshots(PostgresBase):
             )
             rows = await cur.fetchall()
         return {r["key_text"]: int(r["polls"]) for r in rows}
+
+
+class PostgresSnapshots(PostgresSnapshotReads):
+    """Sources and snapshots (:class:`bridge.store.base.SnapshotStore`): the read side, and
+    what a poll writes (its commit, an unchanged or failed poll, a state update)."""
 
     async def commit_poll(self, commit: PollCommit) -> list[Event]:
         async with self._connection("commit_poll") as conn, conn.transaction():

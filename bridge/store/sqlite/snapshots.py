@@ -16,8 +16,8 @@ from bridge.store.base import PollCommit, SeenKeys, SnapshotHashes
 from bridge.store.sqlite._base import SQLiteBase, iso, parse_iso, rollback, row_to_source
 
 
-class SQLiteSnapshots(SQLiteBase):
-    """Sources and snapshots (:class:`bridge.store.base.SnapshotStore`)."""
+class SQLiteSnapshotReads(SQLiteBase):
+    """The read side of sources and snapshots: states, hashes, items, tracked keys."""
 
     async def get_source_state(self, source: str) -> SourceState | None:
         return await self._run(self._get_source_state, source)
@@ -111,6 +111,11 @@ class SQLiteSnapshots(SQLiteBase):
             "SELECT key_text, polls FROM missing_items WHERE source = ?", (source,)
         )
         return {k: int(n) for k, n in rows}
+
+
+class SQLiteSnapshots(SQLiteSnapshotReads):
+    """Sources and snapshots (:class:`bridge.store.base.SnapshotStore`): the read side, and
+    what a poll writes (its commit, an unchanged or failed poll, a state update)."""
 
     async def commit_poll(self, commit: PollCommit) -> list[Event]:
         return await self._run(self._commit_poll, commit)
