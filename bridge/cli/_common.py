@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from bridge._render import dumps
 from bridge.config import (
     DEFAULT_CONFIG_PATH,
     Config,
@@ -23,6 +22,7 @@ from bridge.config import (
 from bridge.config.modes import listener_event
 from bridge.core.durations import parse_since
 from bridge.core.redaction import redact_url
+from bridge.display import dumps
 from bridge.errors import BridgeError, NoStateError, UsageError
 from bridge.models import CHANGE_TYPES
 from bridge.store import Access, Store, create_store, is_state_file

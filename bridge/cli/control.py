@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bridge._render import dumps
 from bridge.cli._common import now_utc, require_configured, require_known, since, with_store
+from bridge.display import dumps
 from bridge.errors import UsageError
 from bridge.state_view import daemon_doc
 from bridge.store import ReplayRequest, Store

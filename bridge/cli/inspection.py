@@ -14,7 +14,6 @@ from typing import Any
 
 import orjson
 
-from bridge._render import ago, compact, dumps, span, stamp, table, until
 from bridge.cli._common import (
     event_type,
     no_state,
@@ -25,6 +24,7 @@ from bridge.cli._common import (
 )
 from bridge.core.extract import key_text
 from bridge.core.payload import event_envelope
+from bridge.display import ago, compact, dumps, span, stamp, table, until
 from bridge.errors import BridgeError
 from bridge.models import Event, event_type_name
 from bridge.state_view import parse_time, status_doc

@@ -11,7 +11,6 @@ from typing import Any
 
 import orjson
 
-from bridge._render import dumps
 from bridge.cli._common import (
     load,
     require_configured,
@@ -21,6 +20,7 @@ from bridge.cli._common import (
 )
 from bridge.cli._runtime import make_daemon, poll_once, run_once
 from bridge.config import Config, iter_summary, risky_settings, summary_doc
+from bridge.display import dumps
 from bridge.errors import NoStateError
 from bridge.models import event_type_name
 from bridge.store import Store, create_store

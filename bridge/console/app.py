@@ -20,13 +20,13 @@ import orjson
 from aiohttp import web
 
 from bridge import state_view
-from bridge._render import stamp
 from bridge.console import security, views
 from bridge.console.actions import ActionResult, Actions
 from bridge.console.history import PollHistory, last_day
 from bridge.console.sparkline import bucket_counts, legend, sparkline_svg
 from bridge.core.durations import parse_since
 from bridge.core.render import BodyFormat, RenderFailed, render_body
+from bridge.display import stamp
 from bridge.errors import StoreError
 from bridge.models import CHANGE_TYPES, Event
 from bridge.store import DeliveryQuery, EventQuery, Store

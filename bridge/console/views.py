@@ -14,10 +14,10 @@ from typing import Any
 
 import orjson
 
-from bridge._render import stamp
 from bridge.console.sparkline import Buckets, delivery_outcome
 from bridge.core.extract import key_text
 from bridge.core.payload import event_envelope
+from bridge.display import stamp
 from bridge.models import Event
 from bridge.state_view import (
     parse_time,

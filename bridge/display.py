@@ -1,4 +1,4 @@
-"""Plain-text tables and human times for the CLI (scripts use ``--json`` instead)."""
+"""Plain-text tables and human times for the CLI and the console (scripts use ``--json``)."""
 
 from __future__ import annotations
 
