@@ -9,8 +9,8 @@ the commit needs: the item count, the created and updated items and the deleted 
 messages are sent and decoded in a thread a chunk at a time, so the event loop never waits on
 a parse and the daemon never holds the response's object tree.
 
-A worker that dies (a crash, the kernel's out-of-memory killer), runs out of memory or takes
-longer than the source's ``timeout`` fails that poll with a :class:`~bridge.errors.PollError`
+A worker that dies (a crash, the kernel's out-of-memory killer), runs out of memory, or takes
+longer than the source's ``timeout`` to start or to finish fails that poll with a :class:`~bridge.errors.PollError`
 naming the source; it is stopped and a new one started for the next analysis.
 """
 
@@ -43,6 +43,8 @@ log = logging.getLogger("pollbridge.analysis")
 WORKER_COMMAND = (sys.executable, "-m", "bridge.analysis_worker")
 _HASH_CHUNK = 20_000
 _STOP_WAIT_S = 5.0
+_START_WAIT_S = 60.0
+"""How long a worker started ahead of need (``warm``) may take to be ready."""
 
 
 class _Died(Exception):
@@ -68,11 +70,16 @@ class _Worker:
         self.stdout = cast(IO[bytes], self.proc.stdout)
         self.healthy = True
         self.last_run: dict[str, float] = {}
+
+    def wait_ready(self) -> None:
+        """Block until the worker says it is ready (it has imported what it needs); runs in a
+        thread. Raise _Died if it ends first."""
         try:
             ready, _ = read_message(self.stdout)
-        except EOFError:
+        except (EOFError, OSError, ValueError):
             ready = b""
         if ready != b"R":
+            self.healthy = False
             self.stop()
             raise _Died(f"could not start: it {self.why_gone()}")
 
@@ -181,11 +188,11 @@ class AnalysisPool:
         self.last_run: dict[str, float] = {}
         """The last analysis's CPU seconds and the worker's peak RSS (for logs, benchmarks)."""
 
-    async def warm(self) -> None:
+    async def warm(self, start_timeout_s: float = _START_WAIT_S) -> None:
         """Start a worker now, so the first large response does not wait for one."""
         if self.workers > 0 and not self._idle and not self._closed:
             try:
-                await self._release(await self._acquire())
+                await self._release(await self._acquire(start_timeout_s))
             except _Died as exc:
                 log.warning("the analysis worker %s", exc)
 
@@ -201,11 +208,13 @@ class AnalysisPool:
         """
         if self.workers == 0 or self._closed or not _whole_snapshot(source):
             return None
-        return SpoolPolicy(self.min_bytes, self._prestart)
+        start_timeout_s = source.timeout.total_seconds()
+        return SpoolPolicy(self.min_bytes, lambda: self._prestart(start_timeout_s))
 
-    def _prestart(self) -> None:
+    def _prestart(self, start_timeout_s: float) -> None:
         if self._warming is None or self._warming.done():
-            self._warming = asyncio.get_running_loop().create_task(self.warm())
+            task = self.warm(start_timeout_s)
+            self._warming = asyncio.get_running_loop().create_task(task)
 
     def resize(self, workers: int, min_bytes: int) -> None:
         """Take a reloaded ``[bridge]``: more workers start when needed, extra idle ones stop."""
@@ -253,7 +262,7 @@ class AnalysisPool:
         )
         timeout_s = source.timeout.total_seconds()
         try:
-            worker = await self._acquire()
+            worker = await self._acquire(timeout_s)
         except _Died as exc:
             raise PollError(source.name, f"the analysis worker {exc}", url=url) from exc
         try:
@@ -310,7 +319,9 @@ class AnalysisPool:
             exchange.add_done_callback(_consume)
             raise
 
-    async def _acquire(self) -> _Worker:
+    async def _acquire(self, start_timeout_s: float = _START_WAIT_S) -> _Worker:
+        """A worker for one analysis: an idle one, or a new one that must be ready within
+        ``start_timeout_s`` (a worker that hangs on start-up is stopped)."""
         if self._closed:
             raise RuntimeError("the analysis pool is closed")
         if self._free is None:
@@ -331,6 +342,25 @@ class AnalysisPool:
             await self._release(None)
             raise _Died(f"could not start: {exc}") from exc
         except BaseException:
+            await self._release(None)
+            raise
+        ready = asyncio.ensure_future(asyncio.to_thread(worker.wait_ready))
+        try:
+            async with asyncio.timeout(start_timeout_s):
+                await asyncio.shield(ready)
+        except TimeoutError:
+            worker.kill()  # its pipe closes: the waiting thread returns
+            await _settled(ready)
+            await asyncio.to_thread(worker.stop)
+            await self._release(None)
+            raise _Died(
+                f"(pid {worker.pid}) did not start within {start_timeout_s:g}s; it was "
+                "stopped, and a new one is started for the next poll"
+            ) from None
+        except BaseException:  # it could not start, or the poll was cancelled (shutdown)
+            worker.kill()
+            await _settled(ready)
+            await asyncio.to_thread(worker.stop)
             await self._release(None)
             raise
         log.debug("analysis worker started (pid %d)", worker.pid)

@@ -271,6 +271,42 @@ async def test_a_failing_worker_fails_its_poll_only(
             assert len(ok.changes) == 3
 
 
+async def test_a_worker_that_never_gets_ready_fails_the_poll_within_its_timeout(
+    tmp_path: Path,
+) -> None:
+    """A worker stuck on start-up (never ready) is stopped after the source's timeout, the
+    poll fails naming it and records nothing, and a working worker takes the next poll."""
+    api = Body(_items(30))
+    pids = tmp_path / "started"
+    with serve(api) as server:
+        async with bridge(
+            tmp_path,
+            str(tmp_path / "s.db"),
+            server.url("/x"),
+            workers=1,
+            source_extra='items = "$.data.rows[*]"',
+            timeout="1s",
+        ) as b:
+            assert (await b.poll()).result == "baseline"
+            pool = b.services.analysis
+            real = pool.command
+            pool.command = (sys.executable, str(FAILING_WORKER), "start", str(pids))
+            pool.resize(0, 1)  # the idle real worker goes
+            pool.resize(1, 1)
+            api.body = _items(30, changed=2)
+            failed = await b.poll()
+            assert not failed.ok and failed.result == "error"
+            assert "source 'big'" in (failed.error or "")
+            assert "did not start within 1s; it was stopped" in (failed.error or ""), failed.error
+            assert not failed.events and not failed.committed
+            for pid in map(int, pids.read_text().split()):
+                with pytest.raises(ProcessLookupError):
+                    os.kill(pid, 0)  # every stuck worker is gone, not left running
+            pool.command = real
+            ok = await b.poll()
+            assert ok.ok and len(ok.changes) == 2, ok.error
+
+
 async def test_a_worker_killed_while_idle_is_replaced_silently(tmp_path: Path) -> None:
     """A worker killed between polls costs no poll: the next one starts a new worker."""
     api = Body(_items(40))

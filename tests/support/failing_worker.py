@@ -1,5 +1,6 @@
 """An analysis worker that fails its first job (``crash``: killed by SIGKILL; ``hang``: never
-answers; ``memory``: reports a MemoryError), then, once ``marker`` exists, is the real worker: the pool's replacement works."""
+answers; ``memory``: reports a MemoryError), or every start (``start``: it never says it is
+ready; each one appends its pid to ``marker``), then, once ``marker`` exists, is the real worker: the pool's replacement works."""
 
 from __future__ import annotations
 
@@ -13,6 +14,10 @@ from pathlib import Path
 
 def main() -> None:
     mode, marker = sys.argv[1], Path(sys.argv[2])
+    if mode == "start":  # stuck before it is ready (an import that hangs, a full disk...)
+        with marker.open("a") as pids:
+            pids.write(f"{os.getpid()}\n")
+        time.sleep(600)
     if marker.exists():
         runpy.run_module("bridge.analysis_worker", run_name="__main__")
         return
