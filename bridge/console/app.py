@@ -250,6 +250,7 @@ def _with_spark(row: views.Row, what: str, names: Mapping[str, str]) -> dict[str
         "state_text": row.state_text,
         "level": row.level,
         "times": row.times,
+        "notes": row.notes,
         "spark": sparkline_svg(activity, label=f"{what} in the last 24 h: {text}", names=names),
         "spark_text": text,
     }

@@ -119,6 +119,8 @@ class Row:
     activity: Buckets | None = None
     times: Mapping[str, str] = field(default_factory=dict)
     """Human forms of the document's times (``last_poll_at`` -> ``3 min ago``)."""
+    notes: tuple[str, ...] = ()
+    """What a source keeps besides its items: seen keys, deletions waiting, its cursor."""
 
 
 def _times(doc: Mapping[str, Any], names: Iterable[str], now: datetime) -> dict[str, str]:
@@ -143,7 +145,18 @@ def source_row(doc: Mapping[str, Any], activity: Buckets | None, now: datetime) 
     if doc.get("configured") is False:
         text += " (not configured)"
     times = _times(doc, ("last_poll_at", "last_success_at", "next_poll_at"), now)
-    return Row(doc, text, level, activity, times)
+    return Row(doc, text, level, activity, times, _source_notes(doc))
+
+
+def _source_notes(doc: Mapping[str, Any]) -> tuple[str, ...]:
+    notes = []
+    if doc.get("seen_keys"):
+        notes.append(f"{doc['seen_keys']} seen key(s) remembered")
+    if doc.get("pending_deletes"):
+        notes.append(f"{doc['pending_deletes']} deletion(s) waiting for confirm_deletes")
+    if doc.get("cursor"):
+        notes.append(f"cursor {doc['cursor']}")
+    return tuple(notes)
 
 
 def listener_row(doc: Mapping[str, Any], activity: Buckets | None, now: datetime) -> Row:

@@ -9,7 +9,7 @@ import pytest
 from bridge import state_view
 from bridge.console import views
 from bridge.models import Event, ListenerState, SourceState
-from bridge.store import AttemptInfo, DeliveryInfo
+from bridge.store import AttemptInfo, DeliveryInfo, TrackedCounts
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
@@ -95,6 +95,28 @@ def test_rows_say_why_and_pick_a_colour():
     assert lrows["gone"].state_text == "paused: 410 (not configured)"
     assert lrows["gone"].level == "bad"
     assert lrows["crm"].level == "warn"  # breaker_open
+
+
+def test_source_rows_note_seen_keys_waiting_deletions_and_the_cursor():
+    """What an append, confirm_deletes or incremental source keeps shows under its items."""
+    doc = state_view.status_doc(
+        "s",
+        _runtime(),
+        [
+            SourceState("feed", item_count=0),
+            SourceState("search", item_count=40),
+            SourceState("tickets", item_count=9, cursor="2024-06-01T00:00:00Z"),
+            SourceState("plain", item_count=3),
+        ],
+        [],
+        NOW,
+        {"feed": TrackedCounts(seen_keys=120), "search": TrackedCounts(pending_deletes=2)},
+    )
+    rows = {s["name"]: views.source_row(s, None, NOW) for s in doc["sources"]}
+    assert rows["feed"].notes == ("120 seen key(s) remembered",)
+    assert rows["search"].notes == ("2 deletion(s) waiting for confirm_deletes",)
+    assert rows["tickets"].notes == ("cursor 2024-06-01T00:00:00Z",)
+    assert rows["plain"].notes == ()
 
 
 @pytest.mark.parametrize(
