@@ -5,29 +5,36 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
+from tests.support.configs import source
 from tests.support.fake_graphql import FakeDetailAPI
 from tests.support.pipelines import make_config, running
 from tests.support.servers import Reply, Request, serve
 
 
-def _config(tmp_path: Path, base: str, extra: str = "", detail: str = ""):  # type: ignore[no-untyped-def]
-    return make_config(
-        tmp_path,
-        f"""
-[[sources]]
-name = "orders"
-url = "{base}/orders"
-every = "1m"
-items = "$.orders[*]"
-key = "$.id"
-{extra}
-[sources.detail]
-url = "{base}/orders/{{id}}"
-items = "$.order"
-{detail}
-""",
+def _detail(base: str, **fields: Any) -> dict[str, Any]:
+    return {"url": base + "/orders/{id}", "items": "$.order", **fields}
+
+
+def _orders(
+    base: str, *, key: str | None = "$.id", detail: dict[str, Any] | None = None, **fields: Any
+) -> str:
+    """The ``orders`` source: a list at /orders, each entry's detail at /orders/{id}."""
+    detail = _detail(base) if detail is None else detail
+    return source(
+        "orders",
+        f"{base}/orders",
+        every="1m",
+        items="$.orders[*]",
+        key=key,
+        detail=detail,
+        **fields,
     )
+
+
+def _config(tmp_path: Path, base: str, **fields: Any):  # type: ignore[no-untyped-def]
+    return make_config(tmp_path, _orders(base, **fields))
 
 
 def _set(api: FakeDetailAPI, number: int, **changes: object) -> None:
@@ -77,7 +84,7 @@ async def test_a_changed_entry_with_an_unchanged_detail_is_fetched_once(tmp_path
     """The new list hash is stored without an event, so the entry is not fetched again."""
     api = FakeDetailAPI(count=3)
     with serve(api) as server:
-        config = _config(tmp_path, server.url("").rstrip("/"), extra='ignore = ["$.updated_at"]')
+        config = _config(tmp_path, server.url("").rstrip("/"), ignore=["$.updated_at"])
         async with running(config) as h:
             await h.poll()
             _set(api, 1, updated_at="2024-06-01T00:00:00Z")  # only the ignored field moves
@@ -135,21 +142,9 @@ async def test_changing_detail_rebaselines_and_fetches_everything(tmp_path):
         base = server.url("").rstrip("/")
         async with running(_config(tmp_path, base)) as h:
             await h.poll()
-            h.reconfigure(_config(tmp_path, base, detail="concurrency = 2"))
+            h.reconfigure(_config(tmp_path, base, detail=_detail(base, concurrency=2)))
             same = await h.poll()
-            changed_config = make_config(
-                tmp_path,
-                f"""
-[[sources]]
-name = "orders"
-url = "{base}/orders"
-every = "1m"
-items = "$.orders[*]"
-key = "$.id"
-[sources.detail]
-url = "{base}/orders/{{$.id}}"
-""",
-            )
+            changed_config = _config(tmp_path, base, detail={"url": base + "/orders/{$.id}"})
             h.reconfigure(changed_config)
             rebased = await h.poll()
             stored = await h.store.load_items("orders", ["1"])
@@ -170,18 +165,15 @@ async def test_placeholder_values_are_url_encoded(tmp_path):
 
     with serve(handler) as server:
         base = server.url("").rstrip("/")
-        config = make_config(
-            tmp_path,
-            f"""
-[[sources]]
-name = "stock"
-url = "{base}/list"
-every = "1m"
-key = "$.sku"
-[sources.detail]
-url = "{base}/sku/{{sku}}/stock"
-""",
+        stock = source(
+            "stock",
+            f"{base}/list",
+            every="1m",
+            items=None,
+            key="$.sku",
+            detail={"url": base + "/sku/{sku}/stock"},
         )
+        config = make_config(tmp_path, stock)
         async with running(config) as h:
             outcome = await h.poll()
         raw_paths = [r.path for r in server.requests]
@@ -209,21 +201,8 @@ async def test_detail_requests_are_bounded_by_concurrency(tmp_path):
 
     with serve(handler) as server:
         base = server.url("").rstrip("/")
-        config = make_config(
-            tmp_path,
-            f"""
-per_host_concurrency = 8
-[[sources]]
-name = "orders"
-url = "{base}/orders"
-every = "1m"
-items = "$.orders[*]"
-[sources.detail]
-url = "{base}/orders/{{id}}"
-items = "$.order"
-concurrency = 3
-""",
-        )
+        orders = _orders(base, key=None, detail=_detail(base, concurrency=3))
+        config = make_config(tmp_path, orders, per_host_concurrency=8)
         async with running(config) as h:
             outcome = await h.poll()
     assert outcome.ok and outcome.detail_fetches == 12, outcome.error
@@ -235,23 +214,14 @@ async def test_detail_requests_carry_the_sources_auth_and_headers(tmp_path):
     api = FakeDetailAPI(count=2)
     with serve(api) as server:
         base = server.url("").rstrip("/")
-        config = make_config(
-            tmp_path,
-            f"""
-[[sources]]
-name = "orders"
-url = "{base}/orders"
-every = "1m"
-items = "$.orders[*]"
-headers = {{ X-Tenant = "acme" }}
-[sources.auth]
-kind = "bearer"
-token = "tok-detail-1"
-[sources.detail]
-url = "{base}/orders/{{id}}?expand=lines"
-items = "$.order"
-""",
+        orders = _orders(
+            base,
+            key=None,
+            detail={"url": base + "/orders/{id}?expand=lines", "items": "$.order"},
+            headers={"X-Tenant": "acme"},
+            auth={"kind": "bearer", "token": "tok-detail-1"},
         )
+        config = make_config(tmp_path, orders)
         async with running(config) as h:
             outcome = await h.poll()
     assert outcome.ok and outcome.detail_fetches == 2, outcome.error

@@ -30,6 +30,7 @@ from bridge.http.connections import (
 )
 from bridge.http.poller import Poller
 from bridge.store.sqlite import SQLiteStore
+from tests.support import configs
 from tests.support.daemon import DaemonProcess, run_cli
 from tests.support.servers import Reply, Request, TestServer, serve
 from tests.support.state import StateView
@@ -218,28 +219,12 @@ def _https(server: TestServer, path: str = "/") -> str:
 
 
 def _tls_config(tmp_path: Path, api: str, hook: str, source_tls: str, listener_tls: str) -> Path:
-    path = tmp_path / "pollbridge.toml"
-    path.write_text(
-        f"""
-[bridge]
-state = "{tmp_path}/state.db"
-
-[[sources]]
-name = "orders"
-url = "{api}"
-every = "1m"
-items = "$.data[*]"
-baseline = "emit"
-{source_tls}
-
-[[listeners]]
-name = "hooks"
-url = "{hook}"
-retry = ["1h"]
-{listener_tls}
-"""
+    return configs.write_config(
+        tmp_path / "pollbridge.toml",
+        configs.source("orders", api, every="1m", baseline="emit", raw=source_tls),
+        configs.listener("hooks", hook, retry=["1h"], raw=listener_tls),
+        shutdown_grace=None,
     )
-    return path
 
 
 @pytest.mark.e2e

@@ -7,13 +7,18 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from bridge.config import Config, load_config
+from bridge.core.extract import key_text
 from bridge.http.poller import HostLimiter, Poller
 from bridge.pipeline import Pipeline
+from bridge.store import EventQuery
 from bridge.store.sqlite import SQLiteStore
+from tests.support.configs import write_config
+from tests.support.state import EVERYTHING
 
 
 class FixedClock:
@@ -29,11 +34,15 @@ class FixedClock:
         self.now += timedelta(seconds=seconds)
 
 
-def make_config(tmp_path: Path, text: str, env: Mapping[str, str] | None = None) -> Config:
-    """Load ``text`` (TOML) as the configuration, with its state file in ``tmp_path``."""
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    path = tmp_path / "pollbridge.toml"
-    path.write_text(f'[bridge]\nstate = "{tmp_path}/state.db"\n{text}')
+def make_config(
+    tmp_path: Path,
+    *tables: str,
+    env: Mapping[str, str] | None = None,
+    **bridge_fields: Any,
+) -> Config:
+    """Load ``tables`` (TOML: :func:`~tests.support.configs.source` and friends, or text) as
+    the configuration, with its state file in ``tmp_path`` and ``bridge_fields`` in ``[bridge]``."""
+    path = write_config(tmp_path / "pollbridge.toml", *tables, shutdown_grace=None, **bridge_fields)
     return load_config(path, env or {})
 
 
@@ -55,8 +64,9 @@ class Harness:
         return await self.pipeline.poll(self.source(name), commit=commit)
 
     async def events(self) -> list[dict[str, object]]:
-        rows = self.store.conn.execute("SELECT type, key_text FROM events ORDER BY seq").fetchall()
-        return [dict(r) for r in rows]
+        """Every recorded event, oldest first, as its type and key text."""
+        records = await self.store.list_events(EventQuery(limit=EVERYTHING))
+        return [{"type": r.event.type, "key_text": key_text(r.event.key)} for r in records]
 
 
 @asynccontextmanager
