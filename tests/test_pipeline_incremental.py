@@ -7,30 +7,29 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.configs import source
 from tests.support.incremental_api import ChangedSinceAPI
 from tests.support.pipelines import make_config, running
 from tests.support.servers import Reply, serve
 
 
-def _source(url: str, extra: str = "", **incremental: str) -> str:
-    fields = {"cursor": "$.updated_at", "param": "updated_since", "lookback": "0s"}
-    fields.update(incremental)
-    inc = "\n".join(
-        f"{k} = {v!r}" if not v.startswith("'") else f"{k} = {v}" for k, v in fields.items()
+def _source(url: str, *, per_page: int = 10, paginate: bool = True, **incremental: str) -> str:
+    """The ``tickets`` source; ``incremental`` overrides and adds keys of its incremental table."""
+    return source(
+        "tickets",
+        url,
+        every="1m",
+        mode="incremental",
+        items="$.tickets[*]",
+        params={"per_page": per_page},
+        paginate={"kind": "next_url", "next": "$.next_page"} if paginate else None,
+        incremental={
+            "cursor": "$.updated_at",
+            "param": "updated_since",
+            "lookback": "0s",
+            **incremental,
+        },
     )
-    return f"""
-[[sources]]
-name = "tickets"
-url = "{url}"
-every = "1m"
-mode = "incremental"
-items = "$.tickets[*]"
-params = {{ per_page = 10 }}
-paginate = {{ kind = "next_url", next = "$.next_page" }}
-{extra}
-[sources.incremental]
-{inc}
-"""
 
 
 @pytest.fixture
@@ -267,10 +266,7 @@ async def test_a_full_window_without_pagination_is_reported(tmp_path: Path, api)
     """A single-page window that returns exactly the per_page it asked for warns: the API
     probably caps it and changes beyond the cap are lost."""
     handler, server = api
-    text = _source(server.url("/tickets")).replace(
-        'paginate = { kind = "next_url", next = "$.next_page" }\n', ""
-    )
-    config = make_config(tmp_path, text.replace("per_page = 10", "per_page = 5"))
+    config = make_config(tmp_path, _source(server.url("/tickets"), per_page=5, paginate=False))
     async with running(config) as h:
         await h.poll()  # the baseline: a complete list, not a window
         for i in range(1, 8):
@@ -292,22 +288,21 @@ async def test_the_cursor_can_go_in_a_json_body(tmp_path: Path):
         return Reply(200, {"data": [r for r in rows if since is None or r["ts"] >= since]})
 
     with serve(api) as server:
-        text = f"""
-[[sources]]
-name = "tickets"
-url = "{server.url("/graphql")}"
-every = "1m"
-method = "POST"
-body = {{ query = "q", variables = {{ first = 50 }} }}
-mode = "incremental"
-items = "$.data[*]"
-[sources.incremental]
-cursor = "$.ts"
-body = "variables.since"
-format = "unix"
-start = "1970-01-01T00:02:30Z"
-"""
-        async with running(make_config(tmp_path, text)) as h:
+        tickets = source(
+            "tickets",
+            server.url("/graphql"),
+            every="1m",
+            method="POST",
+            body={"query": "q", "variables": {"first": 50}},
+            mode="incremental",
+            incremental={
+                "cursor": "$.ts",
+                "body": "variables.since",
+                "format": "unix",
+                "start": "1970-01-01T00:02:30Z",
+            },
+        )
+        async with running(make_config(tmp_path, tickets)) as h:
             first = await h.poll()
             assert [c.key_text for c in first.changes] == ["2"]
             await h.poll()
@@ -351,21 +346,19 @@ async def test_a_graphql_source_carries_the_cursor_in_its_variables(tmp_path: Pa
         )
 
     with serve(api) as server:
-        text = f"""
-[[sources]]
-name = "issues"
-url = "{server.url("/graphql")}"
-every = "1m"
-mode = "incremental"
-items = "$.data.issues[*]"
-[sources.graphql]
-query = "query($since: String) {{ issues(since: $since) {{ id at }} }}"
-variables = {{ team = "core" }}
-[sources.incremental]
-cursor = "$.at"
-body = "variables.since"
-"""
-        async with running(make_config(tmp_path, text)) as h:
+        issues = source(
+            "issues",
+            server.url("/graphql"),
+            every="1m",
+            mode="incremental",
+            items="$.data.issues[*]",
+            graphql={
+                "query": "query($since: String) { issues(since: $since) { id at } }",
+                "variables": {"team": "core"},
+            },
+            incremental={"cursor": "$.at", "body": "variables.since"},
+        )
+        async with running(make_config(tmp_path, issues)) as h:
             first = await h.poll()
             assert first.result == "baseline", first.error
             await h.poll()
