@@ -14,10 +14,11 @@ import httpx
 from bridge.config import Config, load_config
 from bridge.core.extract import key_text
 from bridge.http.poller import HostLimiter, Poller
+from bridge.outcome import PollOutcome
 from bridge.pipeline import Pipeline
 from bridge.store import EventQuery
 from bridge.store.sqlite import SQLiteStore
-from tests.support.configs import write_config
+from tests.support.configs import source, write_config
 from tests.support.state import EVERYTHING
 
 
@@ -67,6 +68,31 @@ class Harness:
         """Every recorded event, oldest first, as its type and key text."""
         records = await self.store.list_events(EventQuery(limit=EVERYTHING))
         return [{"type": r.event.type, "key_text": key_text(r.event.key)} for r in records]
+
+
+def one_source(tmp_path: Path, name: str, url: str, **fields: Any) -> Path:
+    """Write a configuration of one source ``name`` polled every minute (``fields``: its
+    further keys; no items path unless given) and no listener, its state ``s.db``."""
+    return write_config(
+        tmp_path / "pollbridge.toml",
+        source(name, url, every="1m", **{"items": None, **fields}),
+        state=tmp_path / "s.db",
+        shutdown_grace=None,
+    )
+
+
+async def poll_once(config_path: Path) -> PollOutcome:
+    """Poll the first source of the configuration at ``config_path`` once, on the wall clock,
+    through a store opened for this poll alone (as ``pollbridge poll --commit`` does)."""
+    config = load_config(config_path, env={})
+    store = SQLiteStore(config.state_location)
+    await store.open()
+    try:
+        async with httpx.AsyncClient() as client:
+            pipeline = Pipeline(config, store, Poller(client), clock=lambda: datetime.now(UTC))
+            return await pipeline.poll(config.sources[0])
+    finally:
+        await store.close()
 
 
 @asynccontextmanager
