@@ -63,6 +63,17 @@ def listener(name: str, url: str, *, raw: str = "", **fields: Any) -> str:
     return table("[[listeners]]", {"name": name, "url": url, **fields}, raw)
 
 
+def oauth2(token_url: str, client_id: str, client_secret: str, **fields: Any) -> dict[str, Any]:
+    """A source's ``auth`` table for OAuth2 client credentials (``fields``: scope, ...)."""
+    return {
+        "kind": "oauth2",
+        "token_url": token_url,
+        "client_id": client_id,
+        "client_secret": client_secret,
+        **fields,
+    }
+
+
 def config_text(
     state: str | Path,
     *tables: str,
