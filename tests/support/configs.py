@@ -58,6 +58,11 @@ def source(
     )
 
 
+def idle_source(name: str = "idle") -> str:
+    """A source that is never due while a test runs (a configuration needs one)."""
+    return source(name, "https://api.example.com/idle", every=None, items=None, cron="0 0 1 1 *")
+
+
 def listener(name: str, url: str, *, raw: str = "", **fields: Any) -> str:
     """One ``[[listeners]]`` table; ``fields`` are further keys (``retry=[...]``, ...)."""
     return table("[[listeners]]", {"name": name, "url": url, **fields}, raw)
