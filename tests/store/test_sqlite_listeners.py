@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
-
-import pytest
 
 from bridge.core.coalesce import merged_changes
 from bridge.core.patch import make_patch
@@ -18,14 +16,6 @@ from bridge.store.base import SCHEMA_VERSION
 from bridge.store.sqlite import SQLiteStore
 
 T0 = datetime(2026, 11, 23, 12, tzinfo=UTC)
-
-
-@pytest.fixture
-async def store(tmp_path) -> AsyncIterator[SQLiteStore]:
-    s = SQLiteStore(tmp_path / "state.db")
-    await s.open()
-    yield s
-    await s.close()
 
 
 def _change(kind: str, key: str, before: Any, after: Any) -> Change:
