@@ -32,6 +32,16 @@ def _source_config(tmp_path: Path, url: str, extra: str = "", **hook_fields: Any
     )
 
 
+def _committed_baseline(tmp_path: Path, items_api: Any, **hook_fields: Any) -> Path:
+    """:func:`_source_config` with a committed baseline of item 1; the API then adds item 2."""
+    api, server = items_api
+    api.set({"id": 1})
+    config = _source_config(tmp_path, server.url("/orders"), **hook_fields)
+    assert run_cli("poll", "orders", "--commit", "--config", str(config)).returncode == 0
+    api.set({"id": 1}, {"id": 2})
+    return config
+
+
 def test_version():
     """``--version`` prints the package version."""
     res = run_cli("--version")
@@ -104,11 +114,7 @@ def test_poll_dry_run_then_commit_then_changes(tmp_path, items_api):
 
 def test_poll_dry_run_leaves_an_existing_state_untouched(tmp_path, items_api):
     """A dry run reads the state read-only: the file is not written to."""
-    api, server = items_api
-    api.set({"id": 1})
-    config = _source_config(tmp_path, server.url("/orders"))
-    assert run_cli("poll", "orders", "--commit", "--config", str(config)).returncode == 0
-    api.set({"id": 1}, {"id": 2})
+    config = _committed_baseline(tmp_path, items_api)
     state = tmp_path / "state.db"
     before = (state.read_bytes(), state.stat().st_mtime_ns)
     dry = run_cli("poll", "orders", "--config", str(config))
@@ -121,11 +127,7 @@ def test_poll_dry_run_leaves_an_existing_state_untouched(tmp_path, items_api):
 
 def test_poll_commit_queues_deliveries(tmp_path, items_api):
     """``poll --commit`` records events and one pending delivery per matching listener."""
-    api, server = items_api
-    api.set({"id": 1})
-    config = _source_config(tmp_path, server.url("/orders"))
-    assert run_cli("poll", "orders", "--commit", "--config", str(config)).returncode == 0
-    api.set({"id": 1}, {"id": 2})
+    config = _committed_baseline(tmp_path, items_api)
     res = run_cli("poll", "orders", "--commit", "--config", str(config))
     assert res.returncode == 0, res.stderr
     assert "1 event(s) recorded, 1 delivery(ies) queued\n" in res.stderr
@@ -223,11 +225,7 @@ def test_an_unreadable_state_gets_a_permission_hint(tmp_path, monkeypatch):
 
 def test_replay_without_a_running_daemon_says_who_will_send(tmp_path, items_api):
     """Replaying with no daemon running does not promise a send 'within a few seconds'."""
-    api, server = items_api
-    api.set({"id": 1})
-    config = _source_config(tmp_path, server.url("/orders"))
-    assert run_cli("poll", "orders", "--commit", "--config", str(config)).returncode == 0
-    api.set({"id": 1}, {"id": 2})
+    config = _committed_baseline(tmp_path, items_api)
     assert run_cli("poll", "orders", "--commit", "--config", str(config)).returncode == 0
     (event,) = json.loads(run_cli("events", "--json", "--config", str(config)).stdout)
     res = run_cli("replay", event["id"], "--config", str(config))
@@ -238,11 +236,7 @@ def test_replay_without_a_running_daemon_says_who_will_send(tmp_path, items_api)
 
 def test_poll_commit_says_when_no_listener_takes_the_events(tmp_path, items_api):
     """Events no listener takes are reported as recorded, not as 'queued for delivery'."""
-    api, server = items_api
-    api.set({"id": 1})
-    config = _source_config(tmp_path, server.url("/orders"), events=["deleted"])
-    assert run_cli("poll", "orders", "--commit", "--config", str(config)).returncode == 0
-    api.set({"id": 1}, {"id": 2})
+    config = _committed_baseline(tmp_path, items_api, events=["deleted"])
     res = run_cli("poll", "orders", "--commit", "--config", str(config))
     assert res.returncode == 0, res.stderr
     assert "1 event(s) recorded, 0 delivery(ies) queued (no listener takes them)" in res.stderr

@@ -14,7 +14,7 @@ from bridge.core.payload import cloudevent, event_envelope
 from bridge.store import EventQuery
 from tests.support.configs import listener, source
 from tests.support.event_logs import EventLogAPI
-from tests.support.pipelines import make_config, running
+from tests.support.pipelines import baselined, make_config, running
 from tests.support.servers import Reply, TestServer, serve
 
 
@@ -70,8 +70,7 @@ async def test_new_entries_become_one_event_each_across_pages(
     """A burst larger than a page is walked until a page holds a seen key; each entry once."""
     fake, server = log_api
     config = _config(tmp_path, server)
-    async with running(config) as h:
-        await h.poll()
+    async with baselined(config) as h:
         new_ids = fake.emit(13)
         before = _event_requests(server)
         outcome = await h.poll()
@@ -129,8 +128,7 @@ async def test_seen_keys_stay_bounded_on_an_endless_log(
     and no entry is announced twice."""
     fake, server = log_api
     config = _config(tmp_path, server, remember_count=30)
-    async with running(config) as h:
-        await h.poll()
+    async with baselined(config) as h:
         announced: list[str] = []
         for n in range(60):
             fake.emit(1 + n % 7)
@@ -171,8 +169,7 @@ async def test_a_dry_run_records_nothing(
     """poll without commit shows the new entries but remembers none of them."""
     fake, server = log_api
     config = _config(tmp_path, server)
-    async with running(config) as h:
-        await h.poll()
+    async with baselined(config) as h:
         fake.emit(2)
         dry = await h.poll(commit=False)
         assert len(dry.changes) == 2 and not dry.committed
@@ -186,8 +183,7 @@ async def test_switching_to_append_drops_the_snapshot_and_back_drops_the_keys(
     """A change of mode re-baselines: append keeps keys, not items; snapshot keeps items."""
     _fake, server = log_api
     snapshot = _config(tmp_path, server, mode=None)
-    async with running(snapshot) as h:
-        await h.poll()
+    async with baselined(snapshot) as h:
         assert len((await h.store.load_hashes("feed")).hashes) == 25
         h.reconfigure(_config(tmp_path, server))
         outcome = await h.poll()

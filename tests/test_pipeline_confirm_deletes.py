@@ -12,7 +12,7 @@ from bridge.cli.running import tracked_lines
 from bridge.config import Config
 from tests.support.configs import source
 from tests.support.event_logs import BlinkingList
-from tests.support.pipelines import make_config, running
+from tests.support.pipelines import baselined, make_config
 from tests.support.servers import TestServer, serve
 
 
@@ -40,8 +40,7 @@ async def test_an_item_that_blinks_out_for_one_poll_emits_nothing(
 ) -> None:
     """Missing once, back the next poll: no event, its snapshot never left."""
     fake, server = blinking
-    async with running(_config(tmp_path, server)) as h:
-        await h.poll()
+    async with baselined(_config(tmp_path, server)) as h:
         fake.blink([3], answers=1)
         missing = await h.poll()
         assert missing.result == "ok" and missing.changes == []
@@ -67,8 +66,7 @@ async def test_an_item_missing_n_polls_in_a_row_is_deleted_once(
 ) -> None:
     """confirm_deletes = 3: the third consecutive poll without the item emits item.deleted."""
     fake, server = blinking
-    async with running(_config(tmp_path, server, confirm_deletes=3)) as h:
-        await h.poll()
+    async with baselined(_config(tmp_path, server, confirm_deletes=3)) as h:
         fake.remove([5, 6])
         assert _deleted(await h.poll()) == []
         assert _deleted(await h.poll()) == []
@@ -84,8 +82,7 @@ async def test_a_changed_item_that_comes_back_is_an_update(
 ) -> None:
     """The snapshot was kept, so an item back with new content is updated, not created."""
     fake, server = blinking
-    async with running(_config(tmp_path, server)) as h:
-        await h.poll()
+    async with baselined(_config(tmp_path, server)) as h:
         fake.blink([2], answers=1)
         await h.poll()
         fake.items[2] = {"id": 2, "name": "renamed"}
@@ -99,8 +96,7 @@ async def test_pending_deletes_wait_for_the_mass_delete_guard_too(
     """The guard counts the deletions a poll would make after confirmation: 8 of 12 items
     gone are pending at first, then held for confirm_polls, then deleted once."""
     fake, server = blinking
-    async with running(_config(tmp_path, server, max_deletes="50%", confirm_polls=2)) as h:
-        await h.poll()
+    async with baselined(_config(tmp_path, server, max_deletes="50%", confirm_polls=2)) as h:
         fake.remove(list(range(1, 9)))
         pending = await h.poll()
         assert pending.result == "ok" and len(pending.pending_deletes) == 8
@@ -117,8 +113,7 @@ async def test_items_back_during_a_hold_release_it_without_deletes(
 ) -> None:
     """A half-empty answer that is held and then recovers deletes nothing."""
     fake, server = blinking
-    async with running(_config(tmp_path, server, max_deletes="50%", confirm_polls=3)) as h:
-        await h.poll()
+    async with baselined(_config(tmp_path, server, max_deletes="50%", confirm_polls=3)) as h:
         fake.blink(list(range(1, 9)), answers=2)
         assert (await h.poll()).result == "ok"
         assert (await h.poll()).result == "held"
@@ -133,8 +128,7 @@ async def test_confirm_deletes_one_deletes_at_once(
 ) -> None:
     """The default: an item missing from a complete list is deleted by that poll."""
     fake, server = blinking
-    async with running(_config(tmp_path, server, confirm_deletes=None)) as h:
-        await h.poll()
+    async with baselined(_config(tmp_path, server, confirm_deletes=None)) as h:
         fake.blink([4], answers=1)
         assert _deleted(await h.poll()) == ["4"]
         assert [c.type for c in (await h.poll()).changes] == ["created"]

@@ -9,7 +9,7 @@ from typing import Any
 
 from tests.support.configs import source
 from tests.support.fake_graphql import FakeDetailAPI
-from tests.support.pipelines import make_config, running
+from tests.support.pipelines import baselined, make_config, running
 from tests.support.servers import Reply, Request, serve
 
 
@@ -85,8 +85,7 @@ async def test_a_changed_entry_with_an_unchanged_detail_is_fetched_once(tmp_path
     api = FakeDetailAPI(count=3)
     with serve(api) as server:
         config = _config(tmp_path, server.url("").rstrip("/"), ignore=["$.updated_at"])
-        async with running(config) as h:
-            await h.poll()
+        async with baselined(config) as h:
             _set(api, 1, updated_at="2024-06-01T00:00:00Z")  # only the ignored field moves
             touched = await h.poll()
             settled = await h.poll()
@@ -104,8 +103,7 @@ async def test_a_failing_detail_fetch_records_nothing_and_the_next_poll_recovers
     api = FakeDetailAPI(count=4)
     with serve(api) as server:
         config = _config(tmp_path, server.url("").rstrip("/"))
-        async with running(config) as h:
-            await h.poll()
+        async with baselined(config) as h:
             version = await h.store.snapshot_version("orders")
             _set(api, 2, updated_at="2024-05-03T00:00:00Z", total=1)
             _set(api, 3, updated_at="2024-05-03T00:00:00Z", total=2)
@@ -140,8 +138,7 @@ async def test_changing_detail_rebaselines_and_fetches_everything(tmp_path):
     api = FakeDetailAPI(count=3)
     with serve(api) as server:
         base = server.url("").rstrip("/")
-        async with running(_config(tmp_path, base)) as h:
-            await h.poll()
+        async with baselined(_config(tmp_path, base)) as h:
             h.reconfigure(_config(tmp_path, base, detail=_detail(base, concurrency=2)))
             same = await h.poll()
             changed_config = _config(tmp_path, base, detail={"url": base + "/orders/{$.id}"})

@@ -9,7 +9,7 @@ import pytest
 
 from tests.support.configs import source
 from tests.support.incremental_api import ChangedSinceAPI
-from tests.support.pipelines import make_config, running
+from tests.support.pipelines import baselined, make_config, running
 from tests.support.servers import Reply, serve
 
 
@@ -71,8 +71,7 @@ async def test_the_clock_of_the_bridge_host_never_moves_the_cursor(tmp_path: Pat
     """A jump of the bridge's clock, forward or back, changes nothing that is asked for."""
     handler, server = api
     config = make_config(tmp_path, _source(server.url("/tickets"), lookback="2m"))
-    async with running(config) as h:
-        await h.poll()
+    async with baselined(config) as h:
         h.clock.advance(10 * 365 * 86400)
         await h.poll()
         h.clock.now -= timedelta(days=20 * 365)
@@ -90,8 +89,7 @@ async def test_result_order_does_not_matter(tmp_path: Path, api):
     handler, server = api
     handler.descending = True
     config = make_config(tmp_path, _source(server.url("/tickets")))
-    async with running(config) as h:
-        await h.poll()
+    async with baselined(config) as h:
         for i in (4, 14, 24):
             handler.change(i, status="solved")
         outcome = await h.poll()
@@ -112,8 +110,7 @@ async def test_a_failed_page_fails_the_poll_and_keeps_the_cursor(tmp_path: Path)
 
     with serve(api) as server:
         config = make_config(tmp_path, _source(server.url("/tickets")))
-        async with running(config) as h:
-            await h.poll()
+        async with baselined(config) as h:
             for i in range(1, 13):  # 12 changes: two pages
                 handler.change(i, status="solved")
             broken["on"] = True
@@ -133,8 +130,7 @@ async def test_an_item_without_a_readable_cursor_fails_the_poll_naming_its_key(t
     """A missing or unparsable cursor value is a poll error that names the item's key."""
     handler, server = api
     config = make_config(tmp_path, _source(server.url("/tickets")))
-    async with running(config) as h:
-        await h.poll()
+    async with baselined(config) as h:
         handler.change(5, status="x")
         with handler.lock:
             handler.tickets[5]["updated_at"] = "yesterday"
@@ -155,8 +151,7 @@ async def test_deleted_when_turns_a_soft_delete_into_a_delete(tmp_path: Path, ap
     handler, server = api
     text = _source(server.url("/tickets"), deleted_when="$[?(@.status == 'deleted')]")
     config = make_config(tmp_path, text)
-    async with running(config) as h:
-        await h.poll()
+    async with baselined(config) as h:
         handler.change(2, status="deleted")
         handler.change(99, status="deleted")
         outcome = await h.poll()
@@ -172,8 +167,7 @@ async def test_only_a_reconcile_poll_finds_hard_deletes(tmp_path: Path, api):
     list) does, keeps the cursor, and is next due reconcile_every later."""
     handler, server = api
     config = make_config(tmp_path, _source(server.url("/tickets"), reconcile_every="1h"))
-    async with running(config) as h:
-        await h.poll()
+    async with baselined(config) as h:
         handler.remove(9)
         window = await h.poll()
         assert window.changes == [] and window.asked is not None and "window" in window.asked
@@ -193,8 +187,7 @@ async def test_a_reconcile_obeys_the_mass_delete_guard(tmp_path: Path, api):
     """A reconcile that would delete most items is held like any complete list."""
     handler, server = api
     config = make_config(tmp_path, _source(server.url("/tickets"), reconcile_every="1h"))
-    async with running(config) as h:
-        await h.poll()
+    async with baselined(config) as h:
         for i in range(1, 21):
             handler.remove(i)
         h.clock.advance(3601)
@@ -236,8 +229,7 @@ async def test_changing_the_cursor_rebaselines_and_changing_lookback_does_not(tm
     """The cursor path is part of what defines the source; the lookback is not."""
     handler, server = api
     url = server.url("/tickets")
-    async with running(make_config(tmp_path, _source(url))) as h:
-        await h.poll()
+    async with baselined(make_config(tmp_path, _source(url))) as h:
         h.reconfigure(make_config(tmp_path, _source(url, lookback="5m")))
         same = await h.poll()
         assert same.result == "unchanged"
@@ -251,8 +243,7 @@ async def test_a_dry_run_shows_the_cursor_it_would_send_and_store(tmp_path: Path
     """poll --dry-run: the window's bound and the cursor that would be stored; nothing moves."""
     handler, server = api
     config = make_config(tmp_path, _source(server.url("/tickets"), lookback="1m"))
-    async with running(config) as h:
-        await h.poll()
+    async with baselined(config) as h:
         handler.change(1, status="solved")
         dry = await h.poll(commit=False)
         assert dry.cursor_sent == "2026-03-01T08:59:25Z"

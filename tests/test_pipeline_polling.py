@@ -13,7 +13,7 @@ import pytest
 from bridge.config import Config
 from tests.support.configs import source
 from tests.support.fake_apis import FakeAPI
-from tests.support.pipelines import make_config, running
+from tests.support.pipelines import baselined, make_config, running
 from tests.support.servers import Reply, TestServer, serve
 
 
@@ -163,8 +163,7 @@ async def test_etags_per_page_make_an_unchanged_list_cheap(tmp_path, api):
     """Every page is asked with its own ETag; all 304 is an unchanged poll with no events."""
     _fake, server = api
     config = _config(tmp_path, server, "/link", paginate=LINK)
-    async with running(config) as h:
-        await h.poll()
+    async with baselined(config) as h:
         state = await h.store.get_source_state("things")
         assert state is not None and len(state.validators) == 3
         assert all("etag" in v and "last_modified" in v for v in state.validators.values())
@@ -182,8 +181,7 @@ async def test_a_change_on_a_later_page_refetches_the_earlier_ones(tmp_path, api
     """Pages 1-2 answer 304, page 3 changed: the list is walked again in full, then diffed."""
     fake, server = api
     config = _config(tmp_path, server, "/link", paginate=LINK)
-    async with running(config) as h:
-        await h.poll()
+    async with baselined(config) as h:
         items = [dict(it) for it in fake.items]
         items[-1]["status"] = "paid"
         fake.set_items(items)
@@ -198,8 +196,7 @@ async def test_conditional_false_sends_no_validators(tmp_path, api):
     """conditional = false: never If-None-Match / If-Modified-Since (broken validators)."""
     _fake, server = api
     config = _config(tmp_path, server, "/link", conditional=False, paginate=LINK)
-    async with running(config) as h:
-        await h.poll()
+    async with baselined(config) as h:
         second = await h.poll()
         state = await h.store.get_source_state("things")
     assert second.result == "unchanged" and not second.not_modified
@@ -218,8 +215,7 @@ async def test_last_modified_alone_is_used(tmp_path):
 
     with serve(handler) as server:
         config = _config(tmp_path, server)
-        async with running(config) as h:
-            await h.poll()
+        async with baselined(config) as h:
             second = await h.poll()
     assert second.not_modified and second.result == "unchanged"
     assert "if-none-match" not in server.requests[1].headers
@@ -228,8 +224,7 @@ async def test_last_modified_alone_is_used(tmp_path):
 async def test_a_changed_item_definition_ignores_the_304(tmp_path, api):
     """After a fingerprint change the body is needed: no validators are sent, it re-baselines."""
     _fake, server = api
-    async with running(_config(tmp_path, server, items=DATA)) as h:
-        await h.poll()
+    async with baselined(_config(tmp_path, server, items=DATA)) as h:
         h.reconfigure(_config(tmp_path, server, items=DATA, ignore=["$.name"]))
         outcome = await h.poll()
     assert outcome.result == "rebaseline"
@@ -298,8 +293,7 @@ async def test_a_poll_returning_10_percent_is_held_then_applied_after_confirmati
     fake, server = api
     fake.set_items([{"id": i} for i in range(1, 101)])
     config = _config(tmp_path, server, items=DATA)
-    async with running(config) as h:
-        await h.poll()
+    async with baselined(config) as h:
         before = await h.store.load_hashes("things")
         fake.keep(set(range(1, 11)))
         for n in (1, 2):
@@ -321,8 +315,7 @@ async def test_a_held_result_that_goes_away_releases_the_hold(tmp_path, api):
     """The API recovers before the confirmations: nothing is deleted and the hold is cleared."""
     fake, server = api
     config = _config(tmp_path, server, items=DATA)
-    async with running(config) as h:
-        await h.poll()
+    async with baselined(config) as h:
         everything = list(fake.items)
         fake.keep({1, 2})
         assert (await h.poll()).result == "held"
@@ -337,8 +330,7 @@ async def test_operator_accept_applies_the_held_result_at_the_next_poll(tmp_path
     """accept_requested (set by `pollbridge accept`) applies the held poll at once."""
     fake, server = api
     config = _config(tmp_path, server, items=DATA, confirm_polls=10)
-    async with running(config) as h:
-        await h.poll()
+    async with baselined(config) as h:
         fake.keep({1})
         assert (await h.poll()).result == "held"
         await h.store.update_source_state("things", accept_requested=True)
@@ -353,8 +345,7 @@ async def test_max_deletes_count_and_small_snapshots(tmp_path, api):
     """An absolute max_deletes holds beyond that count; under 10 stored items nothing is held."""
     fake, server = api
     config = _config(tmp_path, server, items=DATA, max_deletes=3)
-    async with running(config) as h:
-        await h.poll()
+    async with baselined(config) as h:
         everything = list(fake.items)
         fake.keep(set(range(5, 26)))
         assert (await h.poll()).result == "held"
@@ -363,8 +354,7 @@ async def test_max_deletes_count_and_small_snapshots(tmp_path, api):
         assert (await h.poll()).result == "ok"
     fake.set_items([{"id": i} for i in range(1, 10)])
     small = _config(tmp_path / "small", server, items=DATA)
-    async with running(small) as h:
-        await h.poll()
+    async with baselined(small) as h:
         fake.keep({1})
         assert (await h.poll()).result == "ok"
 
@@ -373,8 +363,7 @@ async def test_deletes_false_sends_no_deletion_events(tmp_path, api):
     """deletes = false: a vanished item leaves the snapshot silently."""
     fake, server = api
     config = _config(tmp_path, server, items=DATA, deletes=False)
-    async with running(config) as h:
-        await h.poll()
+    async with baselined(config) as h:
         fake.keep(set(range(2, 26)) | {99})
         fake.set_items([*fake.items, {"id": 99}])
         outcome = await h.poll()
@@ -386,8 +375,7 @@ async def test_deletes_false_sends_no_deletion_events(tmp_path, api):
 async def test_changing_key_rebaselines_silently(tmp_path, api):
     """A new key re-baselines: no created/deleted storm, the snapshot is keyed the new way."""
     _fake, server = api
-    async with running(_config(tmp_path, server, items=DATA)) as h:
-        await h.poll()
+    async with baselined(_config(tmp_path, server, items=DATA)) as h:
         h.reconfigure(_config(tmp_path, server, items=DATA, key="$.name"))
         outcome = await h.poll()
         hashes = await h.store.load_hashes("things")

@@ -116,3 +116,11 @@ async def running(
             yield Harness(config, pipeline, store, clock)
     finally:
         await store.close()
+
+
+@asynccontextmanager
+async def baselined(config: Config, **options: Any) -> AsyncIterator[Harness]:
+    """:func:`running` (with ``options``) once its first source's first poll is done."""
+    async with running(config, **options) as h:
+        await h.poll()
+        yield h
