@@ -261,14 +261,7 @@ async def test_a_worker_that_never_gets_ready_fails_the_poll_within_its_timeout(
     api = Body(_items(30))
     pids = tmp_path / "started"
     with serve(api) as server:
-        async with bridge(
-            tmp_path,
-            str(tmp_path / "s.db"),
-            server.url("/x"),
-            workers=1,
-            source_extra='items = "$.data.rows[*]"',
-            timeout="1s",
-        ) as b:
+        async with bridge(tmp_path, server.url("/x"), workers=1, items=ROWS, timeout="1s") as b:
             assert (await b.poll()).result == "baseline"
             pool = b.services.analysis
             real = pool.command
