@@ -63,6 +63,7 @@ async def _fetch(config, client: httpx.AsyncClient, auths: Authenticators | None
             "Basic " + base64.b64encode(b"sk_test_only:").decode(),
         ),
     ],
+    ids=["bearer", "basic", "header", "basic without a password"],
 )
 async def test_header_credentials_are_sent(tmp_path, auth, header, expected):
     """bearer, basic and header auth put their secret in the right header."""
