@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
 
+from bridge.store.sqlite import SQLiteStore
 from tests.support.servers import ItemsAPI, TestServer, serve
 
 # CI shares two cores with other work: timing-based health checks and deadlines would make the
@@ -18,6 +19,16 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 settings.load_profile("pollbridge")
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    """An open SQLite store on ``state.db`` in the test's directory (a module that needs
+    another store defines its own ``store``)."""
+    opened = SQLiteStore(tmp_path / "state.db")
+    await opened.open()
+    yield opened
+    await opened.close()
 
 
 @pytest.fixture

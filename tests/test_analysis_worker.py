@@ -23,11 +23,13 @@ from bridge.config import load_config
 from bridge.outcome import PollOutcome
 from bridge.runtime import Services
 from bridge.store import Store, create_store
+from tests.support.configs import config_text, listener, source, write_config
 from tests.support.rawserver import RawRequest, serve_raw
 from tests.support.servers import Reply, Request, serve
 
 DATA = Path(__file__).parent / "data" / "formats"
 FAILING_WORKER = Path(__file__).parent / "support" / "failing_worker.py"
+ROWS = "$.data.rows[*]"
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 
@@ -53,27 +55,17 @@ def _items(n: int, changed: int = 0, dropped: int = 0) -> bytes:
     return orjson.dumps({"meta": {"count": len(items)}, "data": {"rows": items}})
 
 
-def _config_text(
-    state: str, url: str, *, workers: int, source_extra: str = "", timeout: str = "10s"
-) -> str:
-    return f"""
-[bridge]
-state = "{state}"
-analysis_workers = {workers}
-analysis_worker_min_bytes = 1
-
-[[sources]]
-name = "big"
-url = "{url}"
-every = "1h"
-timeout = "{timeout}"
-{source_extra}
-
-[[listeners]]
-name = "sink"
-url = "http://127.0.0.1:9/hook"
-secret = "{SECRET}"
-"""
+def _config_text(state: str, url: str, *, workers: int, **source_fields: Any) -> str:
+    """One source ``big`` (``source_fields``: its further keys) and a listener."""
+    fields = {"every": "1h", "items": None, "timeout": "10s", **source_fields}
+    return config_text(
+        state,
+        source("big", url, **fields),
+        listener("sink", "http://127.0.0.1:9/hook", secret=SECRET),
+        shutdown_grace=None,
+        analysis_workers=workers,
+        analysis_worker_min_bytes=1,
+    )
 
 
 @dataclass
@@ -93,17 +85,12 @@ class Bridge:
 
 @asynccontextmanager
 async def bridge(
-    tmp_path: Path,
-    state: str,
-    url: str,
-    *,
-    workers: int,
-    source_extra: str = "",
-    timeout: str = "10s",
+    tmp_path: Path, url: str, *, workers: int, state: str | None = None, **source_fields: Any
 ) -> AsyncIterator[Bridge]:
+    """Services over :func:`_config_text` (the state: ``s.db`` in ``tmp_path`` unless given)."""
+    state = state or str(tmp_path / "s.db")
     path = tmp_path / f"pollbridge-{workers}.toml"
-    text = _config_text(state, url, workers=workers, source_extra=source_extra, timeout=timeout)
-    path.write_text(text)
+    path.write_text(_config_text(state, url, workers=workers, **source_fields))
     config = load_config(path, {})
     store = create_store(config.state_location)
     await store.open()
@@ -153,7 +140,7 @@ async def test_worker_and_in_process_record_the_same(
     spools.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(spools))
     api = Body()
-    extra = 'items = "$.data.rows[*]"\nignore = ["$.seen"]\nbaseline = "emit"'
+    fields = {"items": ROWS, "ignore": ["$.seen"], "baseline": "emit"}
     versions = [
         _items(300),
         _items(300, changed=5),
@@ -163,8 +150,8 @@ async def test_worker_and_in_process_record_the_same(
     with serve(api) as server:
         url = server.url("/items")
         async with (
-            bridge(tmp_path, states("inproc"), url, workers=0, source_extra=extra) as inproc,
-            bridge(tmp_path, states("apart"), url, workers=1, source_extra=extra) as apart,
+            bridge(tmp_path, url, state=states("inproc"), workers=0, **fields) as inproc,
+            bridge(tmp_path, url, state=states("apart"), workers=1, **fields) as apart,
         ):
             apart.services.analysis.stream_min_bytes = 0 if streamed else 1 << 40
             for body in versions:
@@ -211,12 +198,12 @@ async def test_fixture_corpus_gives_the_same_results_in_a_worker(
 ) -> None:
     """Every fixture body (and every malformed one) ends the same in a worker as in process."""
     api = Body((DATA / name).read_bytes(), ctype)
-    extra = f'format = "{fmt}"\nitems = "{items}"\nkey = "{key}"\nbaseline = "emit"'
+    fields = {"format": fmt, "items": items, "key": key, "baseline": "emit"}
     with serve(api) as server:
         url = server.url("/feed")
         async with (
-            bridge(tmp_path, str(tmp_path / "a.db"), url, workers=0, source_extra=extra) as a,
-            bridge(tmp_path, str(tmp_path / "b.db"), url, workers=1, source_extra=extra) as b,
+            bridge(tmp_path, url, state=str(tmp_path / "a.db"), workers=0, **fields) as a,
+            bridge(tmp_path, url, state=str(tmp_path / "b.db"), workers=1, **fields) as b,
         ):
             b.services.analysis.stream_min_bytes = 0
             for _ in range(2):
@@ -237,12 +224,7 @@ async def test_a_failing_worker_fails_its_poll_only(
     marker = tmp_path / "failed-once"
     with serve(api) as server:
         async with bridge(
-            tmp_path,
-            states("s"),
-            server.url("/items"),
-            workers=1,
-            source_extra='items = "$.data.rows[*]"',
-            timeout="2s",
+            tmp_path, server.url("/items"), state=states("s"), workers=1, items=ROWS, timeout="2s"
         ) as b:
             assert (await b.poll()).result == "baseline"
             before = await b.stored()
@@ -279,14 +261,7 @@ async def test_a_worker_that_never_gets_ready_fails_the_poll_within_its_timeout(
     api = Body(_items(30))
     pids = tmp_path / "started"
     with serve(api) as server:
-        async with bridge(
-            tmp_path,
-            str(tmp_path / "s.db"),
-            server.url("/x"),
-            workers=1,
-            source_extra='items = "$.data.rows[*]"',
-            timeout="1s",
-        ) as b:
+        async with bridge(tmp_path, server.url("/x"), workers=1, items=ROWS, timeout="1s") as b:
             assert (await b.poll()).result == "baseline"
             pool = b.services.analysis
             real = pool.command
@@ -311,13 +286,7 @@ async def test_a_worker_killed_while_idle_is_replaced_silently(tmp_path: Path) -
     """A worker killed between polls costs no poll: the next one starts a new worker."""
     api = Body(_items(40))
     with serve(api) as server:
-        async with bridge(
-            tmp_path,
-            str(tmp_path / "s.db"),
-            server.url("/x"),
-            workers=1,
-            source_extra='items = "$.data.rows[*]"',
-        ) as b:
+        async with bridge(tmp_path, server.url("/x"), workers=1, items=ROWS) as b:
             assert (await b.poll()).result == "baseline"
             (pid,) = b.services.analysis.idle_pids
             os.kill(pid, signal.SIGKILL)
@@ -348,11 +317,7 @@ async def test_a_body_over_max_bytes_is_refused_while_spooling(
 
     with serve_raw(endless) as server:
         async with bridge(
-            tmp_path,
-            str(tmp_path / "s.db"),
-            server.url("/huge"),
-            workers=1,
-            source_extra='max_bytes = "20MiB"\nitems = "$.data[*]"',
+            tmp_path, server.url("/huge"), workers=1, max_bytes="20MiB", items="$.data[*]"
         ) as b:
             b.services.analysis.min_bytes = 1 << 20
             tracemalloc.start()
@@ -371,13 +336,7 @@ async def test_without_workers_nothing_is_spooled(tmp_path: Path) -> None:
     """``analysis_workers = 0``: every response is analysed in process, as before."""
     api = Body(_items(30))
     with serve(api) as server:
-        async with bridge(
-            tmp_path,
-            str(tmp_path / "s.db"),
-            server.url("/x"),
-            workers=0,
-            source_extra='items = "$.data.rows[*]"',
-        ) as b:
+        async with bridge(tmp_path, server.url("/x"), workers=0, items=ROWS) as b:
             assert b.services.analysis.spool_policy(b.services.config.sources[0]) is None
             assert (await b.poll()).result == "baseline"
             assert b.services.analysis.idle_pids == []
@@ -387,23 +346,12 @@ async def test_reload_resizes_the_pool(tmp_path: Path) -> None:
     """A reload that sets ``analysis_workers = 0`` stops the idle workers; polls go on in process."""
     api = Body(_items(30))
     with serve(api) as server:
-        async with bridge(
-            tmp_path,
-            str(tmp_path / "s.db"),
-            server.url("/x"),
-            workers=1,
-            source_extra='items = "$.data.rows[*]"',
-        ) as b:
+        async with bridge(tmp_path, server.url("/x"), workers=1, items=ROWS) as b:
             assert (await b.poll()).result == "baseline"
             assert len(b.services.analysis.idle_pids) == 1
             path = tmp_path / "reloaded.toml"
             path.write_text(
-                _config_text(
-                    str(tmp_path / "s.db"),
-                    server.url("/x"),
-                    workers=0,
-                    source_extra='items = "$.data.rows[*]"',
-                )
+                _config_text(str(tmp_path / "s.db"), server.url("/x"), workers=0, items=ROWS)
             )
             b.services.reconfigure(load_config(path, {}))
             assert b.services.analysis.idle_pids == []
@@ -413,28 +361,14 @@ async def test_reload_resizes_the_pool(tmp_path: Path) -> None:
 
 
 def _cli_config(tmp_path: Path, url: str, hook: str = "http://127.0.0.1:9/hook") -> Path:
-    path = tmp_path / "pollbridge.toml"
-    path.write_text(
-        f"""
-[bridge]
-state = "{tmp_path}/state.db"
-log_level = "debug"
-analysis_worker_min_bytes = 1
-shutdown_grace = "5s"
-
-[[sources]]
-name = "orders"
-url = "{url}"
-every = "300ms"
-items = "$.data[*]"
-
-[[listeners]]
-name = "hooks"
-url = "{hook}"
-secret = "{SECRET}"
-"""
+    return write_config(
+        tmp_path / "pollbridge.toml",
+        source("orders", url, every="300ms"),
+        listener("hooks", hook, secret=SECRET),
+        shutdown_grace="5s",
+        log_level="debug",
+        analysis_worker_min_bytes=1,
     )
-    return path
 
 
 def test_cli_poll_dry_run_and_commit_use_a_worker(tmp_path: Path, items_api: Any) -> None:

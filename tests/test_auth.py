@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 import pytest
@@ -13,6 +14,7 @@ from bridge.config import OAuth2Auth
 from bridge.errors import PollError
 from bridge.http.auth import Authenticators, OAuth2ClientCredentials
 from bridge.http.poller import Poller
+from tests.support.configs import oauth2, source
 from tests.support.fake_apis import CLIENT_ID, CLIENT_SECRET, FakeAPI
 from tests.support.pipelines import make_config, running
 from tests.support.servers import Reply, serve
@@ -20,13 +22,12 @@ from tests.support.servers import Reply, serve
 NOW = datetime(2024, 5, 1, tzinfo=UTC)
 API = "https://api.example.com/v1/items"
 TOKEN_URL = "https://auth.example.com/oauth/token"
+QUERY_KEY = {"kind": "query", "name": "api_key", "value": "qsecret-42"}
 
 
-def _config(tmp_path, auth: str, url: str = API):
-    return make_config(
-        tmp_path,
-        f'[[sources]]\nname = "s"\nurl = "{url}"\nevery = "1m"\nauth = {auth}\n',
-    )
+def _config(tmp_path, auth: dict[str, str], **fields: Any):  # type: ignore[no-untyped-def]
+    """Source ``s`` at :data:`API` with ``auth``; ``fields``: its further keys."""
+    return make_config(tmp_path, source("s", API, every="1m", items=None, auth=auth, **fields))
 
 
 async def _fetch(config, client: httpx.AsyncClient, auths: Authenticators | None = None):
@@ -45,23 +46,24 @@ async def _fetch(config, client: httpx.AsyncClient, auths: Authenticators | None
 @pytest.mark.parametrize(
     ("auth", "header", "expected"),
     [
-        ('{ kind = "bearer", token = "tok-123456" }', "authorization", "Bearer tok-123456"),
+        ({"kind": "bearer", "token": "tok-123456"}, "authorization", "Bearer tok-123456"),
         (
-            '{ kind = "basic", username = "ann", password = "pw-secret" }',
+            {"kind": "basic", "username": "ann", "password": "pw-secret"},
             "authorization",
             "Basic " + base64.b64encode(b"ann:pw-secret").decode(),
         ),
         (
-            '{ kind = "header", name = "X-Api-Key", value = "key-987654" }',
+            {"kind": "header", "name": "X-Api-Key", "value": "key-987654"},
             "x-api-key",
             "key-987654",
         ),
         (
-            '{ kind = "basic", username = "sk_test_only" }',
+            {"kind": "basic", "username": "sk_test_only"},
             "authorization",
             "Basic " + base64.b64encode(b"sk_test_only:").decode(),
         ),
     ],
+    ids=["bearer", "basic", "header", "basic without a password"],
 )
 async def test_header_credentials_are_sent(tmp_path, auth, header, expected):
     """bearer, basic and header auth put their secret in the right header."""
@@ -75,7 +77,7 @@ async def test_header_credentials_are_sent(tmp_path, auth, header, expected):
 
 async def test_query_credentials_never_appear_in_urls_or_errors(tmp_path):
     """query auth adds the parameter on the wire but not in the URL pollbridge reports."""
-    config = _config(tmp_path, '{ kind = "query", name = "api_key", value = "qsecret-42" }')
+    config = _config(tmp_path, QUERY_KEY)
     with respx.mock() as mock:
         route = mock.get(API).respond(500, text="nope")
         async with httpx.AsyncClient() as client:
@@ -88,7 +90,7 @@ async def test_query_credentials_never_appear_in_urls_or_errors(tmp_path):
 
 async def test_credentials_are_not_sent_across_origins_on_redirect(tmp_path):
     """A redirect to another host gets no Authorization header."""
-    config = _config(tmp_path, '{ kind = "bearer", token = "tok-123456" }')
+    config = _config(tmp_path, {"kind": "bearer", "token": "tok-123456"})
     with respx.mock() as mock:
         mock.get(API).respond(302, headers={"location": "https://cdn.example.net/items.json"})
         other = mock.get("https://cdn.example.net/items.json").respond(200, json=[])
@@ -189,16 +191,9 @@ async def test_oauth2_answers_without_a_token_fail(answer):
 
 async def test_sources_with_the_same_client_share_one_token(tmp_path):
     """Two sources with identical OAuth2 settings get the same authenticator (one token)."""
-    auth = (
-        f'{{ kind = "oauth2", token_url = "{TOKEN_URL}", client_id = "a", '
-        'client_secret = "secret-1" }'
-    )
+    auth = oauth2(TOKEN_URL, "a", "secret-1")
     config = make_config(
-        tmp_path,
-        "".join(
-            f'[[sources]]\nname = "{n}"\nurl = "{API}"\nevery = "1m"\nauth = {auth}\n'
-            for n in ("one", "two")
-        ),
+        tmp_path, *(source(n, API, every="1m", items=None, auth=auth) for n in ("one", "two"))
     )
     async with httpx.AsyncClient() as client:
         auths = Authenticators(client)
@@ -211,21 +206,8 @@ async def test_oauth2_against_a_server_with_expiring_tokens(tmp_path):
     fake = FakeAPI(count=5)
     fake.require_token = True
     with serve(fake) as server:
-        config = make_config(
-            tmp_path,
-            f"""
-[[sources]]
-name = "s"
-url = "{server.url("/items")}"
-every = "1m"
-items = "$.data[*]"
-[sources.auth]
-kind = "oauth2"
-token_url = "{server.url("/oauth/token")}"
-client_id = "{CLIENT_ID}"
-client_secret = "{CLIENT_SECRET}"
-""",
-        )
+        auth = oauth2(server.url("/oauth/token"), CLIENT_ID, CLIENT_SECRET)
+        config = make_config(tmp_path, source("s", server.url("/items"), every="1m", auth=auth))
         async with running(config) as h:
             assert (await h.poll()).ok
             assert (await h.poll()).ok
@@ -246,12 +228,7 @@ client_secret = "{CLIENT_SECRET}"
 
 async def test_query_key_echoed_in_next_links_is_never_stored(tmp_path):
     """An API that puts the query key into its Link header: pages work, state holds no secret."""
-    config = make_config(
-        tmp_path,
-        f'[[sources]]\nname = "s"\nurl = "{API}"\nevery = "1m"\n'
-        'auth = { kind = "query", name = "api_key", value = "qsecret-42" }\n'
-        'paginate = { kind = "link" }\n',
-    )
+    config = _config(tmp_path, QUERY_KEY, paginate={"kind": "link"})
     with respx.mock() as mock:
         page2 = f"{API}?page=2&api_key=qsecret-42"
         mock.get(API, params={"page": "2"}).respond(200, json=[{"id": 2}], headers={"etag": '"b"'})

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,31 +16,30 @@ from bridge.core.signing import decode_secret, generate_secret
 from bridge.daemon import claim_sqlite_state
 from bridge.models import SourceState
 from bridge.state_view import status_doc
+from tests.support.configs import listener, source, write_config
 from tests.support.daemon import run_cli
+from tests.support.state import StateView
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _source_config(tmp_path: Path, url: str, extra: str = "") -> Path:
-    path = tmp_path / "pollbridge.toml"
-    path.write_text(
-        f"""
-[bridge]
-state = "{tmp_path}/state.db"
-
-[[sources]]
-name = "orders"
-url = "{url}"
-every = "30s"
-items = "$.data[*]"
-{extra}
-
-[[listeners]]
-name = "hooks"
-url = "http://127.0.0.1:9/h"
-"""
+def _source_config(tmp_path: Path, url: str, extra: str = "", **hook_fields: Any) -> Path:
+    return write_config(
+        tmp_path / "pollbridge.toml",
+        source("orders", url, every="30s", raw=extra),
+        listener("hooks", "http://127.0.0.1:9/h", **hook_fields),
+        shutdown_grace=None,
     )
-    return path
+
+
+def _committed_baseline(tmp_path: Path, items_api: Any, **hook_fields: Any) -> Path:
+    """:func:`_source_config` with a committed baseline of item 1; the API then adds item 2."""
+    api, server = items_api
+    api.set({"id": 1})
+    config = _source_config(tmp_path, server.url("/orders"), **hook_fields)
+    assert run_cli("poll", "orders", "--commit", "--config", str(config)).returncode == 0
+    api.set({"id": 1}, {"id": 2})
+    return config
 
 
 def test_version():
@@ -110,17 +109,12 @@ def test_poll_dry_run_then_commit_then_changes(tmp_path, items_api):
     assert lines[0]["changes"] == [{"op": "replace", "path": "/s", "value": "b"}]
     assert lines[0]["before"] == {"id": 1, "s": "a"}
     assert lines[2]["after"] is None
-    with sqlite3.connect(tmp_path / "state.db") as conn:
-        assert conn.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 0
+    assert StateView(tmp_path / "state.db").events() == []
 
 
 def test_poll_dry_run_leaves_an_existing_state_untouched(tmp_path, items_api):
     """A dry run reads the state read-only: the file is not written to."""
-    api, server = items_api
-    api.set({"id": 1})
-    config = _source_config(tmp_path, server.url("/orders"))
-    assert run_cli("poll", "orders", "--commit", "--config", str(config)).returncode == 0
-    api.set({"id": 1}, {"id": 2})
+    config = _committed_baseline(tmp_path, items_api)
     state = tmp_path / "state.db"
     before = (state.read_bytes(), state.stat().st_mtime_ns)
     dry = run_cli("poll", "orders", "--config", str(config))
@@ -133,19 +127,13 @@ def test_poll_dry_run_leaves_an_existing_state_untouched(tmp_path, items_api):
 
 def test_poll_commit_queues_deliveries(tmp_path, items_api):
     """``poll --commit`` records events and one pending delivery per matching listener."""
-    api, server = items_api
-    api.set({"id": 1})
-    config = _source_config(tmp_path, server.url("/orders"))
-    assert run_cli("poll", "orders", "--commit", "--config", str(config)).returncode == 0
-    api.set({"id": 1}, {"id": 2})
+    config = _committed_baseline(tmp_path, items_api)
     res = run_cli("poll", "orders", "--commit", "--config", str(config))
     assert res.returncode == 0, res.stderr
     assert "1 event(s) recorded, 1 delivery(ies) queued\n" in res.stderr
-    with sqlite3.connect(tmp_path / "state.db") as conn:
-        assert conn.execute("SELECT type, key FROM events").fetchall() == [("created", '"2"')]
-        assert conn.execute("SELECT listener, state FROM deliveries").fetchall() == [
-            ("hooks", "pending")
-        ]
+    view = StateView(tmp_path / "state.db")
+    assert [(r.event.type, r.event.key) for r in view.events()] == [("created", "2")]
+    assert [(d.listener, d.state) for d in view.deliveries()] == [("hooks", "pending")]
 
 
 def test_poll_failure_is_one_paragraph_and_records_nothing(tmp_path, items_api):
@@ -159,9 +147,9 @@ def test_poll_failure_is_one_paragraph_and_records_nothing(tmp_path, items_api):
     assert res.returncode == 1
     assert "matched nothing" in res.stderr and "orders" in res.stderr
     assert "Traceback" not in res.stderr
-    with sqlite3.connect(tmp_path / "state.db") as conn:
-        assert conn.execute("SELECT COUNT(*) FROM items").fetchone()[0] == 1
-        assert conn.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 0
+    view = StateView(tmp_path / "state.db")
+    assert len(view.items("orders")) == 1
+    assert view.events() == []
 
 
 def test_poll_unknown_source(tmp_path):
@@ -237,11 +225,7 @@ def test_an_unreadable_state_gets_a_permission_hint(tmp_path, monkeypatch):
 
 def test_replay_without_a_running_daemon_says_who_will_send(tmp_path, items_api):
     """Replaying with no daemon running does not promise a send 'within a few seconds'."""
-    api, server = items_api
-    api.set({"id": 1})
-    config = _source_config(tmp_path, server.url("/orders"))
-    assert run_cli("poll", "orders", "--commit", "--config", str(config)).returncode == 0
-    api.set({"id": 1}, {"id": 2})
+    config = _committed_baseline(tmp_path, items_api)
     assert run_cli("poll", "orders", "--commit", "--config", str(config)).returncode == 0
     (event,) = json.loads(run_cli("events", "--json", "--config", str(config)).stdout)
     res = run_cli("replay", event["id"], "--config", str(config))
@@ -252,14 +236,7 @@ def test_replay_without_a_running_daemon_says_who_will_send(tmp_path, items_api)
 
 def test_poll_commit_says_when_no_listener_takes_the_events(tmp_path, items_api):
     """Events no listener takes are reported as recorded, not as 'queued for delivery'."""
-    api, server = items_api
-    api.set({"id": 1})
-    config = _source_config(tmp_path, server.url("/orders"))
-    config.write_text(
-        config.read_text().replace('name = "hooks"', 'name = "hooks"\nevents = ["deleted"]')
-    )
-    assert run_cli("poll", "orders", "--commit", "--config", str(config)).returncode == 0
-    api.set({"id": 1}, {"id": 2})
+    config = _committed_baseline(tmp_path, items_api, events=["deleted"])
     res = run_cli("poll", "orders", "--commit", "--config", str(config))
     assert res.returncode == 0, res.stderr
     assert "1 event(s) recorded, 0 delivery(ies) queued (no listener takes them)" in res.stderr
@@ -271,9 +248,7 @@ def test_poll_after_a_change_of_items_explains_the_rebaseline(tmp_path, items_ap
     api.set({"id": 1})
     config = _source_config(tmp_path, server.url("/orders"), 'rebaseline = "emit"')
     assert run_cli("poll", "orders", "--commit", "--config", str(config)).returncode == 0
-    config.write_text(
-        config.read_text().replace('rebaseline = "emit"', 'rebaseline = "emit"\nignore = ["$.x"]')
-    )
+    _source_config(tmp_path, server.url("/orders"), 'rebaseline = "emit"\nignore = ["$.x"]')
     res = run_cli("poll", "orders", "--config", str(config))
     assert res.returncode == 0, res.stderr
     assert "orders: what defines its items changed" in res.stderr

@@ -2,30 +2,34 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 from bridge.cli import main
-from bridge.store.sqlite import SQLiteStore
+from bridge.models import SourceState
+from tests.support.configs import source, write_config
 from tests.support.fake_apis import FakeAPI
 from tests.support.servers import serve
+from tests.support.state import StateView
 
 
-def _state(path):
-    store = SQLiteStore(path)
-    store.open_sync()
-    try:
-        return store._get_source_state("s")
-    finally:
-        store.close_sync()
+def _state(path: Path) -> SourceState:
+    return StateView(path).sources()["s"]
 
 
-def test_accept_a_held_source(tmp_path, write_config, capsys):
+def _config(tmp_path: Path, url: str, **fields: Any) -> Path:
+    return write_config(
+        tmp_path / "pollbridge.toml",
+        source("s", url, every="1m", **fields),
+        shutdown_grace=None,
+    )
+
+
+def test_accept_a_held_source(tmp_path, capsys):
     """A held poll stays held until `accept`; then the next `poll --commit` applies it."""
     fake = FakeAPI(count=20)
     with serve(fake) as server:
-        config = write_config(
-            f'[bridge]\nstate = "{tmp_path}/state.db"\n'
-            f'[[sources]]\nname = "s"\nurl = "{server.url("/items")}"\nevery = "1m"\n'
-            'items = "$.data[*]"\nconfirm_polls = 5\n'
-        )
+        config = _config(tmp_path, server.url("/items"), confirm_polls=5)
         assert main(["accept", "s", "--config", str(config)]) == 0
         assert "not held; nothing to accept" in capsys.readouterr().err
         assert main(["poll", "s", "--commit", "--config", str(config)]) == 0
@@ -45,11 +49,8 @@ def test_accept_a_held_source(tmp_path, write_config, capsys):
     assert state.held_reason is None and not state.accept_requested and state.item_count == 2
 
 
-def test_accept_unknown_source_is_exit_1_naming_the_known_ones(write_config, tmp_path, capsys):
+def test_accept_unknown_source_is_exit_1_naming_the_known_ones(tmp_path, capsys):
     """Naming a source the configuration does not have exits 1 with the known names."""
-    config = write_config(
-        f'[bridge]\nstate = "{tmp_path}/state.db"\n'
-        '[[sources]]\nname = "s"\nurl = "https://a.example/x"\nevery = "1m"\n'
-    )
+    config = _config(tmp_path, "https://a.example/x", items=None)
     assert main(["accept", "nope", "--config", str(config)]) == 1
     assert "no source named 'nope' (known: s)" in capsys.readouterr().err

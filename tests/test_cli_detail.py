@@ -5,47 +5,37 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tests.support.configs import source, write_config
 from tests.support.daemon import run_cli
 from tests.support.fake_graphql import FakeDetailAPI
 from tests.support.servers import serve
 
 
 def _config(tmp_path: Path, base: str) -> Path:
-    path = tmp_path / "pollbridge.toml"
-    path.write_text(
-        f"""
-[bridge]
-state = "{tmp_path}/state.db"
-
-[[sources]]
-name = "orders"
-url = "{base}/orders"
-every = "1m"
-items = "$.orders[*]"
-
-[sources.detail]
-url = "{base}/orders/{{id}}"
-items = "$.order"
-concurrency = 2
-
-[[sources]]
-name = "issues"
-url = "{base}/graphql"
-every = "1m"
-items = "$.data.issues.nodes[*]"
-
-[sources.graphql]
-query = "query($after: String) {{ issues(after: $after) {{ nodes {{ id }} }} }}"
-variables = {{ first = 10 }}
-
-[sources.paginate]
-kind = "cursor"
-cursor = "$.data.issues.pageInfo.endCursor"
-has_more = "$.data.issues.pageInfo.hasNextPage"
-body_param = "variables.after"
-"""
+    orders = source(
+        "orders",
+        f"{base}/orders",
+        every="1m",
+        items="$.orders[*]",
+        detail={"url": base + "/orders/{id}", "items": "$.order", "concurrency": 2},
     )
-    return path
+    issues = source(
+        "issues",
+        f"{base}/graphql",
+        every="1m",
+        items="$.data.issues.nodes[*]",
+        graphql={
+            "query": "query($after: String) { issues(after: $after) { nodes { id } } }",
+            "variables": {"first": 10},
+        },
+        paginate={
+            "kind": "cursor",
+            "cursor": "$.data.issues.pageInfo.endCursor",
+            "has_more": "$.data.issues.pageInfo.hasNextPage",
+            "body_param": "variables.after",
+        },
+    )
+    return write_config(tmp_path / "pollbridge.toml", orders, issues, shutdown_grace=None)
 
 
 def test_poll_says_how_many_detail_requests_it_made(tmp_path):

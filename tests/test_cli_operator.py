@@ -16,6 +16,7 @@ from bridge.cli import main
 from bridge.cli.app import build_parser
 from bridge.store.postgres import PostgresStore
 from bridge.store.sqlite import SQLiteStore
+from tests.support.configs import listener, source, write_config
 from tests.support.daemon import env_for, pollbridge_cmd, run_cli
 from tests.support.servers import Reply, serve
 
@@ -25,25 +26,12 @@ ROOT = Path(__file__).resolve().parents[1]
 def _config(
     tmp_path: Path, url: str = "http://127.0.0.1:9/o", hook: str = "http://127.0.0.1:9/h"
 ) -> Path:
-    path = tmp_path / "pollbridge.toml"
-    path.write_text(
-        f"""
-[bridge]
-state = "{tmp_path}/state.db"
-
-[[sources]]
-name = "orders"
-url = "{url}"
-every = "30s"
-items = "$.data[*]"
-
-[[listeners]]
-name = "hooks"
-url = "{hook}"
-retry = ["100ms"]
-"""
+    return write_config(
+        tmp_path / "pollbridge.toml",
+        source("orders", url, every="30s"),
+        listener("hooks", hook, retry=["100ms"]),
+        shutdown_grace=None,
     )
-    return path
 
 
 def _empty_state(path: Path) -> None:

@@ -9,6 +9,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from bridge.core.signing import generate_secret
+from tests.support.configs import listener, source, write_config
 from tests.support.daemon import run_cli
 from tests.support.servers import Reply
 
@@ -16,28 +17,15 @@ pytestmark = pytest.mark.e2e
 
 
 def _config(tmp_path: Path, api_url: str, hook_url: str, secret: str, extra: str = "") -> Path:
-    path = tmp_path / "pollbridge.toml"
-    path.write_text(
-        f"""
-[bridge]
-state = "{tmp_path}/state.db"
-
-[[sources]]
-name = "orders"
-url = "{api_url}"
-every = "1m"
-items = "$.data[*]"
-
-[[listeners]]
-name = "hooks"
-url = "{hook_url}"
-secret = "{secret}"
-headers = {{ X-Team = "billing" }}
-timeout = "7s"
-{extra}
-"""
+    hook = listener(
+        "hooks", hook_url, secret=secret, headers={"X-Team": "billing"}, timeout="7s", raw=extra
     )
-    return path
+    return write_config(
+        tmp_path / "pollbridge.toml",
+        source("orders", api_url, every="1m"),
+        hook,
+        shutdown_grace=None,
+    )
 
 
 def test_send_test_without_a_state_sends_a_signed_sample_and_records_nothing(tmp_path, receiver):

@@ -9,13 +9,14 @@ from datetime import timedelta
 
 import httpx
 
-from bridge.config import load_config
 from bridge.daemon import Daemon
 from bridge.errors import StoreError
 from bridge.store.sqlite import SQLiteStore
 from bridge.systemd import Notifier
+from tests.support.configs import idle_source
 from tests.support.daemon import run_cli
 from tests.support.notify import notify_socket
+from tests.support.pipelines import make_config
 
 
 class BreakableStore:
@@ -32,10 +33,6 @@ class BreakableStore:
         if self.broken:
             raise StoreError("write_runtime", "disk I/O error", location=self.inner.location)
         await self.inner.write_runtime(status)
-
-
-# a configuration needs a source; this one is never due while a test runs
-IDLE = '[[sources]]\nname = "idle"\nurl = "https://api.example.com/idle"\ncron = "0 0 1 1 *"\n'
 
 
 @dataclass
@@ -57,13 +54,10 @@ async def _wait(predicate, timeout_s: float = 10) -> None:
             await asyncio.sleep(0.02)
 
 
-async def test_healthz_and_watchdog_follow_store_health(tmp_path, write_config):
+async def test_healthz_and_watchdog_follow_store_health(tmp_path):
     """While the store takes writes: /healthz 200 and WATCHDOG=1 pings; when writes fail: 503
     naming the store and no pings; when they work again: healthy again."""
-    config = load_config(
-        write_config(f'[bridge]\nstate = "{tmp_path}/state.db"\nhttp = "127.0.0.1:0"\n{IDLE}'),
-        env={},
-    )
+    config = make_config(tmp_path, idle_source(), http="127.0.0.1:0")
     store = BreakableStore(SQLiteStore(config.state_location))
     with notify_socket() as ns:
         notifier = Notifier({"NOTIFY_SOCKET": str(ns.path), "WATCHDOG_USEC": "100000"})
@@ -99,12 +93,9 @@ async def test_healthz_and_watchdog_follow_store_health(tmp_path, write_config):
             assert await run == 0
 
 
-async def test_healthz_is_503_before_the_scheduler_runs(tmp_path, write_config):
+async def test_healthz_is_503_before_the_scheduler_runs(tmp_path):
     """A daemon that has not started its scheduler is not healthy."""
-    config = load_config(
-        write_config(f'[bridge]\nstate = "{tmp_path}/state.db"\nhttp = "127.0.0.1:0"\n{IDLE}'),
-        env={},
-    )
+    config = make_config(tmp_path, idle_source(), http="127.0.0.1:0")
     daemon = Daemon(config)
     await daemon.endpoint.start(config)  # the HTTP port alone: no store, no scheduler
     try:
@@ -116,9 +107,7 @@ async def test_healthz_is_503_before_the_scheduler_runs(tmp_path, write_config):
         await daemon.endpoint.close()
 
 
-async def test_a_delivery_loop_that_ends_makes_the_daemon_unhealthy(
-    tmp_path, write_config, monkeypatch
-):
+async def test_a_delivery_loop_that_ends_makes_the_daemon_unhealthy(tmp_path, monkeypatch):
     """If the dispatcher task ends anyway: /healthz 503 naming it, no more watchdog pings (so
     systemd restarts the unit), and the runtime status that ``status`` shows says so."""
     from bridge.dispatcher import Dispatcher
@@ -127,10 +116,7 @@ async def test_a_delivery_loop_that_ends_makes_the_daemon_unhealthy(
         raise RuntimeError("injected: the loop died")
 
     monkeypatch.setattr(Dispatcher, "run", dies)
-    config = load_config(
-        write_config(f'[bridge]\nstate = "{tmp_path}/state.db"\nhttp = "127.0.0.1:0"\n{IDLE}'),
-        env={},
-    )
+    config = make_config(tmp_path, idle_source(), http="127.0.0.1:0")
     with notify_socket() as ns:
         notifier = Notifier({"NOTIFY_SOCKET": str(ns.path), "WATCHDOG_USEC": "100000"})
         daemon = Daemon(config, notifier=notifier)

@@ -4,24 +4,27 @@ from __future__ import annotations
 
 import os
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
+from bridge.config import Config
 from bridge.daemon import Daemon, claim_sqlite_state
 from bridge.errors import StoreError
+from tests.support.configs import source
 from tests.support.fake_apis import FakeAPI
 from tests.support.pipelines import FixedClock, make_config
-from tests.support.servers import serve
+from tests.support.servers import TestServer, serve
+
+
+def _config(tmp_path: Path, server: TestServer) -> Config:
+    return make_config(tmp_path, source("s", server.url("/items"), every="10s"))
 
 
 async def test_scheduled_poll_is_skipped_while_postponed(tmp_path):
     """While now < not_before the scheduled run makes no request; afterwards it polls again."""
     with serve(FakeAPI(count=3)) as server:
-        config = make_config(
-            tmp_path,
-            f'[[sources]]\nname = "s"\nurl = "{server.url("/items")}"\nevery = "10s"\n'
-            'items = "$.data[*]"\n',
-        )
+        config = _config(tmp_path, server)
         clock = FixedClock()
         daemon = Daemon(config, clock=clock)
         await daemon._start()
@@ -42,11 +45,7 @@ async def test_scheduled_poll_is_skipped_while_postponed(tmp_path):
 async def test_run_once_skips_postponed_sources(tmp_path):
     """`run --once` leaves a postponed source alone and does not count it as failed."""
     with serve(FakeAPI(count=3)) as server:
-        config = make_config(
-            tmp_path,
-            f'[[sources]]\nname = "s"\nurl = "{server.url("/items")}"\nevery = "10s"\n'
-            'items = "$.data[*]"\n',
-        )
+        config = _config(tmp_path, server)
         clock = FixedClock()
         store_daemon = Daemon(config, clock=clock)
         await store_daemon.store.open()
@@ -61,11 +60,7 @@ async def test_a_second_daemon_on_one_sqlite_state_is_refused(tmp_path):
     """Two daemons on one SQLite file would poll and deliver everything twice: the second is
     refused with the first one's pid, and may start once the first has stopped."""
     with serve(FakeAPI(count=3)) as server:
-        config = make_config(
-            tmp_path,
-            f'[[sources]]\nname = "s"\nurl = "{server.url("/items")}"\nevery = "10s"\n'
-            'items = "$.data[*]"\n',
-        )
+        config = _config(tmp_path, server)
         first = Daemon(config)
         await first._start()
         try:

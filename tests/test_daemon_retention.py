@@ -6,11 +6,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bridge.config import load_config
 from bridge.daemon import Daemon
 from bridge.models import AttemptResult, Change
 from bridge.store import DeliveryQuery, EventQuery, PollCommit
 from bridge.store.sqlite import SQLiteStore
+from tests.support.configs import idle_source
+from tests.support.pipelines import make_config
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -24,17 +25,10 @@ async def _history(store: SQLiteStore) -> None:
     await store.record_attempt(d.id, T0, AttemptResult(True, 204, 0.0), next_at=None)
 
 
-# a configuration needs a source; this one is never due while a test runs
-IDLE = '[[sources]]\nname = "idle"\nurl = "https://api.example.com/idle"\ncron = "0 0 1 1 *"\n'
-
-
-@pytest.mark.parametrize(("retention", "kept"), [('"14d"', 0), ('"30d"', 1), ('"off"', 1)])
-async def test_prune_history_follows_retention(tmp_path, write_config, retention, kept):
+@pytest.mark.parametrize(("retention", "kept"), [("14d", 0), ("30d", 1), ("off", 1)])
+async def test_prune_history_follows_retention(tmp_path, retention, kept):
     """A delivered event 15 days old is pruned with 14d, kept with 30d or off."""
-    config = load_config(
-        write_config(f'[bridge]\nstate = "{tmp_path}/s.db"\nretention = {retention}\n{IDLE}'),
-        env={},
-    )
+    config = make_config(tmp_path, idle_source(), state=tmp_path / "s.db", retention=retention)
     store = SQLiteStore(config.state_location)
     await store.open()
     try:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,8 +16,9 @@ from bridge.dispatcher import Dispatcher
 from bridge.errors import StoreError
 from bridge.http.sender import Sender
 from bridge.models import Change, Delivery
-from bridge.store import PollCommit
+from bridge.store import DeliveryInfo, DeliveryQuery, PollCommit
 from bridge.store.sqlite import SQLiteStore
+from tests.support.state import EVERYTHING
 
 NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
 MONO = 1000.0
@@ -65,11 +66,14 @@ async def _commit(store: SQLiteStore, keys: list[str], listeners: list[str]) -> 
     )
 
 
-def _states(store: SQLiteStore, listener: str) -> list[tuple[str, int]]:
-    rows = store.conn.execute(
-        "SELECT state, attempts FROM deliveries WHERE listener = ? ORDER BY id", (listener,)
-    )
-    return [tuple(r) for r in rows]
+async def _deliveries(store: SQLiteStore, listener: str) -> list[DeliveryInfo]:
+    """The deliveries to ``listener``, oldest first."""
+    found = await store.list_deliveries(DeliveryQuery(listener=listener, limit=EVERYTHING))
+    return sorted(found, key=lambda d: d.id)
+
+
+async def _states(store: SQLiteStore, listener: str) -> list[tuple[str, int]]:
+    return [(d.state, d.attempts) for d in await _deliveries(store, listener)]
 
 
 class Recording:
@@ -83,11 +87,19 @@ class Recording:
         return httpx.Response(500 if request.url.host.startswith("bad.") else 204)
 
 
-async def _run_until(dispatcher: Dispatcher, done: Any, timeout_s: float = 10) -> None:
+async def _run_until(
+    dispatcher: Dispatcher,
+    store: SQLiteStore,
+    listener: str,
+    done: Callable[[list[tuple[str, int]]], bool],
+    timeout_s: float = 10,
+) -> None:
+    """Run the dispatcher until ``done`` holds for the (state, attempts) of ``listener``'s
+    deliveries."""
     task = asyncio.create_task(dispatcher.run())
     try:
         async with asyncio.timeout(timeout_s):
-            while not done():
+            while not done(await _states(store, listener)):
                 assert not task.done(), task  # the loop must never end by itself
                 await asyncio.sleep(0.01)
     finally:
@@ -116,12 +128,10 @@ async def test_a_breaker_that_opens_during_a_claim_sends_the_claim_back_unattemp
         assert breaker.state == "open"
 
     store.before_claim["bad"] = trip
-    await _run_until(dispatcher, lambda: _states(store, "good") == [("delivered", 1)] * 6)
+    await _run_until(dispatcher, store, "good", lambda states: states == [("delivered", 1)] * 6)
     assert transport.hosts.count("bad") == 0
-    assert _states(store, "bad") == [("pending", 0)] * 6
-    assert sorted(store.released) == sorted(
-        r[0] for r in store.conn.execute("SELECT id FROM deliveries WHERE listener = 'bad'")
-    )
+    assert await _states(store, "bad") == [("pending", 0)] * 6
+    assert sorted(store.released) == sorted(d.id for d in await _deliveries(store, "bad"))
 
 
 class UnpausableStore(HookedStore):
@@ -146,9 +156,13 @@ async def test_a_410_whose_pause_cannot_be_written_is_still_recorded_and_pauses(
         sender = Sender(httpx.AsyncClient(transport=httpx.MockTransport(gone)))
         await _commit(store, ["a", "b", "c"], ["hooks"])
         dispatcher = _dispatcher(store, sender, [_listener("hooks", max_in_flight=1)])
-        await _run_until(dispatcher, lambda: ("pending", 1) in _states(store, "hooks"))
+        await _run_until(dispatcher, store, "hooks", lambda states: ("pending", 1) in states)
         assert len(sent) == 1
-        assert sorted(_states(store, "hooks")) == [("pending", 0), ("pending", 0), ("pending", 1)]
+        assert sorted(await _states(store, "hooks")) == [
+            ("pending", 0),
+            ("pending", 0),
+            ("pending", 1),
+        ]
         assert dispatcher.listener_state("hooks") == "paused"
         assert "paused in this process only" in caplog.text
     finally:
@@ -172,8 +186,8 @@ async def test_an_exception_in_one_listeners_send_leaves_the_others_delivering(s
     listeners = [_listener("bad"), _listener("good")]
     await _commit(store, ["a", "b", "c"], ["bad", "good"])
     dispatcher = _dispatcher(store, sender, listeners, on_internal_error=components.append)
-    await _run_until(dispatcher, lambda: _states(store, "good") == [("delivered", 1)] * 3)
-    assert _states(store, "bad") == [("pending", 0)] * 3
+    await _run_until(dispatcher, store, "good", lambda states: states == [("delivered", 1)] * 3)
+    assert await _states(store, "bad") == [("pending", 0)] * 3
     assert dispatcher.internal_errors >= 1
     assert set(components) == {"sender"}
     assert "injected bug in send" in caplog.text  # the traceback is in the log
@@ -192,7 +206,7 @@ async def test_an_exception_while_dispatching_one_listener_backs_it_off_only(sto
         raise RuntimeError("injected bug in dispatch")
 
     store.before_claim["bad"] = explode
-    await _run_until(dispatcher, lambda: _states(store, "good") == [("delivered", 1)] * 2)
+    await _run_until(dispatcher, store, "good", lambda states: states == [("delivered", 1)] * 2)
     assert components == ["dispatcher"]
     assert dispatcher._pace["bad"].held_until > MONO
 
@@ -205,8 +219,8 @@ async def test_a_reload_removing_a_listener_mid_pass_does_not_kill_the_loop(stor
     await _commit(store, ["a", "b"], ["keep", "drop"])
     dispatcher = _dispatcher(store, sender, [keep, drop])
     store.before_claim["keep"] = lambda: dispatcher.set_listeners([keep])
-    await _run_until(dispatcher, lambda: _states(store, "keep") == [("delivered", 1)] * 2)
-    assert _states(store, "drop") == [("pending", 0)] * 2
+    await _run_until(dispatcher, store, "keep", lambda states: states == [("delivered", 1)] * 2)
+    assert await _states(store, "drop") == [("pending", 0)] * 2
     assert dispatcher.internal_errors == 0
 
 
@@ -217,7 +231,7 @@ async def test_run_until_idle_survives_a_bug_in_one_listener(store):
     dispatcher = _dispatcher(store, sender, [_listener("bad"), _listener("good")])
     async with asyncio.timeout(10):
         await dispatcher.run_until_idle()
-    assert _states(store, "good") == [("delivered", 1)]
+    assert await _states(store, "good") == [("delivered", 1)]
     assert dispatcher.internal_errors >= 1
 
 

@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-import pytest
 
 from bridge.config import ListenerConfig
 from bridge.core.patch import make_patch
 from bridge.dispatcher import Dispatcher
 from bridge.http.sender import Sender
 from bridge.models import Change
-from bridge.store import PollCommit
+from bridge.store import DeliveryQuery, PollCommit
 from bridge.store.sqlite import SQLiteStore
+from tests.support.state import EVERYTHING
 
 
 class Clock:
@@ -29,14 +28,6 @@ class Clock:
     def advance(self, seconds: float) -> None:
         self.now += timedelta(seconds=seconds)
         self.mono += seconds
-
-
-@pytest.fixture
-async def store(tmp_path) -> AsyncIterator[SQLiteStore]:
-    s = SQLiteStore(tmp_path / "state.db")
-    await s.open()
-    yield s
-    await s.close()
 
 
 def _listener(**extra: Any) -> ListenerConfig:
@@ -73,10 +64,10 @@ def _dispatcher(
     return dispatcher, seen
 
 
-def _attempts(store: SQLiteStore) -> list[tuple[str, int]]:
-    return [
-        tuple(r) for r in store.conn.execute("SELECT state, attempts FROM deliveries ORDER BY id")
-    ]
+async def _attempts(store: SQLiteStore) -> list[tuple[str, int]]:
+    """Each delivery's (state, attempts), oldest first."""
+    found = await store.list_deliveries(DeliveryQuery(limit=EVERYTHING))
+    return [(d.state, d.attempts) for d in sorted(found, key=lambda d: d.id)]
 
 
 async def test_an_open_breaker_claims_nothing_so_no_retry_is_used(store):
@@ -90,17 +81,17 @@ async def test_an_open_breaker_claims_nothing_so_no_retry_is_used(store):
     clock.advance(2)
     await dispatcher.run_until_idle()
     assert dispatcher.breaker_state("hooks") == "open"
-    assert _attempts(store) == [("pending", 2)]
+    assert await _attempts(store) == [("pending", 2)]
     for _ in range(5):  # well past every retry, but inside the cooldown
         clock.advance(10)
         await dispatcher.run_until_idle()
     assert len(seen) == 2
-    assert _attempts(store) == [("pending", 2)]
+    assert await _attempts(store) == [("pending", 2)]
     status["code"] = 204
     clock.advance(15)
     await dispatcher.run_until_idle()
     assert len(seen) == 3
-    assert _attempts(store) == [("delivered", 3)]
+    assert await _attempts(store) == [("delivered", 3)]
     assert dispatcher.breaker_state("hooks") == "closed"
 
 
@@ -116,12 +107,12 @@ async def test_a_template_failure_goes_dead_without_touching_breaker_or_streak(s
     clock.advance(5)
     await dispatcher.run_until_idle()
     assert seen == []
-    assert _attempts(store) == [("dead", 1), ("dead", 1)]
+    assert await _attempts(store) == [("dead", 1), ("dead", 1)]
     assert dispatcher.breaker_state("hooks") == "closed"
     assert dispatcher.paused == frozenset()
     (state,) = await store.list_listener_states()
     assert state.failing_since is None
-    (error,) = {r[0] for r in store.conn.execute("SELECT last_error FROM deliveries")}
+    (error,) = {d.last_error for d in await store.list_deliveries(DeliveryQuery(limit=EVERYTHING))}
     assert "cannot build the request body: template, line 1: ZeroDivisionError" in error
 
 

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import Any
 
+from bridge.config import Config
+from tests.support.configs import source
 from tests.support.pipelines import make_config, running
 from tests.support.servers import Reply, Request, serve
 
@@ -19,29 +23,28 @@ def _search(req: Request) -> Reply:
     return Reply(200, {"results": chunk, "next": str(start + 3) if more else None})
 
 
-def _config(tmp_path, url: str, paginate: str, body: str = "body = { filter = { open = true } }"):  # type: ignore[no-untyped-def]
-    return make_config(
-        tmp_path,
-        f"""
-[[sources]]
-name = "search"
-url = "{url}"
-every = "1m"
-method = "POST"
-items = "$.results[*]"
-{body}
-[sources.paginate]
-kind = "cursor"
-{paginate}
-""",
+def _config(tmp_path: Path, url: str, paginate: dict[str, str], **fields: Any) -> Config:
+    """The POST source ``search`` paged by a cursor (``paginate``: the rest of that table);
+    ``fields`` override its body and add keys."""
+    search = source(
+        "search",
+        url,
+        every="1m",
+        method="POST",
+        items="$.results[*]",
+        **{"body": {"filter": {"open": True}}, **fields},
+        paginate={"kind": "cursor", **paginate},
     )
+    return make_config(tmp_path, search)
+
+
+BODY_CURSOR = {"cursor": "$.next", "body_param": "page.cursor"}
 
 
 async def test_a_plain_post_body_carries_the_cursor(tmp_path):
     """body_param sets the cursor inside a non-GraphQL body; the rest of the body stays."""
     with serve(_search) as server:
-        paginate = 'cursor = "$.next"\nbody_param = "page.cursor"'
-        async with running(_config(tmp_path, server.url("/search"), paginate)) as h:
+        async with running(_config(tmp_path, server.url("/search"), BODY_CURSOR)) as h:
             outcome = await h.poll()
     assert (outcome.result, outcome.item_count, outcome.pages) == ("baseline", 7, 3), outcome.error
     bodies = [json.loads(r.body) for r in server.requests]
@@ -57,8 +60,7 @@ async def test_a_plain_post_body_carries_the_cursor(tmp_path):
 async def test_a_repeated_body_cursor_is_a_loop(tmp_path):
     """An API that hands back the same cursor forever fails the poll instead of spinning."""
     with serve(lambda _r: Reply(200, {"results": [], "next": "same"})) as server:
-        paginate = 'cursor = "$.next"\nbody_param = "page.cursor"'
-        async with running(_config(tmp_path, server.url("/search"), paginate)) as h:
+        async with running(_config(tmp_path, server.url("/search"), BODY_CURSOR)) as h:
             outcome = await h.poll()
     assert not outcome.ok and "pagination loops" in (outcome.error or "")
     assert len(server.requests) == 2  # the third page would repeat the second: not asked
@@ -68,15 +70,13 @@ async def test_has_next_page_without_an_end_cursor_fails_the_poll(tmp_path):
     """hasNextPage true and endCursor null would cut the list short: the poll fails."""
     page = {"results": [{"id": 1}], "info": {"hasNextPage": True, "endCursor": None}}
     with serve(lambda _r: Reply(200, page)) as server:
-        paginate = (
-            'cursor = "$.info.endCursor"\nhas_more = "$.info.hasNextPage"\n'
-            'body_param = "variables.after"'
-        )
+        paginate = {
+            "cursor": "$.info.endCursor",
+            "has_more": "$.info.hasNextPage",
+            "body_param": "variables.after",
+        }
         config = _config(
-            tmp_path,
-            server.url("/graphql"),
-            paginate,
-            body='[sources.graphql]\nquery = "{ a }"',
+            tmp_path, server.url("/graphql"), paginate, body=None, graphql={"query": "{ a }"}
         )
         async with running(config) as h:
             outcome = await h.poll()

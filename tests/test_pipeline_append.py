@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from bridge.config import Config
 from bridge.core.payload import cloudevent, event_envelope
 from bridge.store import EventQuery
+from tests.support.configs import listener, source
 from tests.support.event_logs import EventLogAPI
-from tests.support.pipelines import make_config, running
+from tests.support.pipelines import baselined, make_config, running
 from tests.support.servers import Reply, TestServer, serve
 
 
@@ -23,20 +26,20 @@ def log_api() -> Iterator[tuple[EventLogAPI, TestServer]]:
         yield fake, server
 
 
-def _config(tmp_path: Path, server: TestServer, extra: str = "", paginate: bool = True) -> str:
-    table = '[sources.paginate]\nkind = "link"\n' if paginate else ""
-    return f"""
-[[sources]]
-name = "feed"
-url = "{server.url("/events")}"
-every = "10s"
-mode = "append"
-{extra}
-{table}
-[[listeners]]
-name = "hook"
-url = "http://127.0.0.1:9/hook"
-"""
+def _config(tmp_path: Path, server: TestServer, **fields: Any) -> Config:
+    """The ``feed`` log (``fields``: further keys of the source, None drops one) and a listener."""
+    feed = source(
+        "feed",
+        server.url("/events"),
+        **{
+            "every": "10s",
+            "items": None,
+            "mode": "append",
+            "paginate": {"kind": "link"},
+            **fields,
+        },
+    )
+    return make_config(tmp_path, feed, listener("hook", "http://127.0.0.1:9/hook"))
 
 
 def _event_requests(server: TestServer) -> int:
@@ -48,7 +51,7 @@ async def test_silent_baseline_reads_one_page_and_a_quiet_log_costs_one_request(
 ) -> None:
     """The first poll remembers page 1 without events; a quiet poll asks for page 1 only."""
     _fake, server = log_api
-    config = make_config(tmp_path, _config(tmp_path, server))
+    config = _config(tmp_path, server)
     async with running(config) as h:
         first = await h.poll()
         assert (first.result, first.changes, first.pages) == ("baseline", [], 1)
@@ -66,9 +69,8 @@ async def test_new_entries_become_one_event_each_across_pages(
 ) -> None:
     """A burst larger than a page is walked until a page holds a seen key; each entry once."""
     fake, server = log_api
-    config = make_config(tmp_path, _config(tmp_path, server))
-    async with running(config) as h:
-        await h.poll()
+    config = _config(tmp_path, server)
+    async with baselined(config) as h:
         new_ids = fake.emit(13)
         before = _event_requests(server)
         outcome = await h.poll()
@@ -92,8 +94,7 @@ async def test_emit_baseline_sends_every_entry_and_event_type_names_them(
 ) -> None:
     """baseline = "emit" walks the whole log; event_type names the events in the payload."""
     _fake, server = log_api
-    extra = 'baseline = "emit"\nevent_type = "github.event"'
-    config = make_config(tmp_path, _config(tmp_path, server, extra))
+    config = _config(tmp_path, server, baseline="emit", event_type="github.event")
     async with running(config) as h:
         outcome = await h.poll()
         assert outcome.result == "baseline" and outcome.pages == 3
@@ -111,7 +112,7 @@ async def test_stop_at_seen_false_walks_every_page(
 ) -> None:
     """stop_at_seen = false reads the whole log each poll (a log that is oldest-first)."""
     fake, server = log_api
-    config = make_config(tmp_path, _config(tmp_path, server, "stop_at_seen = false"))
+    config = _config(tmp_path, server, stop_at_seen=False)
     async with running(config) as h:
         first = await h.poll()
         assert first.pages == 3 and first.remembered == 25
@@ -126,9 +127,8 @@ async def test_seen_keys_stay_bounded_on_an_endless_log(
     """Many polls of a log that never stops: at most remember_count keys are remembered,
     and no entry is announced twice."""
     fake, server = log_api
-    config = make_config(tmp_path, _config(tmp_path, server, "remember_count = 30"))
-    async with running(config) as h:
-        await h.poll()
+    config = _config(tmp_path, server, remember_count=30)
+    async with baselined(config) as h:
         announced: list[str] = []
         for n in range(60):
             fake.emit(1 + n % 7)
@@ -147,8 +147,7 @@ async def test_remember_forgets_by_age_but_never_what_the_answer_holds(
     """Keys older than remember are dropped unless the latest answer still lists them."""
     fake, server = log_api
     # unconditional: a 304 would leave the remembered keys as they are (nothing to prune for)
-    extra = 'remember = "1h"\nconditional = false'
-    config = make_config(tmp_path, _config(tmp_path, server, extra))
+    config = _config(tmp_path, server, remember="1h", conditional=False)
     async with running(config) as h:
         await h.poll()  # remembers 25..16 (page 1)
         fake.emit(10)  # page 1 is now 35..26: all new; page 2 holds 25..16, seen
@@ -169,9 +168,8 @@ async def test_a_dry_run_records_nothing(
 ) -> None:
     """poll without commit shows the new entries but remembers none of them."""
     fake, server = log_api
-    config = make_config(tmp_path, _config(tmp_path, server))
-    async with running(config) as h:
-        await h.poll()
+    config = _config(tmp_path, server)
+    async with baselined(config) as h:
         fake.emit(2)
         dry = await h.poll(commit=False)
         assert len(dry.changes) == 2 and not dry.committed
@@ -184,16 +182,15 @@ async def test_switching_to_append_drops_the_snapshot_and_back_drops_the_keys(
 ) -> None:
     """A change of mode re-baselines: append keeps keys, not items; snapshot keeps items."""
     _fake, server = log_api
-    snapshot = _config(tmp_path, server).replace('mode = "append"\n', "")
-    async with running(make_config(tmp_path, snapshot)) as h:
-        await h.poll()
+    snapshot = _config(tmp_path, server, mode=None)
+    async with baselined(snapshot) as h:
         assert len((await h.store.load_hashes("feed")).hashes) == 25
-        h.reconfigure(make_config(tmp_path, _config(tmp_path, server)))
+        h.reconfigure(_config(tmp_path, server))
         outcome = await h.poll()
         assert outcome.result == "rebaseline" and outcome.changes == []
         assert (await h.store.load_hashes("feed")).hashes == {}
         assert (await h.store.tracked_counts())["feed"].seen_keys == 10
-        h.reconfigure(make_config(tmp_path, snapshot))
+        h.reconfigure(_config(tmp_path, server, mode=None))
         back = await h.poll()
         assert back.result == "rebaseline"
         assert "feed" not in await h.store.tracked_counts()
@@ -213,21 +210,17 @@ async def test_stop_at_seen_ends_a_walk_whose_cursor_is_in_the_body(tmp_path: Pa
         )
 
     with serve(audit) as server:
-        text = f"""
-[[sources]]
-name = "audit"
-url = "{server.url("/audit")}"
-every = "1m"
-method = "POST"
-body = {{ kind = "audit" }}
-items = "$.results[*]"
-mode = "append"
-[sources.paginate]
-kind = "cursor"
-cursor = "$.next"
-body_param = "page.cursor"
-"""
-        async with running(make_config(tmp_path, text)) as h:
+        audit_log = source(
+            "audit",
+            server.url("/audit"),
+            every="1m",
+            method="POST",
+            body={"kind": "audit"},
+            items="$.results[*]",
+            mode="append",
+            paginate={"kind": "cursor", "cursor": "$.next", "body_param": "page.cursor"},
+        )
+        async with running(make_config(tmp_path, audit_log)) as h:
             first = await h.poll()
             assert (first.result, first.pages) == ("baseline", 1)
             log[:0] = [{"id": i} for i in range(14, 10, -1)]

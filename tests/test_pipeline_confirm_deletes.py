@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from bridge.cli.running import tracked_lines
+from bridge.config import Config
+from tests.support.configs import source
 from tests.support.event_logs import BlinkingList
-from tests.support.pipelines import make_config, running
+from tests.support.pipelines import baselined, make_config
 from tests.support.servers import TestServer, serve
 
 
@@ -20,15 +23,12 @@ def blinking() -> Iterator[tuple[BlinkingList, TestServer]]:
         yield fake, server
 
 
-def _config(server: TestServer, extra: str = "confirm_deletes = 2") -> str:
-    return f"""
-[[sources]]
-name = "tickets"
-url = "{server.url("/items")}"
-every = "10s"
-items = "$.data[*]"
-{extra}
-"""
+def _config(tmp_path: Path, server: TestServer, **fields: Any) -> Config:
+    """The ``tickets`` source; ``fields`` override ``confirm_deletes = 2`` and add keys."""
+    tickets = source(
+        "tickets", server.url("/items"), every="10s", **{"confirm_deletes": 2, **fields}
+    )
+    return make_config(tmp_path, tickets)
 
 
 def _deleted(outcome) -> list[str]:  # type: ignore[no-untyped-def]
@@ -40,8 +40,7 @@ async def test_an_item_that_blinks_out_for_one_poll_emits_nothing(
 ) -> None:
     """Missing once, back the next poll: no event, its snapshot never left."""
     fake, server = blinking
-    async with running(make_config(tmp_path, _config(server))) as h:
-        await h.poll()
+    async with baselined(_config(tmp_path, server)) as h:
         fake.blink([3], answers=1)
         missing = await h.poll()
         assert missing.result == "ok" and missing.changes == []
@@ -67,8 +66,7 @@ async def test_an_item_missing_n_polls_in_a_row_is_deleted_once(
 ) -> None:
     """confirm_deletes = 3: the third consecutive poll without the item emits item.deleted."""
     fake, server = blinking
-    async with running(make_config(tmp_path, _config(server, "confirm_deletes = 3"))) as h:
-        await h.poll()
+    async with baselined(_config(tmp_path, server, confirm_deletes=3)) as h:
         fake.remove([5, 6])
         assert _deleted(await h.poll()) == []
         assert _deleted(await h.poll()) == []
@@ -84,8 +82,7 @@ async def test_a_changed_item_that_comes_back_is_an_update(
 ) -> None:
     """The snapshot was kept, so an item back with new content is updated, not created."""
     fake, server = blinking
-    async with running(make_config(tmp_path, _config(server))) as h:
-        await h.poll()
+    async with baselined(_config(tmp_path, server)) as h:
         fake.blink([2], answers=1)
         await h.poll()
         fake.items[2] = {"id": 2, "name": "renamed"}
@@ -99,9 +96,7 @@ async def test_pending_deletes_wait_for_the_mass_delete_guard_too(
     """The guard counts the deletions a poll would make after confirmation: 8 of 12 items
     gone are pending at first, then held for confirm_polls, then deleted once."""
     fake, server = blinking
-    extra = 'confirm_deletes = 2\nmax_deletes = "50%"\nconfirm_polls = 2'
-    async with running(make_config(tmp_path, _config(server, extra))) as h:
-        await h.poll()
+    async with baselined(_config(tmp_path, server, max_deletes="50%", confirm_polls=2)) as h:
         fake.remove(list(range(1, 9)))
         pending = await h.poll()
         assert pending.result == "ok" and len(pending.pending_deletes) == 8
@@ -118,9 +113,7 @@ async def test_items_back_during_a_hold_release_it_without_deletes(
 ) -> None:
     """A half-empty answer that is held and then recovers deletes nothing."""
     fake, server = blinking
-    extra = 'confirm_deletes = 2\nmax_deletes = "50%"\nconfirm_polls = 3'
-    async with running(make_config(tmp_path, _config(server, extra))) as h:
-        await h.poll()
+    async with baselined(_config(tmp_path, server, max_deletes="50%", confirm_polls=3)) as h:
         fake.blink(list(range(1, 9)), answers=2)
         assert (await h.poll()).result == "ok"
         assert (await h.poll()).result == "held"
@@ -135,8 +128,7 @@ async def test_confirm_deletes_one_deletes_at_once(
 ) -> None:
     """The default: an item missing from a complete list is deleted by that poll."""
     fake, server = blinking
-    async with running(make_config(tmp_path, _config(server, ""))) as h:
-        await h.poll()
+    async with baselined(_config(tmp_path, server, confirm_deletes=None)) as h:
         fake.blink([4], answers=1)
         assert _deleted(await h.poll()) == ["4"]
         assert [c.type for c in (await h.poll()).changes] == ["created"]

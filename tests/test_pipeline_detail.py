@@ -5,29 +5,36 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
+from tests.support.configs import source
 from tests.support.fake_graphql import FakeDetailAPI
-from tests.support.pipelines import make_config, running
+from tests.support.pipelines import baselined, make_config, running
 from tests.support.servers import Reply, Request, serve
 
 
-def _config(tmp_path: Path, base: str, extra: str = "", detail: str = ""):  # type: ignore[no-untyped-def]
-    return make_config(
-        tmp_path,
-        f"""
-[[sources]]
-name = "orders"
-url = "{base}/orders"
-every = "1m"
-items = "$.orders[*]"
-key = "$.id"
-{extra}
-[sources.detail]
-url = "{base}/orders/{{id}}"
-items = "$.order"
-{detail}
-""",
+def _detail(base: str, **fields: Any) -> dict[str, Any]:
+    return {"url": base + "/orders/{id}", "items": "$.order", **fields}
+
+
+def _orders(
+    base: str, *, key: str | None = "$.id", detail: dict[str, Any] | None = None, **fields: Any
+) -> str:
+    """The ``orders`` source: a list at /orders, each entry's detail at /orders/{id}."""
+    detail = _detail(base) if detail is None else detail
+    return source(
+        "orders",
+        f"{base}/orders",
+        every="1m",
+        items="$.orders[*]",
+        key=key,
+        detail=detail,
+        **fields,
     )
+
+
+def _config(tmp_path: Path, base: str, **fields: Any):  # type: ignore[no-untyped-def]
+    return make_config(tmp_path, _orders(base, **fields))
 
 
 def _set(api: FakeDetailAPI, number: int, **changes: object) -> None:
@@ -77,9 +84,8 @@ async def test_a_changed_entry_with_an_unchanged_detail_is_fetched_once(tmp_path
     """The new list hash is stored without an event, so the entry is not fetched again."""
     api = FakeDetailAPI(count=3)
     with serve(api) as server:
-        config = _config(tmp_path, server.url("").rstrip("/"), extra='ignore = ["$.updated_at"]')
-        async with running(config) as h:
-            await h.poll()
+        config = _config(tmp_path, server.url("").rstrip("/"), ignore=["$.updated_at"])
+        async with baselined(config) as h:
             _set(api, 1, updated_at="2024-06-01T00:00:00Z")  # only the ignored field moves
             touched = await h.poll()
             settled = await h.poll()
@@ -97,8 +103,7 @@ async def test_a_failing_detail_fetch_records_nothing_and_the_next_poll_recovers
     api = FakeDetailAPI(count=4)
     with serve(api) as server:
         config = _config(tmp_path, server.url("").rstrip("/"))
-        async with running(config) as h:
-            await h.poll()
+        async with baselined(config) as h:
             version = await h.store.snapshot_version("orders")
             _set(api, 2, updated_at="2024-05-03T00:00:00Z", total=1)
             _set(api, 3, updated_at="2024-05-03T00:00:00Z", total=2)
@@ -133,23 +138,10 @@ async def test_changing_detail_rebaselines_and_fetches_everything(tmp_path):
     api = FakeDetailAPI(count=3)
     with serve(api) as server:
         base = server.url("").rstrip("/")
-        async with running(_config(tmp_path, base)) as h:
-            await h.poll()
-            h.reconfigure(_config(tmp_path, base, detail="concurrency = 2"))
+        async with baselined(_config(tmp_path, base)) as h:
+            h.reconfigure(_config(tmp_path, base, detail=_detail(base, concurrency=2)))
             same = await h.poll()
-            changed_config = make_config(
-                tmp_path,
-                f"""
-[[sources]]
-name = "orders"
-url = "{base}/orders"
-every = "1m"
-items = "$.orders[*]"
-key = "$.id"
-[sources.detail]
-url = "{base}/orders/{{$.id}}"
-""",
-            )
+            changed_config = _config(tmp_path, base, detail={"url": base + "/orders/{$.id}"})
             h.reconfigure(changed_config)
             rebased = await h.poll()
             stored = await h.store.load_items("orders", ["1"])
@@ -170,18 +162,15 @@ async def test_placeholder_values_are_url_encoded(tmp_path):
 
     with serve(handler) as server:
         base = server.url("").rstrip("/")
-        config = make_config(
-            tmp_path,
-            f"""
-[[sources]]
-name = "stock"
-url = "{base}/list"
-every = "1m"
-key = "$.sku"
-[sources.detail]
-url = "{base}/sku/{{sku}}/stock"
-""",
+        stock = source(
+            "stock",
+            f"{base}/list",
+            every="1m",
+            items=None,
+            key="$.sku",
+            detail={"url": base + "/sku/{sku}/stock"},
         )
+        config = make_config(tmp_path, stock)
         async with running(config) as h:
             outcome = await h.poll()
         raw_paths = [r.path for r in server.requests]
@@ -209,21 +198,8 @@ async def test_detail_requests_are_bounded_by_concurrency(tmp_path):
 
     with serve(handler) as server:
         base = server.url("").rstrip("/")
-        config = make_config(
-            tmp_path,
-            f"""
-per_host_concurrency = 8
-[[sources]]
-name = "orders"
-url = "{base}/orders"
-every = "1m"
-items = "$.orders[*]"
-[sources.detail]
-url = "{base}/orders/{{id}}"
-items = "$.order"
-concurrency = 3
-""",
-        )
+        orders = _orders(base, key=None, detail=_detail(base, concurrency=3))
+        config = make_config(tmp_path, orders, per_host_concurrency=8)
         async with running(config) as h:
             outcome = await h.poll()
     assert outcome.ok and outcome.detail_fetches == 12, outcome.error
@@ -235,23 +211,14 @@ async def test_detail_requests_carry_the_sources_auth_and_headers(tmp_path):
     api = FakeDetailAPI(count=2)
     with serve(api) as server:
         base = server.url("").rstrip("/")
-        config = make_config(
-            tmp_path,
-            f"""
-[[sources]]
-name = "orders"
-url = "{base}/orders"
-every = "1m"
-items = "$.orders[*]"
-headers = {{ X-Tenant = "acme" }}
-[sources.auth]
-kind = "bearer"
-token = "tok-detail-1"
-[sources.detail]
-url = "{base}/orders/{{id}}?expand=lines"
-items = "$.order"
-""",
+        orders = _orders(
+            base,
+            key=None,
+            detail={"url": base + "/orders/{id}?expand=lines", "items": "$.order"},
+            headers={"X-Tenant": "acme"},
+            auth={"kind": "bearer", "token": "tok-detail-1"},
         )
+        config = make_config(tmp_path, orders)
         async with running(config) as h:
             outcome = await h.poll()
     assert outcome.ok and outcome.detail_fetches == 2, outcome.error

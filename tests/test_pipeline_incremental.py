@@ -7,30 +7,29 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.configs import source
 from tests.support.incremental_api import ChangedSinceAPI
-from tests.support.pipelines import make_config, running
+from tests.support.pipelines import baselined, make_config, running
 from tests.support.servers import Reply, serve
 
 
-def _source(url: str, extra: str = "", **incremental: str) -> str:
-    fields = {"cursor": "$.updated_at", "param": "updated_since", "lookback": "0s"}
-    fields.update(incremental)
-    inc = "\n".join(
-        f"{k} = {v!r}" if not v.startswith("'") else f"{k} = {v}" for k, v in fields.items()
+def _source(url: str, *, per_page: int = 10, paginate: bool = True, **incremental: str) -> str:
+    """The ``tickets`` source; ``incremental`` overrides and adds keys of its incremental table."""
+    return source(
+        "tickets",
+        url,
+        every="1m",
+        mode="incremental",
+        items="$.tickets[*]",
+        params={"per_page": per_page},
+        paginate={"kind": "next_url", "next": "$.next_page"} if paginate else None,
+        incremental={
+            "cursor": "$.updated_at",
+            "param": "updated_since",
+            "lookback": "0s",
+            **incremental,
+        },
     )
-    return f"""
-[[sources]]
-name = "tickets"
-url = "{url}"
-every = "1m"
-mode = "incremental"
-items = "$.tickets[*]"
-params = {{ per_page = 10 }}
-paginate = {{ kind = "next_url", next = "$.next_page" }}
-{extra}
-[sources.incremental]
-{inc}
-"""
 
 
 @pytest.fixture
@@ -72,8 +71,7 @@ async def test_the_clock_of_the_bridge_host_never_moves_the_cursor(tmp_path: Pat
     """A jump of the bridge's clock, forward or back, changes nothing that is asked for."""
     handler, server = api
     config = make_config(tmp_path, _source(server.url("/tickets"), lookback="2m"))
-    async with running(config) as h:
-        await h.poll()
+    async with baselined(config) as h:
         h.clock.advance(10 * 365 * 86400)
         await h.poll()
         h.clock.now -= timedelta(days=20 * 365)
@@ -91,8 +89,7 @@ async def test_result_order_does_not_matter(tmp_path: Path, api):
     handler, server = api
     handler.descending = True
     config = make_config(tmp_path, _source(server.url("/tickets")))
-    async with running(config) as h:
-        await h.poll()
+    async with baselined(config) as h:
         for i in (4, 14, 24):
             handler.change(i, status="solved")
         outcome = await h.poll()
@@ -113,8 +110,7 @@ async def test_a_failed_page_fails_the_poll_and_keeps_the_cursor(tmp_path: Path)
 
     with serve(api) as server:
         config = make_config(tmp_path, _source(server.url("/tickets")))
-        async with running(config) as h:
-            await h.poll()
+        async with baselined(config) as h:
             for i in range(1, 13):  # 12 changes: two pages
                 handler.change(i, status="solved")
             broken["on"] = True
@@ -134,8 +130,7 @@ async def test_an_item_without_a_readable_cursor_fails_the_poll_naming_its_key(t
     """A missing or unparsable cursor value is a poll error that names the item's key."""
     handler, server = api
     config = make_config(tmp_path, _source(server.url("/tickets")))
-    async with running(config) as h:
-        await h.poll()
+    async with baselined(config) as h:
         handler.change(5, status="x")
         with handler.lock:
             handler.tickets[5]["updated_at"] = "yesterday"
@@ -156,8 +151,7 @@ async def test_deleted_when_turns_a_soft_delete_into_a_delete(tmp_path: Path, ap
     handler, server = api
     text = _source(server.url("/tickets"), deleted_when="$[?(@.status == 'deleted')]")
     config = make_config(tmp_path, text)
-    async with running(config) as h:
-        await h.poll()
+    async with baselined(config) as h:
         handler.change(2, status="deleted")
         handler.change(99, status="deleted")
         outcome = await h.poll()
@@ -173,8 +167,7 @@ async def test_only_a_reconcile_poll_finds_hard_deletes(tmp_path: Path, api):
     list) does, keeps the cursor, and is next due reconcile_every later."""
     handler, server = api
     config = make_config(tmp_path, _source(server.url("/tickets"), reconcile_every="1h"))
-    async with running(config) as h:
-        await h.poll()
+    async with baselined(config) as h:
         handler.remove(9)
         window = await h.poll()
         assert window.changes == [] and window.asked is not None and "window" in window.asked
@@ -194,8 +187,7 @@ async def test_a_reconcile_obeys_the_mass_delete_guard(tmp_path: Path, api):
     """A reconcile that would delete most items is held like any complete list."""
     handler, server = api
     config = make_config(tmp_path, _source(server.url("/tickets"), reconcile_every="1h"))
-    async with running(config) as h:
-        await h.poll()
+    async with baselined(config) as h:
         for i in range(1, 21):
             handler.remove(i)
         h.clock.advance(3601)
@@ -237,8 +229,7 @@ async def test_changing_the_cursor_rebaselines_and_changing_lookback_does_not(tm
     """The cursor path is part of what defines the source; the lookback is not."""
     handler, server = api
     url = server.url("/tickets")
-    async with running(make_config(tmp_path, _source(url))) as h:
-        await h.poll()
+    async with baselined(make_config(tmp_path, _source(url))) as h:
         h.reconfigure(make_config(tmp_path, _source(url, lookback="5m")))
         same = await h.poll()
         assert same.result == "unchanged"
@@ -252,8 +243,7 @@ async def test_a_dry_run_shows_the_cursor_it_would_send_and_store(tmp_path: Path
     """poll --dry-run: the window's bound and the cursor that would be stored; nothing moves."""
     handler, server = api
     config = make_config(tmp_path, _source(server.url("/tickets"), lookback="1m"))
-    async with running(config) as h:
-        await h.poll()
+    async with baselined(config) as h:
         handler.change(1, status="solved")
         dry = await h.poll(commit=False)
         assert dry.cursor_sent == "2026-03-01T08:59:25Z"
@@ -267,10 +257,7 @@ async def test_a_full_window_without_pagination_is_reported(tmp_path: Path, api)
     """A single-page window that returns exactly the per_page it asked for warns: the API
     probably caps it and changes beyond the cap are lost."""
     handler, server = api
-    text = _source(server.url("/tickets")).replace(
-        'paginate = { kind = "next_url", next = "$.next_page" }\n', ""
-    )
-    config = make_config(tmp_path, text.replace("per_page = 10", "per_page = 5"))
+    config = make_config(tmp_path, _source(server.url("/tickets"), per_page=5, paginate=False))
     async with running(config) as h:
         await h.poll()  # the baseline: a complete list, not a window
         for i in range(1, 8):
@@ -292,22 +279,21 @@ async def test_the_cursor_can_go_in_a_json_body(tmp_path: Path):
         return Reply(200, {"data": [r for r in rows if since is None or r["ts"] >= since]})
 
     with serve(api) as server:
-        text = f"""
-[[sources]]
-name = "tickets"
-url = "{server.url("/graphql")}"
-every = "1m"
-method = "POST"
-body = {{ query = "q", variables = {{ first = 50 }} }}
-mode = "incremental"
-items = "$.data[*]"
-[sources.incremental]
-cursor = "$.ts"
-body = "variables.since"
-format = "unix"
-start = "1970-01-01T00:02:30Z"
-"""
-        async with running(make_config(tmp_path, text)) as h:
+        tickets = source(
+            "tickets",
+            server.url("/graphql"),
+            every="1m",
+            method="POST",
+            body={"query": "q", "variables": {"first": 50}},
+            mode="incremental",
+            incremental={
+                "cursor": "$.ts",
+                "body": "variables.since",
+                "format": "unix",
+                "start": "1970-01-01T00:02:30Z",
+            },
+        )
+        async with running(make_config(tmp_path, tickets)) as h:
             first = await h.poll()
             assert [c.key_text for c in first.changes] == ["2"]
             await h.poll()
@@ -351,21 +337,19 @@ async def test_a_graphql_source_carries_the_cursor_in_its_variables(tmp_path: Pa
         )
 
     with serve(api) as server:
-        text = f"""
-[[sources]]
-name = "issues"
-url = "{server.url("/graphql")}"
-every = "1m"
-mode = "incremental"
-items = "$.data.issues[*]"
-[sources.graphql]
-query = "query($since: String) {{ issues(since: $since) {{ id at }} }}"
-variables = {{ team = "core" }}
-[sources.incremental]
-cursor = "$.at"
-body = "variables.since"
-"""
-        async with running(make_config(tmp_path, text)) as h:
+        issues = source(
+            "issues",
+            server.url("/graphql"),
+            every="1m",
+            mode="incremental",
+            items="$.data.issues[*]",
+            graphql={
+                "query": "query($since: String) { issues(since: $since) { id at } }",
+                "variables": {"team": "core"},
+            },
+            incremental={"cursor": "$.at", "body": "variables.since"},
+        )
+        async with running(make_config(tmp_path, issues)) as h:
             first = await h.poll()
             assert first.result == "baseline", first.error
             await h.poll()

@@ -5,11 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import timedelta
 from email.utils import format_datetime
+from pathlib import Path
+from typing import Any
 
 import pytest
 
+from bridge.config import Config
+from tests.support.configs import source
 from tests.support.fake_apis import FakeAPI
-from tests.support.pipelines import make_config, running
+from tests.support.pipelines import baselined, make_config, running
 from tests.support.servers import Reply, TestServer, serve
 
 
@@ -21,44 +25,42 @@ def api() -> Iterator[tuple[FakeAPI, TestServer]]:
         yield fake, server
 
 
-def _source(server: TestServer, body: str, path: str = "/items", name: str = "things") -> str:
-    return f"""
-[[sources]]
-name = "{name}"
-url = "{server.url(path)}"
-every = "10s"
-{body}
-"""
+def _config(tmp_path: Path, server: TestServer, path: str = "/items", **fields: Any) -> Config:
+    """Source ``things`` at ``path`` of the fake API; ``fields``: its further keys."""
+    return make_config(
+        tmp_path, source("things", server.url(path), every="10s", **{"items": None, **fields})
+    )
 
 
-PAGINATED = {
-    "link": ("/link", '[sources.paginate]\nkind = "link"', {"per_page": "10"}),
+DATA = "$.data[*]"
+LINK = {"kind": "link"}
+PAGE = {"kind": "page", "size_param": "per_page", "size": 10}
+
+PAGINATED: dict[str, tuple[str, dict[str, Any]]] = {
+    "link": ("/link", {"params": {"per_page": 10}, "paginate": LINK}),
     "next_url": (
         "/jsonapi",
-        'items = "$.data[*]"\n[sources.paginate]\nkind = "next_url"\nnext = "$.links.next"',
-        {},
+        {"items": DATA, "paginate": {"kind": "next_url", "next": "$.links.next"}},
     ),
     "cursor": (
         "/cursor",
-        'items = "$.items[*]"\n[sources.paginate]\nkind = "cursor"\ncursor = "$.next_cursor"',
-        {},
+        {"items": "$.items[*]", "paginate": {"kind": "cursor", "cursor": "$.next_cursor"}},
     ),
     "stripe": (
         "/stripe",
-        'items = "$.data[*]"\nparams = { limit = 10 }\n[sources.paginate]\nkind = "cursor"\n'
-        'cursor_from_last_item = "$.id"\nhas_more = "$.has_more"\nparam = "starting_after"',
-        {},
+        {
+            "items": DATA,
+            "params": {"limit": 10},
+            "paginate": {
+                "kind": "cursor",
+                "cursor_from_last_item": "$.id",
+                "has_more": "$.has_more",
+                "param": "starting_after",
+            },
+        },
     ),
-    "page": (
-        "/page",
-        '[sources.paginate]\nkind = "page"\nsize_param = "per_page"\nsize = 10',
-        {},
-    ),
-    "offset": (
-        "/offset",
-        'items = "$.results[*]"\n[sources.paginate]\nkind = "offset"\nsize = 10',
-        {},
-    ),
+    "page": ("/page", {"paginate": PAGE}),
+    "offset": ("/offset", {"items": "$.results[*]", "paginate": {"kind": "offset", "size": 10}}),
 }
 
 
@@ -66,10 +68,8 @@ PAGINATED = {
 async def test_every_pagination_kind_collects_the_whole_list(tmp_path, api, kind):
     """Each paginate kind walks all 3 pages of 25 items, and the next poll sees each change."""
     fake, server = api
-    path, body, params = PAGINATED[kind]
-    if params:
-        body = f"params = {{ per_page = {params['per_page']} }}\n" + body
-    config = make_config(tmp_path, _source(server, body, path))
+    path, fields = PAGINATED[kind]
+    config = _config(tmp_path, server, path, **fields)
     async with running(config) as h:
         first = await h.poll()
         assert (first.ok, first.result, first.item_count) == (True, "baseline", 25), first.error
@@ -92,11 +92,7 @@ async def test_a_filter_does_not_end_paging_early(tmp_path, api):
     """With an items filter, a page whose items are all filtered out still leads to the next."""
     fake, server = api
     fake.set_items([{"id": i, "status": "draft" if i <= 10 else "open"} for i in range(1, 26)])
-    body = (
-        "items = \"$[?(@.status != 'draft')]\"\n"
-        '[sources.paginate]\nkind = "page"\nsize_param = "per_page"\nsize = 10'
-    )
-    config = make_config(tmp_path, _source(server, body, "/page"))
+    config = _config(tmp_path, server, "/page", items="$[?(@.status != 'draft')]", paginate=PAGE)
     async with running(config) as h:
         outcome = await h.poll()
     assert outcome.item_count == 15
@@ -107,7 +103,7 @@ async def test_a_failing_page_3_of_5_produces_no_events(tmp_path, api):
     """A failure on any page fails the whole poll: no events, the snapshot is unchanged."""
     fake, server = api
     fake.set_items([{"id": i, "status": "open"} for i in range(1, 51)])
-    config = make_config(tmp_path, _source(server, '[sources.paginate]\nkind = "link"', "/link"))
+    config = _config(tmp_path, server, "/link", paginate=LINK)
     async with running(config) as h:
         assert (await h.poll()).item_count == 50
         before = await h.store.load_hashes("things")
@@ -131,8 +127,7 @@ async def test_a_failing_page_3_of_5_produces_no_events(tmp_path, api):
 async def test_max_pages_is_a_failure_not_a_partial_list(tmp_path, api):
     """Reaching max_pages with more pages to come fails the poll; nothing is recorded."""
     _fake, server = api
-    body = '[sources.paginate]\nkind = "link"\nmax_pages = 2'
-    config = make_config(tmp_path, _source(server, body, "/link"))
+    config = _config(tmp_path, server, "/link", paginate={"kind": "link", "max_pages": 2})
     async with running(config) as h:
         outcome = await h.poll()
         state = await h.store.get_source_state("things")
@@ -145,8 +140,8 @@ async def test_max_pages_is_a_failure_not_a_partial_list(tmp_path, api):
 async def test_a_key_on_two_pages_fails_the_poll(tmp_path, api):
     """An item seen on two pages (the list moved while paging) fails rather than guesses."""
     fake, server = api
-    body = 'items = "$.results[*]"\n[sources.paginate]\nkind = "offset"\nsize = 10'
-    config = make_config(tmp_path, _source(server, body, "/offset"))
+    offset = {"kind": "offset", "size": 10}
+    config = _config(tmp_path, server, "/offset", items="$.results[*]", paginate=offset)
     original = fake.__call__
 
     def shifting(req):  # an item inserted at the front between page 1 and page 2
@@ -167,9 +162,8 @@ async def test_a_key_on_two_pages_fails_the_poll(tmp_path, api):
 async def test_etags_per_page_make_an_unchanged_list_cheap(tmp_path, api):
     """Every page is asked with its own ETag; all 304 is an unchanged poll with no events."""
     _fake, server = api
-    config = make_config(tmp_path, _source(server, '[sources.paginate]\nkind = "link"', "/link"))
-    async with running(config) as h:
-        await h.poll()
+    config = _config(tmp_path, server, "/link", paginate=LINK)
+    async with baselined(config) as h:
         state = await h.store.get_source_state("things")
         assert state is not None and len(state.validators) == 3
         assert all("etag" in v and "last_modified" in v for v in state.validators.values())
@@ -186,9 +180,8 @@ async def test_etags_per_page_make_an_unchanged_list_cheap(tmp_path, api):
 async def test_a_change_on_a_later_page_refetches_the_earlier_ones(tmp_path, api):
     """Pages 1-2 answer 304, page 3 changed: the list is walked again in full, then diffed."""
     fake, server = api
-    config = make_config(tmp_path, _source(server, '[sources.paginate]\nkind = "link"', "/link"))
-    async with running(config) as h:
-        await h.poll()
+    config = _config(tmp_path, server, "/link", paginate=LINK)
+    async with baselined(config) as h:
         items = [dict(it) for it in fake.items]
         items[-1]["status"] = "paid"
         fake.set_items(items)
@@ -202,10 +195,8 @@ async def test_a_change_on_a_later_page_refetches_the_earlier_ones(tmp_path, api
 async def test_conditional_false_sends_no_validators(tmp_path, api):
     """conditional = false: never If-None-Match / If-Modified-Since (broken validators)."""
     _fake, server = api
-    body = 'conditional = false\n[sources.paginate]\nkind = "link"'
-    config = make_config(tmp_path, _source(server, body, "/link"))
-    async with running(config) as h:
-        await h.poll()
+    config = _config(tmp_path, server, "/link", conditional=False, paginate=LINK)
+    async with baselined(config) as h:
         second = await h.poll()
         state = await h.store.get_source_state("things")
     assert second.result == "unchanged" and not second.not_modified
@@ -223,9 +214,8 @@ async def test_last_modified_alone_is_used(tmp_path):
         return Reply(200, [{"id": 1}], {"last-modified": stamp})
 
     with serve(handler) as server:
-        config = make_config(tmp_path, _source(server, ""))
-        async with running(config) as h:
-            await h.poll()
+        config = _config(tmp_path, server)
+        async with baselined(config) as h:
             second = await h.poll()
     assert second.not_modified and second.result == "unchanged"
     assert "if-none-match" not in server.requests[1].headers
@@ -234,12 +224,8 @@ async def test_last_modified_alone_is_used(tmp_path):
 async def test_a_changed_item_definition_ignores_the_304(tmp_path, api):
     """After a fingerprint change the body is needed: no validators are sent, it re-baselines."""
     _fake, server = api
-    text = _source(server, 'items = "$.data[*]"')
-    async with running(make_config(tmp_path, text)) as h:
-        await h.poll()
-        h.reconfigure(
-            make_config(tmp_path, text.replace('"$.data[*]"', '"$.data[*]"\nignore = ["$.name"]'))
-        )
+    async with baselined(_config(tmp_path, server, items=DATA)) as h:
+        h.reconfigure(_config(tmp_path, server, items=DATA, ignore=["$.name"]))
         outcome = await h.poll()
     assert outcome.result == "rebaseline"
     assert "if-none-match" not in server.requests[-1].headers
@@ -252,7 +238,7 @@ async def test_a_changed_item_definition_ignores_the_304(tmp_path, api):
 async def test_retry_after_seconds_postpones_the_source(tmp_path, api, status):
     """429/503 with Retry-After: 120 sets not_before 120 s ahead; the daemon's check sees it."""
     fake, server = api
-    config = make_config(tmp_path, _source(server, ""))
+    config = _config(tmp_path, server)
     async with running(config) as h:
         fake.queued.append(Reply(status, {"error": "slow down"}, {"retry-after": "120"}))
         outcome = await h.poll()
@@ -268,7 +254,7 @@ async def test_retry_after_seconds_postpones_the_source(tmp_path, api, status):
 async def test_retry_after_http_date_postpones_the_source(tmp_path, api):
     """Retry-After as an HTTP date is honoured too."""
     fake, server = api
-    config = make_config(tmp_path, _source(server, ""))
+    config = _config(tmp_path, server)
     async with running(config) as h:
         when = h.clock.now + timedelta(minutes=5)
         fake.queued.append(Reply(429, b"", {"retry-after": format_datetime(when, usegmt=True)}))
@@ -279,7 +265,7 @@ async def test_retry_after_http_date_postpones_the_source(tmp_path, api):
 async def test_consecutive_failures_back_off_up_to_max_backoff_and_reset(tmp_path, api):
     """Failures double the wait (capped by max_backoff); a success clears it."""
     fake, server = api
-    config = make_config(tmp_path, _source(server, 'items = "$.data[*]"\nmax_backoff = "60s"'))
+    config = _config(tmp_path, server, items=DATA, max_backoff="60s")
     async with running(config) as h:
         waits = []
         for _ in range(5):
@@ -306,9 +292,8 @@ async def test_a_poll_returning_10_percent_is_held_then_applied_after_confirmati
     """90 of 100 items missing: held twice (no events, snapshot kept), applied the third time."""
     fake, server = api
     fake.set_items([{"id": i} for i in range(1, 101)])
-    config = make_config(tmp_path, _source(server, 'items = "$.data[*]"'))
-    async with running(config) as h:
-        await h.poll()
+    config = _config(tmp_path, server, items=DATA)
+    async with baselined(config) as h:
         before = await h.store.load_hashes("things")
         fake.keep(set(range(1, 11)))
         for n in (1, 2):
@@ -329,9 +314,8 @@ async def test_a_poll_returning_10_percent_is_held_then_applied_after_confirmati
 async def test_a_held_result_that_goes_away_releases_the_hold(tmp_path, api):
     """The API recovers before the confirmations: nothing is deleted and the hold is cleared."""
     fake, server = api
-    config = make_config(tmp_path, _source(server, 'items = "$.data[*]"'))
-    async with running(config) as h:
-        await h.poll()
+    config = _config(tmp_path, server, items=DATA)
+    async with baselined(config) as h:
         everything = list(fake.items)
         fake.keep({1, 2})
         assert (await h.poll()).result == "held"
@@ -345,9 +329,8 @@ async def test_a_held_result_that_goes_away_releases_the_hold(tmp_path, api):
 async def test_operator_accept_applies_the_held_result_at_the_next_poll(tmp_path, api):
     """accept_requested (set by `pollbridge accept`) applies the held poll at once."""
     fake, server = api
-    config = make_config(tmp_path, _source(server, 'items = "$.data[*]"\nconfirm_polls = 10'))
-    async with running(config) as h:
-        await h.poll()
+    config = _config(tmp_path, server, items=DATA, confirm_polls=10)
+    async with baselined(config) as h:
         fake.keep({1})
         assert (await h.poll()).result == "held"
         await h.store.update_source_state("things", accept_requested=True)
@@ -361,9 +344,8 @@ async def test_operator_accept_applies_the_held_result_at_the_next_poll(tmp_path
 async def test_max_deletes_count_and_small_snapshots(tmp_path, api):
     """An absolute max_deletes holds beyond that count; under 10 stored items nothing is held."""
     fake, server = api
-    config = make_config(tmp_path, _source(server, 'items = "$.data[*]"\nmax_deletes = 3'))
-    async with running(config) as h:
-        await h.poll()
+    config = _config(tmp_path, server, items=DATA, max_deletes=3)
+    async with baselined(config) as h:
         everything = list(fake.items)
         fake.keep(set(range(5, 26)))
         assert (await h.poll()).result == "held"
@@ -371,9 +353,8 @@ async def test_max_deletes_count_and_small_snapshots(tmp_path, api):
         fake.keep(set(range(4, 26)))
         assert (await h.poll()).result == "ok"
     fake.set_items([{"id": i} for i in range(1, 10)])
-    small = make_config(tmp_path / "small", _source(server, 'items = "$.data[*]"'))
-    async with running(small) as h:
-        await h.poll()
+    small = _config(tmp_path / "small", server, items=DATA)
+    async with baselined(small) as h:
         fake.keep({1})
         assert (await h.poll()).result == "ok"
 
@@ -381,9 +362,8 @@ async def test_max_deletes_count_and_small_snapshots(tmp_path, api):
 async def test_deletes_false_sends_no_deletion_events(tmp_path, api):
     """deletes = false: a vanished item leaves the snapshot silently."""
     fake, server = api
-    config = make_config(tmp_path, _source(server, 'items = "$.data[*]"\ndeletes = false'))
-    async with running(config) as h:
-        await h.poll()
+    config = _config(tmp_path, server, items=DATA, deletes=False)
+    async with baselined(config) as h:
         fake.keep(set(range(2, 26)) | {99})
         fake.set_items([*fake.items, {"id": 99}])
         outcome = await h.poll()
@@ -395,10 +375,8 @@ async def test_deletes_false_sends_no_deletion_events(tmp_path, api):
 async def test_changing_key_rebaselines_silently(tmp_path, api):
     """A new key re-baselines: no created/deleted storm, the snapshot is keyed the new way."""
     _fake, server = api
-    text = _source(server, 'items = "$.data[*]"')
-    async with running(make_config(tmp_path, text)) as h:
-        await h.poll()
-        h.reconfigure(make_config(tmp_path, text + 'key = "$.name"\n'))
+    async with baselined(_config(tmp_path, server, items=DATA)) as h:
+        h.reconfigure(_config(tmp_path, server, items=DATA, key="$.name"))
         outcome = await h.poll()
         hashes = await h.store.load_hashes("things")
         again = await h.poll()
@@ -411,10 +389,10 @@ async def test_changing_key_rebaselines_silently(tmp_path, api):
 async def test_rebaseline_emit_sends_created_events(tmp_path, api):
     """rebaseline = "emit": the new baseline is announced with a created event per item."""
     _fake, server = api
-    text = _source(server, 'items = "$.data[*]"\nrebaseline = "emit"')
-    async with running(make_config(tmp_path, text)) as h:
+    emit = {"items": DATA, "rebaseline": "emit"}
+    async with running(_config(tmp_path, server, **emit)) as h:
         first = await h.poll()
-        h.reconfigure(make_config(tmp_path, text + 'fields = ["$.id", "$.status"]\n'))
+        h.reconfigure(_config(tmp_path, server, **emit, fields=["$.id", "$.status"]))
         outcome = await h.poll()
     assert first.changes == []  # baseline stays silent: that is `baseline`, not `rebaseline`
     assert outcome.result == "rebaseline"
@@ -425,10 +403,8 @@ async def test_rebaseline_emit_sends_created_events(tmp_path, api):
 async def test_adding_pagination_rebaselines(tmp_path, api):
     """paginate is part of what defines the items: adding it re-baselines."""
     _fake, server = api
-    text = _source(server, "", "/page")
-    async with running(make_config(tmp_path, text)) as h:
+    async with running(_config(tmp_path, server, "/page")) as h:
         assert (await h.poll()).item_count == 10
-        paged = text + '[sources.paginate]\nkind = "page"\nsize_param = "per_page"\nsize = 10\n'
-        h.reconfigure(make_config(tmp_path, paged))
+        h.reconfigure(_config(tmp_path, server, "/page", paginate=PAGE))
         outcome = await h.poll()
     assert (outcome.result, outcome.item_count, outcome.changes) == ("rebaseline", 25, [])

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
+from bridge.store import DeliveryQuery
+from tests.support.configs import listener, source
 from tests.support.pipelines import make_config, running
 from tests.support.servers import ItemsAPI, serve
+from tests.support.state import EVERYTHING
 
 
 async def test_many_changes_are_routed_with_match_and_on_fields(tmp_path):
@@ -13,24 +18,16 @@ async def test_many_changes_are_routed_with_match_and_on_fields(tmp_path):
     with serve(api) as server:
         config = make_config(
             tmp_path,
-            f"""
-[[sources]]
-name = "orders"
-url = "{server.url("/orders")}"
-every = "1m"
-items = "$.data[*]"
-
-[[listeners]]
-name = "big"
-url = "https://hooks.example.com/big"
-match = "$.data.after[?(@.total >= 300)]"
-
-[[listeners]]
-name = "status"
-url = "https://hooks.example.com/status"
-on_fields = ["/status"]
-events = ["updated"]
-""",
+            source("orders", server.url("/orders"), every="1m"),
+            listener(
+                "big", "https://hooks.example.com/big", match="$.data.after[?(@.total >= 300)]"
+            ),
+            listener(
+                "status",
+                "https://hooks.example.com/status",
+                on_fields=["/status"],
+                events=["updated"],
+            ),
         )
         async with running(config) as h:
             assert (await h.poll()).result == "baseline"
@@ -42,7 +39,5 @@ events = ["updated"]
             )
             outcome = await h.poll()
             assert len(outcome.changes) == 60
-            rows = h.store.conn.execute(
-                "SELECT d.listener, COUNT(*) FROM deliveries d GROUP BY d.listener"
-            ).fetchall()
-    assert dict(rows) == {"big": 30, "status": 30}
+            deliveries = await h.store.list_deliveries(DeliveryQuery(limit=EVERYTHING))
+    assert Counter(d.listener for d in deliveries) == {"big": 30, "status": 30}

@@ -30,6 +30,7 @@ from bridge.http.connections import (
 )
 from bridge.http.poller import Poller
 from bridge.store.sqlite import SQLiteStore
+from tests.support import configs
 from tests.support.daemon import DaemonProcess, run_cli
 from tests.support.servers import Reply, Request, TestServer, serve
 from tests.support.state import StateView
@@ -99,29 +100,23 @@ def secret_setup(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str], dict[st
         "CREDENTIALS_DIRECTORY": str(creds),
     }
     with serve(_echo_api(phase)) as api, serve(_echo_listener(phase)) as hooks:
-        config = tmp_path / "pollbridge.toml"
-        config.write_text(
-            f"""
-[bridge]
-state = "{tmp_path}/state.db"
-log_level = "debug"
-shutdown_grace = "2s"
-
-[[sources]]
-name = "orders"
-url = "http://user:${{API_PASSWORD}}@127.0.0.1:{api.port}/orders"
-every = "200ms"
-items = "$.data[*]"
-headers = {{ authorization = "Bearer ${{API_TOKEN}}" }}
-params = {{ api_key = "${{API_KEY}}" }}
-
-[[listeners]]
-name = "hooks"
-url = "{hooks.url("/hooks")}"
-secret = "{LISTENER_SECRET}"
-headers = {{ x-hook-token = "${{HOOK_TOKEN}}" }}
-retry = ["100ms", "100ms", "100ms", "100ms", "100ms", "100ms"]
-"""
+        config = configs.write_config(
+            tmp_path / "pollbridge.toml",
+            configs.source(
+                "orders",
+                f"http://user:${{API_PASSWORD}}@127.0.0.1:{api.port}/orders",
+                headers={"authorization": "Bearer ${API_TOKEN}"},
+                params={"api_key": "${API_KEY}"},
+            ),
+            configs.listener(
+                "hooks",
+                hooks.url("/hooks"),
+                secret=LISTENER_SECRET,
+                headers={"x-hook-token": "${HOOK_TOKEN}"},
+                retry=["100ms"] * 6,
+            ),
+            shutdown_grace="2s",
+            log_level="debug",
         )
         yield config, env, phase
 
@@ -217,29 +212,16 @@ def _https(server: TestServer, path: str = "/") -> str:
     return f"https://127.0.0.1:{server.port}{path}"
 
 
-def _tls_config(tmp_path: Path, api: str, hook: str, source_tls: str, listener_tls: str) -> Path:
-    path = tmp_path / "pollbridge.toml"
-    path.write_text(
-        f"""
-[bridge]
-state = "{tmp_path}/state.db"
-
-[[sources]]
-name = "orders"
-url = "{api}"
-every = "1m"
-items = "$.data[*]"
-baseline = "emit"
-{source_tls}
-
-[[listeners]]
-name = "hooks"
-url = "{hook}"
-retry = ["1h"]
-{listener_tls}
-"""
+def _tls_config(
+    tmp_path: Path, api: str, hook: str, source_tls: str, listener_tls: str, **bridge_fields: Any
+) -> Path:
+    return configs.write_config(
+        tmp_path / "pollbridge.toml",
+        configs.source("orders", api, every="1m", baseline="emit", raw=source_tls),
+        configs.listener("hooks", hook, retry=["1h"], raw=listener_tls),
+        shutdown_grace=None,
+        **bridge_fields,
     )
-    return path
 
 
 @pytest.mark.e2e
@@ -482,10 +464,8 @@ def test_deny_private_targets_refuses_loopback_listeners(tmp_path):
     with serve() as hooks, serve(lambda _r: Reply(200, {"data": [{"id": 1}]})) as api:
         for host in ("127.0.0.1", "localhost"):
             (tmp_path / "state.db").unlink(missing_ok=True)
-            config = _tls_config(tmp_path, api.url(), f"http://{host}:{hooks.port}/hooks", "", "")
-            config.write_text(
-                config.read_text().replace("[bridge]", "[bridge]\ndeny_private_targets = true")
-            )
+            hook = f"http://{host}:{hooks.port}/hooks"
+            config = _tls_config(tmp_path, api.url(), hook, "", "", deny_private_targets=True)
             result = run_cli("run", "--once", "--config", str(config))
             assert result.returncode == 75, result.stderr
             assert f"refused to connect to {host}" in result.stderr
@@ -523,23 +503,12 @@ async def test_oauth2_access_tokens_echoed_back_are_redacted(tmp_path):
         return Reply(401, f"invalid token: {req.headers.get('authorization')}")
 
     with serve(handle) as server:
-        config = make_config(
-            tmp_path,
-            f"""
-[[sources]]
-name = "s"
-url = "{server.url("/items")}"
-every = "1m"
-[sources.auth]
-kind = "oauth2"
-token_url = "{server.url("/oauth/token")}"
-client_id = "id"
-client_secret = "client-SECRET-xyz"
-""",
-        )
-        async with running(config) as h:
+        auth = configs.oauth2(server.url("/oauth/token"), "id", "client-SECRET-xyz")
+        oauth_source = configs.source("s", server.url("/items"), every="1m", items=None, auth=auth)
+        async with running(make_config(tmp_path, oauth_source)) as h:
             failed = await h.poll()
-            stored = h.store.conn.execute("SELECT last_error FROM sources").fetchone()[0]
+            state = await h.store.get_source_state("s")
+            stored = state.last_error if state else None
     assert not failed.ok and "HTTP 401" in (failed.error or "")
     assert "invalid token: Bearer ***" in (failed.error or "")
     assert issued and not any(t in (failed.error or "") or t in stored for t in issued)

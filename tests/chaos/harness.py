@@ -29,8 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from bridge.core.hashing import canonical_json
 from bridge.core.patch import apply_patch
+from tests.support import configs
 from tests.support.daemon import DaemonProcess, eventually
 from tests.support.servers import Reply, Request, TestServer
 from tests.support.state import StateView, is_postgres
@@ -39,6 +42,43 @@ KILLS = int(os.environ.get("POLLBRIDGE_CHAOS_KILLS", "12"))
 SEED = int(os.environ.get("POLLBRIDGE_CHAOS_SEED", str(random.randrange(2**32))))
 
 SOURCE = "things"
+
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+LIFECYCLE = ["created", "deleted"]
+"""The event types of the ``lifecycle`` listener (``all`` takes every event)."""
+
+
+def chaos_config(
+    tmp_path: Path,
+    state: str,
+    api: TestServer,
+    hooks: TestServer,
+    *,
+    all_fields: dict[str, Any],
+    lifecycle_fields: dict[str, Any],
+) -> Path:
+    """The crash tests' configuration: :data:`SOURCE` emitting its baseline, polled every
+    100 ms, and two listeners, ``all`` and ``lifecycle``, with further keys given."""
+    # PostgreSQL: a killed instance's source lease and delivery claims (max(lease, 2 x timeout))
+    # run out in 2 s, so its restart (a new instance) polls and sends again soon
+    shared = {"lease": "2s"} if is_postgres(state) else {}
+    return configs.write_config(
+        tmp_path / "pollbridge.toml",
+        configs.source(SOURCE, api.url("/things"), every="100ms", baseline="emit"),
+        configs.listener("all", hooks.url("/all"), **all_fields),
+        configs.listener(
+            "lifecycle", hooks.url("/lifecycle"), events=LIFECYCLE, **lifecycle_fields
+        ),
+        state=state,
+        shutdown_grace="5s",
+        **shared,
+    )
+
+
+def chaos_routes(event_type: str) -> set[str]:
+    """The listeners of :func:`chaos_config` an event of ``event_type`` goes to."""
+    return {"all"} | ({"lifecycle"} if event_type in LIFECYCLE else set())
 
 
 class ChangingAPI:

@@ -22,18 +22,19 @@ from pathlib import Path
 import pytest
 
 from tests.chaos.harness import (
+    BACKENDS,
     KILLS,
     SEED,
-    SOURCE,
     ChangingAPI,
     Figures,
     FlakyReceiver,
+    chaos_config,
+    chaos_routes,
     check_invariants,
     kill_loop,
     location_for,
     settle,
 )
-from tests.support.configs import listener, source, write_config
 from tests.support.daemon import DaemonProcess
 from tests.support.servers import TestServer, serve
 from tests.support.state import StateView
@@ -41,39 +42,23 @@ from tests.support.state import StateView
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(120 + 6 * KILLS)]
 
 RETRY = ["50ms", "100ms", "200ms"] + ["300ms"] * 60
-BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 
 def _config(tmp_path: Path, state: str, api: TestServer, hooks: TestServer) -> Path:
-    shared = {"lease": "2s"} if state.startswith("postgres") else {}
-    return write_config(
-        tmp_path / "pollbridge.toml",
-        source(SOURCE, api.url("/things"), every="100ms", baseline="emit"),
-        listener(
-            "all",
-            hooks.url("/all"),
-            retry=RETRY,
-            max_in_flight=2,
-            coalesce=True,
-            timeout="1s",
-            breaker_failures=0,  # about crashes, not the breaker (see test_crash.py)
-        ),
-        listener(
-            "lifecycle",
-            hooks.url("/lifecycle"),
-            events=["created", "deleted"],
-            retry=RETRY,
-            timeout="1s",
-            breaker_failures=0,
-        ),
-        state=state,
-        shutdown_grace="5s",
-        **shared,
+    return chaos_config(
+        tmp_path,
+        state,
+        api,
+        hooks,
+        all_fields={
+            "retry": RETRY,
+            "max_in_flight": 2,
+            "coalesce": True,
+            "timeout": "1s",
+            "breaker_failures": 0,  # about crashes, not the breaker (see test_crash.py)
+        },
+        lifecycle_fields={"retry": RETRY, "timeout": "1s", "breaker_failures": 0},
     )
-
-
-def _routes(event_type: str) -> set[str]:
-    return {"all"} | ({"lifecycle"} if event_type in ("created", "deleted") else set())
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -112,6 +97,6 @@ def test_coalescing_never_merges_what_was_sent(backend, tmp_path, request):
         f"{len(sent_then_merged)} of {len(acknowledged)} webhook-ids the receiver answered 2xx "
         f"were later merged into another event, e.g. {sent_then_merged[:3]} (seed {SEED})"
     )
-    events, duplicates = check_invariants(view, final, receiver.log, _routes)
+    events, duplicates = check_invariants(view, final, receiver.log, chaos_routes)
     figures = Figures(kills, events, len(receiver.log), duplicates)
     print(figures.line(f"coalesce[{backend}]") + f", {len(merged)} merged deliveries")

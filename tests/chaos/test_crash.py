@@ -21,19 +21,20 @@ from pathlib import Path
 import pytest
 
 from tests.chaos.harness import (
+    BACKENDS,
     KILLS,
     SEED,
-    SOURCE,
     ChangingAPI,
     Figures,
     FlakyReceiver,
+    chaos_config,
+    chaos_routes,
     check_invariants,
     kill_loop,
     location_for,
     ok_list,
     settle,
 )
-from tests.support.configs import listener, source, write_config
 from tests.support.daemon import DaemonProcess
 from tests.support.servers import TestServer, serve
 from tests.support.state import StateView, is_postgres
@@ -42,35 +43,19 @@ pytestmark = [pytest.mark.chaos, pytest.mark.timeout(120 + 6 * KILLS)]
 
 RETRY = ["50ms", "100ms", "200ms", "300ms"] + ["500ms"] * 60
 
-BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
-
 
 def _config(tmp_path: Path, state: str, api: TestServer, hooks: TestServer) -> Path:
-    # PostgreSQL: a killed instance's source lease and delivery claims (max(lease, 2 x timeout))
-    # run out in 2 s, so its restart (a new instance) polls and sends again soon
-    shared = {"lease": "2s"} if is_postgres(state) else {}
     # breaker off: on a loaded machine 1 s timeouts can open it, and its start race (issue 19,
     # tested on its own) would stop delivery; this test is about crashes
-    timeout = {"timeout": "1s", "breaker_failures": 0} if shared else {}
-    return write_config(
-        tmp_path / "pollbridge.toml",
-        source(SOURCE, api.url("/things"), every="100ms", baseline="emit"),
-        listener("all", hooks.url("/all"), retry=RETRY, max_in_flight=4, **timeout),
-        listener(
-            "lifecycle",
-            hooks.url("/lifecycle"),
-            events=["created", "deleted"],
-            retry=RETRY,
-            **timeout,
-        ),
-        state=state,
-        shutdown_grace="5s",
-        **shared,
+    timeout = {"timeout": "1s", "breaker_failures": 0} if is_postgres(state) else {}
+    return chaos_config(
+        tmp_path,
+        state,
+        api,
+        hooks,
+        all_fields={"retry": RETRY, "max_in_flight": 4, **timeout},
+        lifecycle_fields={"retry": RETRY, **timeout},
     )
-
-
-def _routes(event_type: str) -> set[str]:
-    return {"all"} | ({"lifecycle"} if event_type in ("created", "deleted") else set())
 
 
 def _run(tmp_path: Path, state: str, instances: int, name: str) -> Figures:
@@ -90,7 +75,7 @@ def _run(tmp_path: Path, state: str, instances: int, name: str) -> Figures:
             final = api.freeze()
         receiver.flaky = False
         settle([f() for f in factories], view, final)
-    events, duplicates = check_invariants(view, final, receiver.log, _routes)
+    events, duplicates = check_invariants(view, final, receiver.log, chaos_routes)
     figures = Figures(kills, events, len(receiver.log), duplicates)
     print(figures.line(name))  # shown with -s: how hard the run pushed
     assert len(ok_list(receiver.log)) >= events

@@ -7,6 +7,8 @@ import json
 import random
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -69,6 +71,14 @@ def _baselined(view: StateView, name: str = "feed") -> bool:
     return s is not None and s.last_success_at is not None
 
 
+@contextmanager
+def _after_baseline(config: Path, view: StateView, name: str = "feed") -> Iterator[DaemonProcess]:
+    """The daemon on ``config``, once its first poll of ``name`` has succeeded."""
+    with DaemonProcess(config) as daemon:
+        eventually(lambda: _baselined(view, name), 20, "the baseline", daemon.output)
+        yield daemon
+
+
 def test_a_quiet_log_costs_one_request_per_poll_and_new_entries_arrive_once(tmp_path: Path):
     """After the silent baseline every poll asks for page 1 only; a burst larger than a page is
     read up to the first page holding a seen entry, and each new entry is one webhook."""
@@ -77,8 +87,7 @@ def test_a_quiet_log_costs_one_request_per_poll_and_new_entries_arrive_once(tmp_
         state = str(tmp_path / "state.db")
         config = _config(tmp_path, state, api, hooks)
         view = StateView(state)
-        with DaemonProcess(config) as daemon:
-            eventually(lambda: _baselined(view), 20, "the baseline", daemon.output)
+        with _after_baseline(config, view) as daemon:
             quiet_from = len(_log_requests(api))
             api.wait_for(lambda rs: len([r for r in rs if r.path == "/events"]) >= quiet_from + 6)
             quiet = _log_requests(api)[quiet_from:]
@@ -124,8 +133,7 @@ def test_kill_9_in_the_middle_of_an_append_poll_loses_and_repeats_nothing(
         config = _config(tmp_path, state, api, hooks)
         view = StateView(state)
         sent: list[str] = []
-        with DaemonProcess(config) as daemon:
-            eventually(lambda: _baselined(view), 20, "the baseline", daemon.output)
+        with _after_baseline(config, view) as daemon:
             log.slow_pages = {2: 30.0}
             sent += log.emit(13)
             api.wait_for(lambda rs: any(r.path == "/events" and _page(r) == 2 for r in rs), 20)
@@ -173,8 +181,7 @@ def test_a_blinking_list_deletes_only_what_stays_missing(tmp_path: Path):
             state=state,
         )
         view = StateView(state)
-        with DaemonProcess(config) as daemon:
-            eventually(lambda: _baselined(view, "tickets"), 20, "the baseline", daemon.output)
+        with _after_baseline(config, view, "tickets") as daemon:
             for _ in range(3):
                 blinking.blink([3, 7], answers=1)
                 start = len(api.requests)
@@ -240,8 +247,7 @@ def test_kill_9_at_random_moments_of_a_busy_log(
         config = _config(tmp_path, state, api, hooks)
         view = StateView(state)
         sent: list[str] = []
-        with DaemonProcess(config) as daemon:
-            eventually(lambda: _baselined(view), 20, "the baseline", daemon.output)
+        with _after_baseline(config, view) as daemon:
             daemon.kill()
         for _ in range(5):
             with DaemonProcess(config) as daemon:

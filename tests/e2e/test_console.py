@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from bridge.core.signing import decode_secret, generate_secret, verify
+from tests.support import configs
 from tests.support.daemon import DaemonProcess, eventually, run_cli
 from tests.support.servers import ItemsAPI, Reply, TestServer, serve
 
@@ -78,52 +79,27 @@ def _run(tmp_path: Path, items_api, receiver, *, token: bool = True) -> Iterator
         serve(lambda _r: Reply(200, [])) as slow,
         serve(lambda _r: Reply(410, "gone")) as gone,
     ):
-        config = tmp_path / "pollbridge.toml"
-        config.write_text(
-            f"""
-[bridge]
-state = "{tmp_path}/state.db"
-http = "127.0.0.1:0"
-shutdown_grace = "3s"
-{'http_token = "${CONSOLE_TOKEN}"' if token else ""}
-
-[[sources]]
-name = "orders"
-url = "{api_server.url("/orders")}"
-every = "200ms"
-items = "$.data[*]"
-headers = {{ Authorization = "Bearer ${{API_TOKEN}}" }}
-
-[[sources]]
-name = "catalog"
-url = "{catalog_server.url("/catalog")}"
-every = "300ms"
-items = "$.data[*]"
-confirm_polls = 1000
-
-[[sources]]
-name = "slow"
-url = "{slow.url("/slow")}"
-every = "1h"
-items = "$[*]"
-
-[[listeners]]
-name = "hooks"
-url = "{receiver.url("/hooks")}"
-secret = "${{HOOK_SECRET}}"
-sources = ["orders", "catalog"]
-
-[[listeners]]
-name = "broken"
-url = "{broken.url("/hooks")}"
-retry = ["100ms"]
-sources = ["orders"]
-
-[[listeners]]
-name = "gone"
-url = "{gone.url("/hooks")}"
-sources = ["orders"]
-"""
+        config = configs.write_config(
+            tmp_path / "pollbridge.toml",
+            configs.source(
+                "orders",
+                api_server.url("/orders"),
+                headers={"Authorization": "Bearer ${API_TOKEN}"},
+            ),
+            configs.source(
+                "catalog", catalog_server.url("/catalog"), every="300ms", confirm_polls=1000
+            ),
+            configs.source("slow", slow.url("/slow"), every="1h", items="$[*]"),
+            configs.listener(
+                "hooks",
+                receiver.url("/hooks"),
+                secret="${HOOK_SECRET}",
+                sources=["orders", "catalog"],
+            ),
+            configs.listener("broken", broken.url("/hooks"), retry=["100ms"], sources=["orders"]),
+            configs.listener("gone", gone.url("/hooks"), sources=["orders"]),
+            http="127.0.0.1:0",
+            http_token="${CONSOLE_TOKEN}" if token else None,
         )
         with DaemonProcess(config, env=env) as daemon:
             base = daemon.wait_output(r"the console on (http://\S+)/ui/").group(1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,17 +17,12 @@ from tests.support.state import StateView
 pytestmark = pytest.mark.e2e
 
 
-def _config(
-    tmp_path: Path,
-    api_url: str,
-    hook_url: str,
-    listener_extra: str = "",
-    retry: str = '["300ms", "300ms", "300ms", "300ms"]',
-) -> Path:
+def _config(tmp_path: Path, api_url: str, hook_url: str, **hook_fields: Any) -> Path:
+    """Source ``orders`` and listener ``hooks`` (``hook_fields`` override retry, add keys)."""
     return write_config(
         tmp_path / "pollbridge.toml",
         source("orders", api_url),
-        listener("hooks", hook_url, raw=f"retry = {retry}\n{listener_extra}"),
+        listener("hooks", hook_url, **{"retry": ["300ms"] * 4, **hook_fields}),
     )
 
 
@@ -72,7 +68,7 @@ def test_redirect_is_not_followed(tmp_path, items_api):
         serve() as target,
         serve(lambda _r: Reply(307, "", {"location": target.url("/elsewhere")})) as redirector,
     ):
-        config = _config(tmp_path, api_server.url("/o"), redirector.url("/h"), retry='["5s"]')
+        config = _config(tmp_path, api_server.url("/o"), redirector.url("/h"), retry=["5s"])
         with DaemonProcess(config) as daemon:
             api_server.wait_count(1)
             api.set({"id": 1}, {"id": 2})
@@ -100,7 +96,7 @@ def test_per_key_order_holds_while_one_key_fails(tmp_path, items_api):
         return Reply(200)
 
     with serve(receiver_handler) as receiver:
-        config = _config(tmp_path, api_server.url("/o"), receiver.url("/h"), "max_in_flight = 8")
+        config = _config(tmp_path, api_server.url("/o"), receiver.url("/h"), max_in_flight=8)
         with DaemonProcess(config) as daemon:
             api_server.wait_count(1)
             for v in (1, 2, 3):
@@ -145,7 +141,7 @@ def test_sigterm_mid_delivery_then_restart_loses_nothing(tmp_path, items_api):
         return Reply(200, delay_s=5) if slow.is_set() else Reply(200)
 
     with serve(handler) as receiver:
-        config = _config(tmp_path, api_server.url("/o"), receiver.url("/h"), 'timeout = "10s"')
+        config = _config(tmp_path, api_server.url("/o"), receiver.url("/h"), timeout="10s")
         with DaemonProcess(config) as daemon:
             api_server.wait_count(1)
             api.set({"id": 1}, {"id": 2})
@@ -165,16 +161,15 @@ def test_kill_9_then_restart_resumes_pending(tmp_path, items_api):
     api, api_server = items_api
     api.set({"id": 1})
     with serve(lambda _r: Reply(500)) as down:
-        config = _config(tmp_path, api_server.url("/o"), down.url("/h"), retry='["1h"]')
+        config = _config(tmp_path, api_server.url("/o"), down.url("/h"), retry=["1h"])
         with DaemonProcess(config) as daemon:
             api_server.wait_count(1)
             api.set({"id": 1}, {"id": 2}, {"id": 3})
             down.wait_count(2)
             _wait_attempted(tmp_path / "state.db", 2)
             daemon.kill()
-        hook_url = down.url("/h")
     with serve() as up:
-        config.write_text(config.read_text().replace(hook_url, up.url("/h")))
+        config = _config(tmp_path, api_server.url("/o"), up.url("/h"), retry=["1h"])
         # the retry is an hour away, so --once reports pending: that is the documented 75
         res = run_cli("run", "--once", "--config", str(config))
         assert res.returncode == 75, res.stderr

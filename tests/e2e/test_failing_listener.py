@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from bridge.core.signing import generate_secret
+from tests.support.configs import listener, source, write_config
 from tests.support.daemon import DaemonProcess
 from tests.support.servers import Reply, Request, serve
 
@@ -30,34 +31,13 @@ class ChangingAPI:
 
 
 def _config(tmp_path: Path, api: str, bad: str, good: str) -> Path:
-    path = tmp_path / "pollbridge.toml"
-    path.write_text(
-        f"""
-[bridge]
-state = "{tmp_path}/state.db"
-shutdown_grace = "2s"
-
-[[sources]]
-name = "busy"
-url = "{api}"
-every = "100ms"
-items = "$.data[*]"
-
-[[listeners]]
-name = "bad"
-url = "{bad}"
-secret = "{generate_secret()}"
-max_in_flight = 16
-retry = ["100ms", "100ms", "100ms"]
-
-[[listeners]]
-name = "good"
-url = "{good}"
-secret = "{generate_secret()}"
-max_in_flight = 16
-"""
+    return write_config(
+        tmp_path / "pollbridge.toml",
+        source("busy", api, every="100ms"),
+        listener("bad", bad, secret=generate_secret(), max_in_flight=16, retry=["100ms"] * 3),
+        listener("good", good, secret=generate_secret(), max_in_flight=16),
+        shutdown_grace="2s",
     )
-    return path
 
 
 def test_a_listener_answering_500_at_once_never_stops_the_others(tmp_path):

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
 import pytest
 
 from bridge.config import load_config
-from bridge.http.poller import Poller
-from bridge.pipeline import Pipeline
-from bridge.store.sqlite import SQLiteStore
+from tests.support.pipelines import one_source, poll_once
 from tests.support.servers import Reply, serve
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "formats"
@@ -57,30 +53,18 @@ def jsonl(entries: list[Entry]) -> bytes:
     return "".join(f'{{"id": "{i}", "title": "{t}"}}\n' for i, t in entries).encode()
 
 
-CASES: list[tuple[str, str, Callable[[list[Entry]], bytes], str]] = [
-    ("rss2", 'format = "rss"', rss2, "application/rss+xml"),
-    ("atom", 'format = "auto"', atom, "application/atom+xml"),
+CASES: list[tuple[str, dict[str, str], Callable[[list[Entry]], bytes], str]] = [
+    ("rss2", {"format": "rss"}, rss2, "application/rss+xml"),
+    ("atom", {"format": "auto"}, atom, "application/atom+xml"),
     (
         "xml",
-        'format = "xml"\nitems = "$.response.orders.order[*]"\nkey = "$[\'@id\']"',
+        {"format": "xml", "items": "$.response.orders.order[*]", "key": "$['@id']"},
         xml_api,
         "application/xml",
     ),
-    ("csv", 'format = "csv"\ndelimiter = ";"\nencoding = "cp1252"', csv_doc, "text/csv"),
-    ("jsonl", 'format = "jsonl"', jsonl, "application/x-ndjson"),
+    ("csv", {"format": "csv", "delimiter": ";", "encoding": "cp1252"}, csv_doc, "text/csv"),
+    ("jsonl", {"format": "jsonl"}, jsonl, "application/x-ndjson"),
 ]
-
-
-async def _poll(config_path: Path):
-    config = load_config(config_path, env={})
-    store = SQLiteStore(config.state_location)
-    await store.open()
-    try:
-        async with httpx.AsyncClient() as client:
-            pipeline = Pipeline(config, store, Poller(client), clock=lambda: datetime.now(UTC))
-            return await pipeline.poll(config.sources[0])
-    finally:
-        await store.close()
 
 
 @pytest.mark.parametrize(("name", "settings", "render", "ctype"), CASES, ids=[c[0] for c in CASES])
@@ -88,16 +72,12 @@ async def test_added_changed_removed_entries(tmp_path, name, settings, render, c
     """One added, one changed and one removed entry give exactly created, updated, deleted."""
     doc = {"body": render([("a", "Alpha"), ("b", "Beta"), ("c", "Gamma")])}
     with serve(lambda _r: Reply(200, doc["body"], {"content-type": ctype})) as api:
-        path = tmp_path / "pollbridge.toml"
-        path.write_text(
-            f'[bridge]\nstate = "{tmp_path}/s.db"\n[[sources]]\nname = "{name}"\n'
-            f'url = "{api.url("/feed")}"\nevery = "1m"\n{settings}\n'
-        )
-        first = await _poll(path)
+        path = one_source(tmp_path, name, api.url("/feed"), **settings)
+        first = await poll_once(path)
         assert first.ok, first.error
         assert (first.result, first.item_count) == ("baseline", 3)
         doc["body"] = render([("a", "Alpha"), ("b", "Beta v2"), ("d", "Delta")])
-        second = await _poll(path)
+        second = await poll_once(path)
     assert second.ok, second.error
     got = sorted((e.type, e.key) for e in second.events)
     assert got == [("created", "d"), ("deleted", "c"), ("updated", "b")]
@@ -111,12 +91,8 @@ async def test_billion_laughs_is_refused_with_no_events(tmp_path, fixture, fmt):
     """An entity-expansion bomb fails the poll with a clear reason and records nothing."""
     body = (DATA / fixture).read_bytes()
     with serve(lambda _r: Reply(200, body, {"content-type": "application/xml"})) as api:
-        path = tmp_path / "pollbridge.toml"
-        path.write_text(
-            f'[bridge]\nstate = "{tmp_path}/s.db"\n[[sources]]\nname = "bomb"\n'
-            f'url = "{api.url("/")}"\nevery = "1m"\nformat = "{fmt}"\n'
-        )
-        outcome = await _poll(path)
+        path = one_source(tmp_path, "bomb", api.url("/"), format=fmt)
+        outcome = await poll_once(path)
     assert not outcome.ok
     assert "entit" in (outcome.error or "").lower()
     assert outcome.events == []

@@ -26,6 +26,29 @@ def _polls(server: TestServer, path: str) -> int:
     return sum(1 for r in list(server.requests) if r.path == path)
 
 
+def _orders_config(tmp_path: Path, base: str, receiver: TestServer, state: str | Path) -> Path:
+    """An ``orders`` list at ``base``, each entry's detail at /orders/{id}, and one listener."""
+    return write_config(
+        tmp_path / "pollbridge.toml",
+        source(
+            "orders",
+            f"{base}/orders",
+            every="200ms",
+            items="$.orders[*]",
+            raw=table("[sources.detail]", {"url": base + "/orders/{id}", "items": "$.order"}),
+        ),
+        listener("hooks", receiver.url("/hooks"), secret=generate_secret()),
+        state=state,
+    )
+
+
+def _wait_items(state: StateView, source_name: str, count: int) -> None:
+    state.wait(
+        lambda s: (st := s.sources().get(source_name)) is not None and st.item_count == count,
+        what=f"{count} items of {source_name}",
+    )
+
+
 def test_graphql_source_pages_and_fails_on_an_errors_array(tmp_path, receiver):
     """Every page is fetched through variables.after; an errors answer delivers nothing."""
     fake = FakeGraphQL(count=23)
@@ -52,9 +75,7 @@ def test_graphql_source_pages_and_fails_on_an_errors_array(tmp_path, receiver):
         )
         state = StateView(tmp_path / "state.db")
         with DaemonProcess(config) as daemon:
-            state.wait(
-                lambda s: s.sources().get("issues", None) and s.sources()["issues"].item_count == 23
-            )
+            _wait_items(state, "issues", 23)
             with fake.lock:
                 fake.nodes[21]["title"] = "renamed"
             first = receiver.wait_count(1)
@@ -90,23 +111,10 @@ def test_list_and_detail_fetch_only_what_changed(tmp_path, receiver, backend, re
     api = FakeDetailAPI(count=4)
     with serve(api) as server:
         base = server.url("").rstrip("/")
-        config = write_config(
-            tmp_path / "pollbridge.toml",
-            source(
-                "orders",
-                f"{base}/orders",
-                every="200ms",
-                items="$.orders[*]",
-                raw=table("[sources.detail]", {"url": f"{base}/orders/{{id}}", "items": "$.order"}),
-            ),
-            listener("hooks", receiver.url("/hooks"), secret=generate_secret()),
-            state=location,
-        )
+        config = _orders_config(tmp_path, base, receiver, location)
         state = StateView(location)
         with DaemonProcess(config) as daemon:
-            state.wait(
-                lambda s: s.sources().get("orders") and s.sources()["orders"].item_count == 4
-            )
+            _wait_items(state, "orders", 4)
             settled = _polls(server, "/orders")
             eventually(lambda: _polls(server, "/orders") >= settled + 3, 20, "three more polls")
             assert api.detail_requests == {1: 1, 2: 1, 3: 1, 4: 1}
@@ -163,22 +171,10 @@ def test_a_kill_during_detail_fetches_loses_nothing(tmp_path, receiver):
     api = FakeDetailAPI(count=4)
     with serve(api) as server:
         base = server.url("").rstrip("/")
-        config = write_config(
-            tmp_path / "pollbridge.toml",
-            source(
-                "orders",
-                f"{base}/orders",
-                every="200ms",
-                items="$.orders[*]",
-                raw=table("[sources.detail]", {"url": f"{base}/orders/{{id}}", "items": "$.order"}),
-            ),
-            listener("hooks", receiver.url("/hooks"), secret=generate_secret()),
-        )
+        config = _orders_config(tmp_path, base, receiver, tmp_path / "state.db")
         state = StateView(tmp_path / "state.db")
         with DaemonProcess(config) as first:
-            state.wait(
-                lambda s: s.sources().get("orders") and s.sources()["orders"].item_count == 4
-            )
+            _wait_items(state, "orders", 4)
             changed = {**api.orders[2], "updated_at": "2024-09-01T00:00:00Z", "total": 99}
             with api.lock:
                 api.fail_detail[2] = Reply(200, {"order": changed}, delay_s=5)  # hangs the poll

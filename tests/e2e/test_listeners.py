@@ -8,6 +8,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cloudevents.core.bindings.http import HTTPMessage, from_structured
@@ -15,8 +16,7 @@ from cloudevents.core.formats.json import JSONFormat
 from standardwebhooks.webhooks import Webhook
 
 from bridge.core.signing import decode_public_key, generate_secret
-from tests.support import configs
-from tests.support.configs import write_config
+from tests.support.configs import listener, source, write_config
 from tests.support.daemon import DaemonProcess, run_cli
 from tests.support.servers import Reply, Request, TestServer
 from tests.support.state import StateView
@@ -24,14 +24,24 @@ from tests.support.state import StateView
 pytestmark = pytest.mark.e2e
 
 
-def _config(
-    tmp_path: Path, api_url: str, listeners: str, *, every: str = "200ms", source: str = ""
-) -> Path:
+def _config(tmp_path: Path, api_url: str, *listeners: str, **source_fields: Any) -> Path:
     return write_config(
-        tmp_path / "pollbridge.toml",
-        configs.source("orders", api_url, every=every, raw=source),
-        listeners,
+        tmp_path / "pollbridge.toml", source("orders", api_url, **source_fields), *listeners
     )
+
+
+def _one_change(
+    config: Path, items_api: Any, receiver: TestServer, *items: Any
+) -> tuple[Request, str]:
+    """Run the daemon until the change to ``items`` after its first poll is delivered: the one
+    webhook that arrived, and the daemon's output."""
+    api, api_server = items_api
+    with DaemonProcess(config) as daemon:
+        api_server.wait_count(1)
+        api.set(*items)
+        (req,) = receiver.wait_count(1)
+        assert daemon.terminate() == 0, daemon.output()
+    return req, daemon.output()
 
 
 def _view(tmp_path: Path) -> StateView:
@@ -59,26 +69,10 @@ def test_filters_on_fields_match_and_events(tmp_path, items_api, receiver):
     config = _config(
         tmp_path,
         api_server.url("/orders"),
-        f"""
-[[listeners]]
-name = "status"
-url = "{receiver.url("/status")}"
-on_fields = ["/status"]
-
-[[listeners]]
-name = "big"
-url = "{receiver.url("/big")}"
-match = "$.data.after[?(@.total > 100)]"
-
-[[listeners]]
-name = "deletes"
-url = "{receiver.url("/deletes")}"
-events = ["deleted"]
-
-[[listeners]]
-name = "all"
-url = "{receiver.url("/all")}"
-""",
+        listener("status", receiver.url("/status"), on_fields=["/status"]),
+        listener("big", receiver.url("/big"), match="$.data.after[?(@.total > 100)]"),
+        listener("deletes", receiver.url("/deletes"), events=["deleted"]),
+        listener("all", receiver.url("/all")),
     )
     with DaemonProcess(config) as daemon:
         api_server.wait_count(1)
@@ -119,22 +113,9 @@ def test_cloudevents_format_parses_with_the_sdk_and_stays_signed(tmp_path, items
     api, api_server = items_api
     api.set({"id": 7, "status": "open"})
     secret = generate_secret()
-    config = _config(
-        tmp_path,
-        api_server.url("/orders"),
-        f"""
-[[listeners]]
-name = "ce"
-url = "{receiver.url("/ce")}"
-format = "cloudevents"
-secret = "{secret}"
-""",
-    )
-    with DaemonProcess(config) as daemon:
-        api_server.wait_count(1)
-        api.set({"id": 7, "status": "paid"})
-        (req,) = receiver.wait_count(1)
-        assert daemon.terminate() == 0, daemon.output()
+    hook = listener("ce", receiver.url("/ce"), format="cloudevents", secret=secret)
+    config = _config(tmp_path, api_server.url("/orders"), hook)
+    req, _output = _one_change(config, items_api, receiver, {"id": 7, "status": "paid"})
     assert req.headers["content-type"] == "application/cloudevents+json"
     event = from_structured(HTTPMessage(req.headers, req.body), JSONFormat())
     assert event.get_specversion() == "1.0"
@@ -174,19 +155,14 @@ def test_template_renders_a_slack_message_and_a_failing_template_goes_dead(
     config = _config(
         tmp_path,
         api_server.url("/orders"),
-        f"""
-[[listeners]]
-name = "slack"
-url = "{receiver.url("/slack")}"
-template_file = "slack.j2"
-
-[[listeners]]
-name = "fragile"
-url = "{receiver.url("/fragile")}"
-content_type = "text/plain"
-template = "per item: {{{{ 100 // data.after.count }}}}"
-retry = ["100ms", "100ms"]
-""",
+        listener("slack", receiver.url("/slack"), template_file="slack.j2"),
+        listener(
+            "fragile",
+            receiver.url("/fragile"),
+            content_type="text/plain",
+            template="per item: {{ 100 // data.after.count }}",
+            retry=["100ms", "100ms"],
+        ),
     )
     checked = run_cli("check", "--config", str(config))
     assert checked.returncode == 0, checked.stderr
@@ -232,12 +208,7 @@ def test_template_error_is_reported_by_check(tmp_path, items_api, receiver):
     config = _config(
         tmp_path,
         api_server.url("/orders"),
-        f"""
-[[listeners]]
-name = "slack"
-url = "{receiver.url("/slack")}"
-template_file = "bad.j2"
-""",
+        listener("slack", receiver.url("/slack"), template_file="bad.j2"),
     )
     result = run_cli("check", "--config", str(config))
     assert result.returncode == 78
@@ -251,26 +222,14 @@ def test_rotation_sends_both_signatures_and_each_verifies(tmp_path, items_api, r
     api, api_server = items_api
     api.set({"id": 1})
     new, old = generate_secret(), generate_secret()
-    config = _config(
-        tmp_path,
-        api_server.url("/orders"),
-        f"""
-[[listeners]]
-name = "hooks"
-url = "{receiver.url("/hooks")}"
-secrets = ["{new}", "{old}"]
-""",
-    )
-    with DaemonProcess(config) as daemon:
-        api_server.wait_count(1)
-        api.set({"id": 1}, {"id": 2})
-        (req,) = receiver.wait_count(1)
-        assert daemon.terminate() == 0, daemon.output()
+    hook = listener("hooks", receiver.url("/hooks"), secrets=[new, old])
+    config = _config(tmp_path, api_server.url("/orders"), hook)
+    req, output = _one_change(config, items_api, receiver, {"id": 1}, {"id": 2})
     signatures = req.headers["webhook-signature"].split(" ")
     assert [s.split(",")[0] for s in signatures] == ["v1", "v1"]
     assert Webhook(new).verify(req.body, req.headers)["key"] == "2"
     assert Webhook(old).verify(req.body, req.headers)["key"] == "2"
-    assert new not in daemon.output() and old not in daemon.output()
+    assert new not in output and old not in output
 
 
 def test_ed25519_signature_verifies_with_the_public_key(tmp_path, items_api, receiver):
@@ -284,23 +243,10 @@ def test_ed25519_signature_verifies_with_the_public_key(tmp_path, items_api, rec
     public_key = lines["public_key"].split('"')[1]
     assert signing_key.startswith("whsk_") and public_key.startswith("whpk_")
     secret = generate_secret()
-    config = _config(
-        tmp_path,
-        api_server.url("/orders"),
-        f"""
-[[listeners]]
-name = "hooks"
-url = "{receiver.url("/hooks")}"
-secret = "{secret}"
-signing_key = "{signing_key}"
-""",
-    )
-    with DaemonProcess(config) as daemon:
-        api_server.wait_count(1)
-        api.set({"id": 1}, {"id": 2})
-        (req,) = receiver.wait_count(1)
-        assert daemon.terminate() == 0, daemon.output()
-    assert signing_key not in daemon.output()
+    hook = listener("hooks", receiver.url("/hooks"), secret=secret, signing_key=signing_key)
+    config = _config(tmp_path, api_server.url("/orders"), hook)
+    req, output = _one_change(config, items_api, receiver, {"id": 1}, {"id": 2})
+    assert signing_key not in output
     symmetric, asymmetric = req.headers["webhook-signature"].split(" ")
     assert symmetric.startswith("v1,") and asymmetric.startswith("v1a,")
     # what a receiver does with the public key alone (cryptography; docs/listeners.md shows it)
@@ -316,14 +262,9 @@ def test_rate_limit_spaces_requests(tmp_path, items_api, receiver):
     config = _config(
         tmp_path,
         api_server.url("/orders"),
-        f"""
-[[listeners]]
-name = "slow"
-url = "{receiver.url("/slow")}"
-rate = "5/s"
-""",
+        listener("slow", receiver.url("/slow"), rate="5/s"),
         every="10s",
-        source='baseline = "emit"',
+        baseline="emit",
     )
     with DaemonProcess(config) as daemon:
         reqs = receiver.wait_count(8, timeout_s=20)
@@ -344,14 +285,13 @@ def test_breaker_opens_probes_and_closes_without_burning_retries(tmp_path, items
     config = _config(
         tmp_path,
         api_server.url("/orders"),
-        f"""
-[[listeners]]
-name = "flaky"
-url = "{receiver.url("/flaky")}"
-retry = ["100ms", "100ms", "100ms", "100ms", "100ms"]
-breaker_failures = 3
-breaker_cooldown = "1s"
-""",
+        listener(
+            "flaky",
+            receiver.url("/flaky"),
+            retry=["100ms"] * 5,
+            breaker_failures=3,
+            breaker_cooldown="1s",
+        ),
     )
     with DaemonProcess(config) as daemon:
         api_server.wait_count(1)
@@ -387,15 +327,8 @@ def test_coalescing_collapses_updates_while_the_receiver_is_stuck(tmp_path, item
     config = _config(
         tmp_path,
         api_server.url("/orders"),
-        f"""
-[[listeners]]
-name = "chat"
-url = "{receiver.url("/chat")}"
-coalesce = true
-max_in_flight = 1
-timeout = "30s"
-""",
-        source='ignore = ["$.seen"]',
+        listener("chat", receiver.url("/chat"), coalesce=True, max_in_flight=1, timeout="30s"),
+        ignore=["$.seen"],
     )
     with DaemonProcess(config) as daemon:
         api_server.wait_count(1)
@@ -431,14 +364,13 @@ def test_disable_after_pauses_loudly_and_resume_delivers(tmp_path, items_api, re
     config = _config(
         tmp_path,
         api_server.url("/orders"),
-        f"""
-[[listeners]]
-name = "partner"
-url = "{receiver.url("/partner")}"
-retry = ["150ms", "150ms", "150ms", "150ms", "150ms", "150ms", "150ms", "150ms", "150ms", "150ms", "150ms", "150ms"]
-breaker_failures = 0
-disable_after = "1s"
-""",
+        listener(
+            "partner",
+            receiver.url("/partner"),
+            retry=["150ms"] * 12,
+            breaker_failures=0,
+            disable_after="1s",
+        ),
     )
     with DaemonProcess(config) as daemon:
         api_server.wait_count(1)

@@ -13,15 +13,20 @@ import httpx
 import pytest
 
 from bridge.core.signing import decode_secret, generate_secret, signature_header
-from tests.support.configs import source, write_config
+from tests.support.configs import listener, source, write_config
 from tests.support.daemon import DaemonProcess, env_for, eventually, pollbridge_cmd, run_cli
 from tests.support.servers import Reply, serve
 
 pytestmark = pytest.mark.e2e
 
 
-def _write_config(path: Path, api_url: str, listeners: str, extra_bridge: str = "") -> Path:
-    return write_config(path, source("orders", api_url), listeners, bridge=extra_bridge)
+def _write_config(path: Path, api_url: str, *listeners: str) -> Path:
+    return write_config(path, source("orders", api_url), *listeners)
+
+
+def _state_only(tmp_path: Path, state: Path) -> Path:
+    """A configuration of nothing but its state location."""
+    return write_config(tmp_path / "pollbridge.toml", state=state, shutdown_grace=None)
 
 
 def _cli_json(*args: str) -> object:
@@ -39,17 +44,8 @@ def test_status_events_show_deliveries_and_replay_on_a_live_state(tmp_path, item
         config = _write_config(
             tmp_path / "pollbridge.toml",
             api_server.url("/orders"),
-            f"""
-[[listeners]]
-name = "hooks"
-url = "{receiver.url("/hooks")}"
-secret = "{generate_secret()}"
-
-[[listeners]]
-name = "broken"
-url = "{broken.url("/hooks")}"
-retry = ["100ms"]
-""",
+            listener("hooks", receiver.url("/hooks"), secret=generate_secret()),
+            listener("broken", broken.url("/hooks"), retry=["100ms"]),
         )
         c = ("--config", str(config))
         with DaemonProcess(config) as daemon:
@@ -144,11 +140,7 @@ def test_resume_brings_back_a_listener_paused_by_410(tmp_path, items_api):
         config = _write_config(
             tmp_path / "pollbridge.toml",
             api_server.url("/orders"),
-            f"""
-[[listeners]]
-name = "gone"
-url = "{gone.url("/hooks")}"
-""",
+            listener("gone", gone.url("/hooks")),
         )
         c = ("--config", str(config))
         with DaemonProcess(config) as daemon:
@@ -190,9 +182,9 @@ url = "{gone.url("/hooks")}"
         assert "operator" not in daemon.output() and "control counter" not in daemon.output()
 
 
-def test_read_verbs_without_state_say_so_and_create_nothing(tmp_path, write_config):
+def test_read_verbs_without_state_say_so_and_create_nothing(tmp_path):
     """With no state file the read verbs exit 0 with a friendly note and create no file."""
-    config = write_config(f'[bridge]\nstate = "{tmp_path}/none/state.db"\n')
+    config = _state_only(tmp_path, tmp_path / "none" / "state.db")
     for verb in (["status"], ["events"], ["deliveries"], ["show", "evt_x"]):
         result = run_cli(*verb, "--config", str(config))
         assert result.returncode == 0, result.stderr
@@ -204,25 +196,22 @@ def test_read_verbs_without_state_say_so_and_create_nothing(tmp_path, write_conf
     assert not (tmp_path / "none").exists()
 
 
-def test_read_verbs_work_without_the_sources_credentials(tmp_path, write_config):
+def test_read_verbs_work_without_the_sources_credentials(tmp_path):
     """An operator's shell lacks the unit's credentials: status still finds the state."""
-    config = write_config(
-        f"""
-[bridge]
-state = "{tmp_path}/state.db"
-[[sources]]
-name = "s"
-url = "https://api.example.com/x"
-every = "1m"
-headers = {{ Authorization = "Bearer ${{API_TOKEN}}" }}
-"""
+    needs_token = source(
+        "s",
+        "https://api.example.com/x",
+        every="1m",
+        items=None,
+        headers={"Authorization": "Bearer ${API_TOKEN}"},
     )
+    config = write_config(tmp_path / "pollbridge.toml", needs_token, shutdown_grace=None)
     assert run_cli("check", "--config", str(config)).returncode == 78
     result = run_cli("status", "--config", str(config))
     assert result.returncode == 0 and "no state yet" in result.stderr
 
 
-def test_read_verbs_never_migrate_an_old_state(tmp_path, write_config):
+def test_read_verbs_never_migrate_an_old_state(tmp_path):
     """A state at an older schema is reported, not upgraded behind the daemon's back."""
     from bridge.store.sqlite import MIGRATIONS
 
@@ -230,7 +219,7 @@ def test_read_verbs_never_migrate_an_old_state(tmp_path, write_config):
     conn = sqlite3.connect(path)
     conn.executescript(MIGRATIONS[1] + "; PRAGMA user_version = 1;")
     conn.close()
-    config = write_config(f'[bridge]\nstate = "{path}"\n')
+    config = _state_only(tmp_path, path)
     result = run_cli("status", "--config", str(config))
     assert result.returncode == 74
     assert "schema version 1" in result.stderr and "start the daemon once" in result.stderr
@@ -239,9 +228,9 @@ def test_read_verbs_never_migrate_an_old_state(tmp_path, write_config):
     conn.close()
 
 
-def test_replay_arguments_are_checked(tmp_path, write_config):
+def test_replay_arguments_are_checked(tmp_path):
     """replay needs event ids or --dead, not both; --since only with --dead."""
-    config = write_config(f'[bridge]\nstate = "{tmp_path}/state.db"\n')
+    config = _state_only(tmp_path, tmp_path / "state.db")
     for args in ([], ["evt_1", "--dead"], ["evt_1", "--since", "1d"]):
         result = run_cli("replay", *args, "--config", str(config))
         assert result.returncode == 64, result.stderr

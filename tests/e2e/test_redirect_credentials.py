@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.configs import source, write_config
 from tests.support.daemon import run_cli
 
 SECRET = "s3cr3t-value-0042"
@@ -85,21 +86,11 @@ WAYS = {
 
 def _config(tmp_path: Path, api_url: str, userinfo: str, line: str) -> Path:
     url = api_url.replace("http://", f"http://{userinfo.replace('SECRET', SECRET)}")
-    path = tmp_path / "pollbridge.toml"
-    path.write_text(
-        f"""
-[bridge]
-state = "{tmp_path / "state.db"}"
-
-[[sources]]
-name = "s"
-url = "{url}"
-every = "1m"
-items = "$[*]"
-{line.replace("SECRET", SECRET)}
-"""
+    return write_config(
+        tmp_path / "pollbridge.toml",
+        source("s", url, every="1m", items="$[*]", raw=line.replace("SECRET", SECRET)),
+        shutdown_grace=None,
     )
-    return path
 
 
 @pytest.mark.e2e

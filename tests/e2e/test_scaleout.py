@@ -97,7 +97,9 @@ def changing_api() -> Iterator[tuple[ChangingAPI, TestServer]]:
     api.stop()
 
 
-def _config(tmp_path: Path, state: str, api: TestServer, hooks: TestServer) -> Path:
+def _config(
+    tmp_path: Path, state: str, api: TestServer, hooks: TestServer, lease: str = f"{LEASE_S:g}s"
+) -> Path:
     sources = [
         configs.source(s, api.url("/" + s), headers={"x-instance": "${PB_INSTANCE}"})
         for s in SOURCES
@@ -114,7 +116,7 @@ def _config(tmp_path: Path, state: str, api: TestServer, hooks: TestServer) -> P
         *sources,
         hook,
         state=state,
-        lease=f"{LEASE_S:g}s",
+        lease=lease,
         shutdown_grace="5s",
     )
 
@@ -310,9 +312,8 @@ def test_a_stopped_instance_hands_its_sources_over_at_once(
 ):
     """On SIGTERM an instance gives its leases back: the other takes them long before expiry."""
     _api, api_server = changing_api
-    config = _config(tmp_path, pg_url, api_server, receiver)
     # a lease far longer than the test may wait: only a clean hand-over can pass
-    config.write_text(config.read_text().replace(f'lease = "{LEASE_S:g}s"', 'lease = "120s"'))
+    config = _config(tmp_path, pg_url, api_server, receiver, lease="120s")
     state = State(pg_url)
     first = DaemonProcess(config, env={"PB_INSTANCE": "first"})
     second = None

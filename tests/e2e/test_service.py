@@ -86,11 +86,7 @@ def test_reload_adds_and_removes_sources_without_losing_queued_deliveries(tmp_pa
             (tmp_path / "conf.d" / "products.toml").write_text(
                 _source("products", products_server.url("/p"), baseline="emit")
             )
-            config.write_text(
-                config.read_text().replace(
-                    _source("users", users_server.url("/u"), baseline="emit"), ""
-                )
-            )
+            _main(tmp_path, _source("orders", orders_server.url("/o")) + listener)  # users go
             daemon.signal(signal.SIGHUP)
             daemon.wait_output(r"configuration reloaded: sources \+1 -1 ~0 \(\+products, -users\)")
             products_server.wait_count(1)

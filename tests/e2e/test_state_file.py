@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from bridge.core.signing import generate_secret
+from tests.support.configs import listener, source, write_config
 from tests.support.daemon import DaemonProcess
 from tests.support.servers import ItemsAPI, Reply, serve
 
@@ -18,25 +19,12 @@ pytestmark = pytest.mark.e2e
 
 
 def _config(tmp_path: Path, api: str, hook: str) -> Path:
-    path = tmp_path / "pollbridge.toml"
-    path.write_text(
-        f"""
-[bridge]
-state = "{tmp_path}/state.db"
-
-[[sources]]
-name = "orders"
-url = "{api}"
-every = "200ms"
-items = "$.data[*]"
-
-[[listeners]]
-name = "hooks"
-url = "{hook}"
-secret = "{generate_secret()}"
-"""
+    return write_config(
+        tmp_path / "pollbridge.toml",
+        source("orders", api),
+        listener("hooks", hook, secret=generate_secret()),
+        shutdown_grace=None,
     )
-    return path
 
 
 def _wait_exit(daemon: DaemonProcess, timeout_s: float = 15) -> int | None:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.configs import source, write_config
 from tests.support.daemon import run_cli
 from tests.support.servers import Reply, serve
 
@@ -29,19 +30,13 @@ def test_status_before_the_first_run_redacts_the_password(pg_url):
 
 def test_the_daemons_start_line_redacts_the_password(tmp_path: Path, pg_url):
     """The daemon's own lines name the state without its password, given through ${VAR}."""
-    config = tmp_path / "pollbridge.toml"
     env = {"STATE_URL": _with_password(pg_url)}
     with serve(lambda _r: Reply(200, [])) as api:
-        config.write_text(
-            f"""
-[bridge]
-state = "${{STATE_URL}}"
-
-[[sources]]
-name = "api"
-url = "{api.url("/items")}"
-every = "1h"
-"""
+        config = write_config(
+            tmp_path / "pollbridge.toml",
+            source("api", api.url("/items"), every="1h", items=None),
+            state="${STATE_URL}",
+            shutdown_grace=None,
         )
         result = run_cli("run", "--once", "--debug", "--config", str(config), env=env)
     shown = result.stdout + result.stderr

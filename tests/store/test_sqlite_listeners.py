@@ -4,29 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
-
-import pytest
 
 from bridge.core.coalesce import merged_changes
 from bridge.core.patch import make_patch
 from bridge.models import AttemptResult, Change, Event
 from bridge.store import PollCommit
 from bridge.store.base import SCHEMA_VERSION
-from bridge.store.sqlite import MIGRATIONS, SQLiteStore
+from bridge.store.sqlite import SQLiteStore
 
 T0 = datetime(2026, 11, 23, 12, tzinfo=UTC)
-
-
-@pytest.fixture
-async def store(tmp_path) -> AsyncIterator[SQLiteStore]:
-    s = SQLiteStore(tmp_path / "state.db")
-    await s.open()
-    yield s
-    await s.close()
 
 
 def _change(kind: str, key: str, before: Any, after: Any) -> Change:
@@ -184,29 +173,6 @@ async def test_failing_since_tracks_the_failure_streak_and_resume_clears_it(stor
     await store.set_listener_paused("hooks", False, None, T0)
     (state,) = await store.list_listener_states()
     assert not state.paused and state.failing_since is None
-
-
-async def test_version_2_file_gains_the_listener_columns(tmp_path):
-    """Migration 3 adds listeners.failing_since and deliveries.coalesced_into, keeping rows."""
-    path = tmp_path / "old.db"
-    conn = sqlite3.connect(path)
-    for version in (1, 2):
-        conn.executescript(MIGRATIONS[version])
-    conn.execute("INSERT INTO listeners (name, paused, paused_reason) VALUES ('hooks', 1, '410')")
-    conn.execute("PRAGMA user_version = 2")
-    conn.commit()
-    conn.close()
-    store = SQLiteStore(path)
-    await store.open()
-    try:
-        (state,) = await store.list_listener_states()
-        assert (state.name, state.paused, state.paused_reason) == ("hooks", True, "410")
-        assert state.failing_since is None
-        columns = {r[1] for r in store.conn.execute("PRAGMA table_info(deliveries)")}
-        assert "coalesced_into" in columns
-        assert store.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-    finally:
-        await store.close()
 
 
 async def test_attempts_recorded_together_end_as_if_recorded_in_turn(store):

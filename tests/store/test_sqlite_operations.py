@@ -49,14 +49,6 @@ async def _finish(store, listener: str, at: datetime, ok: bool) -> None:
         await store.record_attempt(d.id, at, result, next_at=None)
 
 
-@pytest.fixture
-async def store(tmp_path):
-    s = SQLiteStore(tmp_path / "state.db")
-    await s.open()
-    yield s
-    await s.close()
-
-
 async def test_event_listing_filters_and_delivery_states(store):
     """events filter by source, key, type and time, newest N, each with its delivery states."""
     await _commit(store, T0, _change("1"), _change("2"))

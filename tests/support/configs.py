@@ -58,9 +58,25 @@ def source(
     )
 
 
+def idle_source(name: str = "idle") -> str:
+    """A source that is never due while a test runs (a configuration needs one)."""
+    return source(name, "https://api.example.com/idle", every=None, items=None, cron="0 0 1 1 *")
+
+
 def listener(name: str, url: str, *, raw: str = "", **fields: Any) -> str:
     """One ``[[listeners]]`` table; ``fields`` are further keys (``retry=[...]``, ...)."""
     return table("[[listeners]]", {"name": name, "url": url, **fields}, raw)
+
+
+def oauth2(token_url: str, client_id: str, client_secret: str, **fields: Any) -> dict[str, Any]:
+    """A source's ``auth`` table for OAuth2 client credentials (``fields``: scope, ...)."""
+    return {
+        "kind": "oauth2",
+        "token_url": token_url,
+        "client_id": client_id,
+        "client_secret": client_secret,
+        **fields,
+    }
 
 
 def config_text(
