@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 import orjson
 
@@ -161,31 +161,52 @@ def iter_items(raw: Iterable[Any], spec: ItemSpec) -> Iterator[Item]:
 
     Raises ExtractionFailed on a missing or repeated key, naming the item's index.
     """
-    seen: dict[str, int] = {}
+    for key, text, value, digest in iter_keyed(raw, spec, {}):
+        yield Item(key, text, value, digest)
+
+
+Keyed: TypeAlias = tuple[ItemKey, str, Any, str]
+"""What :func:`iter_keyed` gives per item: key, key text, (projected) value and hash."""
+
+
+def iter_keyed(raw: Iterable[Any], spec: ItemSpec, seen: dict[str, int]) -> Iterator[Keyed]:
+    """:func:`iter_items` without the :class:`Item`: the parts of one, as a tuple.
+
+    ``seen`` is filled with each key text and the index of its item, so a caller that needs
+    the set of keys (the deleted ones are those it lacks) has it without a second set.
+    Raises ExtractionFailed on a missing or repeated key, naming the item's index.
+    """
     key_paths = [(p, _plain_names(p)) for p in spec.key]
     composite = len(key_paths) > 1
     key_path, key_names = key_paths[0]
+    # the common key, one member name (``$.id``) holding a string: one dict lookup
+    name = key_names[0] if not composite and key_names and len(key_names) == 1 else None
+    fields, ignore = spec.fields, spec.ignore
+    first_index = seen.setdefault
     for index, value in enumerate(raw):
-        if spec.fields:
-            value = project(value, spec.fields)
-        if composite:
-            key: ItemKey = tuple(_key_part(value, p, index, names) for p, names in key_paths)
+        if fields:
+            value = project(value, fields)
+        if name is not None and type(value) is dict and type(part := value.get(name)) is str:
+            key: ItemKey = part
+            text = part
+        elif composite:
+            key = tuple(_key_part(value, p, index, names) for p, names in key_paths)
             text = key_text(key)
         else:
             key = text = _key_part(value, key_path, index, key_names)
-        if text in seen:
+        if first_index(text, index) != index:
             raise ExtractionFailed(
                 f"key {text!r} appears twice in one poll (items #{seen[text]} and #{index})"
             )
-        seen[text] = index
-        cmp = comparable(value, spec.ignore) if spec.ignore else value
         try:
-            digest = hash_item(cmp)
-            if spec.ignore:
+            if ignore:
+                digest = hash_item(comparable(value, ignore))
                 check_nestable(value)
+            else:
+                digest = hash_item(value)
         except TypeError as exc:  # orjson's nesting limit: the item could never be sent
             why = "it nests too deeply" if "ecursion" in str(exc) else str(exc)
             raise ExtractionFailed(
                 f"item #{index} (key {text!r}) cannot be hashed and sent as a webhook: {why}"
             ) from exc
-        yield Item(key, text, value, digest)
+        yield key, text, value, digest

@@ -29,10 +29,11 @@ def hash_item(value: Any) -> str:
 
     orjson encodes at most 254 levels of nesting, so an item nesting more than
     ``254 - ENVELOPE_DEPTH`` levels could never be sent: TypeError. Only a text with that many
-    opening brackets can nest that deep, so only such an item pays for the full check.
+    opening brackets can nest that deep, so only such an item pays for the full check (and
+    only a text longer than that many bytes pays for counting them).
     """
     text = orjson.dumps(value, option=_SORTED)
-    if text.count(b"[") + text.count(b"{") > _NESTABLE_LEVELS:
+    if len(text) > _NESTABLE_LEVELS and text.count(b"[") + text.count(b"{") > _NESTABLE_LEVELS:
         check_nestable(value)
     return hashlib.blake2b(text, digest_size=16).hexdigest()
 
