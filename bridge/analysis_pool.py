@@ -41,7 +41,7 @@ from bridge.models import Item
 log = logging.getLogger("pollbridge.analysis")
 
 WORKER_COMMAND = (sys.executable, "-m", "bridge.analysis_worker")
-_HASH_CHUNK = 20_000
+_HASH_CHUNK = 5_000
 _STOP_WAIT_S = 5.0
 _START_WAIT_S = 60.0
 """How long a worker started ahead of need (``warm``) may take to be ready."""
@@ -94,11 +94,12 @@ class _Worker:
         self.last_run = {}
         try:
             write_message(self.stdin, b"J", job.encode())
-            keys = iter(old_hashes)
+            # two arrays: a third cheaper for the worker to decode than [key, hash] pairs; in
+            # small chunks, as each holds the GIL (and so the event loop) while it is encoded
+            keys, hashes = iter(old_hashes.keys()), iter(old_hashes.values())
             while chunk := list(islice(keys, _HASH_CHUNK)):
-                # two arrays: a third cheaper for the worker to decode than [key, hash] pairs
-                hashes = [old_hashes[k] for k in chunk]
-                write_message(self.stdin, b"H", orjson.dumps([chunk, hashes]))
+                digests = list(islice(hashes, _HASH_CHUNK))
+                write_message(self.stdin, b"H", orjson.dumps([chunk, digests]))
             write_message(self.stdin, b"G", b"")
             self.stdin.flush()
             upserts: list[Item] = []
