@@ -31,6 +31,7 @@ from typing import IO, Any, cast
 import orjson
 
 import bridge
+from bridge.analysis import gc_paused
 from bridge.analysis_worker import STREAM_MIN_BYTES, Job, read_message, write_message
 from bridge.config import SourceConfig
 from bridge.core.analysis import Planned, plan_from_upserts
@@ -107,10 +108,11 @@ class _Worker:
             while True:
                 kind, payload = read_message(self.stdout)
                 if kind == b"U":
-                    for key, text, value, digest in orjson.loads(payload):
-                        upserts.append(
-                            Item(tuple(key) if type(key) is list else key, text, value, digest)
-                        )
+                    # as an in-process analysis does: once decoded, the items are frozen, so
+                    # the collections the commit's work triggers do not walk them (nor the
+                    # rest of the heap: one took 56 ms at 1M items and 10,000 changes)
+                    with gc_paused():
+                        upserts.extend(_decode_upserts(payload))
                 elif kind == b"S":
                     upserts = []
                 elif kind == b"D":
@@ -397,6 +399,13 @@ class AnalysisPool:
         idle, self._idle = self._idle, []
         for worker in idle:
             await asyncio.to_thread(worker.stop)
+
+
+def _decode_upserts(payload: bytes) -> list[Item]:
+    return [
+        Item(tuple(key) if type(key) is list else key, text, value, digest)
+        for key, text, value, digest in orjson.loads(payload)
+    ]
 
 
 def _whole_snapshot(source: SourceConfig) -> bool:
