@@ -68,7 +68,7 @@ _SCAN_BYTES = 1 << 20
 _ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
 _JSON_BLANKS = b" \t\n\r"
 _BETWEEN_OBJECTS = re.compile(rb"\}[ \t\n\r]*,[ \t\n\r]*\{")
-_MAX_MISSES = 4
+_MAX_MISSES = 16
 
 
 class WorkerProtocolError(RuntimeError):
@@ -194,7 +194,7 @@ def _array_pieces(path: Path, piece_bytes: int) -> Iterator[Any]:
 
     The text is cut after a closing brace that a comma and an opening brace follow. A cut
     inside a string or a nested value leaves a piece that is not a sequence of whole values,
-    which orjson refuses (then the next such brace is tried, a few times); so each piece that
+    which orjson refuses (then the next such brace is tried, 16 times a body); so each piece that
     parses ends between two items, and the pieces' items are exactly the array's. Anything
     else refused (a bad body, a 19-digit number whose range the whole-document check words,
     an item of 16 pieces) goes to the next way of reading it.
@@ -205,9 +205,9 @@ def _array_pieces(path: Path, piece_bytes: int) -> Iterator[Any]:
             raise _NotPiecewise("not an array")
         text = text[1:]
         look = piece_bytes  # where the next cut may be: a piece holds about piece_bytes
+        misses = 0
         while more := f.read(piece_bytes):
             text += more
-            misses = 0
             while cut := _BETWEEN_OBJECTS.search(text, look):
                 items = _parse_piece(text[: cut.start() + 1])
                 if items is None:  # not between two items: try the next brace
@@ -218,7 +218,7 @@ def _array_pieces(path: Path, piece_bytes: int) -> Iterator[Any]:
                     continue
                 yield from items
                 text = text[cut.end() - 1 :]
-                look, misses = piece_bytes, 0
+                look = piece_bytes
             if len(text) > 16 * piece_bytes:
                 raise _NotPiecewise("no cut found")
         text = text.rstrip(_JSON_BLANKS)

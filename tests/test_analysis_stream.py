@@ -260,8 +260,30 @@ def test_an_array_is_parsed_in_pieces_not_whole(
 
     monkeypatch.setattr(worker, "parse_document", whole)
     path = tmp_path / "body.json"
-    path.write_bytes(orjson.dumps([{"id": str(i), "s": "},{"} for i in range(1000)]))
+    # a few strings that look like a cut between two objects: those cuts are tried and passed
+    items = [{"id": str(i), "s": "},{" if i % 100 == 7 else ""} for i in range(1000)]
+    path.write_bytes(orjson.dumps(items))
     planned = analyse_job(_job(path, WHOLE, items="$[*]", piece_bytes=100), {"x": "0" * 32})
     assert planned.item_count == 1000
     assert planned.plan.deleted == ["x"]
     assert [i.key_text for i in planned.upserts] == [str(i) for i in range(1000)]
+
+
+def test_a_cut_inside_a_string_is_passed_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first brace pair past a piece's size is inside a string: the next one is taken, and
+    the body is still read in pieces, with every item as it is."""
+    import bridge.analysis_worker as worker
+
+    def whole(*_args: Any, **_kwargs: Any) -> Any:
+        raise AssertionError("the whole document was decoded")
+
+    monkeypatch.setattr(worker, "parse_document", whole)
+    tricky = {"pad": "x" * 70, "s": "},{", "id": "0"}  # its "},{" lies past byte 64
+    items = [tricky, *({"id": str(i)} for i in range(1, 200))]
+    path = tmp_path / "body.json"
+    path.write_bytes(orjson.dumps(items))
+    planned = analyse_job(_job(path, WHOLE, items="$[*]", piece_bytes=64), {}, None)
+    assert planned.item_count == 200
+    assert [i.value for i in planned.upserts] == items
