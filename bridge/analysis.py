@@ -1,7 +1,7 @@
 """A response analysed in this process: decoded, extracted and planned against the snapshot.
 
 Large single-page responses go to a worker process instead (:mod:`bridge.analysis_pool`); both
-plan with :func:`bridge.core.analysis.plan_items`, so the result is the same either way.
+key and hash with :func:`bridge.core.extract.iter_keyed`, so the result is the same either way.
 """
 
 from __future__ import annotations
@@ -73,12 +73,14 @@ class _GCPause:
                         gc.enable()
 
 
-_gc_paused = _GCPause()
+gc_paused = _GCPause()
+"""The one pause of this process; decoding a worker's results (bridge.analysis_pool) holds it
+too."""
 
 
 def decode_and_extract(fetched: Fetched, source: SourceConfig) -> tuple[Any, list[Item]]:
     """One page: its decoded document (for the next-page decision) and its items."""
-    with _gc_paused():
+    with gc_paused():
         return _decode_and_extract_page(fetched, source)
 
 
@@ -103,7 +105,7 @@ def _decode_and_extract_page(fetched: Fetched, source: SourceConfig) -> tuple[An
 
 
 def analyse(pages: list[list[Item]], source: SourceConfig, old: SnapshotHashes) -> Analysis:
-    with _gc_paused():
+    with gc_paused():
         return _analyse_pages(pages, source, old)
 
 

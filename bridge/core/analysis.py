@@ -1,9 +1,10 @@
 """What a poll's commit needs from a response's items: the plan and the items to write.
 
-One function, :func:`plan_items`, for both places a response is analysed: in the daemon's
-process (small responses, paginated lists) and in an analysis worker process (large
-responses, see :mod:`bridge.analysis_worker`). Both feed it the :class:`Item`\\ s made by
-:func:`bridge.core.extract.iter_items`, so the two give the same keys, hashes and plan by
+Two places analyse a response: the daemon's process (small responses, paginated lists:
+:func:`plan_items` over the pages' :class:`Item`\\ s) and an analysis worker process (large
+responses, see :mod:`bridge.analysis_worker`: :func:`plan_raw` over the raw items, which
+builds an :class:`Item` only for what the commit writes). Both key and hash every item with
+:func:`bridge.core.extract.iter_keyed`, so the two give the same keys, hashes and plan by
 construction; only the way the raw items are parsed differs.
 """
 
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bridge.core.diff import DiffPlan
-from bridge.core.extract import ItemSpec, iter_items, select_items
+from bridge.core.extract import ItemSpec, iter_keyed, select_items
 from bridge.models import Item
 
 
@@ -62,8 +63,43 @@ def plan_items(
             keep(item)
         elif keep_all:
             keep(item)
-    deleted = sorted(k for k in old_hashes if k not in new_keys)
+    deleted = sorted(old_hashes.keys() - new_keys)
     return Planned(count, DiffPlan(created, updated, deleted), upserts)
+
+
+def plan_raw(
+    raw: Iterable[Any],
+    spec: ItemSpec,
+    old_hashes: Mapping[str, str],
+    *,
+    keep_all: bool = False,
+    emit: Callable[[Item], None] | None = None,
+) -> Planned:
+    """``plan_items(iter_items(raw, spec), ...)`` in one pass, as a worker runs it.
+
+    The same plan, but an unchanged item never becomes an :class:`Item` (a worker drops
+    it), and the keys found for the duplicate check are the ones the deleted keys are
+    worked out from: at 100k items this is a third of the per-item cost.
+    """
+    created: list[str] = []
+    updated: list[str] = []
+    upserts: list[Item] = []
+    keep = upserts.append if emit is None else emit
+    seen: dict[str, int] = {}
+    old_hash = old_hashes.get
+    for key, text, value, digest in iter_keyed(raw, spec, seen):
+        old = old_hash(text)
+        if old == digest:
+            if keep_all:
+                keep(Item(key, text, value, digest))
+            continue
+        if old is None:
+            created.append(text)
+        else:
+            updated.append(text)
+        keep(Item(key, text, value, digest))
+    deleted = sorted(old_hashes.keys() - seen.keys())
+    return Planned(len(seen), DiffPlan(created, updated, deleted), upserts)
 
 
 def plan_document(
@@ -74,9 +110,9 @@ def plan_document(
     keep_all: bool = False,
     emit: Callable[[Item], None] | None = None,
 ) -> Planned:
-    """:func:`plan_items` over the items of a whole decoded document."""
-    found = iter_items(select_items(doc, spec.items), spec)
-    return plan_items(found, old_hashes, keep_all=keep_all, emit=emit)
+    """:func:`plan_raw` over the items of a whole decoded document."""
+    raw = select_items(doc, spec.items)
+    return plan_raw(raw, spec, old_hashes, keep_all=keep_all, emit=emit)
 
 
 def plan_from_upserts(

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from itertools import islice
+from typing import Any, TypeAlias
 
 import orjson
 
-from bridge.core.hashing import check_nestable, hash_item
+from bridge.core.hashing import check_nestable, hash_item, hash_items
 from bridge.core.paths import JsonPath
 from bridge.models import Item, ItemKey
 
@@ -161,31 +163,84 @@ def iter_items(raw: Iterable[Any], spec: ItemSpec) -> Iterator[Item]:
 
     Raises ExtractionFailed on a missing or repeated key, naming the item's index.
     """
-    seen: dict[str, int] = {}
+    for key, text, value, digest in iter_keyed(raw, spec, {}):
+        yield Item(key, text, value, digest)
+
+
+Keyed: TypeAlias = tuple[ItemKey, str, Any, str]
+"""What :func:`iter_keyed` gives per item: key, key text, (projected) value and hash."""
+
+
+BATCH_ITEMS = 2048
+"""Items keyed and hashed together on the common path (list comprehensions, not a loop)."""
+
+
+def iter_keyed(
+    raw: Iterable[Any], spec: ItemSpec, seen: dict[str, int], batch_items: int = BATCH_ITEMS
+) -> Iterator[Keyed]:
+    """:func:`iter_items` without the :class:`Item`: the parts of one, as a tuple.
+
+    ``seen`` is filled with each key text and the index of its item, so a caller that needs
+    the set of keys (the deleted ones are those it lacks) has it without a second set.
+    Raises ExtractionFailed on a missing or repeated key, naming the item's index.
+    """
+    key_paths = [(p, _plain_names(p)) for p in spec.key]
+    # the common key, one member name (``$.id``) holding a string: one dict lookup
+    names = key_paths[0][1] if len(key_paths) == 1 else None
+    name = names[0] if names and len(names) == 1 and not spec.fields and not spec.ignore else None
+    if name is None:
+        yield from _keyed_one_by_one(enumerate(raw), spec, seen)
+        return
+    items = iter(raw)
+    index = 0
+    while batch := list(islice(items, batch_items)):
+        texts: list[Any] = [v.get(name) if type(v) is dict else None for v in batch]
+        digests = None
+        if all(type(t) is str for t in texts) and seen.keys().isdisjoint(texts):
+            before = len(seen)
+            seen.update(zip(texts, range(index, index + len(batch)), strict=True))
+            if len(seen) - before == len(batch):
+                with contextlib.suppress(TypeError):  # one by one, it names the item
+                    digests = hash_items(batch)
+            if digests is None:
+                for text in texts:
+                    seen.pop(text, None)
+        if digests is None:  # a missing, repeated or odd key, or an item too deep
+            yield from _keyed_one_by_one(enumerate(batch, index), spec, seen)
+        else:
+            yield from zip(texts, texts, batch, digests, strict=True)
+        index += len(batch)
+
+
+def _keyed_one_by_one(
+    raw: Iterable[tuple[int, Any]], spec: ItemSpec, seen: dict[str, int]
+) -> Iterator[Keyed]:
     key_paths = [(p, _plain_names(p)) for p in spec.key]
     composite = len(key_paths) > 1
     key_path, key_names = key_paths[0]
-    for index, value in enumerate(raw):
-        if spec.fields:
-            value = project(value, spec.fields)
+    fields, ignore = spec.fields, spec.ignore
+    first_index = seen.setdefault
+    for index, value in raw:
+        if fields:
+            value = project(value, fields)
         if composite:
             key: ItemKey = tuple(_key_part(value, p, index, names) for p, names in key_paths)
             text = key_text(key)
         else:
             key = text = _key_part(value, key_path, index, key_names)
-        if text in seen:
+        if first_index(text, index) != index:
             raise ExtractionFailed(
                 f"key {text!r} appears twice in one poll (items #{seen[text]} and #{index})"
             )
-        seen[text] = index
-        cmp = comparable(value, spec.ignore) if spec.ignore else value
         try:
-            digest = hash_item(cmp)
-            if spec.ignore:
+            if ignore:
+                digest = hash_item(comparable(value, ignore))
                 check_nestable(value)
+            else:
+                digest = hash_item(value)
         except TypeError as exc:  # orjson's nesting limit: the item could never be sent
             why = "it nests too deeply" if "ecursion" in str(exc) else str(exc)
             raise ExtractionFailed(
                 f"item #{index} (key {text!r}) cannot be hashed and sent as a webhook: {why}"
             ) from exc
-        yield Item(key, text, value, digest)
+        yield key, text, value, digest

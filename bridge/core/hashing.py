@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -29,12 +30,26 @@ def hash_item(value: Any) -> str:
 
     orjson encodes at most 254 levels of nesting, so an item nesting more than
     ``254 - ENVELOPE_DEPTH`` levels could never be sent: TypeError. Only a text with that many
-    opening brackets can nest that deep, so only such an item pays for the full check.
+    opening brackets can nest that deep, so only such an item pays for the full check (and
+    only a text longer than that many bytes pays for counting them).
     """
     text = orjson.dumps(value, option=_SORTED)
-    if text.count(b"[") + text.count(b"{") > _NESTABLE_LEVELS:
+    if len(text) > _NESTABLE_LEVELS and text.count(b"[") + text.count(b"{") > _NESTABLE_LEVELS:
         check_nestable(value)
     return hashlib.blake2b(text, digest_size=16).hexdigest()
+
+
+def hash_items(values: Sequence[Any]) -> list[str]:
+    """:func:`hash_item` of each value (TypeError as it raises), in two comprehensions."""
+    texts = [orjson.dumps(v, option=_SORTED) for v in values]
+    if max(map(len, texts), default=0) > _NESTABLE_LEVELS:
+        for text, value in zip(texts, values, strict=True):
+            if (
+                len(text) > _NESTABLE_LEVELS
+                and text.count(b"[") + text.count(b"{") > _NESTABLE_LEVELS
+            ):
+                check_nestable(value)
+    return [hashlib.blake2b(t, digest_size=16).hexdigest() for t in texts]
 
 
 _NESTABLE_LEVELS = 254 - ENVELOPE_DEPTH - 10
