@@ -131,7 +131,10 @@ class SQLiteQueue(SQLiteBase):
     ) -> list[Delivery]:
         # One process owns the file, so who holds a claim is the dispatcher's in-flight set;
         # only "an attempt started" is written, before the request can leave.
-        return await self._run(self._claim_deliveries, listener, now, limit, list(exclude_ids))
+        # ahead of the attempts waiting to be recorded: the dispatcher's slots wait for it
+        return await self._run_first(
+            self._claim_deliveries, listener, now, limit, list(exclude_ids)
+        )
 
     def _claim_deliveries(
         self, listener: str, now: float, limit: int, exclude_ids: list[int]
