@@ -69,7 +69,7 @@ class Pace:
         return self.bucket is None and (self.breaker is None or self.breaker.state == "closed")
 
     def account(
-        self, result: AttemptResult, probe: bool, mono: float, now: datetime
+        self, result: AttemptResult, probe: bool, mono: float, clock: Callable[[], datetime]
     ) -> Transition | None:
         """Feed a sent attempt's result to the breaker and the failure streak."""
         if result.ok:
@@ -78,7 +78,7 @@ class Pace:
                 return self.breaker.record_success(mono, probe=probe)
             return None
         if self.failing_since is None:
-            self.failing_since = now
+            self.failing_since = clock()
         if self.breaker is not None:
             return self.breaker.record_failure(mono, probe=probe)
         return None

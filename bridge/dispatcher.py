@@ -326,7 +326,10 @@ class Dispatcher:
             await self._returns.release_now(pace, exclude)
             return 0.0
         free = listener.max_in_flight - len(inflight)
-        if free <= 0:
+        # Claimed ahead, the next deliveries start the moment a slot frees, not a store round
+        # trip later (while the claim waits behind the attempts being recorded); topped up
+        # once half of them have started, so that a claim brings several.
+        if free <= 0 and self._ahead_short(listener, pace) <= listener.max_in_flight:
             return 0.0
         mono = self.monotonic()
         if pace.breaker is not None:
@@ -344,9 +347,7 @@ class Dispatcher:
         while free > 0 and pace.ahead and self._start(listener, pace, pace.ahead[0]):
             pace.ahead.popleft()
             free -= 1
-        # Claimed ahead, the next deliveries start the moment a slot frees, not a store round
-        # trip later (while the claim waits behind the attempts being recorded).
-        want = free + (listener.max_in_flight - len(pace.ahead) if pace.claims_ahead else 0)
+        want = max(free, 0) + self._ahead_short(listener, pace)
         if want <= 0:
             return 0.0
         claim_s = max(self.lease_s, 2 * listener.timeout.total_seconds())
@@ -406,6 +407,10 @@ class Dispatcher:
         pace.held_until = self.monotonic() + backoff
         self._returns.hand_back(pace)  # a claim must not outlive its lease waiting for the hold
         return backoff
+
+    def _ahead_short(self, listener: ListenerConfig, pace: Pace) -> int:
+        """How many more deliveries ``listener`` may claim ahead of its free slots."""
+        return 2 * listener.max_in_flight - len(pace.ahead) if pace.claims_ahead else 0
 
     def _start_ahead(self, name: str) -> None:
         """A slot of ``name`` freed up: start the next delivery claimed ahead, if it may."""
@@ -483,7 +488,7 @@ class Dispatcher:
         pace = self._pace.get(listener.name)
         if pace is None or not result.sent:
             return False  # our own failure (the body): says nothing about the receiver
-        transition = pace.account(result, probe, self.monotonic(), self.clock())
+        transition = pace.account(result, probe, self.monotonic(), self.clock)
         if transition is not None:
             log_transition(listener, transition)
             if not pace.claims_ahead:
