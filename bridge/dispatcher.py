@@ -8,9 +8,9 @@ is claimed, so no retry is used up), ``disable_after`` (pause after days of noth
 and ``coalesce`` (merge a key's waiting updates before claiming). Bucket and breaker live in
 memory: a restart starts them afresh.
 
-A listener with no ``rate`` and a closed breaker claims up to ``max_in_flight`` deliveries
-beyond its free slots, so that a slot that frees up starts the next one at once instead of a
-store round trip later. What was claimed ahead and may not be sent after all (the breaker
+A listener with no ``rate`` and a closed breaker claims up to twice ``max_in_flight``
+deliveries beyond its free slots, so that a slot that frees up starts the next one at once
+instead of a store round trip later. What was claimed ahead and may not be sent after all (the breaker
 opened, the listener was paused, reloaded away, or the daemon stops) is given back unattempted.
 """
 
@@ -409,7 +409,8 @@ class Dispatcher:
         return backoff
 
     def _ahead_short(self, listener: ListenerConfig, pace: Pace) -> int:
-        """How many more deliveries ``listener`` may claim ahead of its free slots."""
+        """How many more deliveries ``listener`` may claim ahead of its free slots: up to two
+        rounds of its slots, enough to cover a claim that waits a few milliseconds."""
         return 2 * listener.max_in_flight - len(pace.ahead) if pace.claims_ahead else 0
 
     def _start_ahead(self, name: str) -> None:
