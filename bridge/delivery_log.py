@@ -56,6 +56,8 @@ def log_attempt(
 ) -> None:
     """Log one finished attempt: debug when delivered, a warning with the next try when it
     failed, an error when it is dead."""
+    if result.ok and not log.isEnabledFor(logging.DEBUG):
+        return  # the usual case, once per webhook: not even the record's fields
     extra = {
         "listener": listener.name,
         "event": delivery.event.id,

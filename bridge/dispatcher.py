@@ -7,6 +7,11 @@ Per listener it also applies ``rate`` (a token bucket), the circuit breaker (whi
 is claimed, so no retry is used up), ``disable_after`` (pause after days of nothing but failures)
 and ``coalesce`` (merge a key's waiting updates before claiming). Bucket and breaker live in
 memory: a restart starts them afresh.
+
+A listener with no ``rate`` and a closed breaker claims up to twice ``max_in_flight``
+deliveries beyond its free slots, so that a slot that frees up starts the next one at once
+instead of a store round trip later. What was claimed ahead and may not be sent after all (the breaker
+opened, the listener was paused, reloaded away, or the daemon stops) is given back unattempted.
 """
 
 from __future__ import annotations
@@ -18,18 +23,24 @@ import math
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
-from bridge.config import MAX_BREAKER_COOLDOWN, ListenerConfig
-from bridge.core.breaker import CircuitBreaker, Transition
+from bridge.config import ListenerConfig
 from bridge.core.coalesce import merged_changes
-from bridge.core.durations import format_duration
 from bridge.core.paths import JsonPath
-from bridge.core.ratelimit import TokenBucket
 from bridge.core.retry import retry_at
 from bridge.delivery_log import log_attempt, log_pause, log_transition
+from bridge.delivery_pace import (
+    ClaimReturns,
+    Pace,
+    coalesce,
+    failing_for,
+    pace_settings,
+    pause_reason,
+    record_attempt,
+    redacted,
+)
 from bridge.errors import StoreError
 from bridge.http.sender import Sender
 from bridge.models import AttemptResult, Delivery, Event
@@ -46,37 +57,6 @@ PAUSED_REFRESH_S = 2.0
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def _pace_settings(listener: ListenerConfig) -> tuple[Any, ...]:
-    return (listener.rate, listener.burst, listener.breaker_failures, listener.breaker_cooldown)
-
-
-@dataclass
-class _Pace:
-    """A listener's in-memory protection: token bucket, breaker, failure streak, coalescing."""
-
-    bucket: TokenBucket | None
-    breaker: CircuitBreaker | None
-    settings: tuple[Any, ...]
-    failing_since: datetime | None = None
-    coalesce_due: bool = True
-    held_until: float = 0.0
-    """Monotonic time before which nothing is claimed: set after an internal error."""
-    internal_errors: int = 0
-    """Unexpected errors in a row in this listener's path (reset by a clean pass)."""
-
-    @classmethod
-    def for_listener(cls, listener: ListenerConfig, now: float) -> _Pace:
-        rate = listener.rate_limit
-        bucket = None if rate is None else TokenBucket(rate.per_second, listener.burst, now=now)
-        breaker = None
-        if listener.breaker_failures:
-            cooldown_s = listener.breaker_cooldown.total_seconds()
-            breaker = CircuitBreaker(
-                listener.breaker_failures, cooldown_s, MAX_BREAKER_COOLDOWN.total_seconds()
-            )
-        return cls(bucket, breaker, _pace_settings(listener))
 
 
 class Dispatcher:
@@ -120,7 +100,7 @@ class Dispatcher:
         self.owner = owner
         self.lease_s = lease_s
         self._listeners = {lst.name: lst for lst in listeners}
-        self._pace: dict[str, _Pace] = {}
+        self._pace: dict[str, Pace] = {}
         self._paused: set[str] = set()
         self._paused_checked = -math.inf
         self._rate_blocked: set[str] = set()
@@ -128,6 +108,7 @@ class Dispatcher:
         """Attempts whose request is being sent, by listener (each holds one of its slots)."""
         self._recording: dict[int, asyncio.Task[None]] = {}
         """Attempts sent and being recorded: no slot held, still excluded from claims."""
+        self._returns = ClaimReturns(store, owner)
         self._wakeup = asyncio.Event()
         self._stopping = False
         self._accepting = True
@@ -138,12 +119,19 @@ class Dispatcher:
         pace = {}
         for name, listener in self._listeners.items():
             old = self._pace.get(name)
-            if old is not None and old.settings == _pace_settings(listener):
+            if old is not None and old.settings == pace_settings(listener):
                 pace[name] = old
                 continue
-            pace[name] = _Pace.for_listener(listener, now)
+            pace[name] = Pace.for_listener(listener, now)
             if old is not None:
                 pace[name].failing_since = old.failing_since
+                if pace[name].claims_ahead:
+                    pace[name].ahead = old.ahead
+                else:
+                    self._returns.hand_back(old)
+        for name, old in self._pace.items():
+            if name not in pace:
+                self._returns.hand_back(old)  # a listener reloaded away
         self._pace = pace
 
     # -- control ----------------------------------------------------------------------------
@@ -222,7 +210,10 @@ class Dispatcher:
         listener = self._listeners.get(name)
         if listener is not None:
             # a fresh start: closed breaker, full bucket, new disable_after window
-            self._pace[name] = _Pace.for_listener(listener, self.monotonic())
+            old = self._pace.get(name)
+            self._pace[name] = Pace.for_listener(listener, self.monotonic())
+            if old is not None:
+                self._returns.hand_back(old)
 
     async def refresh_paused(self, *, force: bool = False) -> None:
         """Take in pauses and resumes made in the store by another process (``pollbridge
@@ -271,6 +262,7 @@ class Dispatcher:
         """Start every due delivery that has a free slot; return how long to sleep."""
         if not self._accepting:
             return MAX_IDLE_S
+        await self._returns.release()
         await self.refresh_paused()
         now = self.clock()
         now_s = now.timestamp()
@@ -279,6 +271,7 @@ class Dispatcher:
         self._rate_blocked = set()
         exclude = [d for tasks in self._inflight.values() for d in tasks]
         exclude.extend(self._recording)
+        exclude.extend(d.id for pace in self._pace.values() for d in pace.ahead)
         # A reload may replace the listener set while this pass awaits the store: iterate a
         # snapshot, and skip a listener that is gone by the time its turn comes.
         for name, listener in list(self._listeners.items()):
@@ -316,7 +309,7 @@ class Dispatcher:
     async def _dispatch_listener(
         self,
         listener: ListenerConfig,
-        pace: _Pace,
+        pace: Pace,
         now: datetime,
         now_s: float,
         exclude: list[int],
@@ -328,16 +321,21 @@ class Dispatcher:
         inflight = self._inflight.setdefault(name, {})
         if listener.coalesce and pace.coalesce_due:
             # before the pause check: a paused listener is the one furthest behind
-            await self._coalesce(listener, pace, now, exclude)
+            await coalesce(self.store, listener.name, pace, now, exclude, self._merge)
         if name in self._paused:
+            await self._returns.release_now(pace, exclude)
             return 0.0
         free = listener.max_in_flight - len(inflight)
-        if free <= 0:
+        # Claimed ahead, the next deliveries start the moment a slot frees, not a store round
+        # trip later (while the claim waits behind the attempts being recorded); topped up
+        # once half of them have started, so that a claim brings several.
+        if free <= 0 and self._ahead_short(listener, pace) <= listener.max_in_flight:
             return 0.0
         mono = self.monotonic()
         if pace.breaker is not None:
             breaker_wait = pace.breaker.wait_s(mono)
             if breaker_wait > 0:
+                await self._returns.release_now(pace, exclude)
                 return breaker_wait if math.isfinite(breaker_wait) else 0.0
             free = min(free, pace.breaker.limit() or free)
         if pace.bucket is not None:
@@ -346,33 +344,47 @@ class Dispatcher:
                 self._rate_blocked.add(name)
                 return pace.bucket.wait_s(mono)
             free = min(free, tokens)
+        while free > 0 and pace.ahead and self._start(listener, pace, pace.ahead[0]):
+            pace.ahead.popleft()
+            free -= 1
+        want = max(free, 0) + self._ahead_short(listener, pace)
+        if want <= 0:
+            return 0.0
         claim_s = max(self.lease_s, 2 * listener.timeout.total_seconds())
         due = await self.store.claim_deliveries(
-            name, now_s, free, exclude, owner=self.owner, claim_s=claim_s
+            name, now_s, want, exclude, owner=self.owner, claim_s=claim_s
         )
         unstarted = []
         for delivery in due:
             exclude.append(delivery.id)
-            if not self._start(listener, pace, delivery):
+            if len(inflight) < listener.max_in_flight:
+                if not self._start(listener, pace, delivery):
+                    unstarted.append(delivery.id)
+            elif self._accepting and self._pace.get(name) is pace and pace.claims_ahead:
+                pace.ahead.append(delivery)
+            else:
                 unstarted.append(delivery.id)
         if unstarted:
-            # The breaker opened (or the bucket ran dry) while the claim awaited the store:
-            # those go back to the queue unattempted, with no retry used up.
+            # The breaker opened (or the bucket ran dry, or a reload changed the listener's
+            # pace) while the claim awaited the store: those go back to the queue unattempted,
+            # with no retry used up.
             await self.store.release_claims(unstarted, owner=self.owner)
             for delivery_id in unstarted:
                 exclude.remove(delivery_id)
+        if not pace.claims_ahead:
+            await self._returns.release_now(pace, exclude)
         if pace.bucket is not None and due and pace.bucket.available(self.monotonic()) == 0:
             self._rate_blocked.add(name)
             return pace.bucket.wait_s(self.monotonic())
         if pace.breaker is not None and pace.breaker.wait_s(self.monotonic()) > 0:
             wait = pace.breaker.wait_s(self.monotonic())
             return wait if math.isfinite(wait) else 0.0  # the probe's result wakes the loop
-        if len(inflight) < listener.max_in_flight and len(due) < free:
+        if len(inflight) < listener.max_in_flight and len(due) < want:
             return None  # nothing more due now: ask the store when the next one is
         # Full (or a full claim: more may be due; the slots freed meanwhile woke the loop)
         return 0.0
 
-    def _start(self, listener: ListenerConfig, pace: _Pace, delivery: Delivery) -> bool:
+    def _start(self, listener: ListenerConfig, pace: Pace, delivery: Delivery) -> bool:
         """Start one claimed delivery; False when its listener may not send right now."""
         mono = self.monotonic()
         if pace.breaker is not None and pace.breaker.wait_s(mono) > 0:
@@ -388,12 +400,30 @@ class Dispatcher:
         self._inflight.setdefault(listener.name, {})[delivery.id] = task
         return True
 
-    def _hold(self, pace: _Pace) -> float:
+    def _hold(self, pace: Pace) -> float:
         """After an unexpected error, a listener claims nothing for a while; return how long."""
         pace.internal_errors += 1
         backoff = INTERNAL_BACKOFF_S[min(pace.internal_errors, len(INTERNAL_BACKOFF_S)) - 1]
         pace.held_until = self.monotonic() + backoff
+        self._returns.hand_back(pace)  # a claim must not outlive its lease waiting for the hold
         return backoff
+
+    def _ahead_short(self, listener: ListenerConfig, pace: Pace) -> int:
+        """How many more deliveries ``listener`` may claim ahead of its free slots: up to two
+        rounds of its slots, enough to cover a claim that waits a few milliseconds."""
+        return 2 * listener.max_in_flight - len(pace.ahead) if pace.claims_ahead else 0
+
+    def _start_ahead(self, name: str) -> None:
+        """A slot of ``name`` freed up: start the next delivery claimed ahead, if it may."""
+        listener, pace = self._listeners.get(name), self._pace.get(name)
+        if listener is None or pace is None or not pace.ahead or not pace.claims_ahead:
+            return
+        if name in self._paused or not self._accepting or pace.held_until > self.monotonic():
+            return
+        if len(self._inflight.get(name, {})) < listener.max_in_flight and self._start(
+            listener, pace, pace.ahead[0]
+        ):
+            pace.ahead.popleft()
 
     def _internal_error(self, component: str, message: str, listener: str | None = None) -> None:
         """Log an unexpected exception with its traceback, and count it."""
@@ -402,24 +432,6 @@ class Dispatcher:
         log.exception(message, extra=extra)
         if self.on_internal_error is not None:
             self.on_internal_error(component)
-
-    async def _coalesce(
-        self, listener: ListenerConfig, pace: _Pace, now: datetime, exclude: list[int]
-    ) -> None:
-        pace.coalesce_due = False
-        try:
-            fewer = await self.store.coalesce_pending(listener.name, now, exclude, self._merge)
-        except StoreError as exc:
-            pace.coalesce_due = True
-            log.warning("coalescing for %s: %s; sending without it", listener.name, exc)
-            return
-        if fewer:
-            log.info(
-                "listener %s is behind: coalesced waiting updates, %d fewer deliveries",
-                listener.name,
-                fewer,
-                extra={"listener": listener.name},
-            )
 
     def _merge(self, events: Sequence[Event]) -> list[dict[str, Any]] | None:
         return merged_changes(events, self._ignore.get(events[0].source, ()))
@@ -445,8 +457,9 @@ class Dispatcher:
             task = self._inflight.get(name, {}).pop(delivery.id, None)
             if task is not None:
                 self._recording[delivery.id] = task
+                self._start_ahead(name)
                 self.wake()
-            state = await self._record(delivery, result, next_at)
+            state = await record_attempt(self.store, delivery.id, result, next_at, self.clock)
             log_attempt(listener, delivery, result, state, next_at, self.clock().timestamp())
             if self.on_result is not None:
                 self.on_result(listener, delivery, result, state)
@@ -476,44 +489,25 @@ class Dispatcher:
         pace = self._pace.get(listener.name)
         if pace is None or not result.sent:
             return False  # our own failure (the body): says nothing about the receiver
-        mono = self.monotonic()
-        transition: Transition | None = None
-        if result.ok:
-            pace.failing_since = None
-            if pace.breaker is not None:
-                transition = pace.breaker.record_success(mono, probe=probe)
-        else:
-            if pace.failing_since is None:
-                pace.failing_since = self.clock()
-            if pace.breaker is not None:
-                transition = pace.breaker.record_failure(mono, probe=probe)
+        transition = pace.account(result, probe, self.monotonic(), self.clock)
         if transition is not None:
             log_transition(listener, transition)
+            if not pace.claims_ahead:
+                self._returns.hand_back(pace)  # the breaker opened: none of those may start
         return True
 
     def _pause_reason(self, listener: ListenerConfig, result: AttemptResult) -> str | None:
         """Why this result pauses the listener (410 Gone, or ``disable_after`` reached)."""
         if listener.name in self._paused or result.ok:
             return None
-        if result.gone:
-            return "the listener answered 410 Gone"
-        pace = self._pace.get(listener.name)
-        limit = listener.disable_after
-        since = None if pace is None else pace.failing_since
-        now = self.clock()
-        if limit is None or since is None or now - since < limit or not result.sent:
-            return None
-        return (
-            f"disabled: nothing but failed deliveries for {_failing_for(now, since)} since "
-            f"{since.isoformat(timespec='seconds')} (disable_after = "
-            f"{format_duration(limit)})"
-        )
+        since = getattr(self._pace.get(listener.name), "failing_since", None)
+        return pause_reason(listener, result, since, self.clock())
 
     async def _log_pause(self, listener: ListenerConfig, result: AttemptResult) -> None:
         since = getattr(self._pace.get(listener.name), "failing_since", None)
-        failing_for = None if since is None else _failing_for(self.clock(), since)
+        failing = None if since is None else failing_for(self.clock(), since)
         waiting = 0 if result.gone else await self.store.pending_count([listener.name])
-        log_pause(listener, result.gone, failing_for, waiting)
+        log_pause(listener, result.gone, failing, waiting)
 
     async def _pause(self, name: str, reason: str) -> None:
         self._paused.add(name)
@@ -523,20 +517,6 @@ class Dispatcher:
         except StoreError as exc:  # the attempt is recorded all the same
             log.error("pausing %s: %s; it is paused in this process only", name, exc)
 
-    async def _record(
-        self, delivery: Delivery, result: AttemptResult, next_at: float | None
-    ) -> str:
-        # The attempt happened; recording it must not be lost to a passing lock.
-        for pause_s in (0.1, 0.5, 1.0, 2.0, 5.0):
-            try:
-                return await self.store.record_attempt(
-                    delivery.id, self.clock(), result, next_at=next_at
-                )
-            except StoreError as exc:
-                log.warning("recording delivery %s: %s; retrying", delivery.id, exc)
-                await asyncio.sleep(pause_s)
-        return await self.store.record_attempt(delivery.id, self.clock(), result, next_at=next_at)
-
     # -- stopping ---------------------------------------------------------------------------
 
     async def stop(self, grace_s: float) -> None:
@@ -545,6 +525,7 @@ class Dispatcher:
         A cancelled send stays pending in the store and is retried after a restart.
         """
         self._accepting = False
+        await self._returns.release_all(self._pace.values())
         tasks = [t for tasks in self._inflight.values() for t in tasks.values()]
         tasks.extend(self._recording.values())
         if tasks:
@@ -566,6 +547,7 @@ class Dispatcher:
             self._wakeup.clear()
             wait_s = await self._dispatch_due()
             if self.inflight_count() == 0 and wait_s > 0 and not await self._rate_held():
+                await self._returns.release_all(self._pace.values())
                 return
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait_s if wait_s > 0 else 0.01):
@@ -576,21 +558,3 @@ class Dispatcher:
             return False
         next_at = await self.store.next_due_at(sorted(self._rate_blocked), [])
         return next_at is not None and next_at <= self.clock().timestamp()
-
-
-def _failing_for(now: datetime, since: datetime) -> str:
-    return format_duration(timedelta(seconds=int((now - since).total_seconds())))
-
-
-def redacted(result: AttemptResult, redact: Callable[[str], str]) -> AttemptResult:
-    """``result`` with secrets out of its error and excerpt: a listener may echo the headers
-    it was sent (tokens) in its error response."""
-    if result.error is None and result.response_excerpt is None:
-        return result  # the usual 2xx with an empty body: nothing to look at
-    return replace(
-        result,
-        error=None if result.error is None else redact(result.error),
-        response_excerpt=(
-            None if result.response_excerpt is None else redact(result.response_excerpt)
-        ),
-    )

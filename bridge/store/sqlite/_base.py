@@ -11,11 +11,11 @@ import asyncio
 import contextlib
 import os
 import sqlite3
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import sqlite_utils
 
@@ -69,21 +69,31 @@ class SQLiteBase:
         self._attempts_writer: asyncio.Task[None] | None = None
         self._calls: dict[object, float] = {}
         """In-flight calls (queued for the worker thread or running on it) -> loop time begun."""
-        self._queued: list[tuple[Callable[..., Any], tuple[Any, ...], asyncio.Future[Any]]] = []
+        self._queued: list[_Call] = []
         self._handing_off = False
 
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+    def _run(self, fn: Callable[..., T], *args: Any) -> Coroutine[Any, Any, T]:
         """Run ``fn(*args)`` on the worker thread, in call order.
 
         Calls made while the thread is busy (or in the same turn of the event loop) go to it
         together, in one hand-over: each hand-over costs both threads a round of the GIL,
         more than a small statement does.
         """
+        return self._submit(fn, args, first=False)  # (no coroutine of its own: the hot path)
+
+    def _run_first(self, fn: Callable[..., T], *args: Any) -> Coroutine[Any, Any, T]:
+        """Like :meth:`_run`, but ahead of the calls waiting for the thread, and handed back
+        as soon as it is done rather than with the rest of its hand-over: for a read (and
+        write) that others wait for and that no waiting call's outcome can change, such as
+        a claim of due deliveries behind a batch of attempts being recorded."""
+        return self._submit(fn, args, first=True)
+
+    async def _submit(self, fn: Callable[..., T], args: tuple[Any, ...], *, first: bool) -> T:
         if self._executor is None:
             raise StoreError("use", "the store is not open", location=self.location)
         loop = asyncio.get_running_loop()
         done: asyncio.Future[T] = loop.create_future()
-        self._queued.append((fn, args, done))
+        self._queued.append(_Call(fn, args, done, first))
         if not self._handing_off:
             self._handing_off = True
             loop.call_soon(self._hand_off, loop)
@@ -95,22 +105,23 @@ class SQLiteBase:
             del self._calls[call]
 
     def _hand_off(self, loop: asyncio.AbstractEventLoop) -> None:
-        batch = [call for call in self._queued if not call[2].cancelled()]
+        live = [call for call in self._queued if not call.done.cancelled()]
+        batch = [c for c in live if c.first] + [c for c in live if not c.first]
         self._queued = []
         if not batch or self._executor is None:
             self._handing_off = False
-            for *_, done in batch:
-                done.set_exception(
+            for call in batch:
+                call.done.set_exception(
                     StoreError("use", "the store is not open", location=self.location)
                 )
             return
-        work = loop.run_in_executor(self._executor, self._run_batch, [c[:2] for c in batch])
+        work = loop.run_in_executor(self._executor, self._run_batch, batch, loop)
         work.add_done_callback(lambda w: self._handed_back(loop, batch, w))
 
     def _handed_back(
         self,
         loop: asyncio.AbstractEventLoop,
-        batch: list[tuple[Callable[..., Any], tuple[Any, ...], asyncio.Future[Any]]],
+        batch: list[_Call],
         work: asyncio.Future[list[tuple[bool, Any]]],
     ) -> None:
         if work.cancelled() or work.exception() is not None:
@@ -120,27 +131,26 @@ class SQLiteBase:
             ]
         else:
             outcomes = work.result()
-        for (*_, done), (ok, value) in zip(batch, outcomes, strict=True):
-            if done.done():
-                continue  # its caller was cancelled; the call ran all the same
-            if ok:
-                done.set_result(value)
-            else:
-                done.set_exception(value)
+        for call, (ok, value) in zip(batch, outcomes, strict=True):
+            _settle_call(call.done, ok, value)
         if self._queued:
             self._hand_off(loop)
         else:
             self._handing_off = False
 
     def _run_batch(
-        self, calls: list[tuple[Callable[..., Any], tuple[Any, ...]]]
+        self, calls: list[_Call], loop: asyncio.AbstractEventLoop
     ) -> list[tuple[bool, Any]]:
         outcomes: list[tuple[bool, Any]] = []
-        for fn, args in calls:
+        for i, call in enumerate(calls):
             try:
-                outcomes.append((True, self._guarded(fn, args)))
+                outcome: tuple[bool, Any] = (True, self._guarded(call.fn, call.args))
             except Exception as exc:
-                outcomes.append((False, exc))
+                outcome = (False, exc)
+            outcomes.append(outcome)
+            if call.first and i + 1 < len(calls):
+                with contextlib.suppress(RuntimeError):  # a closed loop: settled with the rest
+                    loop.call_soon_threadsafe(_settle_call, call.done, *outcome)
         return outcomes
 
     async def location_problem(self) -> str | None:
@@ -350,6 +360,25 @@ class SQLiteBase:
             f"ON CONFLICT (name) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in cols)}",
             (listener, *fields.values()),
         )
+
+
+class _Call(NamedTuple):
+    """One call waiting for (or running on) the worker thread."""
+
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    done: asyncio.Future[Any]
+    first: bool
+    """Goes ahead of the waiting calls, and is handed back as soon as it is done."""
+
+
+def _settle_call(done: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    if done.done():
+        return  # its caller was cancelled (the call ran all the same), or settled early
+    if ok:
+        done.set_result(value)
+    else:
+        done.set_exception(value)
 
 
 def _file_identity(path: Path) -> tuple[int, int] | None:

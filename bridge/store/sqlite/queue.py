@@ -7,11 +7,33 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from bridge.core.queue_rules import QueuedEntry, coalescible_tail, state_after_attempt
-from bridge.models import AttemptResult, Delivery
-from bridge.store._rows import dumps
+from bridge.models import AttemptResult, Delivery, Event
+from bridge.store._rows import dumps, key_from_json, loads
 from bridge.store.base import MergeUpdates
-from bridge.store.sqlite._base import SQLiteBase, iso, rollback, row_to_event
+from bridge.store.sqlite._base import SQLiteBase, iso, parse_iso, rollback, row_to_event
+
+_ROWS_PER_STATEMENT = 100
+"""Attempts written by one statement (8 parameters each, well under SQLite's limit)."""
+
+_INSERT_ATTEMPT = (
+    "INSERT INTO attempts (delivery_id, at, status, duration_ms, error, response) VALUES "
+)
+_UPDATE_DELIVERIES = (
+    "WITH v (id, state, next_at, at, delivered_at, status, error, response) AS "
+    "(VALUES {values}) "
+    "UPDATE deliveries SET attempts = attempts + 1, (state, next_at, updated_at, "
+    "delivered_at, last_status, last_error, last_response) = (SELECT state, next_at, at, "
+    "delivered_at, status, error, response FROM v WHERE v.id = deliveries.id) "
+    "WHERE id IN (SELECT id FROM v)"
+)
+
+
+def _row_values(rows: int, columns: int) -> str:
+    row = "(" + ", ".join("?" * columns) + ")"
+    return ", ".join([row] * rows)
 
 
 class SQLiteQueue(SQLiteBase):
@@ -28,26 +50,52 @@ class SQLiteQueue(SQLiteBase):
     def _due_deliveries(
         self, listener: str, now: float, limit: int, exclude_ids: list[int]
     ) -> list[Delivery]:
-        # The head of each (listener, source, key) chain only: per-key order.
-        rows = self.conn.execute(
+        # The head of each (listener, source, key) chain only: per-key order. The heads come
+        # back as one row of JSON: sqlite3 lets go of the GIL for every row it steps to, and
+        # taking it back from a busy event loop can wait a whole switch interval (5 ms).
+        (text,) = self.conn.execute(
             """
-            SELECT d.id AS delivery_id, d.listener, d.attempts, d.next_at, e.*
-            FROM deliveries d JOIN events e ON e.seq = d.event_seq
-            WHERE d.listener = :listener AND d.state = 'pending' AND d.next_at <= :now
-              AND d.id NOT IN (SELECT value FROM json_each(:exclude))
-              AND NOT EXISTS (
-                SELECT 1 FROM deliveries p
-                WHERE p.listener = d.listener AND p.source = d.source
-                  AND p.key_text = d.key_text AND p.state = 'pending'
-                  AND p.event_seq < d.event_seq)
-            ORDER BY d.next_at, d.id
-            LIMIT :limit
+            SELECT json_group_array(json_array(
+                h.id, h.attempts, printf('%!.17g', h.next_at), e.seq, e.id, e.source, e.key,
+                e.type, e.timestamp, e.before, e.after, e.changes, e.type_name))
+            FROM (
+                SELECT d.id, d.attempts, d.next_at, d.event_seq
+                FROM deliveries d
+                WHERE d.listener = :listener AND d.state = 'pending' AND d.next_at <= :now
+                  AND d.id NOT IN (SELECT value FROM json_each(:exclude))
+                  AND NOT EXISTS (
+                    SELECT 1 FROM deliveries p
+                    WHERE p.listener = d.listener AND p.source = d.source
+                      AND p.key_text = d.key_text AND p.state = 'pending'
+                      AND p.event_seq < d.event_seq)
+                ORDER BY d.next_at, d.id
+                LIMIT :limit
+            ) h JOIN events e ON e.seq = h.event_seq
             """,
             {"listener": listener, "now": now, "limit": limit, "exclude": dumps(exclude_ids)},
-        ).fetchall()
+        ).fetchone()
+        heads = [(float(h[2]), h[0], h) for h in orjson.loads(text)]
+        heads.sort(key=_due_order)  # an aggregate keeps no order of its own
         return [
-            Delivery(r["delivery_id"], r["listener"], row_to_event(r), r["attempts"], r["next_at"])
-            for r in rows
+            Delivery(
+                h[0],
+                listener,
+                Event(
+                    h[4],
+                    h[3],
+                    h[5],
+                    key_from_json(h[6]),
+                    h[7],
+                    _event_time(h[8]),
+                    loads(h[9]),
+                    loads(h[10]),
+                    orjson.loads(h[11]),
+                    h[12],
+                ),
+                h[1],
+                next_at,
+            )
+            for next_at, _, h in heads
         ]
 
     async def next_due_at(
@@ -83,7 +131,10 @@ class SQLiteQueue(SQLiteBase):
     ) -> list[Delivery]:
         # One process owns the file, so who holds a claim is the dispatcher's in-flight set;
         # only "an attempt started" is written, before the request can leave.
-        return await self._run(self._claim_deliveries, listener, now, limit, list(exclude_ids))
+        # ahead of the attempts waiting to be recorded: the dispatcher's slots wait for it
+        return await self._run_first(
+            self._claim_deliveries, listener, now, limit, list(exclude_ids)
+        )
 
     def _claim_deliveries(
         self, listener: str, now: float, limit: int, exclude_ids: list[int]
@@ -167,43 +218,53 @@ class SQLiteQueue(SQLiteBase):
     def _write_attempts_rows(
         self, batch: list[tuple[int, datetime, AttemptResult, float | None]]
     ) -> list[str]:
-        # A handful of statements per batch, not four per attempt: each statement is a
-        # round of the GIL between this thread and the event loop.
+        # A handful of statements per batch, not four per attempt, each with every row of
+        # the batch in it: sqlite3 lets go of the GIL for every statement (and every row it
+        # steps to), and taking it back from a busy event loop can wait a whole switch
+        # interval.
         conn = self.conn
         states = [state_after_attempt(result, next_at) for _, _, result, next_at in batch]
         stamps = [iso(at) for _, at, _, _ in batch]
-        conn.executemany(
-            "INSERT INTO attempts (delivery_id, at, status, duration_ms, error, response) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            [
-                (d, now, r.status, r.duration_s * 1000, r.error, r.response_excerpt)
-                for (d, _, r, _), now in zip(batch, stamps, strict=True)
-            ],
-        )
-        conn.executemany(
-            "UPDATE deliveries SET state = ?, attempts = attempts + 1, next_at = ?, "
-            "updated_at = ?, delivered_at = ?, last_status = ?, last_error = ?, "
-            "last_response = ? WHERE id = ?",
-            [
-                (
-                    state,
-                    next_at if next_at is not None else at.timestamp(),
-                    now,
-                    now if r.ok else None,
-                    r.status,
-                    r.error,
-                    r.response_excerpt,
-                    d,
+        attempts = [
+            (d, now, r.status, r.duration_s * 1000, r.error, r.response_excerpt)
+            for (d, _, r, _), now in zip(batch, stamps, strict=True)
+        ]
+        updates = [
+            (
+                d,
+                state,
+                next_at if next_at is not None else at.timestamp(),
+                now,
+                now if r.ok else None,
+                r.status,
+                r.error,
+                r.response_excerpt,
+            )
+            for (d, at, r, next_at), now, state in zip(batch, stamps, states, strict=True)
+        ]
+        ids = [d for d, *_ in batch]
+        if len(set(ids)) < len(ids):
+            # the same delivery twice: applied in turn, one statement each
+            conn.executemany(_INSERT_ATTEMPT + _row_values(1, 6), attempts)
+            conn.executemany(_UPDATE_DELIVERIES.format(values=_row_values(1, 8)), updates)
+        else:
+            for i in range(0, len(batch), _ROWS_PER_STATEMENT):
+                chunk_a = attempts[i : i + _ROWS_PER_STATEMENT]
+                chunk_u = updates[i : i + _ROWS_PER_STATEMENT]
+                conn.execute(
+                    _INSERT_ATTEMPT + _row_values(len(chunk_a), 6),
+                    [v for row in chunk_a for v in row],
                 )
-                for (d, at, r, next_at), now, state in zip(batch, stamps, states, strict=True)
-            ],
-        )
-        owners = dict(
-            conn.execute(
-                "SELECT id, listener FROM deliveries WHERE id IN (SELECT value FROM json_each(?))",
-                (dumps([d for d, *_ in batch]),),
-            ).fetchall()
-        )
+                conn.execute(
+                    _UPDATE_DELIVERIES.format(values=_row_values(len(chunk_u), 8)),
+                    [v for row in chunk_u for v in row],
+                )
+        (owned,) = conn.execute(
+            "SELECT json_group_array(json_array(id, listener)) FROM deliveries "
+            "WHERE id IN (SELECT value FROM json_each(?))",
+            (dumps(ids),),
+        ).fetchone()
+        owners: dict[int, str] = dict(orjson.loads(owned))
         # Each listener's row once per batch, as if its attempts had been applied in turn.
         touched: dict[str, dict[str, Any]] = {}
         failing_from: dict[str, str | None] = {}
@@ -341,6 +402,17 @@ class SQLiteQueue(SQLiteBase):
 
     async def watch_deliveries(self, wake: Callable[[], None]) -> None:
         return None
+
+
+def _due_order(head: tuple[float, int, Any]) -> tuple[float, int]:
+    return head[0], head[1]
+
+
+def _event_time(text: str) -> datetime:
+    moment = parse_iso(text)
+    if moment is None:
+        raise ValueError("an event's timestamp is NULL")
+    return moment
 
 
 def _queued_entry(row: Mapping[str, Any]) -> QueuedEntry:
