@@ -15,15 +15,16 @@ from collections.abc import Callable, Coroutine, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
-
-import sqlite_utils
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from bridge.errors import NoStateError, StoreError
 from bridge.models import AttemptResult, Event, SourceState
 from bridge.store._rows import event_from_row, source_from_row
 from bridge.store.base import SCHEMA_VERSION, Access
 from bridge.store.sqlite.schema import MIGRATIONS
+
+if TYPE_CHECKING:
+    import sqlite_utils
 
 T = TypeVar("T")
 
@@ -182,9 +183,16 @@ class SQLiteBase:
 
     @property
     def database(self) -> sqlite_utils.Database:
-        """The same connection through sqlite-utils (schema changes and inspection queries)."""
+        """The same connection through sqlite-utils (schema changes and inspection queries).
+
+        Made on first use: the hot path and most CLI verbs never need it, and importing
+        sqlite-utils costs ~60 ms of a CLI call's start-up."""
         if self.db is None:
-            raise StoreError("use", "the store is not open", location=self.location)
+            if self._conn is None:
+                raise StoreError("use", "the store is not open", location=self.location)
+            import sqlite_utils
+
+            self.db = sqlite_utils.Database(self._conn)
         return self.db
 
     @property
@@ -233,7 +241,7 @@ class SQLiteBase:
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA foreign_keys = ON")
         self._conn = conn
-        self.db = sqlite_utils.Database(conn)
+        self.db = None
         try:
             self._migrate()
         except BaseException:
@@ -272,7 +280,7 @@ class SQLiteBase:
                 location=self.location,
             )
         self._conn = conn
-        self.db = sqlite_utils.Database(conn)
+        self.db = None
 
     def _connect(self, uri: str) -> tuple[sqlite3.Connection, int]:
         """Connect to ``uri`` for :meth:`_attach`, and read its schema version."""
@@ -329,6 +337,7 @@ class SQLiteBase:
         self._executor = None
 
     def _close(self) -> None:
+        self.db = None
         if self._conn is not None:
             self._conn.close()
             self._conn = None

@@ -7,10 +7,12 @@ The migrations up to 4 are SQL scripts; later ones use sqlite-utils, whose ``add
 from __future__ import annotations
 
 from collections.abc import Callable
-
-import sqlite_utils
+from typing import TYPE_CHECKING
 
 from bridge.store.base import SCHEMA_VERSION
+
+if TYPE_CHECKING:
+    import sqlite_utils
 
 
 def _add_claimed_at(db: sqlite_utils.Database) -> None:
