@@ -49,18 +49,22 @@ def until(moment: datetime | None, now: datetime) -> str:
     return "due" if seconds <= 0 else f"in {span(seconds)}"
 
 
-def span(seconds: float) -> str:
-    """A rough, short duration: ``850ms``, ``12s``, ``3m``, ``2h5m``, ``4d``."""
+def span(seconds: float, *, spaced: bool = False) -> str:
+    """A rough, short duration: ``850ms``, ``12s``, ``3m``, ``2h5m``, ``4d``; ``spaced`` for
+    prose (the console): ``850 ms``, ``12 s``, ``3 min``, ``2 h 5 min``, ``4 d``."""
+    sep, minutes = (" ", "min") if spaced else ("", "m")
     if seconds < 1:
-        return f"{seconds * 1000:.0f}ms"
+        return f"{seconds * 1000:.0f}{sep}ms"
     if seconds < 60:
-        return f"{seconds:.0f}s"
+        return f"{seconds:.0f}{sep}s"
     if seconds < 3600:
-        return f"{seconds // 60:.0f}m"
+        return f"{seconds // 60:.0f}{sep}{minutes}"
     if seconds < 86400:
         hours, rest = divmod(int(seconds), 3600)
-        return f"{hours}h{rest // 60}m" if rest >= 60 else f"{hours}h"
-    return f"{seconds // 86400:.0f}d"
+        if rest < 60:
+            return f"{hours}{sep}h"
+        return f"{hours}{sep}h{sep}{rest // 60}{sep}{minutes}"
+    return f"{seconds // 86400:.0f}{sep}d"
 
 
 def stamp(moment: datetime | None) -> str:

@@ -17,7 +17,7 @@ import orjson
 from bridge.console.sparkline import Buckets, delivery_outcome
 from bridge.core.extract import key_text
 from bridge.core.payload import event_envelope
-from bridge.display import stamp
+from bridge.display import span, stamp
 from bridge.models import Event
 from bridge.state_view import (
     parse_time,
@@ -34,16 +34,7 @@ MAX_PAGES = 10
 
 
 def _amount(seconds: float) -> str:
-    if seconds < 1:
-        return f"{seconds * 1000:.0f} ms"
-    if seconds < 60:
-        return f"{seconds:.0f} s"
-    if seconds < 3600:
-        return f"{seconds // 60:.0f} min"
-    if seconds < 86400:
-        hours, rest = divmod(int(seconds), 3600)
-        return f"{hours} h {rest // 60} min" if rest >= 60 else f"{hours} h"
-    return f"{seconds // 86400:.0f} d"
+    return span(seconds, spaced=True)
 
 
 def relative(moment: datetime | None, now: datetime) -> str:

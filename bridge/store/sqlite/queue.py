@@ -36,6 +36,14 @@ def _row_values(rows: int, columns: int) -> str:
     return ", ".join([row] * rows)
 
 
+_CHAIN_HEAD = """NOT EXISTS (
+    SELECT 1 FROM deliveries p
+    WHERE p.listener = d.listener AND p.source = d.source
+      AND p.key_text = d.key_text AND p.state = 'pending'
+      AND p.event_seq < d.event_seq)"""
+"""Delivery ``d`` is the head of its (listener, source, key) chain: per-key order."""
+
+
 class SQLiteQueue(SQLiteBase):
     """The delivery queue (:class:`bridge.store.base.DeliveryQueue`).
 
@@ -54,7 +62,7 @@ class SQLiteQueue(SQLiteBase):
         # back as one row of JSON: sqlite3 lets go of the GIL for every row it steps to, and
         # taking it back from a busy event loop can wait a whole switch interval (5 ms).
         (text,) = self.conn.execute(
-            """
+            f"""
             SELECT json_group_array(json_array(
                 h.id, h.attempts, printf('%!.17g', h.next_at), e.seq, e.id, e.source, e.key,
                 e.type, e.timestamp, e.before, e.after, e.changes, e.type_name))
@@ -63,15 +71,11 @@ class SQLiteQueue(SQLiteBase):
                 FROM deliveries d
                 WHERE d.listener = :listener AND d.state = 'pending' AND d.next_at <= :now
                   AND d.id NOT IN (SELECT value FROM json_each(:exclude))
-                  AND NOT EXISTS (
-                    SELECT 1 FROM deliveries p
-                    WHERE p.listener = d.listener AND p.source = d.source
-                      AND p.key_text = d.key_text AND p.state = 'pending'
-                      AND p.event_seq < d.event_seq)
+                  AND {_CHAIN_HEAD}
                 ORDER BY d.next_at, d.id
                 LIMIT :limit
             ) h JOIN events e ON e.seq = h.event_seq
-            """,
+            """,  # noqa: S608 - a constant fragment, no input
             {"listener": listener, "now": now, "limit": limit, "exclude": dumps(exclude_ids)},
         ).fetchone()
         heads = [(float(h[2]), h[0], h) for h in orjson.loads(text)]
@@ -105,16 +109,12 @@ class SQLiteQueue(SQLiteBase):
 
     def _next_due_at(self, listeners: list[str], exclude_ids: list[int]) -> float | None:
         row = self.conn.execute(
-            """
+            f"""
             SELECT MIN(d.next_at) FROM deliveries d
             WHERE d.state = 'pending' AND d.listener IN (SELECT value FROM json_each(:listeners))
               AND d.id NOT IN (SELECT value FROM json_each(:exclude))
-              AND NOT EXISTS (
-                SELECT 1 FROM deliveries p
-                WHERE p.listener = d.listener AND p.source = d.source
-                  AND p.key_text = d.key_text AND p.state = 'pending'
-                  AND p.event_seq < d.event_seq)
-            """,
+              AND {_CHAIN_HEAD}
+            """,  # noqa: S608 - a constant fragment, no input
             {"listeners": dumps(listeners), "exclude": dumps(exclude_ids)},
         ).fetchone()
         return None if row[0] is None else float(row[0])
