@@ -12,16 +12,16 @@ import contextlib
 import os
 import sqlite3
 from collections.abc import Callable, Coroutine, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from bridge.errors import NoStateError, StoreError
 from bridge.models import AttemptResult, Event, SourceState
 from bridge.store._rows import event_from_row, source_from_row
 from bridge.store.base import SCHEMA_VERSION, Access
 from bridge.store.sqlite.schema import MIGRATIONS
+from bridge.store.sqlite.thread import StoreThread
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -59,7 +59,7 @@ class SQLiteBase:
         self.location = str(path)
         self.access: Access = access
         self._busy_timeout_s = busy_timeout_s
-        self._executor: ThreadPoolExecutor | None = None
+        self._thread = StoreThread(self.location, self._guarded)
         self._conn: sqlite3.Connection | None = None
         self._identity: tuple[int, int] | None = None
         """The open database file's (device, inode), to notice it deleted or replaced."""
@@ -68,91 +68,22 @@ class SQLiteBase:
             tuple[int, datetime, AttemptResult, float | None, asyncio.Future[str]]
         ] = []
         self._attempts_writer: asyncio.Task[None] | None = None
-        self._calls: dict[object, float] = {}
-        """In-flight calls (queued for the worker thread or running on it) -> loop time begun."""
-        self._queued: list[_Call] = []
-        self._handing_off = False
 
     def _run(self, fn: Callable[..., T], *args: Any) -> Coroutine[Any, Any, T]:
-        """Run ``fn(*args)`` on the worker thread, in call order.
-
-        Calls made while the thread is busy (or in the same turn of the event loop) go to it
-        together, in one hand-over: each hand-over costs both threads a round of the GIL,
-        more than a small statement does.
-        """
-        return self._submit(fn, args, first=False)  # (no coroutine of its own: the hot path)
+        """Run ``fn(*args)`` on the store's thread, in call order (:class:`StoreThread`)."""
+        return self._thread.run(fn, args, first=False)  # (no coroutine of its own: the hot path)
 
     def _run_first(self, fn: Callable[..., T], *args: Any) -> Coroutine[Any, Any, T]:
         """Like :meth:`_run`, but ahead of the calls waiting for the thread, and handed back
         as soon as it is done rather than with the rest of its hand-over: for a read (and
         write) that others wait for and that no waiting call's outcome can change, such as
         a claim of due deliveries behind a batch of attempts being recorded."""
-        return self._submit(fn, args, first=True)
+        return self._thread.run(fn, args, first=True)
 
-    async def _submit(self, fn: Callable[..., T], args: tuple[Any, ...], *, first: bool) -> T:
-        if self._executor is None:
-            raise StoreError("use", "the store is not open", location=self.location)
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[T] = loop.create_future()
-        self._queued.append(_Call(fn, args, done, first))
-        if not self._handing_off:
-            self._handing_off = True
-            loop.call_soon(self._hand_off, loop)
-        call = object()
-        self._calls[call] = loop.time()
-        try:
-            return await done
-        finally:
-            del self._calls[call]
-
-    def _hand_off(self, loop: asyncio.AbstractEventLoop) -> None:
-        live = [call for call in self._queued if not call.done.cancelled()]
-        batch = [c for c in live if c.first] + [c for c in live if not c.first]
-        self._queued = []
-        if not batch or self._executor is None:
-            self._handing_off = False
-            for call in batch:
-                call.done.set_exception(
-                    StoreError("use", "the store is not open", location=self.location)
-                )
-            return
-        work = loop.run_in_executor(self._executor, self._run_batch, batch, loop)
-        work.add_done_callback(lambda w: self._handed_back(loop, batch, w))
-
-    def _handed_back(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        batch: list[_Call],
-        work: asyncio.Future[list[tuple[bool, Any]]],
-    ) -> None:
-        if work.cancelled() or work.exception() is not None:
-            error = work.exception() if not work.cancelled() else None
-            outcomes: list[tuple[bool, Any]] = [
-                (False, error or asyncio.CancelledError()) for _ in batch
-            ]
-        else:
-            outcomes = work.result()
-        for call, (ok, value) in zip(batch, outcomes, strict=True):
-            _settle_call(call.done, ok, value)
-        if self._queued:
-            self._hand_off(loop)
-        else:
-            self._handing_off = False
-
-    def _run_batch(
-        self, calls: list[_Call], loop: asyncio.AbstractEventLoop
-    ) -> list[tuple[bool, Any]]:
-        outcomes: list[tuple[bool, Any]] = []
-        for i, call in enumerate(calls):
-            try:
-                outcome: tuple[bool, Any] = (True, self._guarded(call.fn, call.args))
-            except Exception as exc:
-                outcome = (False, exc)
-            outcomes.append(outcome)
-            if call.first and i + 1 < len(calls):
-                with contextlib.suppress(RuntimeError):  # a closed loop: settled with the rest
-                    loop.call_soon_threadsafe(_settle_call, call.done, *outcome)
-        return outcomes
+    def oldest_call_s(self) -> float:
+        """How long the oldest store call still waiting or running has taken (0 if none): a
+        stuck disk shows here before anything times out."""
+        return self._thread.oldest_call_s()
 
     async def location_problem(self) -> str | None:
         if self._identity is None:
@@ -163,13 +94,6 @@ class SQLiteBase:
         if now != self._identity:
             return "the state file was replaced by another file while the daemon was using it"
         return None
-
-    def oldest_call_s(self) -> float:
-        """How long the oldest store call still waiting or running has taken (0 if none): a
-        stuck disk shows here before anything times out."""
-        if not self._calls:
-            return 0.0
-        return asyncio.get_running_loop().time() - min(self._calls.values())
 
     def _guarded(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
         try:
@@ -202,12 +126,11 @@ class SQLiteBase:
         return self._conn
 
     async def open(self) -> None:
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pollbridge-sqlite")
+        self._thread.start()
         try:
             await self._run(self._open)
         except BaseException:
-            self._executor.shutdown(wait=False)
-            self._executor = None
+            self._thread.stop(wait=False)
             raise
 
     def open_sync(self) -> None:
@@ -330,11 +253,10 @@ class SQLiteBase:
                 raise
 
     async def close(self) -> None:
-        if self._executor is None:
+        if not self._thread.running:
             return
         await self._run(self._close)
-        self._executor.shutdown(wait=True)
-        self._executor = None
+        self._thread.stop(wait=True)
 
     def _close(self) -> None:
         self.db = None
@@ -369,25 +291,6 @@ class SQLiteBase:
             f"ON CONFLICT (name) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in cols)}",
             (listener, *fields.values()),
         )
-
-
-class _Call(NamedTuple):
-    """One call waiting for (or running on) the worker thread."""
-
-    fn: Callable[..., Any]
-    args: tuple[Any, ...]
-    done: asyncio.Future[Any]
-    first: bool
-    """Goes ahead of the waiting calls, and is handed back as soon as it is done."""
-
-
-def _settle_call(done: asyncio.Future[Any], ok: bool, value: Any) -> None:
-    if done.done():
-        return  # its caller was cancelled (the call ran all the same), or settled early
-    if ok:
-        done.set_result(value)
-    else:
-        done.set_exception(value)
 
 
 def _file_identity(path: Path) -> tuple[int, int] | None:

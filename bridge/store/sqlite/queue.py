@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
-from bridge.core.queue_rules import QueuedEntry, coalescible_tail, state_after_attempt
+from bridge.core.queue_rules import state_after_attempt
 from bridge.models import AttemptResult, Delivery, Event
 from bridge.store._rows import dumps, key_from_json, loads
-from bridge.store.base import MergeUpdates
-from bridge.store.sqlite._base import SQLiteBase, iso, parse_iso, rollback, row_to_event
+from bridge.store.sqlite._base import iso, parse_iso, rollback
+from bridge.store.sqlite.coalesce import SQLiteCoalescing
 
 _ROWS_PER_STATEMENT = 100
 """Attempts written by one statement (8 parameters each, well under SQLite's limit)."""
@@ -44,7 +44,7 @@ _CHAIN_HEAD = """NOT EXISTS (
 """Delivery ``d`` is the head of its (listener, source, key) chain: per-key order."""
 
 
-class SQLiteQueue(SQLiteBase):
+class SQLiteQueue(SQLiteCoalescing):
     """The delivery queue (:class:`bridge.store.base.DeliveryQueue`).
 
     One process owns a SQLite file (the state lock), so who holds a claim is the dispatcher's
@@ -307,99 +307,6 @@ class SQLiteQueue(SQLiteBase):
             )
         return int(row.fetchone()[0])
 
-    async def coalesce_pending(
-        self, listener: str, at: datetime, exclude_ids: Sequence[int], merge: MergeUpdates
-    ) -> int:
-        return await self._run(self._coalesce_pending, listener, at, list(exclude_ids), merge)
-
-    def _coalesce_pending(
-        self, listener: str, at: datetime, exclude_ids: list[int], merge: MergeUpdates
-    ) -> int:
-        conn = self.conn
-        excluded = set(exclude_ids)
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            keys = conn.execute(
-                """
-                SELECT source, key_text FROM deliveries
-                WHERE listener = :listener AND state = 'pending' AND attempts = 0
-                  AND claimed_at IS NULL AND id NOT IN (SELECT value FROM json_each(:exclude))
-                GROUP BY source, key_text HAVING COUNT(*) >= 2
-                """,
-                {"listener": listener, "exclude": dumps(exclude_ids)},
-            ).fetchall()
-            merged = 0
-            for source, key_text in keys:
-                merged += self._coalesce_key(listener, source, key_text, at, excluded, merge)
-            conn.execute("COMMIT")
-        except BaseException:
-            rollback(conn)
-            raise
-        return merged
-
-    def _coalesce_key(
-        self,
-        listener: str,
-        source: str,
-        key_text: str,
-        at: datetime,
-        excluded: set[int],
-        merge: MergeUpdates,
-    ) -> int:
-        from bridge.core.ids import new_event_id
-
-        chain = self.conn.execute(
-            """
-            SELECT d.id AS delivery_id, d.attempts, d.next_at, d.claimed_at, e.*
-            FROM deliveries d JOIN events e ON e.seq = d.event_seq
-            WHERE d.listener = ? AND d.source = ? AND d.key_text = ? AND d.state = 'pending'
-            ORDER BY d.event_seq
-            """,
-            (listener, source, key_text),
-        ).fetchall()
-        run = coalescible_tail(chain, _queued_entry, excluded)
-        if not run:
-            return 0
-        events = [row_to_event(r) for r in run]
-        changes = merge(events)
-        now = iso(at)
-        into: int | None = None
-        if changes is not None:
-            cur = self.conn.execute(
-                "INSERT INTO events (id, source, key_text, key, type, timestamp, before, after, "
-                "changes) VALUES (?, ?, ?, ?, 'updated', ?, ?, ?, ?)",
-                (
-                    new_event_id(events[-1].timestamp),
-                    source,
-                    key_text,
-                    run[-1]["key"],
-                    run[-1]["timestamp"],
-                    run[0]["before"],
-                    run[-1]["after"],
-                    dumps(changes),
-                ),
-            )
-            cur = self.conn.execute(
-                "INSERT INTO deliveries (event_seq, listener, source, key_text, next_at, "
-                "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    cur.lastrowid,
-                    listener,
-                    source,
-                    key_text,
-                    min(r["next_at"] for r in run),
-                    now,
-                    now,
-                ),
-            )
-            into = cur.lastrowid
-        self.conn.execute(
-            "UPDATE deliveries SET state = 'coalesced', coalesced_into = ?, updated_at = ? "
-            "WHERE id IN (SELECT value FROM json_each(?))",
-            (into, now, dumps([r["delivery_id"] for r in run])),
-        )
-        return len(run) - (0 if into is None else 1)
-
     async def watch_deliveries(self, wake: Callable[[], None]) -> None:
         return None
 
@@ -413,12 +320,6 @@ def _event_time(text: str) -> datetime:
     if moment is None:
         raise ValueError("an event's timestamp is NULL")
     return moment
-
-
-def _queued_entry(row: Mapping[str, Any]) -> QueuedEntry:
-    return QueuedEntry(
-        row["delivery_id"], row["type"], row["attempts"], row["claimed_at"] is not None
-    )
 
 
 def _settle(done: asyncio.Future[str], outcome: str | Exception) -> None:
