@@ -49,6 +49,8 @@ import orjson
 from _common import machine_line, print_table
 
 NS = (1_000, 10_000, 100_000, 1_000_000)
+COLD_WORKER = False
+"""Set by --cold-worker: the cycles' workers hold no previous hashes."""
 
 
 # -- the API ---------------------------------------------------------------------------------
@@ -206,6 +208,14 @@ async def _child(args: argparse.Namespace) -> dict[str, Any]:
         t = time.perf_counter()
         await pipeline.recorder.snapshot(source.name)
         load_s = time.perf_counter() - t
+        if args.workers and not args.cold_worker:
+            # and its worker analysed the previous poll, so it holds the previous hashes: a
+            # dry run of the unchanged body (uncounted) leaves this one's worker the same way
+            before_path = db.with_suffix(f".{args.k}.before.toml")
+            _write_config(before_path, db, args.port, args.n, 0, 0, args.workers, args.flow)
+            before = load_config(before_path, os.environ).source("bench")
+            warm = await pipeline.poll(before, commit=False)
+            assert warm.ok and warm.result == "unchanged", warm
         wal = Path(f"{db}-wal")
         dispatch = None
         if args.flow:
@@ -314,6 +324,8 @@ def _run_child(
     cmd = [sys.executable, __file__, "--child", mode, "--n", str(n), "--k", str(k)]
     cmd += ["--port", str(port), "--db", str(db), "--workers", str(workers)]
     cmd += ["--flow", str(flow)]
+    if COLD_WORKER:
+        cmd.append("--cold-worker")
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=1800)
     if proc.returncode != 0:
         raise SystemExit(f"case {mode} N={n} k={k} failed:\n{proc.stderr}")
@@ -343,18 +355,29 @@ def main() -> None:
         help="for N >= 100k, one more k = 10 cycle while this many webhooks of another source "
         "are being delivered (0: skip)",
     )
+    parser.add_argument(
+        "--cold-worker",
+        action="store_true",
+        help="the worker holds no previous hashes (as after a restart): all are sent to it",
+    )
     parser.add_argument("--child", choices=["prep", "cycle"], help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--k", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--db", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    global COLD_WORKER
+    COLD_WORKER = args.cold_worker
     if args.child:
         args.mode = args.child
         print(json.dumps(asyncio.run(_child(args))))
         return
 
-    print(f"# bench_poll: {machine_line()}, analysis_workers = {args.workers}", flush=True)
+    worker = "cold (holds no previous hashes)" if args.cold_worker else "warm"
+    print(
+        f"# bench_poll: {machine_line()}, analysis_workers = {args.workers}, worker {worker}",
+        flush=True,
+    )
     bodies = _Bodies()
     server, port = start_api(bodies)
     rows = []

@@ -23,7 +23,8 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from itertools import islice
 from pathlib import Path
 from typing import IO, Any, cast
@@ -34,7 +35,7 @@ import bridge
 from bridge.analysis import gc_paused
 from bridge.analysis_worker import STREAM_MIN_BYTES, Job, read_message, write_message
 from bridge.config import SourceConfig
-from bridge.core.analysis import Planned, plan_from_upserts
+from bridge.core.analysis import Planned, SnapshotStep, plan_from_upserts
 from bridge.errors import ExtractError, PollError
 from bridge.http.spool import SpoolPolicy
 from bridge.models import Item
@@ -71,6 +72,9 @@ class _Worker:
         self.stdout = cast(IO[bytes], self.proc.stdout)
         self.healthy = True
         self.last_run: dict[str, float] = {}
+        self.kept: tuple[str, int] | None = None
+        """The (source, snapshot version) whose previous hashes the process holds from its
+        last job, so that the next job of that source sends none, or only a commit's change."""
 
     def wait_ready(self) -> None:
         """Block until the worker says it is ready (it has imported what it needs); runs in a
@@ -89,18 +93,20 @@ class _Worker:
         return self.proc.pid
 
     def exchange(
-        self, job: Job, old_hashes: Mapping[str, str]
+        self, job: Job, old_hashes: Mapping[str, str], step: SnapshotStep | None = None
     ) -> tuple[int, list[Item], list[str]] | dict[str, str]:
-        """Send ``job`` and the hashes, read the result; runs in a thread."""
+        """Send ``job`` and the hashes (all, none or ``step``, as ``job.hashes`` says), read
+        the result; runs in a thread."""
         self.last_run = {}
         try:
             write_message(self.stdin, b"J", job.encode())
-            # two arrays: a third cheaper for the worker to decode than [key, hash] pairs; in
-            # small chunks, as each holds the GIL (and so the event loop) while it is encoded
-            keys, hashes = iter(old_hashes.keys()), iter(old_hashes.values())
-            while chunk := list(islice(keys, _HASH_CHUNK)):
-                digests = list(islice(hashes, _HASH_CHUNK))
-                write_message(self.stdin, b"H", orjson.dumps([chunk, digests]))
+            if job.hashes == "full":
+                self._send_pairs(old_hashes.keys(), old_hashes.values())
+            elif job.hashes == "step" and step is not None:
+                removed = iter(step.deleted)
+                while chunk := list(islice(removed, _HASH_CHUNK)):
+                    write_message(self.stdin, b"K", orjson.dumps(chunk))
+                self._send_pairs((k for k, _ in step.upserted), (h for _, h in step.upserted))
             write_message(self.stdin, b"G", b"")
             self.stdin.flush()
             upserts: list[Item] = []
@@ -132,6 +138,15 @@ class _Worker:
         except (EOFError, OSError, ValueError) as exc:
             self.healthy = False
             raise _Died(str(exc)) from exc
+
+    def _send_pairs(self, keys: Iterable[str], digests: Iterable[str]) -> None:
+        # two arrays: a third cheaper for the worker to decode than [key, hash] pairs; in
+        # small chunks, as each holds the GIL (and so the event loop) while it is encoded
+        keys, digests = iter(keys), iter(digests)
+        while chunk := list(islice(keys, _HASH_CHUNK)):
+            write_message(
+                self.stdin, b"H", orjson.dumps([chunk, list(islice(digests, _HASH_CHUNK))])
+            )
 
     def kill(self) -> None:
         self.healthy = False
@@ -192,6 +207,9 @@ class AnalysisPool:
         self._warming: asyncio.Task[None] | None = None
         self.last_run: dict[str, float] = {}
         """The last analysis's CPU seconds and the worker's peak RSS (for logs, benchmarks)."""
+        self.last_sent = ""
+        """How the last analysis's previous hashes went to the worker: ``full``, ``kept``
+        (none: it held them) or ``step`` (only the last commit's change)."""
 
     async def warm(self, start_timeout_s: float = _START_WAIT_S) -> None:
         """Start a worker now, so the first large response does not wait for one."""
@@ -248,8 +266,16 @@ class AnalysisPool:
         old_hashes: Mapping[str, str],
         *,
         keep_all: bool,
+        version: int | None = None,
+        step: SnapshotStep | None = None,
     ) -> Planned:
-        """Analyse the spooled response of ``source`` in a worker; raise PollError on failure."""
+        """Analyse the spooled response of ``source`` in a worker; raise PollError on failure.
+
+        ``version`` is the snapshot version ``old_hashes`` are of, and ``step`` the change
+        that made it from the version before, if known: a worker that still holds the
+        hashes of that version (or of the one before) is sent none (or only the change)
+        instead of all of them.
+        """
         spec = source.spec
         job = Job(
             source=source.name,
@@ -270,8 +296,15 @@ class AnalysisPool:
             worker = await self._acquire(timeout_s)
         except _Died as exc:
             raise PollError(source.name, f"the analysis worker {exc}", url=url) from exc
+        job, sent = _what_to_send(job, worker.kept, version, step)
+        self.last_sent = job.hashes
+        worker.kept = None  # until the exchange ends: what it holds is then known again
         try:
-            result = await self._run(worker, job, old_hashes, timeout_s, url)
+            result = await self._run(worker, job, old_hashes, sent, timeout_s, url)
+            if version is not None and not (
+                isinstance(result, dict) and result["kind"] == "memory"
+            ):
+                worker.kept = (source.name, version)
         finally:
             await self._release(worker)
         if worker.last_run:
@@ -296,9 +329,15 @@ class AnalysisPool:
         return await asyncio.to_thread(plan_from_upserts, count, upserts, deleted, old_hashes)
 
     async def _run(
-        self, worker: _Worker, job: Job, old_hashes: Mapping[str, str], timeout_s: float, url: str
+        self,
+        worker: _Worker,
+        job: Job,
+        old_hashes: Mapping[str, str],
+        step: SnapshotStep | None,
+        timeout_s: float,
+        url: str,
     ) -> tuple[int, list[Item], list[str]] | dict[str, str]:
-        exchange = asyncio.ensure_future(asyncio.to_thread(worker.exchange, job, old_hashes))
+        exchange = asyncio.ensure_future(asyncio.to_thread(worker.exchange, job, old_hashes, step))
         try:
             async with asyncio.timeout(timeout_s):
                 return await asyncio.shield(exchange)
@@ -406,6 +445,19 @@ def _decode_upserts(payload: bytes) -> list[Item]:
         Item(tuple(key) if type(key) is list else key, text, value, digest)
         for key, text, value, digest in orjson.loads(payload)
     ]
+
+
+def _what_to_send(
+    job: Job, kept: tuple[str, int] | None, version: int | None, step: SnapshotStep | None
+) -> tuple[Job, SnapshotStep | None]:
+    """``job`` saying how the previous hashes come, and the step to send (if that is how)."""
+    if version is None:
+        return job, None
+    if kept == (job.source, version):
+        return replace(job, version=version, hashes="kept", base=version), None
+    if kept == (job.source, version - 1) and step is not None and step.from_version == version - 1:
+        return replace(job, version=version, hashes="step", base=version - 1), step
+    return replace(job, version=version, hashes="full"), None
 
 
 def _whole_snapshot(source: SourceConfig) -> bool:

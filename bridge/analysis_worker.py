@@ -113,6 +113,13 @@ class Job:
     stream_min_bytes: int = STREAM_MIN_BYTES
     piece_bytes: int = PIECE_BYTES
     """0: a top-level array is parsed whole (or streamed), not in pieces."""
+    version: int = -1
+    """The snapshot version the previous hashes are of (-1: not tracked)."""
+    hashes: str = "full"
+    """How they come: ``full`` (every pair follows), ``kept`` (the worker holds them from its
+    last job: ``base`` is that version, the same), or ``step`` (it holds version ``base`` =
+    ``version - 1``, and the change to apply follows: deleted keys, then set pairs)."""
+    base: int = -1
 
     def encode(self) -> bytes:
         return orjson.dumps(asdict(self))
@@ -309,6 +316,7 @@ def serve(inp: IO[bytes], out: IO[bytes]) -> None:
     gc.disable()
     write_message(out, b"R", b"")  # imported and listening: the first job waits for nothing
     out.flush()
+    kept: _Kept | None = None
     while True:
         try:
             kind, payload = read_message(inp)
@@ -317,12 +325,7 @@ def serve(inp: IO[bytes], out: IO[bytes]) -> None:
         if kind != b"J":
             raise WorkerProtocolError(f"expected a job, got {kind!r}")
         job = Job.decode(payload)
-        hashes: dict[str, str] = {}
-        while (message := read_message(inp))[0] == b"H":
-            keys, digests = orjson.loads(message[1])
-            hashes.update(zip(keys, digests, strict=True))
-        if message[0] != b"G":
-            raise WorkerProtocolError(f"expected hashes or go, got {message[0]!r}")
+        hashes, kept = _previous_hashes(inp, job, kept)
         started = _cpu_s()
         upserts = _Upserts(out)
         try:
@@ -335,14 +338,55 @@ def serve(inp: IO[bytes], out: IO[bytes]) -> None:
             write_message(out, b"X", _error("extract", str(exc)))
         except MemoryError:
             del hashes
+            kept = None
             gc.collect()
             write_message(out, b"X", _error("memory", "the analysis ran out of memory"))
         else:
             _send_result(out, planned, _cpu_s() - started)
             del planned
         out.flush()
-        hashes = {}
+        del hashes  # the job's own reference; ``kept`` holds them for the next job
         gc.collect()
+
+
+@dataclass
+class _Kept:
+    """The previous hashes of the last job's source, kept for its next job."""
+
+    source: str
+    version: int
+    hashes: dict[str, str]
+
+
+def _previous_hashes(
+    inp: IO[bytes], job: Job, kept: _Kept | None
+) -> tuple[dict[str, str], _Kept | None]:
+    """Read the previous snapshot's hashes for ``job`` (up to its go message): all of them, or
+    the change to what this worker kept from its last job of the same source."""
+    if job.hashes == "full":
+        hashes: dict[str, str] = {}
+        kept = None  # freed before the new ones arrive
+    else:
+        if kept is None or kept.source != job.source or kept.version != job.base:
+            have = "nothing" if kept is None else f"{kept.source!r} version {kept.version}"
+            raise WorkerProtocolError(
+                f"asked to reuse {job.source!r} version {job.base}, but it holds {have}"
+            )
+        if job.hashes == "step" and job.version != job.base + 1:
+            raise WorkerProtocolError(f"a step from {job.base} cannot make {job.version}")
+        hashes = kept.hashes
+    while (message := read_message(inp))[0] in (b"H", b"K"):
+        if message[0] == b"K":  # deleted keys come before the pairs set
+            for key in orjson.loads(message[1]):
+                hashes.pop(key, None)
+        else:
+            keys, digests = orjson.loads(message[1])
+            hashes.update(zip(keys, digests, strict=True))
+    if message[0] != b"G":
+        raise WorkerProtocolError(f"expected hashes or go, got {message[0]!r}")
+    if job.version < 0:
+        return hashes, None
+    return hashes, _Kept(job.source, job.version, hashes)
 
 
 def _cpu_s() -> float:

@@ -222,7 +222,14 @@ class Pipeline:
         """A spooled response, analysed in a worker process (bridge.analysis_pool)."""
         assert self.analysis is not None and fetched.spool is not None  # noqa: S101
         planned = await self.analysis.analyse(
-            source, fetched.spool, fetched.content_type, fetched.url, old.hashes, keep_all=keep_all
+            source,
+            fetched.spool,
+            fetched.content_type,
+            fetched.url,
+            old.hashes,
+            keep_all=keep_all,
+            version=old.version,
+            step=self.recorder.last_step(source.name, old.version),
         )
         return Analysis(planned.upserts, planned.plan, planned.upserts, planned.item_count)
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 from bridge.config import Config, SourceConfig
+from bridge.core.analysis import SnapshotStep
 from bridge.core.retry import MAX_RETRY_AFTER_S, poll_backoff
 from bridge.core.routing import ListenerRoute, route_change
 from bridge.errors import PollError
@@ -26,6 +27,9 @@ log = logging.getLogger("pollbridge.poll")
 
 CHANGES_ON_LOOP = 200
 """Up to this many changes are built on the event loop (a thread hand-off costs more)."""
+_STEP_MIN = 1000
+"""A commit's change is kept (for a worker's copy of the hashes) up to this size, or a quarter
+of the snapshot, whichever is more."""
 
 
 class PollRecorder:
@@ -51,6 +55,9 @@ class PollRecorder:
         self.on_commit = on_commit
         self._routes: list[ListenerRoute] = config.routes()
         self._hashes: dict[str, SnapshotHashes] = {}
+        self._steps: dict[str, SnapshotStep] = {}
+        """Per source, the change its last commit made to the cached hashes (a worker that
+        holds the version before it is sent only this)."""
 
     def reconfigure(self, config: Config) -> None:
         self.config = config
@@ -65,11 +72,22 @@ class PollRecorder:
                 return cached
         fresh = await self.store.load_hashes(source, list_hashes=detail)
         self._hashes[source] = fresh
+        self._steps.pop(source, None)
         return fresh
+
+    def last_step(self, source: str, version: int) -> SnapshotStep | None:
+        """The change that made ``version`` of the cached hashes of ``source``, if this
+        process made it (its commit, applied to the version before)."""
+        step = self._steps.get(source)
+        cached = self._hashes.get(source)
+        if step is None or cached is None or cached.version != version:
+            return None
+        return step if step.from_version == version - 1 else None
 
     def forget(self, source: str) -> None:
         """Drop what is cached for ``source`` (its state moved under this process)."""
         self._hashes.pop(source, None)
+        self._steps.pop(source, None)
         self.tracked.forget(source)
 
     async def _route(
@@ -256,6 +274,12 @@ class PollRecorder:
             if listed is not None and it.list_hash is not None:
                 listed[it.key_text] = it.list_hash
         self._hashes[source.name] = SnapshotHashes(old.version + 1, hashes, listed)
+        if len(deletes) + len(upserts) <= max(_STEP_MIN, len(hashes) // 4):
+            self._steps[source.name] = SnapshotStep(
+                old.version, tuple(deletes), tuple((it.key_text, it.hash) for it in upserts)
+            )
+        else:  # a baseline, or most of the list: sending it all costs the same, and no copy
+            self._steps.pop(source.name, None)
         if events and self.on_commit is not None:
             self.on_commit(events)
         return PollOutcome(

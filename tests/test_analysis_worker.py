@@ -167,6 +167,55 @@ async def test_worker_and_in_process_record_the_same(
             assert not list(spools.iterdir()), "every spooled body was removed"
 
 
+async def test_a_worker_reuses_the_hashes_it_holds_and_gets_only_a_commits_change(
+    tmp_path: Path, states: Callable[[str], str]
+) -> None:
+    """The worker keeps the previous hashes between polls of a source: a poll after a commit
+    sends only that commit's change, one after no commit (unchanged, a dry run, a held mass
+    delete) sends none, and anything else sends all; every poll ends exactly as in process."""
+    api = Body(_items(300))
+    fields = {"items": ROWS}
+    # what the worker holds is the snapshot its last job compared with: after a commit it
+    # needs that commit's change; after none, nothing
+    steps = [
+        (_items(300), True, "full"),  # the baseline: it holds nothing yet
+        (_items(300, changed=5), True, "step"),  # the baseline's change (small: 301 pairs)
+        (_items(300, changed=9, dropped=3), True, "step"),  # updates and deletes
+        (_items(300, changed=9, dropped=3), True, "step"),  # unchanged: nothing committed
+        (_items(300, changed=12, dropped=3), False, "kept"),  # a dry run commits nothing
+        (_items(300, changed=12, dropped=3), True, "kept"),
+        (_items(300, changed=12, dropped=250), True, "step"),  # held: would delete 247
+        (_items(300, changed=1, dropped=3), True, "kept"),
+    ]
+    with serve(api) as server:
+        url = server.url("/items")
+        async with (
+            bridge(tmp_path, url, state=states("inproc"), workers=0, **fields) as inproc,
+            bridge(tmp_path, url, state=states("apart"), workers=1, **fields) as apart,
+        ):
+            pool = apart.services.analysis
+            sent, results = [], []
+            for body, commit, _ in steps:
+                api.body = body
+                a = await inproc.poll(commit=commit)
+                b = await apart.poll(commit=commit)
+                sent.append(pool.last_sent)
+                results.append(b.result)
+                assert a.ok and b.ok, (a.error, b.error)
+                assert _summary(a) == _summary(b)
+                assert _changes(a) == _changes(b)
+                assert await inproc.stored() == await apart.stored()
+            assert results[2:4] == ["ok", "unchanged"] and results[6] == "held", results
+            assert sent == [want for *_, want in steps]
+            # a worker that is replaced holds nothing: the next poll sends every hash again
+            (pid,) = pool.idle_pids
+            os.kill(pid, signal.SIGKILL)
+            api.body = _items(300, changed=2, dropped=3)
+            a, b = await inproc.poll(), await apart.poll()
+            assert pool.last_sent == "full" and _changes(a) == _changes(b)
+            assert await inproc.stored() == await apart.stored()
+
+
 CORPUS = [
     ("rss2.xml", "rss", "application/rss+xml", "$[*]", "$.id"),
     ("atom.xml", "rss", "application/atom+xml", "$[*]", "$.id"),

@@ -29,6 +29,16 @@ class Planned:
     """The created and updated items in response order; every item when ``keep_all``."""
 
 
+@dataclass(frozen=True)
+class SnapshotStep:
+    """How a source's snapshot hashes went from ``from_version`` to the next version: the keys
+    removed, then the (key text, hash) pairs set, in that order (what a commit wrote)."""
+
+    from_version: int
+    deleted: tuple[str, ...]
+    upserted: tuple[tuple[str, str], ...]
+
+
 def plan_items(
     items: Iterable[Item],
     old_hashes: Mapping[str, str],
