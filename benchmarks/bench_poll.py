@@ -49,8 +49,6 @@ import orjson
 from _common import machine_line, print_table
 
 NS = (1_000, 10_000, 100_000, 1_000_000)
-COLD_WORKER = False
-"""Set by --cold-worker: the cycles' workers hold no previous hashes."""
 
 
 # -- the API ---------------------------------------------------------------------------------
@@ -319,12 +317,20 @@ async def _child(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _run_child(
-    mode: str, n: int, k: int, port: int, db: Path, workers: int, flow: int = 0
+    mode: str,
+    n: int,
+    k: int,
+    port: int,
+    db: Path,
+    workers: int,
+    flow: int = 0,
+    *,
+    cold_worker: bool = False,
 ) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--child", mode, "--n", str(n), "--k", str(k)]
     cmd += ["--port", str(port), "--db", str(db), "--workers", str(workers)]
     cmd += ["--flow", str(flow)]
-    if COLD_WORKER:
+    if cold_worker:
         cmd.append("--cold-worker")
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=1800)
     if proc.returncode != 0:
@@ -366,8 +372,6 @@ def main() -> None:
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--db", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    global COLD_WORKER
-    COLD_WORKER = args.cold_worker
     if args.child:
         args.mode = args.child
         print(json.dumps(asyncio.run(_child(args))))
@@ -402,7 +406,9 @@ def main() -> None:
                 bodies.get(n, k, 1)  # encoded before the clock starts
                 if flow:
                     bodies.get(flow, 0, 0)
-                r = _run_child("cycle", n, k, port, db, args.workers, flow)
+                r = _run_child(
+                    "cycle", n, k, port, db, args.workers, flow, cold_worker=args.cold_worker
+                )
                 label = "worker" if r["apart"] else "in process"
                 if flow:
                     flows.append(

@@ -10,8 +10,9 @@ messages are sent and decoded in a thread a chunk at a time, so the event loop n
 a parse and the daemon never holds the response's object tree.
 
 A worker that dies (a crash, the kernel's out-of-memory killer), runs out of memory, or takes
-longer than the source's ``timeout`` to start or to finish fails that poll with a :class:`~bridge.errors.PollError`
-naming the source; it is stopped and a new one started for the next analysis.
+longer than the source's ``timeout`` to start or to finish fails that poll with a
+:class:`~bridge.errors.PollError` naming the source; it is stopped and a new one started for
+the next analysis.
 """
 
 from __future__ import annotations

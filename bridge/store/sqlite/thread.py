@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple, TypeVar
 
@@ -45,14 +45,9 @@ class StoreThread:
             self._executor.shutdown(wait=wait)
             self._executor = None
 
-    def run(
-        self, fn: Callable[..., T], args: tuple[Any, ...], *, first: bool
-    ) -> Coroutine[Any, Any, T]:
+    async def run(self, fn: Callable[..., T], args: tuple[Any, ...], *, first: bool) -> T:
         """Run ``fn(*args)`` on the thread, in call order; ``first``: ahead of the calls
         waiting, and handed back as soon as it is done."""
-        return self._submit(fn, args, first=first)
-
-    async def _submit(self, fn: Callable[..., T], args: tuple[Any, ...], *, first: bool) -> T:
         if self._executor is None:
             raise StoreError("use", "the store is not open", location=self.location)
         loop = asyncio.get_running_loop()
