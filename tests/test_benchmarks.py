@@ -86,3 +86,11 @@ def test_bench_incremental_prints_its_table() -> None:
     assert rows["full list (snapshot)"][-1] == rows["incremental window"][-1] == "10"
     assert rows["incremental window"][1] == "1"  # one request for the window
     assert "full / incremental" in rows
+
+
+def test_bench_cli_poll_prints_its_table() -> None:
+    """bench_cli_poll times a small dry run beside the bare fetch+parse processes."""
+    out = _run("bench_cli_poll.py", "--n", "2000", "--k", "3", "--pairs", "1")
+    rows = {r[0]: r for r in _rows(out)[1:]}
+    assert set(rows) == {"1", "median"}
+    assert float(rows["median"][-2]) > 0  # the wall ratio

@@ -43,18 +43,21 @@ class SQLiteSnapshotReads(SQLiteBase):
             row = conn.execute(
                 "SELECT snapshot_version FROM sources WHERE name = ?", (source,)
             ).fetchone()
-            hashes = dict(
-                conn.execute("SELECT key_text, hash FROM items WHERE source = ?", (source,))
-            )
+            # one JSON object built by SQLite, parsed by orjson: half the time of a Python
+            # tuple per row (0.10-0.13 s against 0.19-0.30 at 200k items)
+            (text,) = conn.execute(
+                "SELECT json_group_object(key_text, hash) FROM items WHERE source = ?",
+                (source,),
+            ).fetchone()
+            hashes = orjson.loads(text)
             list_hashes = None
             if with_list_hashes:
-                list_hashes = dict(
-                    conn.execute(
-                        "SELECT key_text, list_hash FROM items WHERE source = ? "
-                        "AND list_hash IS NOT NULL",
-                        (source,),
-                    )
-                )
+                (text,) = conn.execute(
+                    "SELECT json_group_object(key_text, list_hash) FROM items "
+                    "WHERE source = ? AND list_hash IS NOT NULL",
+                    (source,),
+                ).fetchone()
+                list_hashes = orjson.loads(text)
         finally:
             conn.execute("COMMIT")
         return SnapshotHashes(row[0] if row else 0, hashes, list_hashes)
