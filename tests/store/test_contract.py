@@ -585,3 +585,21 @@ async def test_list_hashes_are_stored_beside_detail_items(store: Store):
     assert await store.load_items("orders", ["a"]) == {"a": ("a", a.value)}
     other = await store.load_hashes("elsewhere", list_hashes=True)
     assert (other.version, other.hashes, other.list_hashes) == (0, {}, {})
+
+
+async def test_hashes_come_back_for_keys_of_any_text(store: Store):
+    """Keys with quotes, backslashes, control and non-BMP characters, and composite keys,
+    come back from load_hashes exactly as committed (the backends build them as JSON)."""
+    keys: list[ItemKey] = [
+        'say "hi"',
+        "back\\slash",
+        "tab\tnew\nline",
+        "\u2028",
+        "😀",
+        "",
+        ("a", "b"),
+    ]
+    items = [item(k, v=i) for i, k in enumerate(keys)]
+    await store.commit_poll(commit("odd", upserts=items, expected_version=0))
+    snap = await store.load_hashes("odd")
+    assert snap.hashes == {it.key_text: it.hash for it in items}
