@@ -28,16 +28,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import _common  # noqa: F401 - puts the checkout first on sys.path
 import orjson
 from _common import ROOT, machine_line, print_table
-from bench_poll import make_items
+from bench_poll import make_items, start_api
 
 BARE = (
     "import sys, urllib.request, orjson\n"
@@ -52,31 +50,13 @@ BARE_NO_GC = "import gc; gc.disable()\n" + BARE
 """The same with the garbage collector off (a parse of many objects then takes half the time)."""
 
 
-class _API:
-    """Serves the current body at any path; ``body`` is swapped between phases."""
+class _Current:
+    """What the API of ``bench_poll.start_api`` serves here: one body, swapped between phases."""
 
-    def __init__(self) -> None:
-        self.body = b"[]"
-        outer = self
+    body = b"[]"
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self) -> None:
-                body = outer.body
-                self.send_response(200)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/items"
+    def get(self, n: int, k: int, version: int) -> bytes:
+        return self.body
 
 
 def _run(cmd: list[str], env: dict[str, str]) -> tuple[float, float, float, bytes]:
@@ -100,8 +80,10 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=5, help="rounds of the three processes")
     args = parser.parse_args()
     print(f"# bench_cli_poll: {machine_line()}", flush=True)
-    api = _API()
+    api = _Current()
     api.body = orjson.dumps(make_items(args.n, 0, 0))
+    _, port = start_api(api)  # type: ignore[arg-type]  # it only calls get()
+    url = f"http://127.0.0.1:{port}/items/{args.n}"
     changed = orjson.dumps(make_items(args.n, args.k, 1))
     pollbridge = str(Path(sys.executable).with_name("pollbridge"))
     if not Path(pollbridge).exists():
@@ -119,7 +101,7 @@ log_level = "warning"
 
 [[sources]]
 name = "bench"
-url = "{api.url}"
+url = "{url}"
 every = "1h"
 timeout = "600s"
 max_bytes = "4GiB"
@@ -131,8 +113,8 @@ secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 """
         )
         poll = [pollbridge, "poll", "bench", "--config", str(config)]
-        bare = [sys.executable, "-c", BARE, api.url]
-        bare_no_gc = [sys.executable, "-c", BARE_NO_GC, api.url]
+        bare = [sys.executable, "-c", BARE, url]
+        bare_no_gc = [sys.executable, "-c", BARE_NO_GC, url]
         t = time.perf_counter()
         _run([*poll, "--commit"], env)
         print(
