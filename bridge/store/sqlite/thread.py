@@ -1,16 +1,19 @@
 """The one thread every call of the SQLite store runs on, and how calls are handed to it.
 
-Calls made while the thread is busy (or in the same turn of the event loop) go to it together,
-in one hand-over: each hand-over costs both threads a round of the GIL, more than a small
-statement does.
+The thread takes every call waiting when it is free (calls made while it is busy, or in the
+same turn of the event loop, run together) and hands their outcomes back to the event loop in
+one go: each hand-back costs both threads a round of the GIL, more than a small statement
+does. It goes on to the calls queued meanwhile without waiting for the event loop, which may
+be busy for milliseconds at a time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
+from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple, TypeVar
 
 from bridge.errors import StoreError
@@ -19,7 +22,7 @@ T = TypeVar("T")
 
 
 class StoreThread:
-    """A single worker thread and the queue of calls waiting for it."""
+    """A single worker thread and the queues of calls waiting for it."""
 
     def __init__(
         self, location: str, guard: Callable[[Callable[..., Any], tuple[Any, ...]], Any]
@@ -27,35 +30,48 @@ class StoreThread:
         self.location = location
         self._guard = guard
         """Runs one call on the thread (turning SQLite's errors into the store's)."""
-        self._executor: ThreadPoolExecutor | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Condition()
+        """Guards the two queues and ``_stopping``; notified when a call is queued."""
+        self._first: deque[_Call] = deque()
+        """Calls that go ahead of ``_rest``."""
+        self._rest: deque[_Call] = deque()
+        self._stopping = False
         self._calls: dict[object, float] = {}
         """In-flight calls (queued for the thread or running on it) -> loop time begun."""
-        self._queued: list[_Call] = []
-        self._handing_off = False
 
     @property
     def running(self) -> bool:
-        return self._executor is not None
+        return self._thread is not None
 
     def start(self) -> None:
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pollbridge-sqlite")
+        self._stopping = False
+        # A daemon thread: a store never closed must not keep the interpreter alive; SQLite's
+        # journal makes a write cut short at exit a write that never happened.
+        self._thread = threading.Thread(target=self._serve, name="pollbridge-sqlite", daemon=True)
+        self._thread.start()
 
     def stop(self, *, wait: bool) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=wait)
-            self._executor = None
+        """No new calls; the queued ones still run. ``wait``: until they have."""
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        with self._ready:
+            self._stopping = True
+            self._ready.notify()
+        if wait and thread is not threading.current_thread():
+            thread.join()
 
     async def run(self, fn: Callable[..., T], args: tuple[Any, ...], *, first: bool) -> T:
         """Run ``fn(*args)`` on the thread, in call order; ``first``: ahead of the calls
         waiting, and handed back as soon as it is done."""
-        if self._executor is None:
+        if self._thread is None:
             raise StoreError("use", "the store is not open", location=self.location)
         loop = asyncio.get_running_loop()
         done: asyncio.Future[T] = loop.create_future()
-        self._queued.append(_Call(fn, args, done, first))
-        if not self._handing_off:
-            self._handing_off = True
-            loop.call_soon(self._hand_off, loop)
+        with self._ready:
+            (self._first if first else self._rest).append(_Call(fn, args, done, first, loop))
+            self._ready.notify()
         call = object()
         self._calls[call] = loop.time()
         try:
@@ -63,54 +79,36 @@ class StoreThread:
         finally:
             del self._calls[call]
 
-    def _hand_off(self, loop: asyncio.AbstractEventLoop) -> None:
-        live = [call for call in self._queued if not call.done.cancelled()]
-        batch = [c for c in live if c.first] + [c for c in live if not c.first]
-        self._queued = []
-        if not batch or self._executor is None:
-            self._handing_off = False
-            for call in batch:
-                call.done.set_exception(
-                    StoreError("use", "the store is not open", location=self.location)
-                )
-            return
-        work = loop.run_in_executor(self._executor, self._run_batch, batch, loop)
-        work.add_done_callback(lambda w: self._handed_back(loop, batch, w))
+    def _serve(self) -> None:
+        ready = self._ready
+        while True:
+            with ready:
+                while not self._first and not self._rest and not self._stopping:
+                    ready.wait()
+                if not self._first and not self._rest:
+                    return  # stopped, and nothing left to run
+                batch = [*self._first, *self._rest]
+                self._first.clear()
+                self._rest.clear()
+            self._run_batch(batch)
 
-    def _handed_back(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        batch: list[_Call],
-        work: asyncio.Future[list[tuple[bool, Any]]],
-    ) -> None:
-        if work.cancelled() or work.exception() is not None:
-            error = work.exception() if not work.cancelled() else None
-            outcomes: list[tuple[bool, Any]] = [
-                (False, error or asyncio.CancelledError()) for _ in batch
-            ]
-        else:
-            outcomes = work.result()
-        for call, (ok, value) in zip(batch, outcomes, strict=True):
-            _settle_call(call.done, ok, value)
-        if self._queued:
-            self._hand_off(loop)
-        else:
-            self._handing_off = False
-
-    def _run_batch(
-        self, calls: list[_Call], loop: asyncio.AbstractEventLoop
-    ) -> list[tuple[bool, Any]]:
-        outcomes: list[tuple[bool, Any]] = []
-        for i, call in enumerate(calls):
+    def _run_batch(self, batch: list[_Call]) -> None:
+        outcomes: list[tuple[_Call, bool, Any]] = []
+        last = len(batch) - 1
+        for i, call in enumerate(batch):
+            if call.done.cancelled():
+                continue  # its caller gave up before it started
             try:
-                outcome: tuple[bool, Any] = (True, self._guard(call.fn, call.args))
+                outcome: tuple[_Call, bool, Any] = (call, True, self._guard(call.fn, call.args))
             except Exception as exc:
-                outcome = (False, exc)
-            outcomes.append(outcome)
-            if call.first and i + 1 < len(calls):
-                with contextlib.suppress(RuntimeError):  # a closed loop: settled with the rest
-                    loop.call_soon_threadsafe(_settle_call, call.done, *outcome)
-        return outcomes
+                outcome = (call, False, exc)
+            if call.first and i < last:
+                _hand_back(call.loop, [outcome])  # the others wait for it: now
+            else:
+                outcomes.append(outcome)
+        loops = {call.loop for call, _, _ in outcomes}
+        for loop in loops:
+            _hand_back(loop, [o for o in outcomes if o[0].loop is loop])
 
     def oldest_call_s(self) -> float:
         """How long the oldest call still waiting or running has taken (0 if none)."""
@@ -127,12 +125,20 @@ class _Call(NamedTuple):
     done: asyncio.Future[Any]
     first: bool
     """Goes ahead of the waiting calls, and is handed back as soon as it is done."""
+    loop: asyncio.AbstractEventLoop
 
 
-def _settle_call(done: asyncio.Future[Any], ok: bool, value: Any) -> None:
-    if done.done():
-        return  # its caller was cancelled (the call ran all the same), or settled early
-    if ok:
-        done.set_result(value)
-    else:
-        done.set_exception(value)
+def _hand_back(loop: asyncio.AbstractEventLoop, outcomes: list[tuple[_Call, bool, Any]]) -> None:
+    with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
+        loop.call_soon_threadsafe(_settle_calls, outcomes)
+
+
+def _settle_calls(outcomes: list[tuple[_Call, bool, Any]]) -> None:
+    for call, ok, value in outcomes:
+        done = call.done
+        if done.done():
+            continue  # its caller was cancelled (the call ran all the same)
+        if ok:
+            done.set_result(value)
+        else:
+            done.set_exception(value)
