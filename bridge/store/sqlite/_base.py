@@ -68,6 +68,8 @@ class SQLiteBase:
             tuple[int, datetime, AttemptResult, float | None, asyncio.Future[str]]
         ] = []
         self._attempts_writer: asyncio.Task[None] | None = None
+        self._attempt_batch_on: sqlite3.Connection | None = None
+        """The connection the attempts' TEMP view and trigger were made on."""
 
     def _run(self, fn: Callable[..., T], *args: Any) -> Coroutine[Any, Any, T]:
         """Run ``fn(*args)`` on the store's thread, in call order (:class:`StoreThread`)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -16,19 +17,39 @@ from bridge.store.sqlite._base import iso, parse_iso, rollback
 from bridge.store.sqlite.coalesce import SQLiteCoalescing
 
 _ROWS_PER_STATEMENT = 100
-"""Attempts written by one statement (8 parameters each, well under SQLite's limit)."""
+"""Attempts written by one statement (11 parameters each, well under SQLite's limit)."""
 
-_INSERT_ATTEMPT = (
-    "INSERT INTO attempts (delivery_id, at, status, duration_ms, error, response) VALUES "
-)
-_UPDATE_DELIVERIES = (
-    "WITH v (id, state, next_at, at, delivered_at, status, error, response) AS "
-    "(VALUES {values}) "
-    "UPDATE deliveries SET attempts = attempts + 1, (state, next_at, updated_at, "
-    "delivered_at, last_status, last_error, last_response) = (SELECT state, next_at, at, "
-    "delivered_at, status, error, response FROM v WHERE v.id = deliveries.id) "
-    "WHERE id IN (SELECT id FROM v)"
-)
+_ATTEMPT_BATCH = """
+CREATE TEMP VIEW IF NOT EXISTS attempt_batch
+    (delivery_id, at, status, duration_ms, error, response, state, next_at, ok, sent, delivered_at)
+    AS SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL WHERE 0;
+CREATE TEMP TRIGGER IF NOT EXISTS attempt_batch_row INSTEAD OF INSERT ON attempt_batch BEGIN
+    INSERT INTO attempts (delivery_id, at, status, duration_ms, error, response)
+    VALUES (NEW.delivery_id, NEW.at, NEW.status, NEW.duration_ms, NEW.error, NEW.response);
+    UPDATE deliveries SET attempts = attempts + 1, state = NEW.state, next_at = NEW.next_at,
+        updated_at = NEW.at, delivered_at = NEW.delivered_at, last_status = NEW.status,
+        last_error = NEW.error, last_response = NEW.response
+    WHERE id = NEW.delivery_id;
+    INSERT INTO listeners (name, last_success_at, failing_since)
+    SELECT listener, NEW.at, NULL FROM deliveries WHERE id = NEW.delivery_id AND NEW.ok
+    ON CONFLICT (name) DO UPDATE SET last_success_at = excluded.last_success_at,
+        failing_since = NULL;
+    INSERT INTO listeners (name, last_failure_at, last_error, failing_since)
+    SELECT listener, NEW.at, NEW.error, CASE WHEN NEW.sent THEN NEW.at END
+    FROM deliveries WHERE id = NEW.delivery_id AND NOT NEW.ok
+    ON CONFLICT (name) DO UPDATE SET last_failure_at = excluded.last_failure_at,
+        last_error = excluded.last_error,
+        failing_since = CASE WHEN NEW.sent
+            THEN coalesce(listeners.failing_since, excluded.last_failure_at)
+            ELSE listeners.failing_since END;
+END;
+"""
+"""A row written to ``attempt_batch`` is one attempt applied in full: its row in attempts, its
+delivery's new state, and its listener's last success or failure (a failure that reached the
+listener starts ``failing_since`` unless it is running; a success ends it). A batch of
+attempts is then one INSERT of many rows, applied in their order, in one transaction: sqlite3
+lets go of the GIL for every statement, and taking it back from a busy event loop can wait a
+whole switch interval (5 ms). TEMP: made on the connection that records, no schema change."""
 
 
 def _row_values(rows: int, columns: int) -> str:
@@ -206,91 +227,42 @@ class SQLiteQueue(SQLiteCoalescing):
         self, batch: list[tuple[int, datetime, AttemptResult, float | None]]
     ) -> list[str]:
         conn = self.conn
+        if conn is not self._attempt_batch_on:
+            conn.executescript(_ATTEMPT_BATCH)
+            self._attempt_batch_on = conn
+        states = [state_after_attempt(result, next_at) for _, _, result, next_at in batch]
+        rows: list[tuple[Any, ...]] = []
+        for (d, at, r, next_at), state in zip(batch, states, strict=True):
+            now = iso(at)
+            rows.append(
+                (
+                    d,
+                    now,
+                    r.status,
+                    r.duration_s * 1000,
+                    r.error,
+                    r.response_excerpt,
+                    state,
+                    next_at if next_at is not None else at.timestamp(),
+                    r.ok,
+                    r.sent,
+                    now if r.ok else None,
+                )
+            )
+        chunks = [
+            rows[i : i + _ROWS_PER_STATEMENT] for i in range(0, len(rows), _ROWS_PER_STATEMENT)
+        ]
+        if len(chunks) == 1:
+            _insert_attempts(conn, chunks[0])  # one statement: a transaction of its own
+            return states
         conn.execute("BEGIN IMMEDIATE")
         try:
-            states = self._write_attempts_rows(batch)
+            for chunk in chunks:
+                _insert_attempts(conn, chunk)
             conn.execute("COMMIT")
         except BaseException:
             rollback(conn)
             raise
-        return states
-
-    def _write_attempts_rows(
-        self, batch: list[tuple[int, datetime, AttemptResult, float | None]]
-    ) -> list[str]:
-        # A handful of statements per batch, not four per attempt, each with every row of
-        # the batch in it: sqlite3 lets go of the GIL for every statement (and every row it
-        # steps to), and taking it back from a busy event loop can wait a whole switch
-        # interval.
-        conn = self.conn
-        states = [state_after_attempt(result, next_at) for _, _, result, next_at in batch]
-        stamps = [iso(at) for _, at, _, _ in batch]
-        attempts = [
-            (d, now, r.status, r.duration_s * 1000, r.error, r.response_excerpt)
-            for (d, _, r, _), now in zip(batch, stamps, strict=True)
-        ]
-        updates = [
-            (
-                d,
-                state,
-                next_at if next_at is not None else at.timestamp(),
-                now,
-                now if r.ok else None,
-                r.status,
-                r.error,
-                r.response_excerpt,
-            )
-            for (d, at, r, next_at), now, state in zip(batch, stamps, states, strict=True)
-        ]
-        ids = [d for d, *_ in batch]
-        if len(set(ids)) < len(ids):
-            # the same delivery twice: applied in turn, one statement each
-            conn.executemany(_INSERT_ATTEMPT + _row_values(1, 6), attempts)
-            conn.executemany(_UPDATE_DELIVERIES.format(values=_row_values(1, 8)), updates)
-        else:
-            for i in range(0, len(batch), _ROWS_PER_STATEMENT):
-                chunk_a = attempts[i : i + _ROWS_PER_STATEMENT]
-                chunk_u = updates[i : i + _ROWS_PER_STATEMENT]
-                conn.execute(
-                    _INSERT_ATTEMPT + _row_values(len(chunk_a), 6),
-                    [v for row in chunk_a for v in row],
-                )
-                conn.execute(
-                    _UPDATE_DELIVERIES.format(values=_row_values(len(chunk_u), 8)),
-                    [v for row in chunk_u for v in row],
-                )
-        (owned,) = conn.execute(
-            "SELECT json_group_array(json_array(id, listener)) FROM deliveries "
-            "WHERE id IN (SELECT value FROM json_each(?))",
-            (dumps(ids),),
-        ).fetchone()
-        owners: dict[int, str] = dict(orjson.loads(owned))
-        # Each listener's row once per batch, as if its attempts had been applied in turn.
-        touched: dict[str, dict[str, Any]] = {}
-        failing_from: dict[str, str | None] = {}
-        """Listeners whose failing_since becomes this time unless it already is set."""
-        for (d, _, r, _), now in zip(batch, stamps, strict=True):
-            listener = owners[d]
-            fields = touched.setdefault(listener, {})
-            if r.ok:
-                fields.update(last_success_at=now, failing_since=None)
-                failing_from.pop(listener, None)
-                continue
-            fields.update(last_failure_at=now, last_error=r.error)
-            if not r.sent:
-                continue
-            if "failing_since" in fields:
-                if fields["failing_since"] is None:
-                    fields["failing_since"] = now
-            else:
-                failing_from.setdefault(listener, now)
-        for listener, fields in touched.items():
-            self._touch_listener(listener, fields)
-        for listener, now in failing_from.items():
-            conn.execute(
-                "UPDATE listeners SET failing_since = COALESCE(failing_since, ?) WHERE name = ?",
-                (now, listener),
-            )
         return states
 
     async def pending_count(self, listeners: Sequence[str] | None = None) -> int:
@@ -309,6 +281,13 @@ class SQLiteQueue(SQLiteCoalescing):
 
     async def watch_deliveries(self, wake: Callable[[], None]) -> None:
         return None
+
+
+def _insert_attempts(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+    conn.execute(
+        "INSERT INTO attempt_batch VALUES " + _row_values(len(rows), 11),  # noqa: S608 - placeholders only
+        [v for row in rows for v in row],
+    )
 
 
 def _due_order(head: tuple[float, int, Any]) -> tuple[float, int]:
