@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -150,3 +152,15 @@ def test_verify_checks_key_body_version_and_freshness(
     """Only a v1 signature of this body under this key, within 5 minutes, verifies."""
     header = header_of(sign(KEY, MSG_ID, TS, b"x"))
     assert verify(key, MSG_ID, TS, body, header, now_s=now_s) is ok
+
+
+@given(
+    key=st.binary(min_size=MIN_SECRET_BYTES, max_size=MAX_SECRET_BYTES),
+    body=st.binary(max_size=5000),
+    timestamp_s=st.integers(min_value=0, max_value=2**40),
+)
+def test_sign_is_the_hmac_of_the_signed_content(key: bytes, body: bytes, timestamp_s: int) -> None:
+    """The cached keyed object gives the one-shot HMAC's bytes, for any key and body size."""
+    digest = hmac.digest(key, f"{MSG_ID}.{timestamp_s}.".encode() + body, hashlib.sha256)
+    assert sign(key, MSG_ID, timestamp_s, body) == "v1," + base64.b64encode(digest).decode()
+    assert sign(key, MSG_ID, timestamp_s, body) == "v1," + base64.b64encode(digest).decode()

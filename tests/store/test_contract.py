@@ -3,6 +3,7 @@ configured."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -603,3 +604,44 @@ async def test_hashes_come_back_for_keys_of_any_text(store: Store):
     await store.commit_poll(commit("odd", upserts=items, expected_version=0))
     snap = await store.load_hashes("odd")
     assert snap.hashes == {it.key_text: it.hash for it in items}
+
+
+async def test_attempts_recorded_together_end_as_if_recorded_in_turn(store: Store):
+    """Attempts that finish together (one batch on SQLite) are applied in their order: the
+    same delivery twice, a success ending a streak, a failure starting the next one, and a
+    local failure that leaves the streak alone."""
+    a, b, c = item("a", v=1), item("b", v=1), item("c", v=1)
+    await store.commit_poll(
+        commit("s", upserts=[a, b, c], changes=[created(a), created(b), created(c)])
+    )
+    ids = sorted(d.id for d in await store.due_deliveries("hooks", 1e10, 10, []))
+    local = AttemptResult(False, None, 0.0, "template error", retryable=False, sent=False)
+    hour = timedelta(hours=1)
+    attempts = [
+        (ids[0], T0 + hour, FAILED, 10.0),
+        (ids[0], T0 + 2 * hour, FAILED, 20.0),
+        (ids[1], T0 + 3 * hour, OK, None),
+        (ids[2], T0 + 4 * hour, FAILED, 30.0),
+        (ids[2], T0 + 5 * hour, local, None),
+    ]
+    states = await asyncio.gather(
+        *(store.record_attempt(d, at, r, next_at=n) for d, at, r, n in attempts)
+    )
+    assert states == ["pending", "pending", "delivered", "pending", "dead"]
+    (listener,) = await store.list_listener_states()
+    assert listener.last_success_at == T0 + 3 * hour
+    assert listener.last_failure_at == T0 + 5 * hour
+    assert listener.last_error == "template error"
+    assert listener.failing_since == T0 + 4 * hour
+    infos = {d.id: d for d in await store.list_deliveries(DeliveryQuery(listener="hooks"))}
+    assert [(infos[i].state, infos[i].attempts) for i in ids] == [
+        ("pending", 2),
+        ("delivered", 1),
+        ("dead", 2),
+    ]
+    assert infos[ids[0]].updated_at == T0 + 2 * hour
+    assert infos[ids[0]].next_at == datetime.fromtimestamp(20.0, UTC)
+    assert infos[ids[1]].delivered_at == T0 + 3 * hour
+    assert infos[ids[2]].delivered_at is None
+    assert infos[ids[2]].last_error == "template error"
+    assert [len(await store.list_attempts(i)) for i in ids] == [2, 1, 2]
