@@ -46,9 +46,28 @@ class Pace:
     """Monotonic time before which nothing is claimed: set after an internal error."""
     internal_errors: int = 0
     """Unexpected errors in a row in this listener's path (reset by a clean pass)."""
-    ahead: deque[Delivery] = field(default_factory=deque)
-    """Deliveries claimed beyond the free slots, in claim order, started as slots free up
-    without waiting for the store; given back (unattempted) when the listener may not send."""
+    ahead: deque[tuple[Delivery, float]] = field(default_factory=deque)
+    """Deliveries claimed beyond the free slots, in claim order, each with the monotonic time
+    of its claim; started as slots free up without waiting for the store, given back
+    (unattempted) when the listener may not send or the claim is half its lease old."""
+
+    def ahead_ids(self) -> list[int]:
+        return [d.id for d, _ in self.ahead]
+
+    def take_ahead(self) -> list[int]:
+        """Empty :attr:`ahead`; the ids it held."""
+        ids = self.ahead_ids()
+        self.ahead.clear()
+        return ids
+
+    def next_ahead(self, mono: float, max_age_s: float) -> Delivery | None:
+        """The next delivery claimed ahead, unless its claim is older than ``max_age_s`` (a
+        slow listener: its claim could expire before it starts, and another instance send
+        it too); None then, or when nothing is ahead."""
+        if not self.ahead:
+            return None
+        delivery, claimed = self.ahead[0]
+        return delivery if mono - claimed <= max_age_s else None
 
     @classmethod
     def for_listener(cls, listener: ListenerConfig, now: float) -> Pace:
@@ -96,8 +115,7 @@ class ClaimReturns:
 
     def hand_back(self, pace: Pace) -> None:
         """Take what ``pace`` claimed ahead, to release at the next :meth:`release`."""
-        self.waiting.extend(d.id for d in pace.ahead)
-        pace.ahead.clear()
+        self.waiting.extend(pace.take_ahead())
 
     async def release(self) -> None:
         """Release what was handed back; on a store error it waits for the next call."""
@@ -113,8 +131,7 @@ class ClaimReturns:
     async def release_now(self, pace: Pace, exclude: list[int]) -> None:
         """Release what ``pace`` claimed ahead, and take it out of this pass's ``exclude``."""
         if pace.ahead:
-            ids = {d.id for d in pace.ahead}
-            pace.ahead.clear()
+            ids = set(pace.take_ahead())
             await self.store.release_claims(sorted(ids), owner=self.owner)
             exclude[:] = [i for i in exclude if i not in ids]
 

@@ -8,10 +8,11 @@ is claimed, so no retry is used up), ``disable_after`` (pause after days of noth
 and ``coalesce`` (merge a key's waiting updates before claiming). Bucket and breaker live in
 memory: a restart starts them afresh.
 
-A listener with no ``rate`` and a closed breaker claims up to twice ``max_in_flight``
-deliveries beyond its free slots, so that a slot that frees up starts the next one at once
-instead of a store round trip later. What was claimed ahead and may not be sent after all (the breaker
-opened, the listener was paused, reloaded away, or the daemon stops) is given back unattempted.
+A listener with no ``rate`` and a closed breaker claims up to four times ``max_in_flight``
+deliveries beyond its free slots (topping up when fewer than two rounds are left), so that a
+slot that frees up starts the next one at once instead of a store round trip later. What was
+claimed ahead and may not be sent after all (the breaker opened, the listener was paused or
+reloaded away, the claim is half its lease old, or the daemon stops) is given back unattempted.
 """
 
 from __future__ import annotations
@@ -51,6 +52,12 @@ log = logging.getLogger("pollbridge.deliver")
 MAX_IDLE_S = 60.0
 INTERNAL_BACKOFF_S = (1.0, 5.0, 30.0, 60.0)
 """How long a listener waits after an unexpected error in its own dispatch path, by streak."""
+AHEAD_ROUNDS = 4
+"""A listener that claims ahead holds up to this many rounds of its slots beyond them."""
+TOP_UP_ROUNDS = 2
+"""It claims again once fewer than this many rounds are left: a claim waits for the store's
+thread (behind the attempts being recorded) for 2-5 ms at a few thousand webhooks a second,
+longer than one round of 16 lasts."""
 PAUSED_REFRESH_S = 2.0
 """While a listener is paused, how often the store is asked whether it was resumed."""
 
@@ -271,7 +278,7 @@ class Dispatcher:
         self._rate_blocked = set()
         exclude = [d for tasks in self._inflight.values() for d in tasks]
         exclude.extend(self._recording)
-        exclude.extend(d.id for pace in self._pace.values() for d in pace.ahead)
+        exclude.extend(i for pace in self._pace.values() for i in pace.ahead_ids())
         # A reload may replace the listener set while this pass awaits the store: iterate a
         # snapshot, and skip a listener that is gone by the time its turn comes.
         for name, listener in list(self._listeners.items()):
@@ -329,7 +336,8 @@ class Dispatcher:
         # Claimed ahead, the next deliveries start the moment a slot frees, not a store round
         # trip later (while the claim waits behind the attempts being recorded); topped up
         # once half of them have started, so that a claim brings several.
-        if free <= 0 and self._ahead_short(listener, pace) <= listener.max_in_flight:
+        top_up_when = (AHEAD_ROUNDS - TOP_UP_ROUNDS) * listener.max_in_flight
+        if free <= 0 and self._ahead_short(listener, pace) <= top_up_when:
             return 0.0
         mono = self.monotonic()
         if pace.breaker is not None:
@@ -344,13 +352,15 @@ class Dispatcher:
                 self._rate_blocked.add(name)
                 return pace.bucket.wait_s(mono)
             free = min(free, tokens)
-        while free > 0 and pace.ahead and self._start(listener, pace, pace.ahead[0]):
+        while free > 0 and (head := self._next_ahead(listener, pace)) is not None:
+            if not self._start(listener, pace, head):
+                break
             pace.ahead.popleft()
             free -= 1
         want = max(free, 0) + self._ahead_short(listener, pace)
         if want <= 0:
             return 0.0
-        claim_s = max(self.lease_s, 2 * listener.timeout.total_seconds())
+        claim_s = self._claim_s(listener)
         due = await self.store.claim_deliveries(
             name, now_s, want, exclude, owner=self.owner, claim_s=claim_s
         )
@@ -361,7 +371,7 @@ class Dispatcher:
                 if not self._start(listener, pace, delivery):
                     unstarted.append(delivery.id)
             elif self._accepting and self._pace.get(name) is pace and pace.claims_ahead:
-                pace.ahead.append(delivery)
+                pace.ahead.append((delivery, self.monotonic()))
             else:
                 unstarted.append(delivery.id)
         if unstarted:
@@ -408,10 +418,26 @@ class Dispatcher:
         self._returns.hand_back(pace)  # a claim must not outlive its lease waiting for the hold
         return backoff
 
+    def _next_ahead(self, listener: ListenerConfig, pace: Pace) -> Delivery | None:
+        """The next delivery claimed ahead, if its claim is young enough to start; a stale one
+        gives every delivery claimed ahead back (claimed afresh at the next pass)."""
+        head = pace.next_ahead(self.monotonic(), self._claim_s(listener) / 2)
+        if head is None and pace.ahead:
+            self._returns.hand_back(pace)
+            self.wake()
+        return head
+
+    def _claim_s(self, listener: ListenerConfig) -> float:
+        """How long a claim holds: the lease, and at least twice the listener's timeout."""
+        return max(self.lease_s, 2 * listener.timeout.total_seconds())
+
     def _ahead_short(self, listener: ListenerConfig, pace: Pace) -> int:
-        """How many more deliveries ``listener`` may claim ahead of its free slots: up to two
-        rounds of its slots, enough to cover a claim that waits a few milliseconds."""
-        return 2 * listener.max_in_flight - len(pace.ahead) if pace.claims_ahead else 0
+        """How many more deliveries ``listener`` may claim ahead of its free slots: up to
+        :data:`AHEAD_ROUNDS` rounds of its slots, enough to cover a claim that waits a few
+        milliseconds."""
+        if not pace.claims_ahead:
+            return 0
+        return AHEAD_ROUNDS * listener.max_in_flight - len(pace.ahead)
 
     def _start_ahead(self, name: str) -> None:
         """A slot of ``name`` freed up: start the next delivery claimed ahead, if it may."""
@@ -420,9 +446,10 @@ class Dispatcher:
             return
         if name in self._paused or not self._accepting or pace.held_until > self.monotonic():
             return
-        if len(self._inflight.get(name, {})) < listener.max_in_flight and self._start(
-            listener, pace, pace.ahead[0]
-        ):
+        if len(self._inflight.get(name, {})) >= listener.max_in_flight:
+            return
+        head = self._next_ahead(listener, pace)
+        if head is not None and self._start(listener, pace, head):
             pace.ahead.popleft()
 
     def _internal_error(self, component: str, message: str, listener: str | None = None) -> None:

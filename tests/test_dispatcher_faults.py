@@ -15,7 +15,7 @@ from bridge.core.patch import make_patch
 from bridge.dispatcher import Dispatcher
 from bridge.errors import StoreError
 from bridge.http.sender import Sender
-from bridge.models import Change, Delivery
+from bridge.models import AttemptResult, Change, Delivery
 from bridge.store import DeliveryInfo, DeliveryQuery, PollCommit
 from bridge.store.sqlite import SQLiteStore
 from tests.support.state import EVERYTHING
@@ -243,3 +243,48 @@ def test_internal_errors_are_a_metric():
     metrics.internal_error("dispatcher")
     body, _ = metrics.render()
     assert b'pollbridge_internal_errors_total{component="dispatcher"} 1.0' in body
+
+
+class _GatedSender:
+    """Holds the first send until ``gate`` is set; answers success."""
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.sent: list[str] = []
+
+    async def send(self, listener: ListenerConfig, event: Any, now: datetime) -> AttemptResult:
+        if not self.sent:
+            self.sent.append(event.key)
+            await self.gate.wait()
+        else:
+            self.sent.append(event.key)
+        return AttemptResult(True, 204, 0.001)
+
+
+async def test_deliveries_claimed_ahead_for_half_their_lease_are_given_back_not_sent(store):
+    """A slow listener: what was claimed ahead while its one slot was busy for longer than half
+    the claim's lease goes back to the queue unattempted and is claimed afresh, so no claim
+    can expire (and another instance send it too) before its delivery starts."""
+    sender = _GatedSender()
+    slow = _listener("slow", max_in_flight=1)
+    await _commit(store, [f"k{i}" for i in range(6)], ["slow"])
+    mono = [MONO]
+    dispatcher = Dispatcher(
+        store, sender, [slow], clock=lambda: NOW, monotonic=lambda: mono[0], lease_s=30
+    )
+    task = asyncio.create_task(dispatcher.run())
+    try:
+        async with asyncio.timeout(10):
+            while not dispatcher._pace["slow"].ahead:
+                await asyncio.sleep(0.01)
+            held = dispatcher._pace["slow"].ahead_ids()
+            assert len(held) == 4  # one slot busy, four rounds of it claimed ahead
+            mono[0] += 16  # past half of the 30 s lease
+            sender.gate.set()
+            while await _states(store, "slow") != [("delivered", 1)] * 6:
+                await asyncio.sleep(0.01)
+    finally:
+        await dispatcher.stop(1)
+        await asyncio.wait_for(task, 5)
+    assert set(held) <= set(store.released)
+    assert sorted(sender.sent) == [f"k{i}" for i in range(6)]
