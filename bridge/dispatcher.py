@@ -361,6 +361,7 @@ class Dispatcher:
         if want <= 0:
             return 0.0
         claim_s = self._claim_s(listener)
+        claimed_at = self.monotonic()  # before the store's own clock starts the claim: never late
         due = await self.store.claim_deliveries(
             name, now_s, want, exclude, owner=self.owner, claim_s=claim_s
         )
@@ -371,7 +372,7 @@ class Dispatcher:
                 if not self._start(listener, pace, delivery):
                     unstarted.append(delivery.id)
             elif self._accepting and self._pace.get(name) is pace and pace.claims_ahead:
-                pace.ahead.append((delivery, self.monotonic()))
+                pace.ahead.append((delivery, claimed_at))
             else:
                 unstarted.append(delivery.id)
         if unstarted:
