@@ -269,8 +269,8 @@ async def _floor(receiver: Receiver, events: int, in_flight: int = 16) -> dict[s
 
 
 def _until_last_arrival(receiver: Receiver, t0: float) -> float:
-    """Seconds from ``t0`` to the last webhook's arrival (not to when the sender noticed the
-    end: the dispatcher's run is watched every 0.1 s, 5% of a 2 s run)."""
+    """Seconds from ``t0`` to the last webhook's arrival at the receiver, not to when the
+    sender noticed the end (its last record, or the floor's last answer)."""
     last = receiver.last_arrival()
     return (last if last is not None else time.monotonic()) - t0
 
