@@ -9,6 +9,7 @@ from bridge.errors import LeaseLost, StaleSnapshot, StoreError
 from bridge.store.base import (
     Access,
     AttemptInfo,
+    AttemptRecord,
     Coordination,
     DeliveryInfo,
     DeliveryQuery,
@@ -111,6 +112,7 @@ __all__ = [
     "MEMORY",
     "Access",
     "AttemptInfo",
+    "AttemptRecord",
     "Backend",
     "Coordination",
     "DeliveryInfo",

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
-from bridge.errors import LeaseLost, StaleSnapshot
+from bridge.errors import LeaseLost, StaleSnapshot, StoreError
 from bridge.models import (
     AttemptResult,
     Change,
@@ -33,6 +33,15 @@ Access = Literal["daemon", "read", "write"]
 """How a store is opened. ``daemon``: create and migrate the state as needed. ``read`` and
 ``write`` (the CLI, possibly beside a running daemon): the state must already exist at the
 current schema version; nothing is created or migrated, and ``read`` never writes."""
+
+
+class AttemptRecord(NamedTuple):
+    """One finished attempt to record: what :meth:`DeliveryQueue.record_attempt` takes."""
+
+    delivery_id: int
+    at: datetime
+    result: AttemptResult
+    next_at: float | None
 
 
 @dataclass(frozen=True)
@@ -351,6 +360,14 @@ class DeliveryQueue(Protocol):
         *,
         next_at: float | None,
     ) -> str: ...
+    async def record_attempts(self, attempts: Sequence[AttemptRecord]) -> list[str | StoreError]:
+        """Record several attempts; each ends as if recorded alone, in the order given (a shared
+        backend may record those of different deliveries at once, as concurrent senders would).
+        Per attempt: the delivery's state after it, or the :class:`StoreError` that kept it from
+        being recorded (one bad attempt does not fail the others); another exception is a bug,
+        and raised."""
+        ...
+
     async def pending_count(self, listeners: Sequence[str] | None = None) -> int: ...
     async def coalesce_pending(
         self,

@@ -14,9 +14,11 @@ import pytest
 
 from bridge.core.extract import key_text
 from bridge.core.hashing import hash_value
+from bridge.errors import StoreError
 from bridge.models import AttemptResult, Change, Item, ItemKey
 from bridge.store import (
     MEMORY,
+    AttemptRecord,
     DeliveryQuery,
     EventQuery,
     InstanceInfo,
@@ -651,3 +653,36 @@ async def test_attempts_recorded_together_end_as_if_recorded_in_turn(store: Stor
     assert infos[ids[2]].delivered_at is None
     assert infos[ids[2]].last_error == "template error"
     assert [len(await store.list_attempts(i)) for i in ids] == [2, 1, 2]
+
+
+async def test_attempts_recorded_as_one_batch_end_as_if_recorded_in_turn(store: Store):
+    """``record_attempts`` applies a batch in its order (on PostgreSQL, the attempts of one
+    delivery: those of different deliveries are statements at once), and an attempt that
+    cannot be recorded (its delivery is gone) is that attempt's StoreError, not the batch's."""
+    a, b = item("a", v=1), item("b", v=1)
+    await store.commit_poll(commit("s", upserts=[a, b], changes=[created(a), created(b)]))
+    ids = sorted(d.id for d in await store.due_deliveries("hooks", 1e10, 10, []))
+    hour = timedelta(hours=1)
+    missing = max(ids) + 1000
+    outcomes = await store.record_attempts(
+        [
+            AttemptRecord(ids[0], T0 + hour, FAILED, 10.0),
+            AttemptRecord(missing, T0 + hour, OK, None),
+            AttemptRecord(ids[0], T0 + 2 * hour, OK, None),
+            AttemptRecord(ids[1], T0 + 3 * hour, FAILED, None),
+        ]
+    )
+    assert [o if isinstance(o, str) else type(o) for o in outcomes] == [
+        "pending",
+        StoreError,
+        "delivered",
+        "dead",
+    ]
+    infos = {d.id: d for d in await store.list_deliveries(DeliveryQuery(listener="hooks"))}
+    assert [(infos[i].state, infos[i].attempts) for i in ids] == [("delivered", 2), ("dead", 1)]
+    assert [len(await store.list_attempts(i)) for i in ids] == [2, 1]
+    if not is_shared(store.location):
+        (listener,) = await store.list_listener_states()
+        assert listener.last_success_at == T0 + 2 * hour
+        assert listener.failing_since == T0 + 3 * hour
+    assert await store.record_attempts([]) == []

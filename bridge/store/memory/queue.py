@@ -9,7 +9,7 @@ from bridge.core.ids import new_event_id
 from bridge.core.queue_rules import QueuedEntry, coalescible_tail, state_after_attempt
 from bridge.errors import StoreError
 from bridge.models import AttemptResult, Delivery, Event
-from bridge.store.base import AttemptInfo, MergeUpdates
+from bridge.store.base import AttemptInfo, AttemptRecord, MergeUpdates
 from bridge.store.memory._base import MemoryBase, StoredDelivery, copy, copy_event, required
 
 
@@ -111,6 +111,15 @@ class MemoryQueue(MemoryBase):
             if result.sent and row.get("failing_since") is None:
                 row["failing_since"] = at
         return d.state
+
+    async def record_attempts(self, attempts: Sequence[AttemptRecord]) -> list[str | StoreError]:
+        outcomes: list[str | StoreError] = []
+        for d, at, result, next_at in attempts:
+            try:
+                outcomes.append(await self.record_attempt(d, at, result, next_at=next_at))
+            except StoreError as exc:
+                outcomes.append(exc)
+        return outcomes
 
     async def pending_count(self, listeners: Sequence[str] | None = None) -> int:
         self._check_open()

@@ -15,6 +15,7 @@ from psycopg import sql
 from bridge.core.queue_rules import state_after_attempt
 from bridge.errors import StoreError
 from bridge.models import AttemptResult, Delivery
+from bridge.store.base import AttemptRecord
 from bridge.store.postgres._conn import (
     CHECK_TIMEOUT_S,
     LISTEN_PROBE_S,
@@ -202,6 +203,25 @@ class PostgresQueue(PostgresCoalescing):
                 "record_attempt", f"no delivery with id {delivery_id}", location=self.location
             )
         return str(row["state"])
+
+    async def record_attempts(self, attempts: Sequence[AttemptRecord]) -> list[str | StoreError]:
+        # A statement each, on pooled connections: those of different deliveries at once,
+        # those of one delivery in turn (statements made at once have no order)
+        outcomes: dict[int, str | StoreError] = {}
+        turns: dict[int, list[int]] = {}
+        for i, attempt in enumerate(attempts):
+            turns.setdefault(attempt.delivery_id, []).append(i)
+
+        async def record(indices: list[int]) -> None:
+            for i in indices:
+                d, at, result, next_at = attempts[i]
+                try:
+                    outcomes[i] = await self.record_attempt(d, at, result, next_at=next_at)
+                except StoreError as exc:
+                    outcomes[i] = exc
+
+        await asyncio.gather(*(record(indices) for indices in turns.values()))
+        return [outcomes[i] for i in range(len(attempts))]
 
     async def pending_count(self, listeners: Sequence[str] | None = None) -> int:
         async with self._connection("pending_count") as conn:

@@ -11,8 +11,10 @@ from typing import Any
 import orjson
 
 from bridge.core.queue_rules import state_after_attempt
+from bridge.errors import StoreError
 from bridge.models import AttemptResult, Delivery, Event
 from bridge.store._rows import dumps, key_from_json, loads
+from bridge.store.base import AttemptRecord
 from bridge.store.sqlite._base import iso, parse_iso, rollback
 from bridge.store.sqlite.coalesce import SQLiteCoalescing
 
@@ -201,27 +203,37 @@ class SQLiteQueue(SQLiteCoalescing):
     async def _write_attempts(self) -> None:
         while self._attempts:
             batch, self._attempts = self._attempts, []
+            outcomes: list[str | Exception]
             try:
-                states = await self._run(self._record_attempts, [a[:4] for a in batch])
+                outcomes = list(await self.record_attempts([AttemptRecord(*a[:4]) for a in batch]))
             except asyncio.CancelledError:
                 for *_, done in batch:
                     done.cancel()
                 raise
-            except Exception as exc:
-                if len(batch) == 1:
-                    _settle(batch[0][4], exc)
-                    continue
-                # one bad attempt must not fail the others: record each on its own
-                for *attempt, done in batch:
-                    try:
-                        (state,) = await self._run(self._record_attempts, [tuple(attempt)])
-                    except Exception as single_exc:
-                        _settle(done, single_exc)
-                    else:
-                        _settle(done, state)
-                continue
-            for (*_, done), state in zip(batch, states, strict=True):
-                _settle(done, state)
+            except Exception as exc:  # a bug: every caller hears of it
+                outcomes = [exc] * len(batch)
+            for (*_, done), outcome in zip(batch, outcomes, strict=True):
+                _settle(done, outcome)
+
+    async def record_attempts(self, attempts: Sequence[AttemptRecord]) -> list[str | StoreError]:
+        batch = [tuple(a) for a in attempts]
+        if not batch:
+            return []
+        try:
+            return list(await self._run(self._record_attempts, batch))
+        except StoreError as exc:
+            if len(batch) == 1:
+                return [exc]
+        # one bad attempt must not fail the others: record each on its own
+        outcomes: list[str | StoreError] = []
+        for attempt in batch:
+            try:
+                (state,) = await self._run(self._record_attempts, [attempt])
+            except StoreError as exc:
+                outcomes.append(exc)
+            else:
+                outcomes.append(state)
+        return outcomes
 
     def _record_attempts(
         self, batch: list[tuple[int, datetime, AttemptResult, float | None]]
