@@ -234,6 +234,9 @@ def settle(
         return v.items(SOURCE) == final and v.pending() == 0
 
     view.wait(settled, timeout_s, f"the daemons to settle (seed {SEED})")
+    for d in daemons:
+        # one that is still starting up (the other did all the work) has no SIGTERM handler yet
+        d.wait_output(r"pollbridge running", timeout_s=30)
     codes = [d.terminate() for d in daemons]
     logs = [d.output() for d in daemons]
     assert codes == [0] * len(daemons), "\n".join(logs)
