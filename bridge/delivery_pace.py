@@ -1,7 +1,6 @@
 """What the dispatcher keeps in memory per listener: its pace (token bucket, circuit breaker,
 failure streak, coalescing) and the deliveries it claimed ahead of its free slots; and the
-store calls around them that must not stop the loop (coalescing, giving claims back,
-recording an attempt through a passing lock).
+store calls around them that must not stop the loop (coalescing, giving claims back).
 
 Nothing here is durable: a restart starts every bucket and breaker afresh, and what was claimed
 ahead is due again (SQLite) or after its claim expires (PostgreSQL).
@@ -9,10 +8,9 @@ ahead is due again (SQLite) or after its claim expires (PostgreSQL).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -26,6 +24,15 @@ from bridge.models import AttemptResult, Delivery
 from bridge.store.base import DeliveryQueue, MergeUpdates
 
 log = logging.getLogger("pollbridge.deliver")
+
+AHEAD_ROUNDS = 4
+"""A listener that claims ahead holds up to this many rounds of its slots beyond them."""
+INTERNAL_BACKOFF_S = (1.0, 5.0, 30.0, 60.0)
+"""How long a listener waits after an unexpected error in its own dispatch path, by streak."""
+TOP_UP_ROUNDS = 2
+"""It claims again once fewer than this many rounds are left: a claim waits for the store's
+thread (behind the attempts being recorded) for 2-5 ms at a few thousand webhooks a second,
+longer than one round of 16 lasts."""
 
 
 def pace_settings(listener: ListenerConfig) -> tuple[Any, ...]:
@@ -69,6 +76,27 @@ class Pace:
         delivery, claimed = self.ahead[0]
         return delivery if mono - claimed <= max_age_s else None
 
+    def hold(self, mono: float) -> float:
+        """After an unexpected error: claim nothing for a while, longer each time in a row;
+        return how long (what was claimed ahead is the caller's to hand back)."""
+        self.internal_errors += 1
+        backoff = INTERNAL_BACKOFF_S[min(self.internal_errors, len(INTERNAL_BACKOFF_S)) - 1]
+        self.held_until = mono + backoff
+        return backoff
+
+    def ahead_short(self, max_in_flight: int) -> int:
+        """How many more deliveries may be claimed ahead of the free slots: up to
+        :data:`AHEAD_ROUNDS` rounds of them, enough to cover a claim that waits a few
+        milliseconds (none when this pace does not claim ahead)."""
+        if not self.claims_ahead:
+            return 0
+        return AHEAD_ROUNDS * max_in_flight - len(self.ahead)
+
+    def wants_top_up(self, max_in_flight: int) -> bool:
+        """Whether, with every slot busy, it is time to claim ahead again: fewer than
+        :data:`TOP_UP_ROUNDS` rounds left, so that a claim brings several."""
+        return self.ahead_short(max_in_flight) > (AHEAD_ROUNDS - TOP_UP_ROUNDS) * max_in_flight
+
     @classmethod
     def for_listener(cls, listener: ListenerConfig, now: float) -> Pace:
         rate = listener.rate_limit
@@ -101,6 +129,48 @@ class Pace:
         if self.breaker is not None:
             return self.breaker.record_failure(mono, probe=probe)
         return None
+
+
+def listener_state(paused: bool, breaker: str | None) -> str:
+    """``paused``, ``breaker_open``, ``breaker_half_open`` or ``active``."""
+    if paused:
+        return "paused"
+    if breaker in ("open", "half-open"):
+        return "breaker_" + breaker.replace("-", "_")
+    return "active"
+
+
+def claim_seconds(listener: ListenerConfig, lease_s: float) -> float:
+    """How long a claim holds: the lease, and at least twice the listener's timeout."""
+    return max(lease_s, 2 * listener.timeout.total_seconds())
+
+
+def carry_paces(
+    paces: Mapping[str, Pace],
+    listeners: Mapping[str, ListenerConfig],
+    now: float,
+    returns: ClaimReturns,
+) -> dict[str, Pace]:
+    """The paces of ``listeners`` after a reload: one whose rate and breaker settings did not
+    change is kept (bucket, breaker, what it claimed ahead); a new one keeps the failure
+    streak and, if it may claim ahead, what was claimed; the rest is handed back."""
+    carried = {}
+    for name, listener in listeners.items():
+        old = paces.get(name)
+        if old is not None and old.settings == pace_settings(listener):
+            carried[name] = old
+            continue
+        carried[name] = Pace.for_listener(listener, now)
+        if old is not None:
+            carried[name].failing_since = old.failing_since
+            if carried[name].claims_ahead:
+                carried[name].ahead = old.ahead
+            else:
+                returns.hand_back(old)
+    for name, old in paces.items():
+        if name not in carried:
+            returns.hand_back(old)  # a listener reloaded away
+    return carried
 
 
 class ClaimReturns:
@@ -171,24 +241,6 @@ async def coalesce(
             fewer,
             extra={"listener": listener},
         )
-
-
-async def record_attempt(
-    store: DeliveryQueue,
-    delivery_id: int,
-    result: AttemptResult,
-    next_at: float | None,
-    clock: Callable[[], datetime],
-) -> str:
-    """Record an attempt, retrying through a passing lock: the attempt happened, recording it
-    must not be lost. Returns the delivery's state after it."""
-    for pause_s in (0.1, 0.5, 1.0, 2.0, 5.0):
-        try:
-            return await store.record_attempt(delivery_id, clock(), result, next_at=next_at)
-        except StoreError as exc:
-            log.warning("recording delivery %s: %s; retrying", delivery_id, exc)
-            await asyncio.sleep(pause_s)
-    return await store.record_attempt(delivery_id, clock(), result, next_at=next_at)
 
 
 def pause_reason(

@@ -31,17 +31,18 @@ from bridge.config import ListenerConfig
 from bridge.core.coalesce import merged_changes
 from bridge.core.paths import JsonPath
 from bridge.core.retry import retry_at
-from bridge.delivery_log import log_attempt, log_pause, log_transition
+from bridge.delivery_log import log_attempt, log_transition
 from bridge.delivery_pace import (
     ClaimReturns,
     Pace,
+    carry_paces,
+    claim_seconds,
     coalesce,
-    failing_for,
-    pace_settings,
-    pause_reason,
-    record_attempt,
+    listener_state,
     redacted,
 )
+from bridge.delivery_pause import PAUSED_REFRESH_S, Pauses
+from bridge.delivery_record import AttemptRecorder, Finished
 from bridge.errors import StoreError
 from bridge.http.sender import Sender
 from bridge.models import AttemptResult, Delivery, Event
@@ -50,16 +51,6 @@ from bridge.store import Store
 log = logging.getLogger("pollbridge.deliver")
 
 MAX_IDLE_S = 60.0
-INTERNAL_BACKOFF_S = (1.0, 5.0, 30.0, 60.0)
-"""How long a listener waits after an unexpected error in its own dispatch path, by streak."""
-AHEAD_ROUNDS = 4
-"""A listener that claims ahead holds up to this many rounds of its slots beyond them."""
-TOP_UP_ROUNDS = 2
-"""It claims again once fewer than this many rounds are left: a claim waits for the store's
-thread (behind the attempts being recorded) for 2-5 ms at a few thousand webhooks a second,
-longer than one round of 16 lasts."""
-PAUSED_REFRESH_S = 2.0
-"""While a listener is paused, how often the store is asked whether it was resumed."""
 
 
 def _utcnow() -> datetime:
@@ -72,7 +63,9 @@ class Dispatcher:
     One class on purpose: claiming, pacing (bucket, breaker, pause, coalescing), starting
     and accounting for attempts share the in-flight set and each listener's pace, and the
     per-key order and no-retry-burned rules are readable only where all of them are in view.
-    What it logs lives in :mod:`bridge.delivery_log`.
+    A busy slot is one task that goes on with the deliveries claimed ahead; what it sent is
+    recorded in batches (:mod:`bridge.delivery_record`). What it logs lives in
+    :mod:`bridge.delivery_log`, pauses in :mod:`bridge.delivery_pause`.
     """
 
     def __init__(
@@ -108,40 +101,18 @@ class Dispatcher:
         self.lease_s = lease_s
         self._listeners = {lst.name: lst for lst in listeners}
         self._pace: dict[str, Pace] = {}
-        self._paused: set[str] = set()
-        self._paused_checked = -math.inf
+        self._pauses = Pauses(store, clock, monotonic, resumed=self._resumed)
         self._rate_blocked: set[str] = set()
         self._inflight: dict[str, dict[int, asyncio.Task[None]]] = {n: {} for n in self._listeners}
         """Attempts whose request is being sent, by listener (each holds one of its slots)."""
-        self._recording: dict[int, asyncio.Task[None]] = {}
-        """Attempts sent and being recorded: no slot held, still excluded from claims."""
+        self._recording: set[int] = set()
+        """Deliveries sent and being recorded: no slot held, still excluded from claims."""
+        self._recorder = AttemptRecorder(store, clock, self._recorded, self.wake)
         self._returns = ClaimReturns(store, owner)
         self._wakeup = asyncio.Event()
         self._stopping = False
         self._accepting = True
-        self._sync_pace()
-
-    def _sync_pace(self) -> None:
-        now = self.monotonic()
-        pace = {}
-        for name, listener in self._listeners.items():
-            old = self._pace.get(name)
-            if old is not None and old.settings == pace_settings(listener):
-                pace[name] = old
-                continue
-            pace[name] = Pace.for_listener(listener, now)
-            if old is not None:
-                pace[name].failing_since = old.failing_since
-                if pace[name].claims_ahead:
-                    pace[name].ahead = old.ahead
-                else:
-                    self._returns.hand_back(old)
-        for name, old in self._pace.items():
-            if name not in pace:
-                self._returns.hand_back(old)  # a listener reloaded away
-        self._pace = pace
-
-    # -- control ----------------------------------------------------------------------------
+        self._pace = carry_paces(self._pace, self._listeners, self.monotonic(), self._returns)
 
     def wake(self) -> None:
         """Look for due deliveries now."""
@@ -167,12 +138,14 @@ class Dispatcher:
             self._ignore = dict(ignore_paths)
         for name in self._listeners:
             self._inflight.setdefault(name, {})
-        self._sync_pace()
+        self._pace = carry_paces(self._pace, self._listeners, self.monotonic(), self._returns)
         self.wake()
 
     def inflight_count(self) -> int:
-        """Attempts not yet recorded (being sent, or sent and being recorded)."""
-        return sum(len(v) for v in self._inflight.values()) + len(self._recording)
+        """Attempts not yet recorded (being sent, or sent and being recorded), and pauses
+        being logged."""
+        inflight = sum(len(v) for v in self._inflight.values())
+        return inflight + len(self._recording) + self._recorder.following
 
     def inflight_for(self, listener: str) -> int:
         """Deliveries to ``listener`` being sent right now."""
@@ -181,26 +154,18 @@ class Dispatcher:
     def listener_state(self, listener: str) -> str:
         """``paused``, ``breaker_open``, ``breaker_half_open`` or ``active`` (for status,
         metrics and /healthz)."""
-        if listener in self._paused:
-            return "paused"
-        breaker = self.breaker_state(listener)
-        if breaker in ("open", "half-open"):
-            return "breaker_" + breaker.replace("-", "_")
-        return "active"
+        return listener_state(listener in self._pauses, self.breaker_state(listener))
 
     async def load_paused(self) -> None:
         """Read which listeners are paused, and each one's failure streak, from the store."""
-        states = await self.store.list_listener_states()
-        self._paused = {s.name for s in states if s.paused}
-        self._paused_checked = self.monotonic()
-        for state in states:
+        for state in await self._pauses.load():
             pace = self._pace.get(state.name)
             if pace is not None:
                 pace.failing_since = state.failing_since
 
     @property
     def paused(self) -> frozenset[str]:
-        return frozenset(self._paused)
+        return frozenset(self._pauses.names)
 
     def breaker_state(self, listener: str) -> str | None:
         """``closed``, ``open`` or ``half-open``; None when the listener has no breaker."""
@@ -208,12 +173,10 @@ class Dispatcher:
         return None if pace is None or pace.breaker is None else pace.breaker.state
 
     async def resume(self, listener: str) -> None:
-        await self.store.set_listener_paused(listener, False, None, self.clock())
-        self._resumed(listener)
+        await self._pauses.resume(listener)
         self.wake()
 
     def _resumed(self, name: str) -> None:
-        self._paused.discard(name)
         listener = self._listeners.get(name)
         if listener is not None:
             # a fresh start: closed breaker, full bucket, new disable_after window
@@ -226,22 +189,8 @@ class Dispatcher:
         """Take in pauses and resumes made in the store by another process (``pollbridge
         resume``); ``force`` skips the rate limit (the daemon saw the store's control version
         change)."""
-        if not force and (
-            not self._paused or self.monotonic() - self._paused_checked < PAUSED_REFRESH_S
-        ):
-            return
-        self._paused_checked = self.monotonic()
-        states = await self.store.list_listener_states()
-        still = {s.name for s in states if s.paused}
-        resumed = sorted(self._paused - still)
-        for name in resumed:
-            log.warning("listener %s was resumed", name, extra={"listener": name})
-            self._resumed(name)
-        self._paused = still
-        if resumed:
+        if await self._pauses.refresh(force=force):
             self.wake()
-
-    # -- the loop ---------------------------------------------------------------------------
 
     async def run(self) -> None:
         """Dispatch until :meth:`stop`; store errors are logged and retried, never fatal."""
@@ -274,7 +223,7 @@ class Dispatcher:
         now = self.clock()
         now_s = now.timestamp()
         with_slots: list[str] = []
-        waits = [PAUSED_REFRESH_S if self._paused else MAX_IDLE_S]
+        waits = [PAUSED_REFRESH_S if self._pauses else MAX_IDLE_S]
         self._rate_blocked = set()
         exclude = [d for tasks in self._inflight.values() for d in tasks]
         exclude.extend(self._recording)
@@ -329,15 +278,14 @@ class Dispatcher:
         if listener.coalesce and pace.coalesce_due:
             # before the pause check: a paused listener is the one furthest behind
             await coalesce(self.store, listener.name, pace, now, exclude, self._merge)
-        if name in self._paused:
+        if name in self._pauses:
             await self._returns.release_now(pace, exclude)
             return 0.0
         free = listener.max_in_flight - len(inflight)
         # Claimed ahead, the next deliveries start the moment a slot frees, not a store round
         # trip later (while the claim waits behind the attempts being recorded); topped up
         # once half of them have started, so that a claim brings several.
-        top_up_when = (AHEAD_ROUNDS - TOP_UP_ROUNDS) * listener.max_in_flight
-        if free <= 0 and self._ahead_short(listener, pace) <= top_up_when:
+        if free <= 0 and not pace.wants_top_up(listener.max_in_flight):
             return 0.0
         mono = self.monotonic()
         if pace.breaker is not None:
@@ -357,10 +305,10 @@ class Dispatcher:
                 break
             pace.ahead.popleft()
             free -= 1
-        want = max(free, 0) + self._ahead_short(listener, pace)
+        want = max(free, 0) + pace.ahead_short(listener.max_in_flight)
         if want <= 0:
             return 0.0
-        claim_s = self._claim_s(listener)
+        claim_s = claim_seconds(listener, self.lease_s)
         claimed_at = self.monotonic()  # before the store's own clock starts the claim: never late
         due = await self.store.claim_deliveries(
             name, now_s, want, exclude, owner=self.owner, claim_s=claim_s
@@ -396,75 +344,109 @@ class Dispatcher:
         return 0.0
 
     def _start(self, listener: ListenerConfig, pace: Pace, delivery: Delivery) -> bool:
-        """Start one claimed delivery; False when its listener may not send right now."""
+        """Start one claimed delivery in a slot of its own; False when its listener may not
+        send right now."""
+        probe = self._admit(listener, pace)
+        if probe is None:
+            return False
+        task = asyncio.create_task(self._run_slot(listener, delivery, probe))
+        self._inflight.setdefault(listener.name, {})[delivery.id] = task
+        return True
+
+    def _admit(self, listener: ListenerConfig, pace: Pace) -> bool | None:
+        """Take what one more attempt needs (a token, the breaker's leave): None when it may
+        not start now, else whether it is the breaker's probe."""
         mono = self.monotonic()
         if pace.breaker is not None and pace.breaker.wait_s(mono) > 0:
-            return False
+            return None
         if pace.bucket is not None and not pace.bucket.try_take(mono):
-            return False
+            return None
         probe = False
         if pace.breaker is not None:
             probe, transition = pace.breaker.start(mono)
             if transition is not None:
                 log_transition(listener, transition)
-        task = asyncio.create_task(self._attempt(listener, delivery, probe))
-        self._inflight.setdefault(listener.name, {})[delivery.id] = task
-        return True
+        return probe
+
+    async def _run_slot(self, listener: ListenerConfig, delivery: Delivery, probe: bool) -> None:
+        """Send ``delivery``, then the next one claimed ahead while this slot may: a task per
+        busy slot, not one per attempt."""
+        while True:
+            await self._attempt(listener, delivery, probe)
+            following = self._following(listener.name)
+            if following is None:
+                return
+            listener, delivery, probe = following
 
     def _hold(self, pace: Pace) -> float:
         """After an unexpected error, a listener claims nothing for a while; return how long."""
-        pace.internal_errors += 1
-        backoff = INTERNAL_BACKOFF_S[min(pace.internal_errors, len(INTERNAL_BACKOFF_S)) - 1]
-        pace.held_until = self.monotonic() + backoff
         self._returns.hand_back(pace)  # a claim must not outlive its lease waiting for the hold
-        return backoff
+        return pace.hold(self.monotonic())
 
     def _next_ahead(self, listener: ListenerConfig, pace: Pace) -> Delivery | None:
         """The next delivery claimed ahead, if its claim is young enough to start; a stale one
         gives every delivery claimed ahead back (claimed afresh at the next pass)."""
-        head = pace.next_ahead(self.monotonic(), self._claim_s(listener) / 2)
+        head = pace.next_ahead(self.monotonic(), claim_seconds(listener, self.lease_s) / 2)
         if head is None and pace.ahead:
             self._returns.hand_back(pace)
             self.wake()
         return head
 
-    def _claim_s(self, listener: ListenerConfig) -> float:
-        """How long a claim holds: the lease, and at least twice the listener's timeout."""
-        return max(self.lease_s, 2 * listener.timeout.total_seconds())
-
-    def _ahead_short(self, listener: ListenerConfig, pace: Pace) -> int:
-        """How many more deliveries ``listener`` may claim ahead of its free slots: up to
-        :data:`AHEAD_ROUNDS` rounds of its slots, enough to cover a claim that waits a few
-        milliseconds."""
-        if not pace.claims_ahead:
-            return 0
-        return AHEAD_ROUNDS * listener.max_in_flight - len(pace.ahead)
-
-    def _start_ahead(self, name: str) -> None:
-        """A slot of ``name`` freed up: start the next delivery claimed ahead, if it may."""
+    def _following(self, name: str) -> tuple[ListenerConfig, Delivery, bool] | None:
+        """A slot of ``name`` freed up: the next delivery claimed ahead it goes on with (the
+        listener as configured now, and whether it is the breaker's probe), if it may."""
         listener, pace = self._listeners.get(name), self._pace.get(name)
         if listener is None or pace is None or not pace.ahead or not pace.claims_ahead:
-            return
-        if name in self._paused or not self._accepting or pace.held_until > self.monotonic():
-            return
-        if len(self._inflight.get(name, {})) >= listener.max_in_flight:
-            return
+            return None
+        if name in self._pauses or not self._accepting or pace.held_until > self.monotonic():
+            return None
+        inflight = self._inflight.setdefault(name, {})
+        if len(inflight) >= listener.max_in_flight:
+            return None
         head = self._next_ahead(listener, pace)
-        if head is not None and self._start(listener, pace, head):
-            pace.ahead.popleft()
+        if head is None:
+            return None
+        probe = self._admit(listener, pace)
+        if probe is None:
+            return None
+        pace.ahead.popleft()
+        task = asyncio.current_task()
+        if task is not None:
+            inflight[head.id] = task
+        return listener, head, probe
 
-    def _internal_error(self, component: str, message: str, listener: str | None = None) -> None:
-        """Log an unexpected exception with its traceback, and count it."""
+    def _internal_error(
+        self,
+        component: str,
+        message: str,
+        listener: str | None = None,
+        exc: BaseException | None = None,
+    ) -> None:
+        """Log an unexpected exception (``exc``, else the one being handled) with its
+        traceback, and count it."""
         self.internal_errors += 1
         extra = {} if listener is None else {"listener": listener}
-        log.exception(message, extra=extra)
+        log.error(message, exc_info=exc or True, extra=extra)
         if self.on_internal_error is not None:
             self.on_internal_error(component)
+
+    def _sender_fault(
+        self, delivery_id: int, name: str, what: str, exc: BaseException | None = None
+    ) -> None:
+        """An unexpected error in one delivery's path: logged and counted, and its listener
+        held for a while; the delivery stays pending (sent again)."""
+        self._internal_error(
+            "sender", f"delivery {delivery_id} to {name}: {what}; it stays pending", name, exc
+        )
+        pace = self._pace.get(name)
+        if pace is not None:
+            self._hold(pace)
 
     def _merge(self, events: Sequence[Event]) -> list[dict[str, Any]] | None:
         return merged_changes(events, self._ignore.get(events[0].source, ()))
 
     async def _attempt(self, listener: ListenerConfig, delivery: Delivery, probe: bool) -> None:
+        """Send one delivery and hand its result to the recorder."""
         name = listener.name
         settled = False
         try:
@@ -476,41 +458,46 @@ class Dispatcher:
                 failed = delivery.attempts + 1
                 next_at = retry_at(listener.retry_s, failed, self.rng.random, result, self.clock())
             # What may stop the listener's next sends is settled, then the slot given back
-            # before the record, so the next claim and this record share one store round
-            # trip; the delivery stays excluded from claims until it is recorded.
+            # before the record, so that the slot goes on and the record joins the others
+            # written together; the delivery stays excluded from claims until it is recorded.
             settled = self._account(listener, result, probe)
-            reason = self._pause_reason(listener, result)
+            reason = self._pauses.reason(listener, result, self._failing_since(name))
             if reason is not None:
-                await self._pause(name, reason)
-            task = self._inflight.get(name, {}).pop(delivery.id, None)
-            if task is not None:
-                self._recording[delivery.id] = task
-                self._start_ahead(name)
-                self.wake()
-            state = await record_attempt(self.store, delivery.id, result, next_at, self.clock)
-            log_attempt(listener, delivery, result, state, next_at, self.clock().timestamp())
-            if self.on_result is not None:
-                self.on_result(listener, delivery, result, state)
-            if reason is not None:
-                await self._log_pause(listener, result)
+                await self._pauses.pause(name, reason)
+            self._recording.add(delivery.id)
+            self._recorder.submit(Finished(listener, delivery, result, next_at, reason))
         except asyncio.CancelledError:
             raise
         except Exception:
-            self._internal_error(
-                "sender",
-                f"delivery {delivery.id} to {name}: unexpected error; it stays pending",
-                name,
-            )
-            pace = self._pace.get(name)
-            if pace is not None:
-                self._hold(pace)
+            self._sender_fault(delivery.id, name, "unexpected error")
         finally:
             pace = self._pace.get(name)
             if probe and not settled and pace is not None and pace.breaker is not None:
                 pace.breaker.release_probe()
             self._inflight.get(name, {}).pop(delivery.id, None)
-            self._recording.pop(delivery.id, None)
             self.wake()
+
+    def _recorded(self, finished: Finished, outcome: str | BaseException) -> None:
+        """An attempt's record was written (``outcome`` is the delivery's state) or could not
+        be (the delivery stays pending, and is sent again)."""
+        listener, delivery, result, next_at, reason = finished
+        self._recording.discard(delivery.id)
+        if isinstance(outcome, BaseException):
+            self._sender_fault(delivery.id, listener.name, "recording its attempt failed", outcome)
+            return
+        try:
+            log_attempt(listener, delivery, result, outcome, next_at, self.clock().timestamp())
+            if self.on_result is not None:
+                self.on_result(listener, delivery, result, outcome)
+        except Exception:
+            self._internal_error("sender", f"delivery {delivery.id}: after its record")
+        if reason is not None:
+            self._recorder.follow(
+                self._pauses.log(listener, result, self._failing_since(listener.name))
+            )
+
+    def _failing_since(self, name: str) -> datetime | None:
+        return getattr(self._pace.get(name), "failing_since", None)
 
     def _account(self, listener: ListenerConfig, result: AttemptResult, probe: bool) -> bool:
         """Feed an attempt's result to the breaker and the failure streak; True if it counted."""
@@ -524,29 +511,6 @@ class Dispatcher:
                 self._returns.hand_back(pace)  # the breaker opened: none of those may start
         return True
 
-    def _pause_reason(self, listener: ListenerConfig, result: AttemptResult) -> str | None:
-        """Why this result pauses the listener (410 Gone, or ``disable_after`` reached)."""
-        if listener.name in self._paused or result.ok:
-            return None
-        since = getattr(self._pace.get(listener.name), "failing_since", None)
-        return pause_reason(listener, result, since, self.clock())
-
-    async def _log_pause(self, listener: ListenerConfig, result: AttemptResult) -> None:
-        since = getattr(self._pace.get(listener.name), "failing_since", None)
-        failing = None if since is None else failing_for(self.clock(), since)
-        waiting = 0 if result.gone else await self.store.pending_count([listener.name])
-        log_pause(listener, result.gone, failing, waiting)
-
-    async def _pause(self, name: str, reason: str) -> None:
-        self._paused.add(name)
-        self._paused_checked = self.monotonic()
-        try:
-            await self.store.set_listener_paused(name, True, reason, self.clock())
-        except StoreError as exc:  # the attempt is recorded all the same
-            log.error("pausing %s: %s; it is paused in this process only", name, exc)
-
-    # -- stopping ---------------------------------------------------------------------------
-
     async def stop(self, grace_s: float) -> None:
         """Start nothing new; let in-flight sends finish within ``grace_s``, then cancel them.
 
@@ -554,14 +518,17 @@ class Dispatcher:
         """
         self._accepting = False
         await self._returns.release_all(self._pace.values())
-        tasks = [t for tasks in self._inflight.values() for t in tasks.values()]
-        tasks.extend(self._recording.values())
-        if tasks:
-            _done, pending = await asyncio.wait(tasks, timeout=grace_s)
-            for t in pending:
-                t.cancel()
-            if pending:
-                await asyncio.gather(*pending, return_exceptions=True)
+        deadline = asyncio.get_running_loop().time() + grace_s
+        pending: set[asyncio.Task[None]] = set()
+        slots = {t for tasks in self._inflight.values() for t in tasks.values()}
+        if slots:
+            _done, pending = await asyncio.wait(slots, timeout=grace_s)
+        # then the records of what was sent, and the pauses they log
+        pending |= await self._recorder.drain(deadline) if not pending else self._recorder.tasks()
+        for t in pending:
+            t.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
         self._stopping = True
         self.wake()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -288,3 +289,105 @@ async def test_deliveries_claimed_ahead_for_half_their_lease_are_given_back_not_
         await asyncio.wait_for(task, 5)
     assert set(held) <= set(store.released)
     assert sorted(sender.sent) == [f"k{i}" for i in range(6)]
+
+
+class RecordingStore(HookedStore):
+    """A real SQLite store that keeps the size of every ``record_attempts`` batch, and can
+    fail the next ``fail`` batches (a locked database) or hold each one for ``slow_s``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.batches: list[int] = []
+        self.fail = 0
+        self.slow_s = 0.0
+
+    async def record_attempts(self, attempts: Sequence[Any]) -> list[str | StoreError]:
+        self.batches.append(len(attempts))
+        if self.slow_s:
+            await asyncio.sleep(self.slow_s)
+        if self.fail:
+            self.fail -= 1
+            return [StoreError("record_attempt", "database is locked")] * len(attempts)
+        return await super().record_attempts(attempts)
+
+
+@pytest.fixture
+async def recording_store(tmp_path) -> AsyncIterator[RecordingStore]:
+    s = RecordingStore(tmp_path / "state.db")
+    await s.open()
+    yield s
+    await s.close()
+
+
+async def test_attempts_that_finish_together_are_recorded_in_one_call(recording_store):
+    """Sends do not wait for their record: what finished while a record was being written
+    is written with the next one, every attempt once."""
+    store = recording_store
+    sender = Sender(httpx.AsyncClient(transport=httpx.MockTransport(Recording())))
+    await _commit(store, [f"k{i}" for i in range(64)], ["hooks"])
+    dispatcher = _dispatcher(store, sender, [_listener("hooks", max_in_flight=16)])
+    await _run_until(dispatcher, store, "hooks", lambda s: s == [("delivered", 1)] * 64)
+    assert sum(store.batches) == 64
+    assert max(store.batches) > 1
+    assert len(store.batches) < 64
+
+
+async def test_a_record_that_fails_for_a_while_is_written_when_it_can_be(
+    recording_store, monkeypatch, caplog
+):
+    """A locked database: the record is tried again after a pause and then written; nothing is
+    sent twice and no error is counted."""
+    monkeypatch.setattr("bridge.delivery_record.RETRY_PAUSES_S", (0.01, 0.01))
+    caplog.set_level(logging.WARNING, logger="pollbridge.deliver")
+    store = recording_store
+    store.fail = 2
+    transport = Recording()
+    sender = Sender(httpx.AsyncClient(transport=httpx.MockTransport(transport)))
+    await _commit(store, ["a"], ["hooks"])
+    dispatcher = _dispatcher(store, sender, [_listener("hooks")])
+    await _run_until(dispatcher, store, "hooks", lambda s: s == [("delivered", 1)])
+    assert transport.hosts == ["hooks"]
+    assert store.batches == [1, 1, 1]
+    assert dispatcher.internal_errors == 0
+    assert "database is locked; retrying" in caplog.text
+
+
+async def test_a_record_that_cannot_be_written_leaves_the_delivery_pending_to_send_again(
+    recording_store, monkeypatch, caplog
+):
+    """Every try failed: the error is logged and counted, the listener backs off, and the
+    delivery, still pending, is sent again afterwards (at least once, never lost)."""
+    monkeypatch.setattr("bridge.delivery_record.RETRY_PAUSES_S", (0.01,))
+    monkeypatch.setattr("bridge.delivery_pace.INTERNAL_BACKOFF_S", (0.05,))
+    store = recording_store
+    store.fail = 2
+    transport = Recording()
+    sender = Sender(httpx.AsyncClient(transport=httpx.MockTransport(transport)))
+    await _commit(store, ["a"], ["hooks"])
+    components: list[str] = []
+    dispatcher = Dispatcher(
+        store, sender, [_listener("hooks")], clock=lambda: NOW, on_internal_error=components.append
+    )
+    await _run_until(dispatcher, store, "hooks", lambda s: s == [("delivered", 1)])
+    assert transport.hosts == ["hooks", "hooks"]
+    assert dispatcher.internal_errors == 1
+    assert components == ["sender"]
+    assert "recording its attempt failed; it stays pending" in caplog.text
+
+
+async def test_stopping_waits_for_the_records_of_what_was_sent(recording_store):
+    """``stop`` lets the records of attempts already sent finish within its grace."""
+    store = recording_store
+    store.slow_s = 0.2
+    sender = Sender(httpx.AsyncClient(transport=httpx.MockTransport(Recording())))
+    await _commit(store, [f"k{i}" for i in range(4)], ["hooks"])
+    dispatcher = _dispatcher(store, sender, [_listener("hooks")])
+    task = asyncio.create_task(dispatcher.run())
+    async with asyncio.timeout(10):
+        while not store.batches:
+            await asyncio.sleep(0.005)
+    await dispatcher.stop(5)
+    await asyncio.wait_for(task, 5)
+    assert dispatcher.inflight_count() == 0
+    states = await _states(store, "hooks")
+    assert states == [("delivered", 1)] * 4
