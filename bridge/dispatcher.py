@@ -371,9 +371,10 @@ class Dispatcher:
     async def _run_slot(self, listener: ListenerConfig, delivery: Delivery, probe: bool) -> None:
         """Send ``delivery``, then the next one claimed ahead while this slot may: a task per
         busy slot, not one per attempt."""
+        slot = asyncio.current_task()
         while True:
             await self._attempt(listener, delivery, probe)
-            following = self._following(listener.name)
+            following = self._following(listener.name, slot)
             if following is None:
                 return
             listener, delivery, probe = following
@@ -392,9 +393,11 @@ class Dispatcher:
             self.wake()
         return head
 
-    def _following(self, name: str) -> tuple[ListenerConfig, Delivery, bool] | None:
-        """A slot of ``name`` freed up: the next delivery claimed ahead it goes on with (the
-        listener as configured now, and whether it is the breaker's probe), if it may."""
+    def _following(
+        self, name: str, slot: asyncio.Task[Any] | None
+    ) -> tuple[ListenerConfig, Delivery, bool] | None:
+        """The ``slot`` of ``name`` freed up: the next delivery claimed ahead it goes on with
+        (the listener as configured now, and whether it is the breaker's probe), if it may."""
         listener, pace = self._listeners.get(name), self._pace.get(name)
         if listener is None or pace is None or not pace.ahead or not pace.claims_ahead:
             return None
@@ -410,9 +413,8 @@ class Dispatcher:
         if probe is None:
             return None
         pace.ahead.popleft()
-        task = asyncio.current_task()
-        if task is not None:
-            inflight[head.id] = task
+        if slot is not None:
+            inflight[head.id] = slot
         return listener, head, probe
 
     def _internal_error(
