@@ -27,12 +27,26 @@ MONO = 1000.0
 
 class HookedStore(SQLiteStore):
     """A real SQLite store that runs ``before_claim[listener]`` while a claim awaits the store,
-    the moment at which in-flight attempts finish and reloads land in a running daemon."""
+    the moment at which in-flight attempts finish and reloads land in a running daemon. It
+    keeps the size of every ``record_attempts`` batch, and can fail the next ``fail`` batches
+    (a locked database) or hold each one for ``slow_s``."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.before_claim: dict[str, Any] = {}
         self.released: list[int] = []
+        self.batches: list[int] = []
+        self.fail = 0
+        self.slow_s = 0.0
+
+    async def record_attempts(self, attempts: Sequence[Any]) -> list[str | StoreError]:
+        self.batches.append(len(attempts))
+        if self.slow_s:
+            await asyncio.sleep(self.slow_s)
+        if self.fail:
+            self.fail -= 1
+            return [StoreError("record_attempt", "database is locked")] * len(attempts)
+        return await super().record_attempts(attempts)
 
     async def claim_deliveries(self, listener: str, *args: Any, **kwargs: Any) -> list[Delivery]:
         due = await super().claim_deliveries(listener, *args, **kwargs)
@@ -291,38 +305,9 @@ async def test_deliveries_claimed_ahead_for_half_their_lease_are_given_back_not_
     assert sorted(sender.sent) == [f"k{i}" for i in range(6)]
 
 
-class RecordingStore(HookedStore):
-    """A real SQLite store that keeps the size of every ``record_attempts`` batch, and can
-    fail the next ``fail`` batches (a locked database) or hold each one for ``slow_s``."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.batches: list[int] = []
-        self.fail = 0
-        self.slow_s = 0.0
-
-    async def record_attempts(self, attempts: Sequence[Any]) -> list[str | StoreError]:
-        self.batches.append(len(attempts))
-        if self.slow_s:
-            await asyncio.sleep(self.slow_s)
-        if self.fail:
-            self.fail -= 1
-            return [StoreError("record_attempt", "database is locked")] * len(attempts)
-        return await super().record_attempts(attempts)
-
-
-@pytest.fixture
-async def recording_store(tmp_path) -> AsyncIterator[RecordingStore]:
-    s = RecordingStore(tmp_path / "state.db")
-    await s.open()
-    yield s
-    await s.close()
-
-
-async def test_attempts_that_finish_together_are_recorded_in_one_call(recording_store):
+async def test_attempts_that_finish_together_are_recorded_in_one_call(store):
     """Sends do not wait for their record: what finished while a record was being written
     is written with the next one, every attempt once."""
-    store = recording_store
     sender = Sender(httpx.AsyncClient(transport=httpx.MockTransport(Recording())))
     await _commit(store, [f"k{i}" for i in range(64)], ["hooks"])
     dispatcher = _dispatcher(store, sender, [_listener("hooks", max_in_flight=16)])
@@ -333,13 +318,12 @@ async def test_attempts_that_finish_together_are_recorded_in_one_call(recording_
 
 
 async def test_a_record_that_fails_for_a_while_is_written_when_it_can_be(
-    recording_store, monkeypatch, caplog
+    store, monkeypatch, caplog
 ):
     """A locked database: the record is tried again after a pause and then written; nothing is
     sent twice and no error is counted."""
     monkeypatch.setattr("bridge.delivery_record.RETRY_PAUSES_S", (0.01, 0.01))
     caplog.set_level(logging.WARNING, logger="pollbridge.deliver")
-    store = recording_store
     store.fail = 2
     transport = Recording()
     sender = Sender(httpx.AsyncClient(transport=httpx.MockTransport(transport)))
@@ -353,13 +337,12 @@ async def test_a_record_that_fails_for_a_while_is_written_when_it_can_be(
 
 
 async def test_a_record_that_cannot_be_written_leaves_the_delivery_pending_to_send_again(
-    recording_store, monkeypatch, caplog
+    store, monkeypatch, caplog
 ):
     """Every try failed: the error is logged and counted, the listener backs off, and the
     delivery, still pending, is sent again afterwards (at least once, never lost)."""
     monkeypatch.setattr("bridge.delivery_record.RETRY_PAUSES_S", (0.01,))
     monkeypatch.setattr("bridge.delivery_pace.INTERNAL_BACKOFF_S", (0.05,))
-    store = recording_store
     store.fail = 2
     transport = Recording()
     sender = Sender(httpx.AsyncClient(transport=httpx.MockTransport(transport)))
@@ -375,9 +358,8 @@ async def test_a_record_that_cannot_be_written_leaves_the_delivery_pending_to_se
     assert "recording its attempt failed; it stays pending" in caplog.text
 
 
-async def test_stopping_waits_for_the_records_of_what_was_sent(recording_store):
+async def test_stopping_waits_for_the_records_of_what_was_sent(store):
     """``stop`` lets the records of attempts already sent finish within its grace."""
-    store = recording_store
     store.slow_s = 0.2
     sender = Sender(httpx.AsyncClient(transport=httpx.MockTransport(Recording())))
     await _commit(store, [f"k{i}" for i in range(4)], ["hooks"])
