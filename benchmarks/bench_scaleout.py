@@ -102,6 +102,12 @@ def _run(dsn: str, instances: int, count: int, port: int, in_flight: int) -> flo
 state = "{url}"
 log_level = "warning"
 
+# a source is required; this one is never reached (port 9) and polls once an hour
+[[sources]]
+name = "idle"
+url = "http://127.0.0.1:9/items"
+every = "1h"
+
 [[listeners]]
 name = "hooks"
 url = "http://127.0.0.1:{port}/hooks"
@@ -124,6 +130,10 @@ max_in_flight = {in_flight}
     ]
     try:
         while conn.execute("SELECT count(*) FROM instances").fetchone() != (instances,):
+            for i, p in enumerate(procs):
+                if p.poll() is not None:  # it will never join: say why instead of waiting
+                    log = (tmp / f"instance-{i}.log").read_text().strip()
+                    raise SystemExit(f"instance {i} exited with {p.returncode}: {log}")
             time.sleep(0.05)
         time.sleep(1.0)  # dispatchers and LISTEN connections up
         started = time.perf_counter()
