@@ -65,9 +65,6 @@ class AttemptRecorder:
         if self._writer is None or self._writer.done():
             self._writer = asyncio.get_running_loop().create_task(self._write())
 
-    def __len__(self) -> int:
-        return len(self._waiting)
-
     def follow(self, work: Coroutine[Any, Any, None]) -> None:
         """Run ``work`` that follows a record (logging the pause it led to); :meth:`drain`
         waits for it too."""

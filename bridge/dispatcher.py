@@ -525,8 +525,9 @@ class Dispatcher:
         slots = {t for tasks in self._inflight.values() for t in tasks.values()}
         if slots:
             _done, pending = await asyncio.wait(slots, timeout=grace_s)
-        # then the records of what was sent, and the pauses they log
-        pending |= await self._recorder.drain(deadline) if not pending else self._recorder.tasks()
+        if not pending:  # then the records of what was sent, and the pauses they log
+            pending = await self._recorder.drain(deadline)
+        pending |= self._recorder.tasks()  # what is still running now is cancelled
         for t in pending:
             t.cancel()
         if pending:
